@@ -1,0 +1,168 @@
+#include "client/cli/commands.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/cli/output.h"
+#include "common/unique_fd.h"
+
+namespace shmbroker::cli {
+namespace {
+
+absl::StatusOr<std::unique_ptr<client::Client>> Connect(const Options& options,
+                                                        bool session) {
+  client::ClientOptions connect = options.connect;
+  connect.open_session = session;
+  return client::Client::Connect(connect);
+}
+
+void Print(const std::string& text) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fflush(stdout);  // a holding command's output must be seen at once
+}
+
+void PrintBuffer(const Options& options, const client::BufferInfo& info) {
+  if (options.json) {
+    Print(BufferJson(info).dump() + "\n");
+  } else {
+    Print(Table(BufferRows({info}, info.created)));
+  }
+}
+
+// Keeps `buffer` until --hold passes or SIGINT/SIGTERM arrives.
+void Hold(const Options& options, const client::Buffer& buffer) {
+  std::fprintf(stderr, "holding buffer %llu; Ctrl-C releases it\n",
+               static_cast<unsigned long long>(buffer.handle()));
+  if (options.hold == absl::InfiniteDuration()) {
+    int signal_number = 0;
+    sigwait(&options.stop_signals, &signal_number);
+    return;
+  }
+  const timespec timeout = absl::ToTimespec(options.hold);
+  while (sigtimedwait(&options.stop_signals, nullptr, &timeout) < 0 &&
+         errno == EINTR) {
+  }
+}
+
+absl::Status WriteAll(int fd, const uint8_t* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = ::write(fd, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::UnavailableError(
+          absl::StrCat("write to stdout: ", std::strerror(errno)));
+    }
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadAll(int fd, const std::string& what) {
+  std::string data;
+  char chunk[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, chunk, sizeof(chunk));
+    if (n == 0) return data;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::InvalidArgumentError(
+          absl::StrCat("read ", what, ": ", std::strerror(errno)));
+    }
+    data.append(chunk, static_cast<size_t>(n));
+  }
+}
+
+}  // namespace
+
+absl::Status Alloc(const Options& options, uint64_t size) {
+  auto c = Connect(options, /*session=*/true);
+  if (!c.ok()) return c.status();
+  client::AllocateOptions request{size, options.name, options.backing,
+                                  options.share};
+  absl::StatusOr<client::Buffer> buffer = (*c)->Allocate(request);
+  if (!buffer.ok()) return buffer.status();
+  PrintBuffer(options, buffer->info());
+  Hold(options, *buffer);
+  return buffer->Release();
+}
+
+absl::Status Put(const Options& options, const std::string& name) {
+  // Read the input first: its size is the buffer's size.
+  std::string data;
+  if (options.file.empty()) {
+    absl::StatusOr<std::string> in = ReadAll(STDIN_FILENO, "stdin");
+    if (!in.ok()) return in.status();
+    data = std::move(*in);
+  } else {
+    UniqueFd fd(::open(options.file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) {
+      return absl::NotFoundError(
+          absl::StrCat("cannot open ", options.file, ": ", std::strerror(errno)));
+    }
+    absl::StatusOr<std::string> in = ReadAll(fd.get(), options.file);
+    if (!in.ok()) return in.status();
+    data = std::move(*in);
+  }
+  if (data.empty()) {
+    return absl::InvalidArgumentError(
+        "bad size: the input is empty, nothing to put");
+  }
+  auto c = Connect(options, /*session=*/true);
+  if (!c.ok()) return c.status();
+  client::AllocateOptions request{data.size(), name, options.backing,
+                                  options.share};
+  absl::StatusOr<client::Buffer> buffer = (*c)->Allocate(request);
+  if (!buffer.ok()) return buffer.status();
+  std::memcpy(buffer->data(), data.data(), data.size());
+  data.clear();
+  PrintBuffer(options, buffer->info());
+  Hold(options, *buffer);
+  return buffer->Release();
+}
+
+absl::Status Cat(const Options& options, const std::string& name) {
+  auto c = Connect(options, /*session=*/true);
+  if (!c.ok()) return c.status();
+  absl::StatusOr<client::Buffer> buffer = (*c)->Attach(name);
+  if (!buffer.ok()) return buffer.status();
+  if (absl::Status s = WriteAll(STDOUT_FILENO, buffer->data(), buffer->size());
+      !s.ok()) {
+    return s;
+  }
+  return buffer->Release();
+}
+
+absl::Status Ls(const Options& options) {
+  auto c = Connect(options, /*session=*/false);
+  if (!c.ok()) return c.status();
+  absl::StatusOr<std::vector<client::BufferInfo>> buffers = (*c)->List();
+  if (!buffers.ok()) return buffers.status();
+  if (options.json) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& b : *buffers) list.push_back(BufferJson(b));
+    Print(nlohmann::json{{"buffers", list}}.dump() + "\n");
+  } else {
+    Print(Table(BufferRows(*buffers, absl::Now())));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Status(const Options& options) {
+  auto c = Connect(options, /*session=*/false);
+  if (!c.ok()) return c.status();
+  absl::StatusOr<client::DaemonStatus> status = (*c)->Status();
+  if (!status.ok()) return status.status();
+  Print(options.json ? StatusJson(*status).dump() + "\n" : StatusText(*status));
+  return absl::OkStatus();
+}
+
+}  // namespace shmbroker::cli

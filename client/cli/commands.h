@@ -1,0 +1,36 @@
+// The shmbroker CLI's subcommands. Each returns OK or a status whose message
+// is printed as the one-line error; flags come from client/cli/main.cc.
+#ifndef SHMBROKER_CLIENT_CLI_COMMANDS_H_
+#define SHMBROKER_CLIENT_CLI_COMMANDS_H_
+
+#include <signal.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "shmbroker/client.h"
+
+namespace shmbroker::cli {
+
+struct Options {
+  client::ClientOptions connect;
+  bool json = false;
+  std::string name;
+  client::Backing backing = client::Backing::kDefault;
+  std::vector<client::ShareRule> share;
+  absl::Duration hold = absl::InfiniteDuration();
+  std::string file;
+  sigset_t stop_signals;  // blocked in every thread; Hold() waits for them
+};
+
+absl::Status Alloc(const Options& options, uint64_t size);
+absl::Status Put(const Options& options, const std::string& name);
+absl::Status Cat(const Options& options, const std::string& name);
+absl::Status Ls(const Options& options);
+absl::Status Status(const Options& options);
+
+}  // namespace shmbroker::cli
+
+#endif  // SHMBROKER_CLIENT_CLI_COMMANDS_H_

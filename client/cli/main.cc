@@ -1,0 +1,118 @@
+// shmbroker: the command-line client of shmbrokerd. See docs/cli.md.
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "client/cli/commands.h"
+#include "common/byte_size.h"
+
+ABSL_FLAG(std::string, socket, "",
+          "daemon socket (default: $SHMBROKER_SOCKET, else "
+          "/run/shmbroker/broker.sock for root, else "
+          "$XDG_RUNTIME_DIR/shmbroker/broker.sock)");
+ABSL_FLAG(bool, json, false, "machine-readable output on stdout");
+ABSL_FLAG(std::string, name, "", "alloc: name of the new buffer");
+ABSL_FLAG(std::string, backing, "", "alloc, put: memfd (default) or posix");
+ABSL_FLAG(std::vector<std::string>, share, {},
+          "alloc, put: uid:N, gid:N or all, each with optional :ro (default) "
+          "or :rw; several separated by commas");
+ABSL_FLAG(absl::Duration, hold, absl::InfiniteDuration(),
+          "alloc, put: how long to hold the buffer (e.g. 500ms, 30s, 5m); "
+          "default: until SIGINT/SIGTERM");
+ABSL_FLAG(std::string, file, "", "put: read the data from this file, not stdin");
+
+namespace {
+
+constexpr char kUsage[] =
+    "command-line client of shmbrokerd.\n"
+    "Usage: shmbroker [--socket=PATH] [--json] COMMAND [ARGS]\n"
+    "  alloc SIZE [--name=NAME] [--backing=memfd|posix] [--share=RULE]\n"
+    "             [--hold=DURATION]   allocate and hold a buffer\n"
+    "  put NAME [--file=PATH] [--backing=...] [--share=...] [--hold=...]\n"
+    "             allocate a buffer sized to the input, fill it, hold it\n"
+    "  cat NAME   write a buffer's bytes to stdout\n"
+    "  ls         list buffers\n"
+    "  status     daemon-wide figures\n"
+    "SIZE: 4096, 4KiB, 1MiB, 1GiB. DURATION: 500ms, 30s, 5m.";
+
+int UsageError(const std::string& message) {
+  std::fprintf(stderr, "shmbroker: %s\n(run shmbroker --help for usage)\n",
+               message.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() < 2) return UsageError("no command given");
+  const std::string command = args[1];
+  const std::vector<std::string> operands(args.begin() + 2, args.end());
+
+  shmbroker::cli::Options options;
+  options.connect.socket_path = absl::GetFlag(FLAGS_socket);
+  options.json = absl::GetFlag(FLAGS_json);
+  options.name = absl::GetFlag(FLAGS_name);
+  options.hold = absl::GetFlag(FLAGS_hold);
+  options.file = absl::GetFlag(FLAGS_file);
+  if (std::string b = absl::GetFlag(FLAGS_backing); !b.empty()) {
+    auto backing = shmbroker::client::ParseBacking(b);
+    if (!backing.ok()) return UsageError(std::string(backing.status().message()));
+    options.backing = *backing;
+  }
+  for (const std::string& rule : absl::GetFlag(FLAGS_share)) {
+    auto parsed = shmbroker::client::ParseShareRule(rule);
+    if (!parsed.ok()) return UsageError(std::string(parsed.status().message()));
+    options.share.push_back(*parsed);
+  }
+  if (options.hold < absl::ZeroDuration()) {
+    return UsageError("--hold must not be negative");
+  }
+  // Block the stop signals before the client starts threads, so that only
+  // sigwait in Hold() takes them and the buffer is released on the way out.
+  sigemptyset(&options.stop_signals);
+  sigaddset(&options.stop_signals, SIGINT);
+  sigaddset(&options.stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &options.stop_signals, nullptr);
+
+  auto want = [&](size_t n, const char* what) {
+    return operands.size() == n
+               ? 0
+               : UsageError(absl::StrCat(command, " takes ", what));
+  };
+  absl::Status status;
+  if (command == "alloc") {
+    if (int rc = want(1, "one SIZE")) return rc;
+    auto size = shmbroker::ParseByteSize(operands[0]);
+    if (!size.ok()) return UsageError(std::string(size.status().message()));
+    status = shmbroker::cli::Alloc(options, *size);
+  } else if (command == "put") {
+    if (int rc = want(1, "one NAME")) return rc;
+    status = shmbroker::cli::Put(options, operands[0]);
+  } else if (command == "cat") {
+    if (int rc = want(1, "one NAME")) return rc;
+    status = shmbroker::cli::Cat(options, operands[0]);
+  } else if (command == "ls") {
+    if (int rc = want(0, "no arguments")) return rc;
+    status = shmbroker::cli::Ls(options);
+  } else if (command == "status") {
+    if (int rc = want(0, "no arguments")) return rc;
+    status = shmbroker::cli::Status(options);
+  } else {
+    return UsageError(absl::StrCat("unknown command \"", command, "\""));
+  }
+  if (!status.ok()) {
+    std::fprintf(stderr, "shmbroker: %s\n",
+                 std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,28 @@
+// Output of the shmbroker CLI: readable tables, or JSON with --json. The JSON
+// shapes are a contract (see docs/cli.md); add fields, never rename them.
+#ifndef SHMBROKER_CLIENT_CLI_OUTPUT_H_
+#define SHMBROKER_CLIENT_CLI_OUTPUT_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "nlohmann/json.hpp"
+#include "shmbroker/types.h"
+
+namespace shmbroker::cli {
+
+nlohmann::json BufferJson(const client::BufferInfo& info);
+nlohmann::json StatusJson(const client::DaemonStatus& status);
+
+// A table with a header row and left-aligned columns.
+std::string Table(const std::vector<std::vector<std::string>>& rows);
+std::vector<std::vector<std::string>> BufferRows(
+    const std::vector<client::BufferInfo>& buffers, absl::Time now);
+std::string StatusText(const client::DaemonStatus& status);
+// "42s", "7m", "3h", "2d".
+std::string Age(absl::Duration age);
+
+}  // namespace shmbroker::cli
+
+#endif  // SHMBROKER_CLIENT_CLI_OUTPUT_H_

@@ -1,0 +1,71 @@
+// Value types of the shmbroker client API (mirrors of shmbroker.v1 messages,
+// so that applications need no generated code).
+#ifndef SHMBROKER_CLIENT_TYPES_H_
+#define SHMBROKER_CLIENT_TYPES_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace shmbroker::client {
+
+enum class Backing { kDefault, kMemfd, kPosix };
+// kDefault: the most the buffer's ACL allows.
+enum class Access { kDefault, kReadOnly, kReadWrite };
+
+struct ShareRule {
+  enum class Scope { kUid, kGid, kAll };
+  Scope scope = Scope::kAll;
+  uint32_t id = 0;
+  bool read_write = false;
+};
+
+// Parses "uid:N", "gid:N" or "all", each optionally followed by ":ro" (the
+// default) or ":rw".
+absl::StatusOr<ShareRule> ParseShareRule(absl::string_view text);
+// "memfd" or "posix".
+absl::StatusOr<Backing> ParseBacking(absl::string_view text);
+const char* BackingName(Backing backing);
+std::string ShareRuleToString(const ShareRule& rule);
+
+struct BufferInfo {
+  uint64_t handle = 0;
+  std::string name;
+  uint64_t size = 0;
+  Backing backing = Backing::kMemfd;
+  uid_t owner_uid = 0;
+  gid_t owner_gid = 0;
+  pid_t owner_pid = 0;
+  uint32_t holders = 0;
+  absl::Time created;
+  std::vector<ShareRule> share;
+  std::string shm_name;  // POSIX backing only
+  uint64_t charged_bytes = 0;
+};
+
+struct DaemonStatus {
+  uint64_t capacity_bytes = 0;
+  uint64_t allocated_bytes = 0;
+  uint64_t buffers = 0;
+  uint64_t clients = 0;
+  uint64_t holds = 0;
+  std::string version;
+  absl::Time started;
+};
+
+struct AllocateOptions {
+  uint64_t size = 0;
+  std::string name;  // optional
+  Backing backing = Backing::kDefault;
+  std::vector<ShareRule> share;  // empty: owner's uid (and root) only
+};
+
+}  // namespace shmbroker::client
+
+#endif  // SHMBROKER_CLIENT_TYPES_H_

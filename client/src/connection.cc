@@ -1,0 +1,202 @@
+#include "client/src/connection.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/default_socket.h"
+#include "common/fd_channel_protocol.h"
+
+namespace shmbroker::client {
+namespace {
+
+using fdchannel::Frame;
+using fdchannel::FrameType;
+
+absl::Status ConnectError(int err, const std::string& socket_path) {
+  std::string cause = std::strerror(err);
+  if (err == ENOENT || err == ECONNREFUSED) {
+    return absl::UnavailableError(absl::StrFormat(
+        "no daemon at %s (%s); start shmbrokerd or pass --socket",
+        socket_path, cause));
+  }
+  if (err == EACCES || err == EPERM) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "permission denied: cannot connect to %s (%s); the caller must be "
+        "in the socket's group",
+        socket_path, cause));
+  }
+  return absl::UnavailableError(
+      absl::StrFormat("cannot connect to %s: %s", socket_path, cause));
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
+    const ClientOptions& options) {
+  std::shared_ptr<Connection> c(new Connection());
+  c->socket_path_ =
+      options.socket_path.empty() ? DefaultSocketPath() : options.socket_path;
+  c->timeout_ = options.timeout;
+  if (options.open_session) {
+    if (absl::Status s = c->Handshake(); !s.ok()) return s;
+  }
+  c->channel_ = grpc::CreateChannel(absl::StrCat("unix:", c->socket_path_),
+                                    grpc::InsecureChannelCredentials());
+  c->stub_ = v1::Broker::NewStub(c->channel_);
+  return c;
+}
+
+absl::Status Connection::Handshake() {
+  const std::string path = FdChannelPath(socket_path_);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("socket path too long: ", path));
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  fd_channel_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!fd_channel_.valid()) return ConnectError(errno, socket_path_);
+  if (::connect(fd_channel_.get(), reinterpret_cast<sockaddr*>(&addr),
+                sizeof(addr)) != 0) {
+    return ConnectError(errno, socket_path_);
+  }
+  pollfd p{fd_channel_.get(), POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout_))) !=
+      1) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "daemon at ", socket_path_, " did not greet on the fd channel"));
+  }
+  Frame hello;
+  fdchannel::Received got = fdchannel::RecvFrame(fd_channel_.get(), &hello, 0);
+  for (int i = 0; i < got.fd_count; ++i) ::close(got.fds[i]);
+  if (got.bytes == static_cast<ssize_t>(sizeof(hello)) &&
+      fdchannel::HasValidHeader(hello) && hello.type == FrameType::kError) {
+    hello.text[fdchannel::kTextBytes - 1] = '\0';
+    return absl::UnavailableError(
+        absl::StrCat("daemon refused the connection: ", hello.text));
+  }
+  if (got.bytes != static_cast<ssize_t>(sizeof(hello)) ||
+      !fdchannel::HasValidHeader(hello) || hello.type != FrameType::kHello) {
+    return absl::UnavailableError(absl::StrCat(
+        "unexpected greeting on ", path, ": not a shmbrokerd of this version"));
+  }
+  token_hex_ = fdchannel::TokenToHex(hello.token);
+  return absl::OkStatus();
+}
+
+void Connection::Prepare(grpc::ClientContext* ctx) const {
+  if (!token_hex_.empty()) {
+    ctx->AddMetadata(fdchannel::kSessionMetadataKey, token_hex_);
+  }
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+}
+
+absl::Status Connection::ToStatus(const grpc::Status& status) const {
+  if (status.ok()) return absl::OkStatus();
+  auto code = static_cast<absl::StatusCode>(status.error_code());
+  if (code == absl::StatusCode::kUnavailable) {
+    return absl::UnavailableError(absl::StrFormat(
+        "no daemon answering at %s: %s", socket_path_, status.error_message()));
+  }
+  return absl::Status(code, status.error_message());
+}
+
+absl::StatusOr<UniqueFd> Connection::TakeFd(uint64_t grant_id) {
+  if (!fd_channel_.valid()) {
+    return absl::FailedPreconditionError("no fd channel: open_session is off");
+  }
+  absl::MutexLock lock(&fd_mu_);
+  const absl::Time deadline = absl::Now() + timeout_;
+  for (;;) {
+    if (auto it = unclaimed_.find(grant_id); it != unclaimed_.end()) {
+      UniqueFd fd = std::move(it->second);
+      unclaimed_.erase(it);
+      return fd;
+    }
+    const int64_t wait_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+    pollfd p{fd_channel_.get(), POLLIN, 0};
+    if (wait_ms <= 0 || ::poll(&p, 1, static_cast<int>(wait_ms)) == 0) {
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "the fd for grant %d did not arrive on the fd channel", grant_id));
+    }
+    Frame frame;
+    fdchannel::Received got = fdchannel::RecvFrame(fd_channel_.get(), &frame, 0);
+    UniqueFd fd(got.fd_count > 0 ? got.fds[0] : -1);
+    for (int i = 1; i < got.fd_count; ++i) ::close(got.fds[i]);
+    if (got.bytes <= 0) {
+      return absl::UnavailableError(
+          "the daemon closed the fd channel (daemon stopped?)");
+    }
+    if (!fdchannel::HasValidHeader(frame)) {
+      return absl::InternalError("malformed frame on the fd channel");
+    }
+    if (frame.type == FrameType::kError) {
+      frame.text[fdchannel::kTextBytes - 1] = '\0';
+      return absl::UnavailableError(
+          absl::StrCat("the daemon closed the fd channel: ", frame.text));
+    }
+    if (frame.type == FrameType::kFd && fd.valid()) {
+      unclaimed_[frame.id] = std::move(fd);
+    }
+  }
+}
+
+void Connection::ReleaseAsync(uint64_t handle) {
+  Frame frame = fdchannel::MakeFrame(FrameType::kRelease, handle);
+  if (fd_channel_.valid() && fdchannel::SendFrame(fd_channel_.get(), frame, -1, MSG_DONTWAIT) ==
+      static_cast<ssize_t>(sizeof(frame))) {
+    return;
+  }
+  // A full channel (or a daemon that is gone): ask over gRPC instead; if that
+  // fails too, the hold goes when this connection closes.
+  ReleaseSync(handle).IgnoreError();
+}
+
+absl::StatusOr<uint32_t> Connection::ReleaseSync(uint64_t handle) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::ReleaseRequest request;
+  request.set_handle(handle);
+  v1::ReleaseResponse response;
+  if (absl::Status s = ToStatus(stub_->Release(&ctx, request, &response));
+      !s.ok()) {
+    return s;
+  }
+  return response.holders();
+}
+
+BufferInfo FromProto(const v1::Buffer& b) {
+  BufferInfo info;
+  info.handle = b.handle();
+  info.name = b.name();
+  info.size = b.size();
+  info.backing =
+      b.backing() == v1::BACKING_POSIX ? Backing::kPosix : Backing::kMemfd;
+  info.owner_uid = b.owner_uid();
+  info.owner_gid = b.owner_gid();
+  info.owner_pid = b.owner_pid();
+  info.holders = b.holders();
+  info.created = absl::FromUnixSeconds(b.created().seconds()) +
+                 absl::Nanoseconds(b.created().nanos());
+  for (const v1::ShareRule& r : b.share()) {
+    ShareRule rule;
+    rule.scope = r.scope() == v1::SHARE_SCOPE_UID   ? ShareRule::Scope::kUid
+                 : r.scope() == v1::SHARE_SCOPE_GID ? ShareRule::Scope::kGid
+                                                    : ShareRule::Scope::kAll;
+    rule.id = r.id();
+    rule.read_write = r.mode() == v1::ACCESS_MODE_READ_WRITE;
+    info.share.push_back(rule);
+  }
+  info.shm_name = b.shm_name();
+  info.charged_bytes = b.charged_bytes();
+  return info;
+}
+
+}  // namespace shmbroker::client

@@ -1,0 +1,62 @@
+// Connection: the shared state behind a Client and its Buffers: the gRPC
+// stub, the fd channel socket and session token, and fds that arrived for
+// grants not yet claimed. Internal to the client library. Thread-safe.
+#ifndef SHMBROKER_CLIENT_SRC_CONNECTION_H_
+#define SHMBROKER_CLIENT_SRC_CONNECTION_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/unique_fd.h"
+#include "shmbroker/client.h"
+#include "shmbroker/v1/broker.grpc.pb.h"
+
+namespace shmbroker::client {
+
+class Connection {
+ public:
+  static absl::StatusOr<std::shared_ptr<Connection>> Open(
+      const ClientOptions& options);
+
+  const std::string& socket_path() const { return socket_path_; }
+  v1::Broker::Stub& stub() { return *stub_; }
+  // Adds the session token and the deadline to a call.
+  void Prepare(grpc::ClientContext* ctx) const;
+  // Converts a call's status, naming the socket when no daemon answers.
+  absl::Status ToStatus(const grpc::Status& status) const;
+
+  // The fd the daemon sent for `grant_id` (it is sent before the reply, so
+  // it is normally already waiting). The caller owns the result.
+  absl::StatusOr<UniqueFd> TakeFd(uint64_t grant_id);
+  // Drops one hold with a one-way fd-channel message; falls back to the
+  // Release RPC if the channel cannot take it now.
+  void ReleaseAsync(uint64_t handle);
+  absl::StatusOr<uint32_t> ReleaseSync(uint64_t handle);
+
+ private:
+  Connection() = default;
+  absl::Status Handshake();
+
+  std::string socket_path_;
+  absl::Duration timeout_;
+  std::string token_hex_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Broker::Stub> stub_;
+  UniqueFd fd_channel_;
+
+  absl::Mutex fd_mu_;
+  absl::flat_hash_map<uint64_t, UniqueFd> unclaimed_ ABSL_GUARDED_BY(fd_mu_);
+};
+
+// Fills a BufferInfo from its wire form.
+BufferInfo FromProto(const v1::Buffer& buffer);
+
+}  // namespace shmbroker::client
+
+#endif  // SHMBROKER_CLIENT_SRC_CONNECTION_H_

@@ -1,0 +1,71 @@
+// MemoryObject: one OS shared-memory object (a segment) created by the
+// daemon. It owns its fd; destroying it closes the fd and, for named
+// backings, unlinks the name. Pages stay alive while any client maps them,
+// but the daemon no longer counts them. Immutable after creation, so const
+// methods are thread-safe.
+#ifndef SHMBROKER_CORE_MEMORY_OBJECT_H_
+#define SHMBROKER_CORE_MEMORY_OBJECT_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/unique_fd.h"
+
+namespace shmbroker {
+
+enum class Backing { kMemfd, kPosix };
+
+const char* BackingName(Backing backing);
+
+struct MemorySpec {
+  Backing backing = Backing::kMemfd;
+  uint64_t size = 0;
+  // For kPosix: the daemon-chosen shm_open name ("/prefix.id.handle").
+  std::string shm_name;
+  // For kPosix when the daemon runs as root: the object's owner.
+  uid_t owner_uid = 0;
+  gid_t owner_gid = 0;
+  // Label shown in /proc/PID/fd for memfds (debugging aid only).
+  std::string label = "shmbroker";
+};
+
+class MemoryObject {
+ public:
+  virtual ~MemoryObject() = default;
+  MemoryObject(const MemoryObject&) = delete;
+  MemoryObject& operator=(const MemoryObject&) = delete;
+
+  int fd() const { return fd_.get(); }
+  uint64_t size() const { return size_; }
+  virtual Backing backing() const = 0;
+  // The shm_open name for named backings; empty otherwise.
+  virtual const std::string& shm_name() const = 0;
+
+  // A new O_RDONLY file description of the same object (through
+  // /proc/self/fd), for read-only holders: mapping it writable fails.
+  absl::StatusOr<UniqueFd> OpenReadOnly() const;
+
+ protected:
+  MemoryObject(UniqueFd fd, uint64_t size) : fd_(std::move(fd)), size_(size) {}
+
+ private:
+  UniqueFd fd_;
+  uint64_t size_;
+};
+
+// Creates, sizes and (for memfd) seals a segment. Errors carry the errno
+// text: RESOURCE_EXHAUSTED for ENOMEM/ENOSPC/EMFILE/ENFILE, ALREADY_EXISTS for
+// a taken shm name, INTERNAL otherwise.
+absl::StatusOr<std::unique_ptr<MemoryObject>> CreateMemoryObject(
+    const MemorySpec& spec);
+
+// Maps errno from a failed call to a status with `what` and the errno text.
+absl::Status ErrnoToStatus(int err, const std::string& what);
+
+}  // namespace shmbroker
+
+#endif  // SHMBROKER_CORE_MEMORY_OBJECT_H_

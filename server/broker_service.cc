@@ -1,0 +1,254 @@
+#include "server/broker_service.h"
+
+#include <algorithm>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/fd_channel_protocol.h"
+#include "server/proto_convert.h"
+#include "server/logging.h"
+
+namespace shmbroker {
+namespace {
+
+// Runs `body` and finishes the call with its status. Denials and internal
+// errors are significant events and are logged; other errors are the
+// caller's business and go back only to the caller.
+template <typename Body>
+grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx,
+                                 const char* method, Body body) {
+  absl::Status status = body();
+  if (status.code() == absl::StatusCode::kPermissionDenied ||
+      status.code() == absl::StatusCode::kInternal) {
+    spdlog::warn("{}: {}", method, status.ToString());
+  }
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+template <typename Request>
+absl::StatusOr<BufferRef> TargetOf(const Request& request) {
+  switch (request.target_case()) {
+    case Request::kHandle:
+      if (request.handle() == 0) {
+        return absl::InvalidArgumentError("bad handle: 0");
+      }
+      return BufferRef::ByHandle(request.handle());
+    case Request::kName:
+      return BufferRef::ByName(request.name());
+    default:
+      return absl::InvalidArgumentError(
+          "no buffer named: set either handle or name");
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<BrokerService::Caller> BrokerService::Resolve(
+    grpc::CallbackServerContext* ctx, bool need_session) {
+  absl::StatusOr<Identity> identity = peers_->Lookup(ctx->peer());
+  if (!identity.ok()) return absl::UnauthenticatedError(identity.status().message());
+  Caller caller{*identity, nullptr};
+  const auto& metadata = ctx->client_metadata();
+  auto token = metadata.find(fdchannel::kSessionMetadataKey);
+  if (token != metadata.end()) {
+    std::string hex(token->second.data(), token->second.size());
+    caller.session = fd_channel_->Find(hex);
+    if (caller.session == nullptr) {
+      return absl::UnauthenticatedError(
+          "unknown or closed client connection: the session token does not "
+          "name an open fd channel");
+    }
+    // A token is good only in the hands of the process it was issued to.
+    if (caller.session->identity.pid != identity->pid) {
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "permission denied: the session token belongs to pid %d, not to "
+          "the calling pid %d",
+          caller.session->identity.pid, identity->pid));
+    }
+    if (absl::Status s = fd_channel_->Drain(*caller.session); !s.ok()) {
+      return s;
+    }
+  } else if (need_session) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no client connection: connect the fd channel and send its token as "
+        "'",
+        fdchannel::kSessionMetadataKey,
+        "' metadata (the shmbroker client library does this)"));
+  }
+  return caller;
+}
+
+absl::Status BrokerService::Deliver(Session& session, Grant& grant,
+                                    v1::Buffer* buffer, v1::Grant* out) {
+  absl::StatusOr<uint64_t> grant_id =
+      fd_channel_->SendFd(session, grant.buffer.handle, grant.fd_to_send());
+  if (!grant_id.ok()) {
+    registry_->Release(session.client, grant.buffer.handle).IgnoreError();
+    return grant_id.status();
+  }
+  ToProto(grant.buffer, buffer);
+  out->set_grant_id(*grant_id);
+  out->set_mode(ToProto(grant.mode));
+  out->set_offset(0);
+  out->set_segment_size(grant.memory->size());
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* BrokerService::Ping(grpc::CallbackServerContext* ctx,
+                                              const v1::PingRequest*,
+                                              v1::PingResponse*) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* BrokerService::Allocate(
+    grpc::CallbackServerContext* ctx, const v1::AllocateRequest* request,
+    v1::AllocateResponse* response) {
+  return Finish(ctx, "Allocate",
+                [&] { return DoAllocate(ctx, *request, response); });
+}
+
+grpc::ServerUnaryReactor* BrokerService::Attach(
+    grpc::CallbackServerContext* ctx, const v1::AttachRequest* request,
+    v1::AttachResponse* response) {
+  return Finish(ctx, "Attach", [&] { return DoAttach(ctx, *request, response); });
+}
+
+grpc::ServerUnaryReactor* BrokerService::Release(
+    grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* request,
+    v1::ReleaseResponse* response) {
+  return Finish(ctx, "Release",
+                [&] { return DoRelease(ctx, *request, response); });
+}
+
+grpc::ServerUnaryReactor* BrokerService::Describe(
+    grpc::CallbackServerContext* ctx, const v1::DescribeRequest* request,
+    v1::DescribeResponse* response) {
+  return Finish(ctx, "Describe",
+                [&] { return DoDescribe(ctx, *request, response); });
+}
+
+grpc::ServerUnaryReactor* BrokerService::List(grpc::CallbackServerContext* ctx,
+                                              const v1::ListRequest* request,
+                                              v1::ListResponse* response) {
+  return Finish(ctx, "List", [&] { return DoList(ctx, *request, response); });
+}
+
+grpc::ServerUnaryReactor* BrokerService::Status(
+    grpc::CallbackServerContext* ctx, const v1::StatusRequest*,
+    v1::StatusResponse* response) {
+  return Finish(ctx, "Status", [&] { return DoStatus(ctx, response); });
+}
+
+absl::Status BrokerService::DoAllocate(grpc::CallbackServerContext* ctx,
+                                       const v1::AllocateRequest& request,
+                                       v1::AllocateResponse* response) {
+  absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/true);
+  if (!caller.ok()) return caller.status();
+  AllocateSpec spec;
+  spec.size = request.size();
+  spec.name = request.name();
+  absl::StatusOr<Backing> backing = FromProto(request.backing());
+  if (!backing.ok()) return backing.status();
+  spec.backing = *backing;
+  absl::StatusOr<std::vector<ShareRule>> share = FromProto(request.share());
+  if (!share.ok()) return share.status();
+  spec.share = std::move(*share);
+  absl::StatusOr<Grant> grant =
+      registry_->Allocate(caller->session->client, spec);
+  if (!grant.ok()) return grant.status();
+  return Deliver(*caller->session, *grant, response->mutable_buffer(),
+                 response->mutable_grant());
+}
+
+absl::Status BrokerService::DoAttach(grpc::CallbackServerContext* ctx,
+                                     const v1::AttachRequest& request,
+                                     v1::AttachResponse* response) {
+  absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/true);
+  if (!caller.ok()) return caller.status();
+  absl::StatusOr<BufferRef> ref = TargetOf(request);
+  if (!ref.ok()) return ref.status();
+  absl::StatusOr<AccessRequest> mode = FromProto(request.mode());
+  if (!mode.ok()) return mode.status();
+  absl::StatusOr<Grant> grant =
+      registry_->Attach(caller->session->client, *ref, *mode);
+  if (!grant.ok()) return grant.status();
+  return Deliver(*caller->session, *grant, response->mutable_buffer(),
+                 response->mutable_grant());
+}
+
+absl::Status BrokerService::DoRelease(grpc::CallbackServerContext* ctx,
+                                      const v1::ReleaseRequest& request,
+                                      v1::ReleaseResponse* response) {
+  absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/true);
+  if (!caller.ok()) return caller.status();
+  if (request.handle() == 0) return absl::InvalidArgumentError("bad handle: 0");
+  absl::StatusOr<uint32_t> left =
+      registry_->Release(caller->session->client, request.handle());
+  if (!left.ok()) return left.status();
+  response->set_holders(*left);
+  return absl::OkStatus();
+}
+
+absl::Status BrokerService::DoDescribe(grpc::CallbackServerContext* ctx,
+                                       const v1::DescribeRequest& request,
+                                       v1::DescribeResponse* response) {
+  absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/false);
+  if (!caller.ok()) return caller.status();
+  absl::StatusOr<BufferRef> ref = TargetOf(request);
+  if (!ref.ok()) return ref.status();
+  absl::StatusOr<BufferInfo> info = registry_->Describe(caller->identity, *ref);
+  if (!info.ok()) return info.status();
+  ToProto(*info, response->mutable_buffer());
+  return absl::OkStatus();
+}
+
+absl::Status BrokerService::DoList(grpc::CallbackServerContext* ctx,
+                                   const v1::ListRequest& request,
+                                   v1::ListResponse* response) {
+  absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/false);
+  if (!caller.ok()) return caller.status();
+  Handle after = 0;
+  if (!request.page_token().empty() &&
+      !absl::SimpleAtoi(request.page_token(), &after)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bad page_token \"", request.page_token(),
+        "\": pass next_page_token from the previous page"));
+  }
+  uint32_t limit = request.page_size() == 0 ? options_.list_default_page_size
+                                            : request.page_size();
+  limit = std::min(limit, options_.list_max_page_size);
+  bool more = false;
+  std::vector<BufferInfo> page =
+      registry_->List(caller->identity, after, limit, &more);
+  for (const BufferInfo& info : page) ToProto(info, response->add_buffers());
+  if (more && !page.empty()) {
+    response->set_next_page_token(absl::StrCat(page.back().handle));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BrokerService::DoStatus(grpc::CallbackServerContext* ctx,
+                                     v1::StatusResponse* response) {
+  absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/false);
+  if (!caller.ok()) return caller.status();
+  RegistryStats stats = registry_->Stats();
+  response->set_capacity_bytes(stats.capacity_bytes);
+  response->set_allocated_bytes(stats.allocated_bytes);
+  response->set_buffers(stats.buffers);
+  response->set_clients(stats.clients);
+  response->set_holds(stats.holds);
+  response->set_version(options_.version);
+  response->mutable_started()->set_seconds(absl::ToUnixSeconds(options_.started));
+  response->set_caller_uid(caller->identity.uid);
+  response->set_caller_gid(caller->identity.gid);
+  response->set_caller_pid(caller->identity.pid);
+  response->set_caller_has_session(caller->session != nullptr);
+  return absl::OkStatus();
+}
+
+}  // namespace shmbroker

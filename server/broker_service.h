@@ -1,0 +1,98 @@
+// BrokerService implements shmbroker.v1.Broker (callback API) on top of the
+// core Registry. For each call it resolves who the caller is (kernel identity
+// of the gRPC connection, plus the client connection named by the session
+// token, which must belong to the same process), applies the client's pending
+// fd-channel frames first so one-way releases are ordered before the call,
+// and pushes granted fds over the fd channel before replying.
+#ifndef SHMBROKER_SERVER_BROKER_SERVICE_H_
+#define SHMBROKER_SERVER_BROKER_SERVICE_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/registry.h"
+#include "server/fd_channel.h"
+#include "server/peer_credentials.h"
+#include "shmbroker/v1/broker.grpc.pb.h"
+
+namespace shmbroker {
+
+struct ServiceOptions {
+  uint32_t list_default_page_size = 100;
+  uint32_t list_max_page_size = 1000;
+  std::string version;
+  absl::Time started;
+};
+
+class BrokerService final : public v1::Broker::CallbackService {
+ public:
+  // Pointers are not owned and must outlive the service.
+  BrokerService(Registry* registry, FdChannel* fd_channel, PeerTable* peers,
+                ServiceOptions options)
+      : registry_(registry),
+        fd_channel_(fd_channel),
+        peers_(peers),
+        options_(std::move(options)) {}
+
+  grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx,
+                                 const v1::PingRequest* request,
+                                 v1::PingResponse* response) override;
+  grpc::ServerUnaryReactor* Allocate(grpc::CallbackServerContext* ctx,
+                                     const v1::AllocateRequest* request,
+                                     v1::AllocateResponse* response) override;
+  grpc::ServerUnaryReactor* Attach(grpc::CallbackServerContext* ctx,
+                                   const v1::AttachRequest* request,
+                                   v1::AttachResponse* response) override;
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx,
+                                    const v1::ReleaseRequest* request,
+                                    v1::ReleaseResponse* response) override;
+  grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* ctx,
+                                     const v1::DescribeRequest* request,
+                                     v1::DescribeResponse* response) override;
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx,
+                                 const v1::ListRequest* request,
+                                 v1::ListResponse* response) override;
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx,
+                                   const v1::StatusRequest* request,
+                                   v1::StatusResponse* response) override;
+
+ private:
+  struct Caller {
+    Identity identity;
+    std::shared_ptr<Session> session;  // null for calls without a token
+  };
+  absl::StatusOr<Caller> Resolve(grpc::CallbackServerContext* ctx,
+                                 bool need_session);
+  // Sends the grant's fd and fills `out`; on failure drops the new hold.
+  absl::Status Deliver(Session& session, Grant& grant, v1::Buffer* buffer,
+                       v1::Grant* out);
+
+  absl::Status DoAllocate(grpc::CallbackServerContext* ctx,
+                          const v1::AllocateRequest& request,
+                          v1::AllocateResponse* response);
+  absl::Status DoAttach(grpc::CallbackServerContext* ctx,
+                        const v1::AttachRequest& request,
+                        v1::AttachResponse* response);
+  absl::Status DoRelease(grpc::CallbackServerContext* ctx,
+                         const v1::ReleaseRequest& request,
+                         v1::ReleaseResponse* response);
+  absl::Status DoDescribe(grpc::CallbackServerContext* ctx,
+                          const v1::DescribeRequest& request,
+                          v1::DescribeResponse* response);
+  absl::Status DoList(grpc::CallbackServerContext* ctx,
+                      const v1::ListRequest& request,
+                      v1::ListResponse* response);
+  absl::Status DoStatus(grpc::CallbackServerContext* ctx,
+                        v1::StatusResponse* response);
+
+  Registry* const registry_;
+  FdChannel* const fd_channel_;
+  PeerTable* const peers_;
+  const ServiceOptions options_;
+};
+
+}  // namespace shmbroker
+
+#endif  // SHMBROKER_SERVER_BROKER_SERVICE_H_

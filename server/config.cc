@@ -1,0 +1,106 @@
+#include "server/config.h"
+
+#include <grp.h>
+#include <unistd.h>
+
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/byte_size.h"
+#include "common/default_socket.h"
+#include "core/buffer_name.h"
+
+ABSL_FLAG(std::string, socket, "",
+          "gRPC socket path; the fd channel listens at PATH.fds. Default: "
+          "$SHMBROKER_SOCKET, else /run/shmbroker/broker.sock for root, else "
+          "$XDG_RUNTIME_DIR/shmbroker/broker.sock");
+ABSL_FLAG(shmbroker::ByteSize, capacity, shmbroker::ByteSize{0},
+          "bytes the daemon may hand out in all (e.g. 8GiB); 0 means a "
+          "quarter of physical memory");
+ABSL_FLAG(std::string, socket_group, "",
+          "group (name or gid) that owns the socket directory and sockets, "
+          "so its members can connect; empty: the daemon's own group");
+ABSL_FLAG(uint64_t, max_buffers, 100000, "live buffers at most");
+ABSL_FLAG(uint32_t, max_holds_per_client, 65536,
+          "holds one client connection may have at most");
+ABSL_FLAG(uint32_t, max_clients_per_uid, 256,
+          "open client connections (fd channels) per uid at most");
+ABSL_FLAG(uint32_t, list_max_page_size, 1000, "buffers per List page at most");
+ABSL_FLAG(shmbroker::ByteSize, max_request_bytes, shmbroker::ByteSize{64 << 10},
+          "largest gRPC request accepted");
+ABSL_FLAG(std::string, shm_prefix, "shmbroker",
+          "POSIX shm objects are named /PREFIX.PID.HANDLE");
+ABSL_FLAG(std::string, log_level, "info",
+          "least severe log level written to stderr: trace, debug, info, "
+          "warn, error");
+
+namespace shmbroker {
+namespace {
+
+absl::StatusOr<gid_t> ResolveGroup(const std::string& group) {
+  gid_t gid = 0;
+  if (absl::SimpleAtoi(group, &gid)) return gid;
+  struct group entry {};
+  struct group* found = nullptr;
+  std::vector<char> buf(16384);
+  if (::getgrnam_r(group.c_str(), &entry, buf.data(), buf.size(), &found) !=
+          0 ||
+      found == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--socket_group: no group named \"%s\"", group));
+  }
+  return found->gr_gid;
+}
+
+}  // namespace
+
+uint64_t DefaultCapacity() {
+  const uint64_t pages = static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES));
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  return pages * page / 4 / (1 << 20) * (1 << 20);  // whole MiB
+}
+
+absl::StatusOr<ServerConfig> ConfigFromFlags() {
+  ServerConfig config;
+  config.socket_path = absl::GetFlag(FLAGS_socket);
+  if (config.socket_path.empty()) config.socket_path = DefaultSocketPath();
+  if (std::string group = absl::GetFlag(FLAGS_socket_group); !group.empty()) {
+    absl::StatusOr<gid_t> gid = ResolveGroup(group);
+    if (!gid.ok()) return gid.status();
+    config.socket_group = *gid;
+  }
+  config.registry.capacity_bytes = absl::GetFlag(FLAGS_capacity).bytes;
+  if (config.registry.capacity_bytes == 0) {
+    config.registry.capacity_bytes = DefaultCapacity();
+  }
+  config.registry.max_buffers = absl::GetFlag(FLAGS_max_buffers);
+  config.registry.max_holds_per_client =
+      absl::GetFlag(FLAGS_max_holds_per_client);
+  config.registry.max_clients_per_uid =
+      absl::GetFlag(FLAGS_max_clients_per_uid);
+  const std::string prefix = absl::GetFlag(FLAGS_shm_prefix);
+  if (prefix.size() > 64 || !ValidateBufferName(prefix).ok()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--shm_prefix=\"%s\": use 1 to 64 characters of [A-Za-z0-9._-]",
+        prefix));
+  }
+  config.registry.shm_prefix = absl::StrCat("/", prefix, ".", ::getpid());
+  config.list_max_page_size = absl::GetFlag(FLAGS_list_max_page_size);
+  config.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes).bytes;
+  config.log_level = absl::GetFlag(FLAGS_log_level);
+  if (config.registry.max_buffers == 0 ||
+      config.registry.max_holds_per_client == 0 ||
+      config.registry.max_clients_per_uid == 0 ||
+      config.list_max_page_size == 0 || config.max_request_bytes < 1024) {
+    return absl::InvalidArgumentError(
+        "--max_buffers, --max_holds_per_client, --max_clients_per_uid and "
+        "--list_max_page_size must be at least 1, --max_request_bytes at "
+        "least 1KiB");
+  }
+  return config;
+}
+
+}  // namespace shmbroker

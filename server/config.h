@@ -1,0 +1,34 @@
+// ServerConfig: everything shmbrokerd takes from its command line, checked.
+// Every limit is a named flag with a default (see `shmbrokerd --help`).
+#ifndef SHMBROKER_SERVER_CONFIG_H_
+#define SHMBROKER_SERVER_CONFIG_H_
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/registry.h"
+
+namespace shmbroker {
+
+struct ServerConfig {
+  std::string socket_path;
+  std::optional<gid_t> socket_group;
+  RegistryOptions registry;
+  uint32_t list_max_page_size = 1000;
+  uint64_t max_request_bytes = 64 * 1024;
+  std::string log_level = "info";
+};
+
+// Reads the flags parsed by absl::ParseCommandLine; INVALID_ARGUMENT names
+// the bad flag.
+absl::StatusOr<ServerConfig> ConfigFromFlags();
+
+// A quarter of physical memory: the --capacity default.
+uint64_t DefaultCapacity();
+
+}  // namespace shmbroker
+
+#endif  // SHMBROKER_SERVER_CONFIG_H_

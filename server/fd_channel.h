@@ -1,0 +1,91 @@
+// FdChannel: the daemon's end of the fd channel (framing in
+// common/fd_channel_protocol.h) and its table of client connections.
+//
+// Each accepted connection is one client connection: the daemon reads its
+// SO_PEERCRED, opens a Registry client for it, and sends it a session token
+// that the client presents as gRPC metadata. Grants' fds are pushed to the
+// session before the gRPC reply, so they are waiting when the client looks.
+// When the socket closes (exit, crash, SIGKILL) the session ends at once and
+// the Registry drops its holds. One thread (epoll) watches the listener and
+// all sessions; gRPC handlers call Find/Drain/SendFd concurrently.
+#ifndef SHMBROKER_SERVER_FD_CHANNEL_H_
+#define SHMBROKER_SERVER_FD_CHANNEL_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "core/identity.h"
+#include "core/registry.h"
+#include "common/unique_fd.h"
+
+namespace shmbroker {
+
+struct Session {
+  uint64_t id = 0;
+  ClientId client = 0;
+  Identity identity;
+  std::string token_hex;
+  UniqueFd socket;  // closed when the last reference goes
+  absl::Mutex read_mu;   // serializes draining client frames
+  absl::Mutex send_mu;   // serializes fd frames
+  std::atomic<uint64_t> next_grant{1};
+  std::atomic<bool> closed{false};
+};
+
+class FdChannel {
+ public:
+  // `listener` is a listening SOCK_SEQPACKET socket; not owned.
+  FdChannel(Registry* registry, int listener);
+  ~FdChannel();  // Stop()s
+  FdChannel(const FdChannel&) = delete;
+  FdChannel& operator=(const FdChannel&) = delete;
+
+  absl::Status Start();
+  // Stops watching and closes every session (dropping all holds).
+  void Stop();
+
+  // The open session with this token, or null.
+  std::shared_ptr<Session> Find(const std::string& token_hex) const;
+  // Applies frames the client sent before its current call (releases). On
+  // EOF or a protocol error the session is closed and FAILED_PRECONDITION
+  // returned.
+  absl::Status Drain(Session& session);
+  // Sends `fd` for `handle`; returns the grant id. RESOURCE_EXHAUSTED when the
+  // client is not reading its channel, FAILED_PRECONDITION when it is closed.
+  absl::StatusOr<uint64_t> SendFd(Session& session, Handle handle, int fd);
+
+  size_t session_count() const;
+
+ private:
+  enum class DrainResult { kOk, kClosed, kProtocolError };
+
+  void Run();
+  void Accept();
+  DrainResult DrainLocked(Session& session, std::string* error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(session.read_mu);
+  void Close(const std::shared_ptr<Session>& session, const std::string& why);
+  std::shared_ptr<Session> FindById(uint64_t id) const;
+
+  Registry* const registry_;
+  const int listener_;
+  UniqueFd epoll_;
+  UniqueFd wake_;  // eventfd that stops Run()
+  std::thread thread_;
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Session>> by_id_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::shared_ptr<Session>> by_token_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t next_session_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace shmbroker
+
+#endif  // SHMBROKER_SERVER_FD_CHANNEL_H_

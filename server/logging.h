@@ -1,0 +1,19 @@
+// Logging for the daemon: spdlog to stderr (set up in main.cc). Include this
+// instead of spdlog directly: Debian's Abseil has its own string_view type
+// (not std::string_view), which fmt cannot print without the formatter below.
+#ifndef SHMBROKER_SERVER_LOGGING_H_
+#define SHMBROKER_SERVER_LOGGING_H_
+
+#include "absl/strings/string_view.h"
+#include "spdlog/spdlog.h"
+
+template <>
+struct fmt::formatter<absl::string_view> : fmt::formatter<fmt::string_view> {
+  template <typename Context>
+  auto format(absl::string_view s, Context& ctx) const {
+    return fmt::formatter<fmt::string_view>::format(
+        fmt::string_view(s.data(), s.size()), ctx);
+  }
+};
+
+#endif  // SHMBROKER_SERVER_LOGGING_H_

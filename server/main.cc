@@ -1,0 +1,139 @@
+// shmbrokerd: wires the pieces together and runs until SIGTERM/SIGINT.
+//   SocketFiles (lock, listeners) -> Registry (core) -> FdChannel (sessions,
+//   fds, death detection) -> BrokerService (gRPC) <- GrpcAcceptor (identity)
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "common/byte_size.h"
+#include "core/registry.h"
+#include "server/broker_service.h"
+#include "server/config.h"
+#include "server/fd_channel.h"
+#include "server/grpc_acceptor.h"
+#include "server/peer_credentials.h"
+#include "server/socket_files.h"
+#include "spdlog/sinks/stdout_sinks.h"
+#include "server/logging.h"
+
+namespace shmbroker {
+namespace {
+
+// Every live buffer is an open fd in the daemon: take all the kernel allows.
+void RaiseFdLimit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+absl::Status SetUpLogging(const std::string& level_name) {
+  spdlog::level::level_enum level = spdlog::level::from_str(level_name);
+  if (level == spdlog::level::off && level_name != "off") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--log_level=", level_name, ": use trace, debug, info, warn or error"));
+  }
+  auto logger = spdlog::stderr_logger_mt("shmbrokerd");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+  logger->set_level(level);
+  spdlog::set_default_logger(logger);
+  return absl::OkStatus();
+}
+
+int Run(const ServerConfig& config) {
+  // Signals are taken synchronously by sigwait below; block them before any
+  // thread starts so that no other thread receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  RaiseFdLimit();
+
+  absl::StatusOr<std::unique_ptr<SocketFiles>> files =
+      SocketFiles::Create(config.socket_path, config.socket_group);
+  if (!files.ok()) {
+    spdlog::critical("{}", files.status().message());
+    return 1;
+  }
+  Registry registry(config.registry);
+  FdChannel fd_channel(&registry, (*files)->fd_channel_listener());
+  if (absl::Status s = fd_channel.Start(); !s.ok()) {
+    spdlog::critical("fd channel: {}", s.message());
+    return 1;
+  }
+  PeerTable peers;
+  ServiceOptions service_options;
+  service_options.list_max_page_size = config.list_max_page_size;
+  service_options.version = SHMBROKER_VERSION;
+  service_options.started = absl::Now();
+  BrokerService service(&registry, &fd_channel, &peers, service_options);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
+  // No listening port: connections come from GrpcAcceptor, which knows
+  // who is calling.
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr) {
+    spdlog::critical("cannot start the gRPC server");
+    return 1;
+  }
+  GrpcAcceptor acceptor((*files)->grpc_listener(), server.get(), &peers);
+  acceptor.Start();
+
+  spdlog::info("shmbrokerd {} serving on unix:{} (fd channel {}), capacity {}",
+               SHMBROKER_VERSION, config.socket_path,
+               (*files)->fd_channel_path(),
+               FormatByteSize(config.registry.capacity_bytes));
+  std::printf("shmbrokerd: listening on %s\n", config.socket_path.c_str());
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  spdlog::info("received {}; stopping", strsignal(signal_number));
+  acceptor.Stop();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  fd_channel.Stop();  // closes every client connection, dropping its holds
+  RegistryStats stats = registry.Stats();
+  files->reset();  // removes the sockets
+  spdlog::info("stopped; {} buffers, {} bytes still allocated", stats.buffers,
+               stats.allocated_bytes);
+  return 0;
+}
+
+}  // namespace
+}  // namespace shmbroker
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "host-local shared-memory broker.\n"
+      "Usage: shmbrokerd [--socket=PATH] [--capacity=SIZE] [flags]");
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) {
+    std::fprintf(stderr, "shmbrokerd: unexpected argument \"%s\"\n", rest[1]);
+    return 2;
+  }
+  absl::StatusOr<shmbroker::ServerConfig> config = shmbroker::ConfigFromFlags();
+  if (!config.ok()) {
+    std::fprintf(stderr, "shmbrokerd: %s\n",
+                 std::string(config.status().message()).c_str());
+    return 2;
+  }
+  if (absl::Status s = shmbroker::SetUpLogging(config->log_level); !s.ok()) {
+    std::fprintf(stderr, "shmbrokerd: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  return shmbroker::Run(*config);
+}

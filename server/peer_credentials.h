@@ -1,0 +1,36 @@
+// Kernel-verified identity of the process at the other end of a Unix socket.
+#ifndef SHMBROKER_SERVER_PEER_CREDENTIALS_H_
+#define SHMBROKER_SERVER_PEER_CREDENTIALS_H_
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "core/identity.h"
+
+namespace shmbroker {
+
+// SO_PEERCRED of a connected Unix socket.
+absl::StatusOr<Identity> PeerCredentials(int fd);
+
+// Identity of each gRPC connection, keyed by the fd the daemon accepted it on
+// and handed to gRPC (ServerContext::peer() then reads "fd:N"). gRPC closes
+// that fd when the connection ends and the number may be reused, so the
+// entry is overwritten at every accept. Thread-safe.
+class PeerTable {
+ public:
+  void Set(int fd, const Identity& identity) {
+    absl::MutexLock lock(&mu_);
+    peers_[fd] = identity;
+  }
+  // The identity for a gRPC peer string "fd:N", or NOT_FOUND.
+  absl::StatusOr<Identity> Lookup(const std::string& peer) const;
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<int, Identity> peers_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace shmbroker
+
+#endif  // SHMBROKER_SERVER_PEER_CREDENTIALS_H_

@@ -1,0 +1,108 @@
+#include "server/proto_convert.h"
+
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+
+namespace shmbroker {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  // absl::StatusCode and grpc::StatusCode share their numbering.
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+absl::StatusOr<Backing> FromProto(v1::Backing backing) {
+  switch (backing) {
+    case v1::BACKING_UNSPECIFIED:
+    case v1::BACKING_MEMFD:
+      return Backing::kMemfd;
+    case v1::BACKING_POSIX:
+      return Backing::kPosix;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrFormat("bad backing: %d (use memfd or posix)", backing));
+  }
+}
+
+absl::StatusOr<std::vector<ShareRule>> FromProto(
+    const google::protobuf::RepeatedPtrField<v1::ShareRule>& rules) {
+  std::vector<ShareRule> out;
+  for (const v1::ShareRule& rule : rules) {
+    ShareRule r;
+    switch (rule.scope()) {
+      case v1::SHARE_SCOPE_UID:
+        r.scope = ShareRule::Scope::kUid;
+        break;
+      case v1::SHARE_SCOPE_GID:
+        r.scope = ShareRule::Scope::kGid;
+        break;
+      case v1::SHARE_SCOPE_ALL:
+        r.scope = ShareRule::Scope::kAll;
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "bad share: scope %d (use uid, gid or all)", rule.scope()));
+    }
+    r.id = rule.id();
+    switch (rule.mode()) {
+      case v1::ACCESS_MODE_UNSPECIFIED:
+      case v1::ACCESS_MODE_READ_ONLY:
+        r.mode = AccessMode::kReadOnly;
+        break;
+      case v1::ACCESS_MODE_READ_WRITE:
+        r.mode = AccessMode::kReadWrite;
+        break;
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrFormat("bad share: mode %d", rule.mode()));
+    }
+    out.push_back(r);
+  }
+  return out;
+}
+
+absl::StatusOr<AccessRequest> FromProto(v1::AccessMode mode) {
+  switch (mode) {
+    case v1::ACCESS_MODE_UNSPECIFIED:
+      return AccessRequest::kBestAllowed;
+    case v1::ACCESS_MODE_READ_ONLY:
+      return AccessRequest::kReadOnly;
+    case v1::ACCESS_MODE_READ_WRITE:
+      return AccessRequest::kReadWrite;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrFormat("bad access mode: %d", mode));
+  }
+}
+
+v1::AccessMode ToProto(AccessMode mode) {
+  return mode == AccessMode::kReadOnly ? v1::ACCESS_MODE_READ_ONLY
+                                       : v1::ACCESS_MODE_READ_WRITE;
+}
+
+void ToProto(const BufferInfo& info, v1::Buffer* out) {
+  out->set_handle(info.handle);
+  out->set_name(info.name);
+  out->set_size(info.size);
+  out->set_backing(info.backing == Backing::kPosix ? v1::BACKING_POSIX
+                                                   : v1::BACKING_MEMFD);
+  out->set_owner_uid(info.owner.uid);
+  out->set_owner_gid(info.owner.gid);
+  out->set_owner_pid(info.owner.pid);
+  out->set_holders(info.holders);
+  const int64_t nanos = absl::ToUnixNanos(info.created);
+  out->mutable_created()->set_seconds(nanos / 1000000000);
+  out->mutable_created()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+  for (const ShareRule& rule : info.share) {
+    v1::ShareRule* r = out->add_share();
+    r->set_scope(rule.scope == ShareRule::Scope::kUid   ? v1::SHARE_SCOPE_UID
+                 : rule.scope == ShareRule::Scope::kGid ? v1::SHARE_SCOPE_GID
+                                                        : v1::SHARE_SCOPE_ALL);
+    r->set_id(rule.id);
+    r->set_mode(ToProto(rule.mode));
+  }
+  out->set_shm_name(info.shm_name);
+  out->set_charged_bytes(info.charged_bytes);
+}
+
+}  // namespace shmbroker

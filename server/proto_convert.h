@@ -1,0 +1,31 @@
+// Conversions between core types and shmbroker.v1 messages, and from
+// absl::Status to grpc::Status. This is the edge: nothing else in server/
+// translates codes or fields.
+#ifndef SHMBROKER_SERVER_PROTO_CONVERT_H_
+#define SHMBROKER_SERVER_PROTO_CONVERT_H_
+
+#include <grpcpp/support/status.h>
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/access.h"
+#include "core/memory_object.h"
+#include "core/registry.h"
+#include "shmbroker/v1/broker.pb.h"
+
+namespace shmbroker {
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+absl::StatusOr<Backing> FromProto(v1::Backing backing);
+absl::StatusOr<std::vector<ShareRule>> FromProto(
+    const google::protobuf::RepeatedPtrField<v1::ShareRule>& rules);
+absl::StatusOr<AccessRequest> FromProto(v1::AccessMode mode);
+
+void ToProto(const BufferInfo& info, v1::Buffer* out);
+v1::AccessMode ToProto(AccessMode mode);
+
+}  // namespace shmbroker
+
+#endif  // SHMBROKER_SERVER_PROTO_CONVERT_H_
