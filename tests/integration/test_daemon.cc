@@ -1,0 +1,67 @@
+#include "tests/integration/test_daemon.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+namespace shmbroker::testing {
+
+TestDaemon::TestDaemon(const std::vector<std::string>& flags,
+                       const std::string& dir) {
+  if (dir.empty()) {
+    char tmpl[] = "/tmp/shmbroker-test-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    // Other uids in the tests must reach the socket directory inside.
+    ::chmod(dir_.c_str(), 0711);
+    owns_dir_ = true;
+  } else {
+    dir_ = dir;
+  }
+  std::vector<std::string> argv = {DaemonPath(), "--socket=" + socket()};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  process_ = std::make_unique<Subprocess>(argv);
+  std::optional<std::string> out =
+      process_->WaitForOutput("listening on", absl::Seconds(20));
+  started_ = out.has_value();
+  if (!started_) {
+    Finished f = process_->Wait(absl::Seconds(5));
+    startup_output_ = f.out + f.err;
+  }
+}
+
+TestDaemon::~TestDaemon() {
+  if (started_) Stop();
+  if (owns_dir_) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+}
+
+Finished TestDaemon::Stop() {
+  started_ = false;
+  process_->Signal(SIGTERM);
+  return process_->Wait(absl::Seconds(20));
+}
+
+absl::StatusOr<std::unique_ptr<client::Client>> TestDaemon::Connect() const {
+  client::ClientOptions options;
+  options.socket_path = socket();
+  return client::Client::Connect(options);
+}
+
+std::vector<std::string> TestDaemon::CliArgs(
+    const std::vector<std::string>& args) const {
+  std::vector<std::string> argv = {CliPath(), "--socket=" + socket()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+Finished TestDaemon::Cli(const std::vector<std::string>& args,
+                         const std::string& input) const {
+  return RunToEnd(CliArgs(args), input);
+}
+
+}  // namespace shmbroker::testing

@@ -1,0 +1,79 @@
+// TestDaemon: the real shmbrokerd on a socket in a fresh temporary directory,
+// stopped with SIGTERM at the end (a test may also stop it and check how it
+// exited). Also runs the real CLI against it.
+#ifndef SHMBROKER_TESTS_INTEGRATION_TEST_DAEMON_H_
+#define SHMBROKER_TESTS_INTEGRATION_TEST_DAEMON_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "shmbroker/client.h"
+#include "tests/integration/subprocess.h"
+
+namespace shmbroker::testing {
+
+class TestDaemon {
+ public:
+  // `flags` go to shmbrokerd after --socket. With `dir`, reuses that
+  // directory (and so that socket) instead of making a new one.
+  explicit TestDaemon(const std::vector<std::string>& flags = {},
+                      const std::string& dir = "");
+  ~TestDaemon();
+
+  // False when the daemon did not print its "listening on" line; then
+  // startup_output() says why.
+  bool started() const { return started_; }
+  const std::string& startup_output() const { return startup_output_; }
+  const std::string& dir() const { return dir_; }
+  std::string socket() const { return dir_ + "/run/broker.sock"; }
+  pid_t pid() const { return process_->pid(); }
+
+  // SIGTERM and wait.
+  Finished Stop();
+
+  absl::StatusOr<std::unique_ptr<client::Client>> Connect() const;
+  // The CLI with --socket set; `args` follow.
+  std::vector<std::string> CliArgs(const std::vector<std::string>& args) const;
+  Finished Cli(const std::vector<std::string>& args,
+               const std::string& input = "") const;
+
+ private:
+  std::string dir_;
+  bool owns_dir_ = false;
+  std::unique_ptr<Subprocess> process_;
+  bool started_ = false;
+  std::string startup_output_;
+};
+
+// A fixture with a started daemon (daemon_) and a connected client (client_).
+// Override DaemonFlags() for other flags.
+class DaemonTest : public ::testing::Test {
+ protected:
+  virtual std::vector<std::string> DaemonFlags() { return {}; }
+  void SetUp() override {
+    daemon_ = std::make_unique<TestDaemon>(DaemonFlags());
+    ASSERT_TRUE(daemon_->started()) << daemon_->startup_output();
+    auto c = daemon_->Connect();
+    ASSERT_TRUE(c.ok()) << c.status();
+    client_ = std::move(*c);
+  }
+  void TearDown() override {
+    client_.reset();
+    if (daemon_ != nullptr && daemon_->started()) {
+      Finished f = daemon_->Stop();
+      EXPECT_EQ(f.exit_code, 0) << "daemon did not stop cleanly:\n" << f.err;
+    }
+  }
+
+  std::unique_ptr<TestDaemon> daemon_;
+  std::unique_ptr<client::Client> client_;
+};
+
+inline const char* DaemonPath() { return SHMBROKERD_PATH; }
+inline const char* CliPath() { return SHMBROKER_CLI_PATH; }
+
+}  // namespace shmbroker::testing
+
+#endif  // SHMBROKER_TESTS_INTEGRATION_TEST_DAEMON_H_
