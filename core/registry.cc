@@ -33,15 +33,15 @@ Registry::Registry(RegistryOptions options, const Clock* clock)
 
 absl::StatusOr<ClientId> Registry::OpenClient(const Identity& identity) {
   absl::MutexLock lock(&mu_);
-  uint32_t& per_uid = clients_per_uid_[identity.uid];
-  if (per_uid >= options_.max_clients_per_uid) {
-    if (per_uid == 0) clients_per_uid_.erase(identity.uid);
+  auto per_uid = clients_per_uid_.find(identity.uid);
+  const uint32_t open = per_uid == clients_per_uid_.end() ? 0 : per_uid->second;
+  if (open >= options_.max_clients_per_uid) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "uid %d already has %d client connections "
         "(--max_clients_per_uid=%d)",
-        identity.uid, per_uid, options_.max_clients_per_uid));
+        identity.uid, open, options_.max_clients_per_uid));
   }
-  ++per_uid;
+  ++clients_per_uid_[identity.uid];
   ClientId id = next_client_++;
   clients_[id].identity = identity;
   return id;
@@ -109,6 +109,9 @@ absl::StatusOr<Grant> Registry::Allocate(ClientId client,
           "(--capacity)",
           charged, allocated_bytes_, options_.capacity_bytes));
     }
+    // The hold is counted against the client's limit from now on, so that
+    // concurrent Allocates cannot all pass the check.
+    ++it->second.hold_count;
     handle = next_handle_++;
     BufferRecord& record = buffers_[handle];
     record.info.handle = handle;
@@ -144,6 +147,7 @@ absl::StatusOr<Grant> Registry::Allocate(ClientId client,
   auto client_it = clients_.find(client);
   if (!created.ok() || client_it == clients_.end()) {
     EraseBufferLocked(handle);
+    if (client_it != clients_.end()) --client_it->second.hold_count;
     if (!created.ok()) return created.status();
     return ClientClosedError(client);
   }
@@ -151,7 +155,6 @@ absl::StatusOr<Grant> Registry::Allocate(ClientId client,
   record.memory = memory;
   record.info.holders = 1;
   ++client_it->second.holds[handle];
-  ++client_it->second.hold_count;
   ++hold_count_;
   return Grant{record.info, AccessMode::kReadWrite, std::move(memory), {}};
 }

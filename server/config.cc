@@ -76,6 +76,12 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   if (config.registry.capacity_bytes == 0) {
     config.registry.capacity_bytes = DefaultCapacity();
   }
+  // Far beyond any host, and small enough that sizes up to it round to
+  // whole pages without overflow.
+  constexpr uint64_t kMaxCapacity = uint64_t{1} << 50;
+  if (config.registry.capacity_bytes > kMaxCapacity) {
+    return absl::InvalidArgumentError("--capacity: at most 1PiB (1024TiB)");
+  }
   config.registry.max_buffers = absl::GetFlag(FLAGS_max_buffers);
   config.registry.max_holds_per_client =
       absl::GetFlag(FLAGS_max_holds_per_client);
