@@ -164,6 +164,8 @@ absl::Status FdChannel::Drain(Session& session) {
   if (result == DrainResult::kOk) return absl::OkStatus();
   std::shared_ptr<Session> shared = FindById(session.id);
   if (result == DrainResult::kProtocolError) {
+    spdlog::warn("client connection {} (pid {} uid {}): {}", session.id,
+                 session.identity.pid, session.identity.uid, error);
     SendError(session.socket.get(), error);
   }
   if (shared != nullptr) Close(shared, error);

@@ -13,6 +13,8 @@
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "common/byte_size.h"
 #include "core/registry.h"
 #include "server/broker_service.h"
@@ -120,6 +122,13 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "host-local shared-memory broker.\n"
       "Usage: shmbrokerd [--socket=PATH] [--capacity=SIZE] [flags]");
+  // --help lists the daemon's flags (Abseil matches by file name).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "server/");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) {
     std::fprintf(stderr, "shmbrokerd: unexpected argument \"%s\"\n", rest[1]);
