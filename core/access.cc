@@ -38,9 +38,9 @@ std::optional<AccessMode> Allowed(const Identity& caller, const Identity& owner,
 
 absl::Status ValidateShareRules(const std::vector<ShareRule>& rules) {
   if (rules.size() > kMaxShareRules) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "bad share: %d rules, at most %d allowed", rules.size(),
-        kMaxShareRules));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("bad share: %d rules, at most %d allowed", rules.size(),
+                        kMaxShareRules));
   }
   for (const ShareRule& rule : rules) {
     if (rule.scope == ShareRule::Scope::kAll && rule.id != 0) {
@@ -70,8 +70,7 @@ absl::StatusOr<AccessMode> DecideAccess(const Identity& caller,
     case AccessRequest::kReadWrite:
       if (*allowed != AccessMode::kReadWrite) {
         return absl::PermissionDeniedError(absl::StrFormat(
-            "permission denied: uid %d may attach read-only only",
-            caller.uid));
+            "permission denied: uid %d may attach read-only only", caller.uid));
       }
       return AccessMode::kReadWrite;
   }

@@ -16,8 +16,8 @@ const std::string& MemfdObject::shm_name() const {
 
 absl::StatusOr<std::unique_ptr<MemoryObject>> MemfdObject::Create(
     const MemorySpec& spec) {
-  UniqueFd fd(::memfd_create(spec.label.c_str(),
-                             MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  UniqueFd fd(
+      ::memfd_create(spec.label.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd.valid()) return ErrnoToStatus(errno, "memfd_create");
   // Only the daemon re-opens the inode (for read-only grants); 0600 stops a
   // read-only holder of another uid from re-opening it read-write through

@@ -36,10 +36,10 @@ absl::StatusOr<ClientId> Registry::OpenClient(const Identity& identity) {
   auto per_uid = clients_per_uid_.find(identity.uid);
   const uint32_t open = per_uid == clients_per_uid_.end() ? 0 : per_uid->second;
   if (open >= options_.max_clients_per_uid) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "uid %d already has %d client connections "
-        "(--max_clients_per_uid=%d)",
-        identity.uid, open, options_.max_clients_per_uid));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("uid %d already has %d client connections "
+                        "(--max_clients_per_uid=%d)",
+                        identity.uid, open, options_.max_clients_per_uid));
   }
   ++clients_per_uid_[identity.uid];
   ClientId id = next_client_++;
@@ -83,7 +83,8 @@ absl::StatusOr<Grant> Registry::Allocate(ClientId client,
     if (absl::Status s = ValidateBufferName(spec.name); !s.ok()) return s;
   }
   if (absl::Status s = ValidateShareRules(spec.share); !s.ok()) return s;
-  const uint64_t charged = (spec.size + PageSize() - 1) / PageSize() * PageSize();
+  const uint64_t charged =
+      (spec.size + PageSize() - 1) / PageSize() * PageSize();
 
   // Reserve the handle, name and bytes, then create the memory unlocked.
   MemorySpec memory_spec;
@@ -274,7 +275,8 @@ absl::StatusOr<Handle> Registry::ResolveLocked(const BufferRef& ref) const {
   }
   auto it = buffers_.find(handle);
   if (it == buffers_.end() || !it->second.memory) {
-    return absl::NotFoundError(absl::StrCat("no such buffer: ", ref.ToString()));
+    return absl::NotFoundError(
+        absl::StrCat("no such buffer: ", ref.ToString()));
   }
   return handle;
 }

@@ -102,8 +102,7 @@ struct RegistryStats {
 
 class Registry {
  public:
-  explicit Registry(RegistryOptions options,
-                    const Clock* clock = RealClock());
+  explicit Registry(RegistryOptions options, const Clock* clock = RealClock());
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
 

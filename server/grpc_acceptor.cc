@@ -26,8 +26,8 @@ void GrpcAcceptor::Stop() {
 void GrpcAcceptor::Run() {
   for (;;) {
     // gRPC needs a non-blocking fd: a blocking one hangs its event engine.
-    int fd = ::accept4(listener_, nullptr, nullptr,
-                       SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd =
+        ::accept4(listener_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EMFILE || errno == ENFILE) {

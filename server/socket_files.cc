@@ -41,7 +41,9 @@ absl::Status MakeDirectory(const std::string& dir, std::optional<gid_t> group) {
 absl::StatusOr<UniqueFd> TakeLock(const std::string& lock_path,
                                   const std::string& socket_path) {
   UniqueFd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd.valid()) return ErrnoToStatus(errno, absl::StrCat("open ", lock_path));
+  if (!fd.valid()) {
+    return ErrnoToStatus(errno, absl::StrCat("open ", lock_path));
+  }
   if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK) {
       return ErrnoToStatus(errno, absl::StrCat("flock ", lock_path));
@@ -49,14 +51,15 @@ absl::StatusOr<UniqueFd> TakeLock(const std::string& lock_path,
     char buf[32] = {};
     ssize_t n = ::pread(fd.get(), buf, sizeof(buf) - 1, 0);
     int pid = 0;
-    std::string who = (n > 0 && absl::SimpleAtoi(absl::StripAsciiWhitespace(
-                                                     absl::string_view(buf, n)),
-                                                 &pid))
-                          ? absl::StrCat(" (pid ", pid, ")")
-                          : "";
-    return absl::FailedPreconditionError(absl::StrCat(
-        "another shmbrokerd", who, " is serving ", socket_path,
-        "; refusing to start (lock ", lock_path, " is held)"));
+    std::string who =
+        (n > 0 &&
+         absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::string_view(buf, n)),
+                          &pid))
+            ? absl::StrCat(" (pid ", pid, ")")
+            : "";
+    return absl::FailedPreconditionError(
+        absl::StrCat("another shmbrokerd", who, " is serving ", socket_path,
+                     "; refusing to start (lock ", lock_path, " is held)"));
   }
   std::string pid = absl::StrCat(::getpid(), "\n");
   if (::ftruncate(fd.get(), 0) != 0 ||

@@ -105,8 +105,8 @@ absl::Status Put(const Options& options, const std::string& name) {
   } else {
     UniqueFd fd(::open(options.file.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid()) {
-      return absl::NotFoundError(
-          absl::StrCat("cannot open ", options.file, ": ", std::strerror(errno)));
+      return absl::NotFoundError(absl::StrCat("cannot open ", options.file,
+                                              ": ", std::strerror(errno)));
     }
     absl::StatusOr<std::string> in = ReadAll(fd.get(), options.file);
     if (!in.ok()) return in.status();

@@ -28,7 +28,8 @@ ABSL_FLAG(std::vector<std::string>, share, {},
 ABSL_FLAG(absl::Duration, hold, absl::InfiniteDuration(),
           "alloc, put: how long to hold the buffer (e.g. 500ms, 30s, 5m); "
           "default: until SIGINT/SIGTERM");
-ABSL_FLAG(std::string, file, "", "put: read the data from this file, not stdin");
+ABSL_FLAG(std::string, file, "",
+          "put: read the data from this file, not stdin");
 
 namespace {
 
@@ -74,7 +75,8 @@ int main(int argc, char** argv) {
   options.file = absl::GetFlag(FLAGS_file);
   if (std::string b = absl::GetFlag(FLAGS_backing); !b.empty()) {
     auto backing = shmbroker::client::ParseBacking(b);
-    if (!backing.ok()) return UsageError(std::string(backing.status().message()));
+    if (!backing.ok())
+      return UsageError(std::string(backing.status().message()));
     options.backing = *backing;
   }
   for (const std::string& rule : absl::GetFlag(FLAGS_share)) {

@@ -87,17 +87,17 @@ std::vector<std::vector<std::string>> BufferRows(
 }
 
 std::string StatusText(const client::DaemonStatus& status) {
-  const double percent =
-      status.capacity_bytes == 0
-          ? 0.0
-          : 100.0 * static_cast<double>(status.allocated_bytes) /
-                static_cast<double>(status.capacity_bytes);
+  const double percent = status.capacity_bytes == 0
+                             ? 0.0
+                             : 100.0 *
+                                   static_cast<double>(status.allocated_bytes) /
+                                   static_cast<double>(status.capacity_bytes);
   return Table({
-      {"capacity", absl::StrFormat("%s (%d bytes)",
-                                   FormatByteSize(status.capacity_bytes),
-                                   status.capacity_bytes)},
-      {"allocated", absl::StrFormat("%d bytes (%.1f%%)",
-                                    status.allocated_bytes, percent)},
+      {"capacity",
+       absl::StrFormat("%s (%d bytes)", FormatByteSize(status.capacity_bytes),
+                       status.capacity_bytes)},
+      {"allocated",
+       absl::StrFormat("%d bytes (%.1f%%)", status.allocated_bytes, percent)},
       {"buffers", absl::StrCat(status.buffers)},
       {"clients", absl::StrCat(status.clients)},
       {"holds", absl::StrCat(status.holds)},

@@ -60,19 +60,18 @@ absl::Status Client::Ping() {
 
 template <typename Response>
 absl::StatusOr<Buffer> Client::MakeBuffer(const Response& response) {
-  absl::StatusOr<UniqueFd> fd = connection_->TakeFd(response.grant().grant_id());
+  absl::StatusOr<UniqueFd> fd =
+      connection_->TakeFd(response.grant().grant_id());
   if (!fd.ok()) {
     connection_->ReleaseAsync(response.buffer().handle());
     return fd.status();
   }
-  const bool writable =
-      response.grant().mode() == v1::ACCESS_MODE_READ_WRITE;
+  const bool writable = response.grant().mode() == v1::ACCESS_MODE_READ_WRITE;
   const int raw_fd = fd->get();
   // The Buffer owns fd and hold from here on, so a failed map releases both.
   Buffer buffer(connection_, FromProto(response.buffer()), fd->release(), {});
-  absl::StatusOr<Mapping> mapping =
-      Mapping::Map(raw_fd, response.grant().offset(), response.buffer().size(),
-                   writable);
+  absl::StatusOr<Mapping> mapping = Mapping::Map(
+      raw_fd, response.grant().offset(), response.buffer().size(), writable);
   if (!mapping.ok()) return mapping.status();
   buffer.mapping_ = std::move(*mapping);
   return buffer;

@@ -45,9 +45,8 @@ absl::StatusOr<Mapping> Mapping::Map(int fd, uint64_t offset, uint64_t length,
   const uint64_t aligned = offset / page * page;
   const uint64_t remainder = offset - aligned;
   if (length > std::numeric_limits<size_t>::max() - remainder) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("window of %d bytes at offset %d is too large", length,
-                        offset));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "window of %d bytes at offset %d is too large", length, offset));
   }
   const int prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
   void* base = ::mmap(nullptr, remainder + length, prot, MAP_SHARED, fd,

@@ -9,17 +9,18 @@
 namespace shmbroker::client {
 
 absl::StatusOr<ShareRule> ParseShareRule(absl::string_view text) {
-  const absl::Status bad = absl::InvalidArgumentError(absl::StrCat(
-      "bad share \"", text, "\": use uid:N, gid:N or all, optionally with "
-      ":ro or :rw"));
+  const absl::Status bad = absl::InvalidArgumentError(
+      absl::StrCat("bad share \"", text,
+                   "\": use uid:N, gid:N or all, optionally with "
+                   ":ro or :rw"));
   std::vector<absl::string_view> parts = absl::StrSplit(text, ':');
   ShareRule rule;
   size_t next = 1;
   if (parts[0] == "all") {
     rule.scope = ShareRule::Scope::kAll;
   } else if (parts[0] == "uid" || parts[0] == "gid") {
-    rule.scope = parts[0] == "uid" ? ShareRule::Scope::kUid
-                                   : ShareRule::Scope::kGid;
+    rule.scope =
+        parts[0] == "uid" ? ShareRule::Scope::kUid : ShareRule::Scope::kGid;
     if (parts.size() < 2 || !absl::SimpleAtoi(parts[1], &rule.id)) return bad;
     next = 2;
   } else {
@@ -56,12 +57,11 @@ const char* BackingName(Backing backing) {
 }
 
 std::string ShareRuleToString(const ShareRule& rule) {
-  std::string scope = rule.scope == ShareRule::Scope::kAll
-                          ? "all"
-                          : absl::StrCat(rule.scope == ShareRule::Scope::kUid
-                                             ? "uid:"
-                                             : "gid:",
-                                         rule.id);
+  std::string scope =
+      rule.scope == ShareRule::Scope::kAll
+          ? "all"
+          : absl::StrCat(rule.scope == ShareRule::Scope::kUid ? "uid:" : "gid:",
+                         rule.id);
   return absl::StrCat(scope, rule.read_write ? ":rw" : ":ro");
 }
 

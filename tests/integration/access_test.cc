@@ -39,14 +39,13 @@ class AccessTest : public DaemonTest {
 
   // The CLI run as uid/gid 65534 with no supplementary groups.
   Finished CliAsNobody(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {
-        "/usr/bin/setpriv",
-        "--reuid=" + std::to_string(kNobody),
-        "--regid=" + std::to_string(kNobody),
-        "--clear-groups",
-        "--",
-        daemon_->dir() + "/shmbroker",
-        "--socket=" + daemon_->socket()};
+    std::vector<std::string> argv = {"/usr/bin/setpriv",
+                                     "--reuid=" + std::to_string(kNobody),
+                                     "--regid=" + std::to_string(kNobody),
+                                     "--clear-groups",
+                                     "--",
+                                     daemon_->dir() + "/shmbroker",
+                                     "--socket=" + daemon_->socket()};
     argv.insert(argv.end(), args.begin(), args.end());
     return RunToEnd(argv, "", {"LD_LIBRARY_PATH=" + daemon_->dir()});
   }
@@ -114,9 +113,9 @@ TEST_F(AccessTest, AnotherUidsBufferCanBeSharedBackToRoot) {
   auto attached = client_->Attach("from-nobody");
   ASSERT_TRUE(attached.ok()) << attached.status();
   EXPECT_EQ(attached->info().owner_uid, kNobody);
-  EXPECT_EQ(std::string(reinterpret_cast<char*>(attached->data()),
-                        attached->size()),
-            "nobody's data");
+  EXPECT_EQ(
+      std::string(reinterpret_cast<char*>(attached->data()), attached->size()),
+      "nobody's data");
 }
 
 TEST(SocketPermissionTest, UidOutsideTheSocketGroupCannotConnect) {
@@ -130,11 +129,12 @@ TEST(SocketPermissionTest, UidOutsideTheSocketGroupCannotConnect) {
   EXPECT_EQ(st.st_mode & 0777, 0660u);
   namespace fs = std::filesystem;
   fs::copy_file(CliPath(), fs::path(daemon.dir()) / "shmbroker");
-  fs::copy_file(SHMBROKER_LIB_PATH, fs::path(daemon.dir()) / "libshmbroker.so.0");
+  fs::copy_file(SHMBROKER_LIB_PATH,
+                fs::path(daemon.dir()) / "libshmbroker.so.0");
   Finished ls = RunToEnd({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
-                     "--clear-groups", "--", daemon.dir() + "/shmbroker",
-                     "--socket=" + daemon.socket(), "status"},
-                    "", {"LD_LIBRARY_PATH=" + daemon.dir()});
+                          "--clear-groups", "--", daemon.dir() + "/shmbroker",
+                          "--socket=" + daemon.socket(), "status"},
+                         "", {"LD_LIBRARY_PATH=" + daemon.dir()});
   EXPECT_EQ(ls.exit_code, 1);
   EXPECT_THAT(ls.err, HasSubstr("shmbroker: "));
   EXPECT_EQ(std::count(ls.err.begin(), ls.err.end(), '\n'), 1) << ls.err;

@@ -37,7 +37,8 @@ class BadInputTest : public DaemonTest {
     EXPECT_TRUE(Eventually([&] {
       auto observer = daemon_->Connect();
       auto status = (*observer)->Status();
-      return status.ok() && status->buffers == 0 && status->allocated_bytes == 0;
+      return status.ok() && status->buffers == 0 &&
+             status->allocated_bytes == 0;
     }));
     DaemonTest::TearDown();
   }
@@ -57,7 +58,8 @@ class BadInputTest : public DaemonTest {
     addr.sun_family = AF_UNIX;
     std::string path = daemon_->socket() + ".fds";
     std::strcpy(addr.sun_path, path.c_str());
-    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)),
+              0);
     fdchannel::Frame hello;
     auto got = fdchannel::RecvFrame(fd, &hello, 0);
     EXPECT_EQ(got.bytes, static_cast<ssize_t>(sizeof(hello)));
@@ -101,9 +103,10 @@ TEST_F(BadInputTest, OverCapacityIsResourceExhaustedNamingTheLimit) {
 
 TEST_F(BadInputTest, BadNamesAreInvalidArgument) {
   for (const std::string& name :
-       {std::string("../etc/passwd"), std::string("a/b"), std::string(".hidden"),
-        std::string("-flag"), std::string(129, 'x'), std::string("sp ace"),
-        std::string("nul\0byte", 8), std::string("caf\xc3\xa9")}) {
+       {std::string("../etc/passwd"), std::string("a/b"),
+        std::string(".hidden"), std::string("-flag"), std::string(129, 'x'),
+        std::string("sp ace"), std::string("nul\0byte", 8),
+        std::string("caf\xc3\xa9")}) {
     std::string message;
     EXPECT_EQ(AllocateCode(4096, name, &message),
               absl::StatusCode::kInvalidArgument)
@@ -136,7 +139,8 @@ TEST_F(BadInputTest, UnknownHandlesAndNamesAreNotFound) {
 TEST_F(BadInputTest, ReleasingAnotherClientsHoldIsPermissionDenied) {
   auto other = daemon_->Connect();
   ASSERT_TRUE(other.ok());
-  auto theirs = (*other)->Allocate({4096, "theirs", client::Backing::kMemfd, {}});
+  auto theirs =
+      (*other)->Allocate({4096, "theirs", client::Backing::kMemfd, {}});
   ASSERT_TRUE(theirs.ok()) << theirs.status();
   auto released = client_->Release(theirs->handle());
   EXPECT_EQ(released.status().code(), absl::StatusCode::kPermissionDenied);
@@ -152,7 +156,8 @@ TEST_F(BadInputTest, HoldLimitPerClientIsResourceExhausted) {
     held.push_back(std::move(*b));
   }
   std::string message;
-  EXPECT_EQ(AllocateCode(1, "", &message), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(AllocateCode(1, "", &message),
+            absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(message, HasSubstr("max_holds_per_client"));
 }
 

@@ -50,8 +50,8 @@ TEST_F(CliTest, AllocPrintsTheBufferAndHoldsIt) {
 }
 
 TEST_F(CliTest, AllocJsonHasNameHandleSizeBacking) {
-  Finished f = daemon_->Cli(
-      {"alloc", "1MiB", "--name=j", "--backing=posix", "--hold=10ms", "--json"});
+  Finished f = daemon_->Cli({"alloc", "1MiB", "--name=j", "--backing=posix",
+                             "--hold=10ms", "--json"});
   ASSERT_EQ(f.exit_code, 0) << f.err;
   auto j = nlohmann::json::parse(f.out);
   EXPECT_EQ(j["name"], "j");
@@ -62,8 +62,10 @@ TEST_F(CliTest, AllocJsonHasNameHandleSizeBacking) {
 
 TEST_F(CliTest, SizesAcceptPlainAndBinaryUnits) {
   for (const auto& [text, bytes] :
-       std::vector<std::pair<std::string, uint64_t>>{
-           {"4096", 4096}, {"4KiB", 4096}, {"1MiB", 1 << 20}, {"1GiB", 1 << 30}}) {
+       std::vector<std::pair<std::string, uint64_t>>{{"4096", 4096},
+                                                     {"4KiB", 4096},
+                                                     {"1MiB", 1 << 20},
+                                                     {"1GiB", 1 << 30}}) {
     Finished f = daemon_->Cli({"alloc", text, "--hold=1ms", "--json"});
     ASSERT_EQ(f.exit_code, 0) << text << ": " << f.err;
     EXPECT_EQ(nlohmann::json::parse(f.out)["size"], bytes) << text;
@@ -159,11 +161,11 @@ TEST_F(CliTest, ErrorsAreOneLineNamingTheCause) {
   ExpectError(daemon_->Cli({"put", "empty"}, ""), "bad size");
   ExpectError(daemon_->Cli({"alloc", "4KiB", "--name=bad/name"}), "bad name");
   ExpectError(RunToEnd({CliPath(), "--socket=" + daemon_->dir() + "/none.sock",
-                   "cat", "x"}),
+                        "cat", "x"}),
               "no daemon");
-  ExpectError(RunToEnd({CliPath(), "--socket=" + daemon_->dir() + "/none.sock",
-                   "ls"}),
-              "no daemon");
+  ExpectError(
+      RunToEnd({CliPath(), "--socket=" + daemon_->dir() + "/none.sock", "ls"}),
+      "no daemon");
 }
 
 TEST_F(CliTest, UsageErrorsExitTwo) {
@@ -182,7 +184,7 @@ TEST(CliDefaultSocketTest, ShmbrokerSocketVariableNamesTheDaemon) {
   TestDaemon daemon;
   ASSERT_TRUE(daemon.started()) << daemon.startup_output();
   Finished f = RunToEnd({CliPath(), "status", "--json"}, "",
-                   {"SHMBROKER_SOCKET=" + daemon.socket()});
+                        {"SHMBROKER_SOCKET=" + daemon.socket()});
   EXPECT_EQ(f.exit_code, 0) << f.err;
 }
 

@@ -62,9 +62,9 @@ TEST_P(ClientLibraryTest, DataWrittenByAnotherProcessIsSeenHere) {
   ASSERT_TRUE(put.WaitForOutput("from-cli", absl::Seconds(10)));
   auto attached = client_->Attach("from-cli");
   ASSERT_TRUE(attached.ok()) << attached.status();
-  EXPECT_EQ(std::string(reinterpret_cast<char*>(attached->data()),
-                        attached->size()),
-            "hello from the CLI");
+  EXPECT_EQ(
+      std::string(reinterpret_cast<char*>(attached->data()), attached->size()),
+      "hello from the CLI");
   EXPECT_EQ(attached->info().holders, 2u);
 }
 
@@ -134,7 +134,8 @@ INSTANTIATE_TEST_SUITE_P(Backings, ClientLibraryTest,
 using ClientLibrarySingleTest = DaemonTest;
 
 TEST_F(ClientLibrarySingleTest, SealedMemfdCannotBeShrunkGrownOrResealed) {
-  auto buffer = client_->Allocate({1 << 20, "sealed", client::Backing::kMemfd, {}});
+  auto buffer =
+      client_->Allocate({1 << 20, "sealed", client::Backing::kMemfd, {}});
   ASSERT_TRUE(buffer.ok()) << buffer.status();
   EXPECT_EQ(::ftruncate(buffer->fd(), 4096), -1);
   EXPECT_EQ(errno, EPERM);
@@ -150,10 +151,12 @@ TEST_F(ClientLibrarySingleTest, SealedMemfdCannotBeShrunkGrownOrResealed) {
   EXPECT_EQ(buffer->data()[(1 << 20) - 1], 7);
 }
 
-TEST_F(ClientLibrarySingleTest, PosixBufferIsOpenableByItsShmNameUntilReclaimed) {
+TEST_F(ClientLibrarySingleTest,
+       PosixBufferIsOpenableByItsShmNameUntilReclaimed) {
   std::string shm_name;
   {
-    auto buffer = client_->Allocate({4096, "named", client::Backing::kPosix, {}});
+    auto buffer =
+        client_->Allocate({4096, "named", client::Backing::kPosix, {}});
     ASSERT_TRUE(buffer.ok()) << buffer.status();
     shm_name = buffer->info().shm_name;
     ASSERT_FALSE(shm_name.empty());

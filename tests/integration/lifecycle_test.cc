@@ -77,7 +77,8 @@ TEST_F(LifecycleTest, AllocWithHoldReleasesWhenTheDurationEnds) {
 }
 
 TEST_F(LifecycleTest, SecondDaemonOnTheSameSocketRefusesAndFirstKeepsServing) {
-  auto held = client_->Allocate({4096, "survivor", client::Backing::kMemfd, {}});
+  auto held =
+      client_->Allocate({4096, "survivor", client::Backing::kMemfd, {}});
   ASSERT_TRUE(held.ok()) << held.status();
   TestDaemon second({}, daemon_->dir());
   EXPECT_FALSE(second.started());
@@ -91,7 +92,8 @@ TEST_F(LifecycleTest, SecondDaemonOnTheSameSocketRefusesAndFirstKeepsServing) {
   EXPECT_TRUE(std::filesystem::exists(daemon_->socket()));
 }
 
-TEST(DaemonShutdownTest, SigtermReleasesEverythingRemovesTheSocketAndExitsZero) {
+TEST(DaemonShutdownTest,
+     SigtermReleasesEverythingRemovesTheSocketAndExitsZero) {
   TestDaemon daemon;
   ASSERT_TRUE(daemon.started()) << daemon.startup_output();
   Subprocess holder(daemon.CliArgs(

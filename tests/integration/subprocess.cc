@@ -46,8 +46,8 @@ Subprocess::Subprocess(const std::vector<std::string>& argv,
   for (auto& s : argv_copy) args.push_back(s.data());
   args.push_back(nullptr);
 
-  int rc = ::posix_spawn(&pid_, args[0], &actions, &attr, args.data(),
-                         envp.data());
+  int rc =
+      ::posix_spawn(&pid_, args[0], &actions, &attr, args.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   ::close(in[0]);
@@ -92,7 +92,8 @@ std::optional<std::string> Subprocess::WaitForOutput(const std::string& needle,
   const absl::Time deadline = absl::Now() + timeout;
   for (;;) {
     size_t at = out_buf_.find(needle);
-    if (at != std::string::npos && out_buf_.find('\n', at) != std::string::npos) {
+    if (at != std::string::npos &&
+        out_buf_.find('\n', at) != std::string::npos) {
       return out_buf_;
     }
     const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
@@ -147,8 +148,9 @@ Finished Subprocess::Wait(absl::Duration timeout) {
   return f;
 }
 
-Finished RunToEnd(const std::vector<std::string>& argv, const std::string& input,
-             const std::vector<std::string>& env) {
+Finished RunToEnd(const std::vector<std::string>& argv,
+                  const std::string& input,
+                  const std::vector<std::string>& env) {
   Subprocess p(argv, input, env);
   return p.Wait();
 }

@@ -26,7 +26,8 @@ class Subprocess {
  public:
   // Starts argv[0] (a path) with `env` added to the environment. `input` is
   // written to stdin, which is then closed.
-  Subprocess(const std::vector<std::string>& argv, const std::string& input = "",
+  Subprocess(const std::vector<std::string>& argv,
+             const std::string& input = "",
              const std::vector<std::string>& env = {});
   ~Subprocess();  // SIGKILLs and reaps a child still running
   Subprocess(const Subprocess&) = delete;
@@ -52,12 +53,14 @@ class Subprocess {
 };
 
 // Runs to completion.
-Finished RunToEnd(const std::vector<std::string>& argv, const std::string& input = "",
-             const std::vector<std::string>& env = {});
+Finished RunToEnd(const std::vector<std::string>& argv,
+                  const std::string& input = "",
+                  const std::vector<std::string>& env = {});
 
 // Polls `condition` every 10 ms until it holds or `timeout` passes.
 template <typename Condition>
-bool Eventually(Condition condition, absl::Duration timeout = absl::Seconds(10)) {
+bool Eventually(Condition condition,
+                absl::Duration timeout = absl::Seconds(10)) {
   const absl::Time deadline = absl::Now() + timeout;
   while (absl::Now() < deadline) {
     if (condition()) return true;
