@@ -29,6 +29,11 @@ inline constexpr size_t kTokenBytes = 16;
 inline constexpr size_t kTextBytes = 128;
 // gRPC metadata key carrying the hex session token on every call.
 inline constexpr char kSessionMetadataKey[] = "shmbroker-session";
+// Optional gRPC metadata: how many kRelease frames the client has sent on
+// this session so far (decimal). The daemon reads the fd channel before the
+// call only when some of them are not applied yet; without it, it always
+// does.
+inline constexpr char kReleasesSentMetadataKey[] = "shmbroker-releases-sent";
 
 enum class FrameType : uint16_t {
   kHello = 1,
@@ -103,8 +108,8 @@ inline ssize_t SendFrame(int sock, const Frame& frame, int fd, int flags) {
 
 // What one recvmsg of a frame brought.
 struct Received {
-  ssize_t bytes = 0;   // recvmsg's result (-1: see errno, 0: end of stream)
-  int msg_flags = 0;   // MSG_TRUNC / MSG_CTRUNC tell of oversize input
+  ssize_t bytes = 0;  // recvmsg's result (-1: see errno, 0: end of stream)
+  int msg_flags = 0;  // MSG_TRUNC / MSG_CTRUNC tell of oversize input
   int fds[4] = {-1, -1, -1, -1};  // received descriptors (O_CLOEXEC); the
   int fd_count = 0;               // caller owns and must close them
 };
@@ -122,7 +127,8 @@ inline Received RecvFrame(int sock, Frame* frame, int flags) {
   out.bytes = ::recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
   if (out.bytes < 0) return out;
   out.msg_flags = msg.msg_flags;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr;
+       c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     for (size_t i = 0; i < n && out.fd_count < 4; ++i) {

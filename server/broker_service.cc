@@ -6,8 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/fd_channel_protocol.h"
-#include "server/proto_convert.h"
 #include "server/logging.h"
+#include "server/proto_convert.h"
 
 namespace shmbroker {
 namespace {
@@ -49,7 +49,8 @@ absl::StatusOr<BufferRef> TargetOf(const Request& request) {
 absl::StatusOr<BrokerService::Caller> BrokerService::Resolve(
     grpc::CallbackServerContext* ctx, bool need_session) {
   absl::StatusOr<Identity> identity = peers_->Lookup(ctx->peer());
-  if (!identity.ok()) return absl::UnauthenticatedError(identity.status().message());
+  if (!identity.ok())
+    return absl::UnauthenticatedError(identity.status().message());
   Caller caller{*identity, nullptr};
   const auto& metadata = ctx->client_metadata();
   auto token = metadata.find(fdchannel::kSessionMetadataKey);
@@ -68,7 +69,18 @@ absl::StatusOr<BrokerService::Caller> BrokerService::Resolve(
           "the calling pid %d",
           caller.session->identity.pid, identity->pid));
     }
-    if (absl::Status s = fd_channel_->Drain(*caller.session); !s.ok()) {
+    std::optional<uint64_t> releases_sent;
+    auto sent = metadata.find(fdchannel::kReleasesSentMetadataKey);
+    uint64_t value = 0;
+    if (sent != metadata.end() &&
+        absl::SimpleAtoi(
+            absl::string_view(sent->second.data(), sent->second.size()),
+            &value)) {
+      releases_sent = value;
+    }
+    if (absl::Status s =
+            fd_channel_->DrainIfBehind(*caller.session, releases_sent);
+        !s.ok()) {
       return s;
     }
   } else if (need_session) {
@@ -115,7 +127,8 @@ grpc::ServerUnaryReactor* BrokerService::Allocate(
 grpc::ServerUnaryReactor* BrokerService::Attach(
     grpc::CallbackServerContext* ctx, const v1::AttachRequest* request,
     v1::AttachResponse* response) {
-  return Finish(ctx, "Attach", [&] { return DoAttach(ctx, *request, response); });
+  return Finish(ctx, "Attach",
+                [&] { return DoAttach(ctx, *request, response); });
 }
 
 grpc::ServerUnaryReactor* BrokerService::Release(
@@ -215,9 +228,9 @@ absl::Status BrokerService::DoList(grpc::CallbackServerContext* ctx,
   Handle after = 0;
   if (!request.page_token().empty() &&
       !absl::SimpleAtoi(request.page_token(), &after)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bad page_token \"", request.page_token(),
-        "\": pass next_page_token from the previous page"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad page_token \"", request.page_token(),
+                     "\": pass next_page_token from the previous page"));
   }
   uint32_t limit = request.page_size() == 0 ? options_.list_default_page_size
                                             : request.page_size();
@@ -243,7 +256,8 @@ absl::Status BrokerService::DoStatus(grpc::CallbackServerContext* ctx,
   response->set_clients(stats.clients);
   response->set_holds(stats.holds);
   response->set_version(options_.version);
-  response->mutable_started()->set_seconds(absl::ToUnixSeconds(options_.started));
+  response->mutable_started()->set_seconds(
+      absl::ToUnixSeconds(options_.started));
   response->set_caller_uid(caller->identity.uid);
   response->set_caller_gid(caller->identity.gid);
   response->set_caller_pid(caller->identity.pid);

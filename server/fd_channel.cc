@@ -12,8 +12,8 @@
 #include "absl/strings/str_format.h"
 #include "common/fd_channel_protocol.h"
 #include "core/memory_object.h"
-#include "server/peer_credentials.h"
 #include "server/logging.h"
+#include "server/peer_credentials.h"
 
 namespace shmbroker {
 namespace {
@@ -116,7 +116,7 @@ void FdChannel::Accept() {
     if (!client.ok()) {
       spdlog::warn("fd channel: refused pid {} uid {}: {}", identity->pid,
                    identity->uid, client.status().message());
-      SendError(sock.get(), std::string(client.status().message()));
+      SendError(sock.get(), client.status().ToString());
       continue;
     }
     auto session = std::make_shared<Session>();
@@ -149,6 +149,15 @@ void FdChannel::Accept() {
     spdlog::debug("client connection {} opened: pid {} uid {} gid {}",
                   session->id, identity->pid, identity->uid, identity->gid);
   }
+}
+
+absl::Status FdChannel::DrainIfBehind(Session& session,
+                                      std::optional<uint64_t> releases_sent) {
+  if (releases_sent && *releases_sent <= session.releases_applied.load() &&
+      !session.closed.load()) {
+    return absl::OkStatus();
+  }
+  return Drain(session);
 }
 
 absl::Status FdChannel::Drain(Session& session) {
@@ -198,9 +207,11 @@ FdChannel::DrainResult FdChannel::DrainLocked(Session& session,
       *error = absl::StrFormat(
           "protocol error on the fd channel: expected a %d-byte release "
           "frame without descriptors, got %d bytes%s",
-          sizeof(Frame), got.bytes, got.fd_count > 0 ? " with descriptors" : "");
+          sizeof(Frame), got.bytes,
+          got.fd_count > 0 ? " with descriptors" : "");
       return DrainResult::kProtocolError;
     }
+    session.releases_applied.fetch_add(1);
     absl::StatusOr<uint32_t> released =
         registry_->Release(session.client, frame.id);
     if (!released.ok()) {
@@ -228,9 +239,9 @@ absl::StatusOr<uint64_t> FdChannel::SendFd(Session& session, Handle handle,
         "receiving its descriptors",
         session.id));
   }
-  return absl::FailedPreconditionError(absl::StrFormat(
-      "cannot send fd to client connection %d: %s", session.id,
-      std::strerror(errno)));
+  return absl::FailedPreconditionError(
+      absl::StrFormat("cannot send fd to client connection %d: %s", session.id,
+                      std::strerror(errno)));
 }
 
 void FdChannel::Close(const std::shared_ptr<Session>& session,

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -20,9 +21,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/unique_fd.h"
 #include "core/identity.h"
 #include "core/registry.h"
-#include "common/unique_fd.h"
 
 namespace shmbroker {
 
@@ -31,10 +32,11 @@ struct Session {
   ClientId client = 0;
   Identity identity;
   std::string token_hex;
-  UniqueFd socket;  // closed when the last reference goes
-  absl::Mutex read_mu;   // serializes draining client frames
-  absl::Mutex send_mu;   // serializes fd frames
+  UniqueFd socket;      // closed when the last reference goes
+  absl::Mutex read_mu;  // serializes draining client frames
+  absl::Mutex send_mu;  // serializes fd frames
   std::atomic<uint64_t> next_grant{1};
+  std::atomic<uint64_t> releases_applied{0};  // kRelease frames taken
   std::atomic<bool> closed{false};
 };
 
@@ -56,6 +58,11 @@ class FdChannel {
   // EOF or a protocol error the session is closed and FAILED_PRECONDITION
   // returned.
   absl::Status Drain(Session& session);
+  // Drain() unless the client says it has sent no more than
+  // `releases_sent` releases and all of them are applied (saves a syscall on
+  // every call).
+  absl::Status DrainIfBehind(Session& session,
+                             std::optional<uint64_t> releases_sent);
   // Sends `fd` for `handle`; returns the grant id. RESOURCE_EXHAUSTED when the
   // client is not reading its channel, FAILED_PRECONDITION when it is closed.
   absl::StatusOr<uint64_t> SendFd(Session& session, Handle handle, int fd);

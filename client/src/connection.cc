@@ -22,8 +22,8 @@ absl::Status ConnectError(int err, const std::string& socket_path) {
   std::string cause = std::strerror(err);
   if (err == ENOENT || err == ECONNREFUSED) {
     return absl::UnavailableError(absl::StrFormat(
-        "no daemon at %s (%s); start shmbrokerd or pass --socket",
-        socket_path, cause));
+        "no daemon at %s (%s); start shmbrokerd or pass --socket", socket_path,
+        cause));
   }
   if (err == EACCES || err == EPERM) {
     return absl::PermissionDeniedError(absl::StrFormat(
@@ -46,8 +46,13 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
   if (options.open_session) {
     if (absl::Status s = c->Handshake(); !s.ok()) return s;
   }
-  c->channel_ = grpc::CreateChannel(absl::StrCat("unix:", c->socket_path_),
-                                    grpc::InsecureChannelCredentials());
+  // Each Client gets its own connection, as separate processes would;
+  // otherwise gRPC shares one subchannel among all Clients of a process.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  c->channel_ =
+      grpc::CreateCustomChannel(absl::StrCat("unix:", c->socket_path_),
+                                grpc::InsecureChannelCredentials(), args);
   c->stub_ = v1::Broker::NewStub(c->channel_);
   return c;
 }
@@ -94,6 +99,8 @@ absl::Status Connection::Handshake() {
 void Connection::Prepare(grpc::ClientContext* ctx) const {
   if (!token_hex_.empty()) {
     ctx->AddMetadata(fdchannel::kSessionMetadataKey, token_hex_);
+    ctx->AddMetadata(fdchannel::kReleasesSentMetadataKey,
+                     absl::StrCat(releases_sent_.load()));
   }
   ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
 }
@@ -120,14 +127,20 @@ absl::StatusOr<UniqueFd> Connection::TakeFd(uint64_t grant_id) {
       unclaimed_.erase(it);
       return fd;
     }
-    const int64_t wait_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
-    pollfd p{fd_channel_.get(), POLLIN, 0};
-    if (wait_ms <= 0 || ::poll(&p, 1, static_cast<int>(wait_ms)) == 0) {
-      return absl::DeadlineExceededError(absl::StrFormat(
-          "the fd for grant %d did not arrive on the fd channel", grant_id));
-    }
+    // The daemon sends the fd before it replies, so it is normally already
+    // waiting: try without blocking first, and poll only if it is not.
     Frame frame;
-    fdchannel::Received got = fdchannel::RecvFrame(fd_channel_.get(), &frame, 0);
+    fdchannel::Received got =
+        fdchannel::RecvFrame(fd_channel_.get(), &frame, MSG_DONTWAIT);
+    if (got.bytes < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      const int64_t wait_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+      pollfd p{fd_channel_.get(), POLLIN, 0};
+      if (wait_ms <= 0 || ::poll(&p, 1, static_cast<int>(wait_ms)) == 0) {
+        return absl::DeadlineExceededError(absl::StrFormat(
+            "the fd for grant %d did not arrive on the fd channel", grant_id));
+      }
+      continue;
+    }
     UniqueFd fd(got.fd_count > 0 ? got.fds[0] : -1);
     for (int i = 1; i < got.fd_count; ++i) ::close(got.fds[i]);
     if (got.bytes <= 0) {
@@ -150,8 +163,10 @@ absl::StatusOr<UniqueFd> Connection::TakeFd(uint64_t grant_id) {
 
 void Connection::ReleaseAsync(uint64_t handle) {
   Frame frame = fdchannel::MakeFrame(FrameType::kRelease, handle);
-  if (fd_channel_.valid() && fdchannel::SendFrame(fd_channel_.get(), frame, -1, MSG_DONTWAIT) ==
-      static_cast<ssize_t>(sizeof(frame))) {
+  if (fd_channel_.valid() &&
+      fdchannel::SendFrame(fd_channel_.get(), frame, -1, MSG_DONTWAIT) ==
+          static_cast<ssize_t>(sizeof(frame))) {
+    releases_sent_.fetch_add(1);
     return;
   }
   // A full channel (or a daemon that is gone): ask over gRPC instead; if that

@@ -6,6 +6,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -49,6 +50,7 @@ class Connection {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Broker::Stub> stub_;
   UniqueFd fd_channel_;
+  std::atomic<uint64_t> releases_sent_{0};  // kRelease frames sent
 
   absl::Mutex fd_mu_;
   absl::flat_hash_map<uint64_t, UniqueFd> unclaimed_ ABSL_GUARDED_BY(fd_mu_);
