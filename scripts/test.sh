@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian 12 machine to a passing test suite:
 # installs what is missing, builds, runs every test (unit, integration with
-# the real daemon and real processes, install/consumer). Run as root: some
-# tests switch to a second uid.
+# the real daemon and real processes, install/consumer), then builds again
+# with AddressSanitizer + UndefinedBehaviorSanitizer and runs the tests
+# there too (the daemon the integration tests start is the sanitized one).
+# Run as root: some tests switch to a second uid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
 ctest --test-dir build --output-on-failure --timeout 300 -j2
+
+echo "== again under ASan + UBSan"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DSHMBROKER_SANITIZE=address,undefined -DSHMBROKER_BUILD_BENCH=OFF >/dev/null
+cmake --build build-asan
+# The install test builds an unsanitized consumer, which cannot load a
+# sanitized library; it says nothing about memory safety.
+ctest --test-dir build-asan --output-on-failure --timeout 300 -j2 -LE install
