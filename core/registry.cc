@@ -1,7 +1,9 @@
 #include "core/registry.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -21,15 +23,35 @@ absl::Status ClientClosedError(ClientId client) {
       absl::StrFormat("client connection %d is closed", client));
 }
 
+RegistryObserver* NoOpObserver() {
+  static RegistryObserver kNoOp;
+  return &kNoOp;
+}
+
 }  // namespace
+
+const char* ReclaimReasonName(ReclaimReason reason) {
+  switch (reason) {
+    case ReclaimReason::kRelease:
+      return "release";
+    case ReclaimReason::kClientClosed:
+      return "client_closed";
+    case ReclaimReason::kShutdown:
+      return "shutdown";
+  }
+  return "unknown";
+}
 
 std::string BufferRef::ToString() const {
   if (handle != 0) return absl::StrCat("handle ", handle);
   return absl::StrCat("name \"", name, "\"");
 }
 
-Registry::Registry(RegistryOptions options, const Clock* clock)
-    : options_(std::move(options)), clock_(clock) {}
+Registry::Registry(RegistryOptions options, const Clock* clock,
+                   RegistryObserver* observer)
+    : options_(std::move(options)),
+      clock_(clock),
+      observer_(observer != nullptr ? observer : NoOpObserver()) {}
 
 absl::StatusOr<ClientId> Registry::OpenClient(const Identity& identity) {
   absl::MutexLock lock(&mu_);
@@ -47,7 +69,7 @@ absl::StatusOr<ClientId> Registry::OpenClient(const Identity& identity) {
   return id;
 }
 
-CloseResult Registry::CloseClient(ClientId client) {
+CloseResult Registry::CloseClient(ClientId client, ReclaimReason reason) {
   CloseResult result;
   std::vector<std::shared_ptr<MemoryObject>> doomed;
   {
@@ -59,7 +81,7 @@ CloseResult Registry::CloseClient(ClientId client) {
     std::vector<std::pair<Handle, uint32_t>> holds(record.holds.begin(),
                                                    record.holds.end());
     for (const auto& [handle, count] : holds) {
-      DropHoldsLocked(record, handle, count, doomed, &result);
+      DropHoldsLocked(record, handle, count, doomed, reason, &result);
     }
     uid_t uid = record.identity.uid;
     clients_.erase(it);
@@ -70,6 +92,13 @@ CloseResult Registry::CloseClient(ClientId client) {
 
 absl::StatusOr<Grant> Registry::Allocate(ClientId client,
                                          const AllocateSpec& spec) {
+  absl::StatusOr<Grant> grant = DoAllocate(client, spec);
+  observer_->OnAllocate(grant.status().code());
+  return grant;
+}
+
+absl::StatusOr<Grant> Registry::DoAllocate(ClientId client,
+                                           const AllocateSpec& spec) {
   if (spec.size == 0) {
     return absl::InvalidArgumentError("bad size: 0 (must be at least 1 byte)");
   }
@@ -128,6 +157,7 @@ absl::StatusOr<Grant> Registry::Allocate(ClientId client,
     }
     if (!spec.name.empty()) names_[spec.name] = handle;
     allocated_bytes_ += charged;
+    observer_->OnUsage(allocated_bytes_, options_.capacity_bytes);
 
     memory_spec.backing = spec.backing;
     memory_spec.size = spec.size;
@@ -212,7 +242,8 @@ absl::StatusOr<uint32_t> Registry::Release(ClientId client, Handle handle) {
         handle));
   }
   // `doomed` is declared before `lock`, so reclaimed memory closes unlocked.
-  return DropHoldsLocked(it->second, handle, 1, doomed, nullptr);
+  return DropHoldsLocked(it->second, handle, 1, doomed, ReclaimReason::kRelease,
+                         nullptr);
 }
 
 absl::StatusOr<BufferInfo> Registry::Describe(const Identity& caller,
@@ -255,11 +286,56 @@ RegistryStats Registry::Stats() const {
   stats.capacity_bytes = options_.capacity_bytes;
   stats.allocated_bytes = allocated_bytes_;
   for (const auto& [handle, record] : buffers_) {
-    if (record.memory) ++stats.buffers;
+    if (!record.memory) continue;
+    ++stats.buffers;
+    ++(record.info.backing == Backing::kPosix ? stats.posix_buffers
+                                              : stats.memfd_buffers);
   }
   stats.clients = clients_.size();
   stats.holds = hold_count_;
   return stats;
+}
+
+std::vector<TenantUsage> Registry::Tenants() const {
+  absl::flat_hash_map<uid_t, TenantUsage> by_uid;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [handle, record] : buffers_) {
+      if (!record.memory) continue;
+      TenantUsage& usage = by_uid[record.info.owner.uid];
+      usage.uid = record.info.owner.uid;
+      usage.allocated_bytes += record.info.charged_bytes;
+      ++usage.buffers;
+    }
+  }
+  std::vector<TenantUsage> out;
+  out.reserve(by_uid.size());
+  for (const auto& [uid, usage] : by_uid) out.push_back(usage);
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.allocated_bytes != b.allocated_bytes
+               ? a.allocated_bytes > b.allocated_bytes
+               : a.uid < b.uid;
+  });
+  return out;
+}
+
+uint64_t Registry::ResidentBytes() const {
+  std::vector<std::shared_ptr<MemoryObject>> memory;
+  {
+    absl::MutexLock lock(&mu_);
+    memory.reserve(buffers_.size());
+    for (const auto& [handle, record] : buffers_) {
+      if (record.memory) memory.push_back(record.memory);
+    }
+  }
+  uint64_t resident = 0;
+  for (const auto& m : memory) {
+    struct stat st {};
+    if (::fstat(m->fd(), &st) == 0) {
+      resident += static_cast<uint64_t>(st.st_blocks) * 512;
+    }
+  }
+  return resident;
 }
 
 absl::StatusOr<Handle> Registry::ResolveLocked(const BufferRef& ref) const {
@@ -292,7 +368,9 @@ absl::Status Registry::CheckHoldLimitLocked(const ClientRecord& client) const {
 
 uint32_t Registry::DropHoldsLocked(
     ClientRecord& client, Handle handle, uint32_t count,
-    std::vector<std::shared_ptr<MemoryObject>>& doomed, CloseResult* result) {
+    std::vector<std::shared_ptr<MemoryObject>>& doomed, ReclaimReason reason,
+    CloseResult* result) {
+  observer_->OnHoldsDropped(reason, count);
   auto held = client.holds.find(handle);
   held->second -= count;
   if (held->second == 0) client.holds.erase(held);
@@ -306,6 +384,7 @@ uint32_t Registry::DropHoldsLocked(
     ++result->buffers_reclaimed;
     result->bytes_reclaimed += record.info.charged_bytes;
   }
+  observer_->OnReclaim(reason, record.info.charged_bytes);
   doomed.push_back(std::move(record.memory));
   EraseBufferLocked(handle);
   return 0;
@@ -317,6 +396,7 @@ void Registry::EraseBufferLocked(Handle handle) {
   if (!it->second.info.name.empty()) names_.erase(it->second.info.name);
   allocated_bytes_ -= it->second.info.charged_bytes;
   buffers_.erase(it);
+  observer_->OnUsage(allocated_bytes_, options_.capacity_bytes);
 }
 
 }  // namespace shmbroker

@@ -28,6 +28,7 @@
 #include "core/clock.h"
 #include "core/identity.h"
 #include "core/memory_object.h"
+#include "core/registry_observer.h"
 
 namespace shmbroker {
 
@@ -96,13 +97,24 @@ struct RegistryStats {
   uint64_t capacity_bytes = 0;
   uint64_t allocated_bytes = 0;
   uint64_t buffers = 0;
+  uint64_t memfd_buffers = 0;
+  uint64_t posix_buffers = 0;
   uint64_t clients = 0;
   uint64_t holds = 0;
 };
 
+// What one tenant (an owner uid) has allocated.
+struct TenantUsage {
+  uid_t uid = 0;
+  uint64_t allocated_bytes = 0;
+  uint64_t buffers = 0;
+};
+
 class Registry {
  public:
-  explicit Registry(RegistryOptions options, const Clock* clock = RealClock());
+  // `observer` (not owned, may be null) must outlive the Registry.
+  explicit Registry(RegistryOptions options, const Clock* clock = RealClock(),
+                    RegistryObserver* observer = nullptr);
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
 
@@ -112,7 +124,8 @@ class Registry {
   absl::StatusOr<ClientId> OpenClient(const Identity& identity);
   // Drops every hold of the connection and reclaims what nobody else holds.
   // Unknown ids are a no-op (returns zeros).
-  CloseResult CloseClient(ClientId client);
+  CloseResult CloseClient(ClientId client,
+                          ReclaimReason reason = ReclaimReason::kClientClosed);
 
   absl::StatusOr<Grant> Allocate(ClientId client, const AllocateSpec& spec);
   absl::StatusOr<Grant> Attach(ClientId client, const BufferRef& ref,
@@ -127,6 +140,12 @@ class Registry {
   std::vector<BufferInfo> List(const Identity& caller, Handle after,
                                size_t limit, bool* more) const;
   RegistryStats Stats() const;
+  // Usage per owner uid, largest first.
+  std::vector<TenantUsage> Tenants() const;
+  // Bytes of live buffers' memory actually backed by pages (st_blocks), which
+  // is less than allocated for memory never touched. O(buffers) fstat calls,
+  // made without the lock.
+  uint64_t ResidentBytes() const;
 
  private:
   struct BufferRecord {
@@ -141,6 +160,7 @@ class Registry {
 
   // The handle of the live (not pending) buffer `ref` names, or NOT_FOUND /
   // INVALID_ARGUMENT (bad name).
+  absl::StatusOr<Grant> DoAllocate(ClientId client, const AllocateSpec& spec);
   absl::StatusOr<Handle> ResolveLocked(const BufferRef& ref) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckHoldLimitLocked(const ClientRecord& client) const
@@ -149,12 +169,13 @@ class Registry {
   // reclaimed buffer to `doomed` so it is destroyed after unlocking.
   uint32_t DropHoldsLocked(ClientRecord& client, Handle handle, uint32_t count,
                            std::vector<std::shared_ptr<MemoryObject>>& doomed,
-                           CloseResult* result)
+                           ReclaimReason reason, CloseResult* result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EraseBufferLocked(Handle handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const RegistryOptions options_;
   const Clock* const clock_;
+  RegistryObserver* const observer_;  // never null (a no-op if none given)
 
   mutable absl::Mutex mu_;
   absl::btree_map<Handle, BufferRecord> buffers_ ABSL_GUARDED_BY(mu_);

@@ -1,0 +1,38 @@
+// RegistryObserver: how the registry reports what happens to memory, so that
+// metrics and health can follow it without core depending on them. Called
+// with the registry's mutex held: implementations must be quick, must not
+// block, and must not call back into the Registry. Thread-safe as called
+// from any thread.
+#ifndef SHMBROKER_CORE_REGISTRY_OBSERVER_H_
+#define SHMBROKER_CORE_REGISTRY_OBSERVER_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace shmbroker {
+
+// Why holds were dropped and buffers reclaimed.
+enum class ReclaimReason {
+  kRelease,       // a holder released it
+  kClientClosed,  // the holder's client connection closed (exit or death)
+  kShutdown,      // the daemon is stopping
+};
+
+const char* ReclaimReasonName(ReclaimReason reason);
+
+class RegistryObserver {
+ public:
+  virtual ~RegistryObserver() = default;
+  // Every Allocate, with its outcome.
+  virtual void OnAllocate(absl::StatusCode result) {}
+  virtual void OnHoldsDropped(ReclaimReason reason, uint64_t holds) {}
+  // One buffer whose last hold went.
+  virtual void OnReclaim(ReclaimReason reason, uint64_t bytes) {}
+  // Bytes charged changed (an allocation reserved or a buffer reclaimed).
+  virtual void OnUsage(uint64_t allocated_bytes, uint64_t capacity_bytes) {}
+};
+
+}  // namespace shmbroker
+
+#endif  // SHMBROKER_CORE_REGISTRY_OBSERVER_H_
