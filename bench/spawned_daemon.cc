@@ -80,7 +80,8 @@ absl::StatusOr<std::unique_ptr<SpawnedDaemon>> SpawnedDaemon::Start(
   // Everything the child needs is built before fork(): after fork in a
   // process that may have threads, only async-signal-safe calls are allowed.
   std::vector<std::string> args = {
-      binary, absl::StrCat("--socket=", daemon->socket_path_)};
+      binary, absl::StrCat("--socket=", daemon->socket_path_),
+      "--metrics_address=127.0.0.1:0"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());

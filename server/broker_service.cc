@@ -12,22 +12,6 @@
 namespace shmbroker {
 namespace {
 
-// Runs `body` and finishes the call with its status. Denials and internal
-// errors are significant events and are logged; other errors are the
-// caller's business and go back only to the caller.
-template <typename Body>
-grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx,
-                                 const char* method, Body body) {
-  absl::Status status = body();
-  if (status.code() == absl::StatusCode::kPermissionDenied ||
-      status.code() == absl::StatusCode::kInternal) {
-    spdlog::warn("{}: {}", method, status.ToString());
-  }
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
 template <typename Request>
 absl::StatusOr<BufferRef> TargetOf(const Request& request) {
   switch (request.target_case()) {
@@ -45,6 +29,23 @@ absl::StatusOr<BufferRef> TargetOf(const Request& request) {
 }
 
 }  // namespace
+
+// Denials and internal errors are significant events and are logged; other
+// errors are the caller's business and go back only to the caller.
+template <typename Body>
+grpc::ServerUnaryReactor* BrokerService::Finish(
+    grpc::CallbackServerContext* ctx, const char* method, Body body) {
+  const absl::Time start = absl::Now();
+  absl::Status status = body();
+  metrics_->RpcDone(method, status.code(), absl::Now() - start);
+  if (status.code() == absl::StatusCode::kPermissionDenied ||
+      status.code() == absl::StatusCode::kInternal) {
+    spdlog::warn("{}: {}", method, status.ToString());
+  }
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
 
 absl::StatusOr<BrokerService::Caller> BrokerService::Resolve(
     grpc::CallbackServerContext* ctx, bool need_session) {
@@ -112,9 +113,7 @@ absl::Status BrokerService::Deliver(Session& session, Grant& grant,
 grpc::ServerUnaryReactor* BrokerService::Ping(grpc::CallbackServerContext* ctx,
                                               const v1::PingRequest*,
                                               v1::PingResponse*) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  return Finish(ctx, "Ping", [] { return absl::OkStatus(); });
 }
 
 grpc::ServerUnaryReactor* BrokerService::Allocate(
@@ -262,6 +261,12 @@ absl::Status BrokerService::DoStatus(grpc::CallbackServerContext* ctx,
   response->set_caller_gid(caller->identity.gid);
   response->set_caller_pid(caller->identity.pid);
   response->set_caller_has_session(caller->session != nullptr);
+  for (const TenantUsage& tenant : registry_->Tenants()) {
+    v1::TenantUsage* t = response->add_tenants();
+    t->set_uid(tenant.uid);
+    t->set_allocated_bytes(tenant.allocated_bytes);
+    t->set_buffers(tenant.buffers);
+  }
   return absl::OkStatus();
 }
 

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "core/registry.h"
 #include "server/fd_channel.h"
+#include "server/metrics.h"
 #include "server/peer_credentials.h"
 #include "shmbroker/v1/broker.grpc.pb.h"
 
@@ -30,10 +31,11 @@ class BrokerService final : public v1::Broker::CallbackService {
  public:
   // Pointers are not owned and must outlive the service.
   BrokerService(Registry* registry, FdChannel* fd_channel, PeerTable* peers,
-                ServiceOptions options)
+                Metrics* metrics, ServiceOptions options)
       : registry_(registry),
         fd_channel_(fd_channel),
         peers_(peers),
+        metrics_(metrics),
         options_(std::move(options)) {}
 
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx,
@@ -63,6 +65,10 @@ class BrokerService final : public v1::Broker::CallbackService {
     Identity identity;
     std::shared_ptr<Session> session;  // null for calls without a token
   };
+  // Runs `body`, records it, and finishes the call with its status.
+  template <typename Body>
+  grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx,
+                                   const char* method, Body body);
   absl::StatusOr<Caller> Resolve(grpc::CallbackServerContext* ctx,
                                  bool need_session);
   // Sends the grant's fd and fills `out`; on failure drops the new hold.
@@ -90,6 +96,7 @@ class BrokerService final : public v1::Broker::CallbackService {
   Registry* const registry_;
   FdChannel* const fd_channel_;
   PeerTable* const peers_;
+  Metrics* const metrics_;
   const ServiceOptions options_;
 };
 

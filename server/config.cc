@@ -33,6 +33,14 @@ ABSL_FLAG(shmbroker::ByteSize, max_request_bytes, shmbroker::ByteSize{64 << 10},
           "largest gRPC request accepted");
 ABSL_FLAG(std::string, shm_prefix, "shmbroker",
           "POSIX shm objects are named /PREFIX.PID.HANDLE");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
+          "host:port serving Prometheus metrics at /metrics; port 0 picks a "
+          "free one; empty disables");
+ABSL_FLAG(uint32_t, metrics_max_tenants, 20,
+          "tenants (owner uids) with their own series; the rest add up in "
+          "uid=\"other\"");
+ABSL_FLAG(std::string, log_format, "text",
+          "text, or json (one object per line: time, level, msg)");
 ABSL_FLAG(std::string, log_level, "info",
           "least severe log level written to stderr: trace, debug, info, "
           "warn, error");
@@ -97,6 +105,13 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   config.list_max_page_size = absl::GetFlag(FLAGS_list_max_page_size);
   config.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes).bytes;
   config.log_level = absl::GetFlag(FLAGS_log_level);
+  config.log_format = absl::GetFlag(FLAGS_log_format);
+  config.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  config.metrics_max_tenants = absl::GetFlag(FLAGS_metrics_max_tenants);
+  if (config.log_format != "text" && config.log_format != "json") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log_format=", config.log_format, ": use text or json"));
+  }
   if (config.registry.max_buffers == 0 ||
       config.registry.max_holds_per_client == 0 ||
       config.registry.max_clients_per_uid == 0 ||

@@ -20,6 +20,9 @@ struct ServerConfig {
   uint32_t list_max_page_size = 1000;
   uint64_t max_request_bytes = 64 * 1024;
   std::string log_level = "info";
+  std::string log_format = "text";
+  std::string metrics_address = "127.0.0.1:9464";
+  uint32_t metrics_max_tenants = 20;
 };
 
 // Reads the flags parsed by absl::ParseCommandLine; INVALID_ARGUMENT names

@@ -31,8 +31,8 @@ void SendError(int sock, const std::string& message) {
 
 }  // namespace
 
-FdChannel::FdChannel(Registry* registry, int listener)
-    : registry_(registry), listener_(listener) {}
+FdChannel::FdChannel(Registry* registry, int listener, Metrics* metrics)
+    : registry_(registry), listener_(listener), metrics_(metrics) {}
 
 FdChannel::~FdChannel() { Stop(); }
 
@@ -69,7 +69,9 @@ void FdChannel::Stop() {
     absl::MutexLock lock(&mu_);
     for (auto& [id, session] : by_id_) sessions.push_back(session);
   }
-  for (auto& session : sessions) Close(session, "daemon stopping");
+  for (auto& session : sessions) {
+    Close(session, CloseReason::kShutdown, "daemon stopping");
+  }
 }
 
 void FdChannel::Run() {
@@ -143,9 +145,11 @@ void FdChannel::Accept() {
             static_cast<ssize_t>(sizeof(hello)) ||
         ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, session->socket.get(),
                     &event) != 0) {
-      Close(session, absl::StrFormat("setup failed: %s", std::strerror(errno)));
+      Close(session, CloseReason::kHangup,
+            absl::StrFormat("setup failed: %s", std::strerror(errno)));
       continue;
     }
+    metrics_->ClientOpened();
     spdlog::debug("client connection {} opened: pid {} uid {} gid {}",
                   session->id, identity->pid, identity->uid, identity->gid);
   }
@@ -177,7 +181,12 @@ absl::Status FdChannel::Drain(Session& session) {
                  session.identity.pid, session.identity.uid, error);
     SendError(session.socket.get(), error);
   }
-  if (shared != nullptr) Close(shared, error);
+  if (shared != nullptr) {
+    Close(shared,
+          result == DrainResult::kProtocolError ? CloseReason::kProtocolError
+                                                : CloseReason::kHangup,
+          error);
+  }
   return absl::FailedPreconditionError(
       absl::StrCat("client connection closed: ", error));
 }
@@ -245,8 +254,9 @@ absl::StatusOr<uint64_t> FdChannel::SendFd(Session& session, Handle handle,
 }
 
 void FdChannel::Close(const std::shared_ptr<Session>& session,
-                      const std::string& why) {
+                      CloseReason reason, const std::string& why) {
   if (session->closed.exchange(true)) return;
+  const absl::Time noticed = absl::Now();
   {
     absl::MutexLock lock(&mu_);
     by_id_.erase(session->id);
@@ -256,15 +266,20 @@ void FdChannel::Close(const std::shared_ptr<Session>& session,
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, session->socket.get(), nullptr);
     ::shutdown(session->socket.get(), SHUT_RDWR);
   }
-  CloseResult result = registry_->CloseClient(session->client);
+  CloseResult result = registry_->CloseClient(
+      session->client, reason == CloseReason::kShutdown
+                           ? ReclaimReason::kShutdown
+                           : ReclaimReason::kClientClosed);
+  const absl::Duration reclaim = absl::Now() - noticed;
+  metrics_->ClientClosed(reason, result.holds_dropped > 0, reclaim);
   auto level =
       result.holds_dropped > 0 ? spdlog::level::info : spdlog::level::debug;
   spdlog::log(level,
               "client connection {} (pid {} uid {}) closed ({}): dropped {} "
-              "holds, reclaimed {} buffers ({} bytes)",
+              "holds, reclaimed {} buffers ({} bytes) in {}",
               session->id, session->identity.pid, session->identity.uid, why,
               result.holds_dropped, result.buffers_reclaimed,
-              result.bytes_reclaimed);
+              result.bytes_reclaimed, absl::FormatDuration(reclaim));
 }
 
 std::shared_ptr<Session> FdChannel::Find(const std::string& token_hex) const {

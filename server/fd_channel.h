@@ -24,6 +24,7 @@
 #include "common/unique_fd.h"
 #include "core/identity.h"
 #include "core/registry.h"
+#include "server/metrics.h"
 
 namespace shmbroker {
 
@@ -42,8 +43,9 @@ struct Session {
 
 class FdChannel {
  public:
-  // `listener` is a listening SOCK_SEQPACKET socket; not owned.
-  FdChannel(Registry* registry, int listener);
+  // `listener` is a listening SOCK_SEQPACKET socket. Nothing is owned; all
+  // must outlive the FdChannel.
+  FdChannel(Registry* registry, int listener, Metrics* metrics);
   ~FdChannel();  // Stop()s
   FdChannel(const FdChannel&) = delete;
   FdChannel& operator=(const FdChannel&) = delete;
@@ -76,11 +78,13 @@ class FdChannel {
   void Accept();
   DrainResult DrainLocked(Session& session, std::string* error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(session.read_mu);
-  void Close(const std::shared_ptr<Session>& session, const std::string& why);
+  void Close(const std::shared_ptr<Session>& session, CloseReason reason,
+             const std::string& why);
   std::shared_ptr<Session> FindById(uint64_t id) const;
 
   Registry* const registry_;
   const int listener_;
+  Metrics* const metrics_;
   UniqueFd epoll_;
   UniqueFd wake_;  // eventfd that stops Run()
   std::thread thread_;

@@ -4,6 +4,9 @@
 #ifndef SHMBROKER_SERVER_LOGGING_H_
 #define SHMBROKER_SERVER_LOGGING_H_
 
+#include <string>
+
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "spdlog/spdlog.h"
 
@@ -15,5 +18,13 @@ struct fmt::formatter<absl::string_view> : fmt::formatter<fmt::string_view> {
         fmt::string_view(s.data(), s.size()), ctx);
   }
 };
+
+namespace shmbroker {
+
+// Makes the default logger write to stderr at `level` (trace, debug, info,
+// warn, error) as "text" or "json" (one object per line: time, level, msg).
+absl::Status SetUpLogging(const std::string& level, const std::string& format);
+
+}  // namespace shmbroker
 
 #endif  // SHMBROKER_SERVER_LOGGING_H_

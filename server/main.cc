@@ -1,6 +1,7 @@
 // shmbrokerd: wires the pieces together and runs until SIGTERM/SIGINT.
 //   SocketFiles (lock, listeners) -> Registry (core) -> FdChannel (sessions,
 //   fds, death detection) -> BrokerService (gRPC) <- GrpcAcceptor (identity)
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
@@ -22,10 +23,11 @@
 #include "server/config.h"
 #include "server/fd_channel.h"
 #include "server/grpc_acceptor.h"
+#include "server/health.h"
 #include "server/logging.h"
+#include "server/metrics.h"
 #include "server/peer_credentials.h"
 #include "server/socket_files.h"
-#include "spdlog/sinks/stdout_sinks.h"
 
 namespace shmbroker {
 namespace {
@@ -38,19 +40,6 @@ void RaiseFdLimit() {
     limit.rlim_cur = limit.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &limit);
   }
-}
-
-absl::Status SetUpLogging(const std::string& level_name) {
-  spdlog::level::level_enum level = spdlog::level::from_str(level_name);
-  if (level == spdlog::level::off && level_name != "off") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--log_level=", level_name, ": use trace, debug, info, warn or error"));
-  }
-  auto logger = spdlog::stderr_logger_mt("shmbrokerd");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
-  logger->set_level(level);
-  spdlog::set_default_logger(logger);
-  return absl::OkStatus();
 }
 
 int Run(const ServerConfig& config) {
@@ -70,8 +59,23 @@ int Run(const ServerConfig& config) {
     spdlog::critical("{}", files.status().message());
     return 1;
   }
-  Registry registry(config.registry);
-  FdChannel fd_channel(&registry, (*files)->fd_channel_listener());
+  MetricsOptions metrics_options;
+  metrics_options.address = config.metrics_address;
+  metrics_options.max_tenants = config.metrics_max_tenants;
+  metrics_options.version = SHMBROKER_VERSION;
+  absl::StatusOr<std::unique_ptr<Metrics>> metrics =
+      Metrics::Create(metrics_options);
+  if (!metrics.ok()) {
+    spdlog::critical("{}", metrics.status().message());
+    return 1;
+  }
+  // Registry events go to the health reporter, which passes them on to the
+  // metrics.
+  HealthReporter health(metrics->get(), config.registry.capacity_bytes);
+  Registry registry(config.registry, RealClock(), &health);
+  (*metrics)->AddStateSource(&registry);
+  FdChannel fd_channel(&registry, (*files)->fd_channel_listener(),
+                       metrics->get());
   if (absl::Status s = fd_channel.Start(); !s.ok()) {
     spdlog::critical("fd channel: {}", s.message());
     return 1;
@@ -81,9 +85,11 @@ int Run(const ServerConfig& config) {
   service_options.list_max_page_size = config.list_max_page_size;
   service_options.version = SHMBROKER_VERSION;
   service_options.started = absl::Now();
-  BrokerService service(&registry, &fd_channel, &peers, service_options);
+  BrokerService service(&registry, &fd_channel, &peers, metrics->get(),
+                        service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
@@ -94,6 +100,7 @@ int Run(const ServerConfig& config) {
     spdlog::critical("cannot start the gRPC server");
     return 1;
   }
+  health.Attach(server->GetHealthCheckService());
   GrpcAcceptor acceptor((*files)->grpc_listener(), server.get(), &peers);
   acceptor.Start();
 
@@ -101,12 +108,20 @@ int Run(const ServerConfig& config) {
                SHMBROKER_VERSION, config.socket_path,
                (*files)->fd_channel_path(),
                FormatByteSize(config.registry.capacity_bytes));
+  if (const int port = (*metrics)->port(); port != 0) {
+    const std::string host =
+        config.metrics_address.substr(0, config.metrics_address.rfind(':'));
+    spdlog::info("metrics on http://{}:{}/metrics", host, port);
+    std::printf("shmbrokerd: metrics on http://%s:%d/metrics\n", host.c_str(),
+                port);
+  }
   std::printf("shmbrokerd: listening on %s\n", config.socket_path.c_str());
   std::fflush(stdout);
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}; stopping", strsignal(signal_number));
+  health.Stopping();
   acceptor.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   fd_channel.Stop();  // closes every client connection, dropping its holds
@@ -148,7 +163,9 @@ int main(int argc, char** argv) {
                  std::string(config.status().message()).c_str());
     return 2;
   }
-  if (absl::Status s = shmbroker::SetUpLogging(config->log_level); !s.ok()) {
+  if (absl::Status s =
+          shmbroker::SetUpLogging(config->log_level, config->log_format);
+      !s.ok()) {
     std::fprintf(stderr, "shmbrokerd: %s\n", std::string(s.message()).c_str());
     return 2;
   }

@@ -165,4 +165,31 @@ absl::Status Status(const Options& options) {
   return absl::OkStatus();
 }
 
+absl::Status Tenants(const Options& options) {
+  auto c = Connect(options, /*session=*/false);
+  if (!c.ok()) return c.status();
+  absl::StatusOr<client::DaemonStatus> status = (*c)->Status();
+  if (!status.ok()) return status.status();
+  if (options.json) {
+    Print(TenantsJson(status->tenants).dump() + "\n");
+  } else {
+    Print(Table(TenantRows(status->tenants)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Health(const Options& options) {
+  auto c = Connect(options, /*session=*/false);
+  if (!c.ok()) return c.status();
+  absl::StatusOr<bool> serving = (*c)->Serving();
+  if (!serving.ok()) return serving.status();
+  Print(*serving ? "SERVING\n" : "NOT_SERVING\n");
+  if (!*serving) {
+    return absl::UnavailableError(
+        "daemon is NOT_SERVING: it cannot allocate (capacity full or "
+        "stopping)");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace shmbroker::cli

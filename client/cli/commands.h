@@ -30,6 +30,9 @@ absl::Status Put(const Options& options, const std::string& name);
 absl::Status Cat(const Options& options, const std::string& name);
 absl::Status Ls(const Options& options);
 absl::Status Status(const Options& options);
+absl::Status Tenants(const Options& options);
+// OK when the daemon is SERVING; UNAVAILABLE otherwise.
+absl::Status Health(const Options& options);
 
 }  // namespace shmbroker::cli
 

@@ -43,6 +43,8 @@ constexpr char kUsage[] =
     "  cat NAME   write a buffer's bytes to stdout\n"
     "  ls         list buffers\n"
     "  status     daemon-wide figures\n"
+    "  tenants    bytes and buffers per owner uid\n"
+    "  health     exit 0 if the daemon is SERVING (can allocate), else 1\n"
     "SIZE: 4096, 4KiB, 1MiB, 1GiB. DURATION: 500ms, 30s, 5m.";
 
 int UsageError(const std::string& message) {
@@ -117,6 +119,12 @@ int main(int argc, char** argv) {
   } else if (command == "status") {
     if (int rc = want(0, "no arguments")) return rc;
     status = shmbroker::cli::Status(options);
+  } else if (command == "tenants") {
+    if (int rc = want(0, "no arguments")) return rc;
+    status = shmbroker::cli::Tenants(options);
+  } else if (command == "health") {
+    if (int rc = want(0, "no arguments")) return rc;
+    status = shmbroker::cli::Health(options);
   } else {
     return UsageError(absl::StrCat("unknown command \"", command, "\""));
   }

@@ -42,6 +42,27 @@ nlohmann::json StatusJson(const client::DaemonStatus& status) {
   };
 }
 
+nlohmann::json TenantsJson(const std::vector<client::TenantUsage>& tenants) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const client::TenantUsage& t : tenants) {
+    list.push_back({{"uid", t.uid},
+                    {"allocated_bytes", t.allocated_bytes},
+                    {"buffers", t.buffers}});
+  }
+  return {{"tenants", list}};
+}
+
+std::vector<std::vector<std::string>> TenantRows(
+    const std::vector<client::TenantUsage>& tenants) {
+  std::vector<std::vector<std::string>> rows = {
+      {"UID", "ALLOCATED", "BUFFERS"}};
+  for (const client::TenantUsage& t : tenants) {
+    rows.push_back({absl::StrCat(t.uid), absl::StrCat(t.allocated_bytes),
+                    absl::StrCat(t.buffers)});
+  }
+  return rows;
+}
+
 std::string Table(const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> widths;
   for (const auto& row : rows) {

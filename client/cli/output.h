@@ -14,6 +14,9 @@ namespace shmbroker::cli {
 
 nlohmann::json BufferJson(const client::BufferInfo& info);
 nlohmann::json StatusJson(const client::DaemonStatus& status);
+nlohmann::json TenantsJson(const std::vector<client::TenantUsage>& tenants);
+std::vector<std::vector<std::string>> TenantRows(
+    const std::vector<client::TenantUsage>& tenants);
 
 // A table with a header row and left-aligned columns.
 std::string Table(const std::vector<std::vector<std::string>>& rows);

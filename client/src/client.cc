@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "client/src/connection.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 
 namespace shmbroker::client {
 namespace {
@@ -181,7 +182,23 @@ absl::StatusOr<DaemonStatus> Client::Status() {
   status.holds = response.holds();
   status.version = response.version();
   status.started = absl::FromUnixSeconds(response.started().seconds());
+  for (const v1::TenantUsage& t : response.tenants()) {
+    status.tenants.push_back({t.uid(), t.allocated_bytes(), t.buffers()});
+  }
   return status;
+}
+
+absl::StatusOr<bool> Client::Serving() {
+  auto stub = grpc::health::v1::Health::NewStub(connection_->channel());
+  grpc::ClientContext ctx;
+  connection_->Prepare(&ctx);
+  grpc::health::v1::HealthCheckResponse response;
+  if (absl::Status s = connection_->ToStatus(
+          stub->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &response));
+      !s.ok()) {
+    return s;
+  }
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }
 
 }  // namespace shmbroker::client

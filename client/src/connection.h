@@ -27,6 +27,7 @@ class Connection {
 
   const std::string& socket_path() const { return socket_path_; }
   v1::Broker::Stub& stub() { return *stub_; }
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
   // Adds the session token and the deadline to a call.
   void Prepare(grpc::ClientContext* ctx) const;
   // Converts a call's status, naming the socket when no daemon answers.

@@ -28,7 +28,8 @@ PKG_CONFIG_PATH=$prefix/lib/pkgconfig \
   g++ "$source_dir/consumer/main.cc" -o "$work/pc-consumer" \
   $(PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --cflags --libs shmbroker)
 
-"$prefix/bin/shmbrokerd" --socket="$work/run/broker.sock" >"$work/out" 2>"$work/err" &
+"$prefix/bin/shmbrokerd" --socket="$work/run/broker.sock" --metrics_address=127.0.0.1:0 \
+  >"$work/out" 2>"$work/err" &
 daemon_pid=$!
 for _ in $(seq 100); do grep -q "listening on" "$work/out" && break; sleep 0.1; done
 "$work/cmake-consumer/consumer" "$work/run/broker.sock" via-cmake | grep -qx ok

@@ -20,7 +20,9 @@ TestDaemon::TestDaemon(const std::vector<std::string>& flags,
   } else {
     dir_ = dir;
   }
-  std::vector<std::string> argv = {DaemonPath(), "--socket=" + socket()};
+  // Tests run in parallel: each daemon serves metrics on a port of its own.
+  std::vector<std::string> argv = {DaemonPath(), "--socket=" + socket(),
+                                   "--metrics_address=127.0.0.1:0"};
   argv.insert(argv.end(), flags.begin(), flags.end());
   process_ = std::make_unique<Subprocess>(argv);
   std::optional<std::string> out =

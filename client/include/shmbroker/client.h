@@ -62,6 +62,9 @@ class Client {
   // Every buffer this process may see (all pages).
   absl::StatusOr<std::vector<BufferInfo>> List();
   absl::StatusOr<DaemonStatus> Status();
+  // Whether the daemon reports SERVING on grpc.health.v1 (it does while it
+  // can allocate).
+  absl::StatusOr<bool> Serving();
 
  private:
   explicit Client(std::shared_ptr<Connection> connection);

@@ -49,6 +49,12 @@ struct BufferInfo {
   uint64_t charged_bytes = 0;
 };
 
+struct TenantUsage {
+  uid_t uid = 0;
+  uint64_t allocated_bytes = 0;
+  uint64_t buffers = 0;
+};
+
 struct DaemonStatus {
   uint64_t capacity_bytes = 0;
   uint64_t allocated_bytes = 0;
@@ -57,6 +63,7 @@ struct DaemonStatus {
   uint64_t holds = 0;
   std::string version;
   absl::Time started;
+  std::vector<TenantUsage> tenants;  // largest first
 };
 
 struct AllocateOptions {

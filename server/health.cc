@@ -1,0 +1,55 @@
+#include "server/health.h"
+
+#include <grpcpp/health_check_service_interface.h>
+#include <unistd.h>
+
+namespace shmbroker {
+
+HealthReporter::HealthReporter(RegistryObserver* next, uint64_t capacity_bytes)
+    : next_(next),
+      page_(static_cast<uint64_t>(::sysconf(_SC_PAGESIZE))),
+      can_allocate_(capacity_bytes >= page_) {}
+
+void HealthReporter::Attach(grpc::HealthCheckServiceInterface* service) {
+  {
+    absl::MutexLock lock(&mu_);
+    service_ = service;
+  }
+  Publish();
+}
+
+void HealthReporter::Stopping() {
+  stopping_.store(true);
+  Publish();
+}
+
+void HealthReporter::OnAllocate(absl::StatusCode result) {
+  next_->OnAllocate(result);
+}
+
+void HealthReporter::OnHoldsDropped(ReclaimReason reason, uint64_t holds) {
+  next_->OnHoldsDropped(reason, holds);
+}
+
+void HealthReporter::OnReclaim(ReclaimReason reason, uint64_t bytes) {
+  next_->OnReclaim(reason, bytes);
+}
+
+void HealthReporter::OnUsage(uint64_t allocated_bytes,
+                             uint64_t capacity_bytes) {
+  next_->OnUsage(allocated_bytes, capacity_bytes);
+  can_allocate_.store(capacity_bytes - allocated_bytes >= page_);
+  Publish();
+}
+
+void HealthReporter::Publish() {
+  absl::MutexLock lock(&mu_);
+  if (service_ == nullptr) return;
+  const int serving = can_allocate_.load() && !stopping_.load() ? 1 : 0;
+  // Only transitions reach gRPC: usage changes on every allocation.
+  if (published_ == serving) return;
+  published_ = serving;
+  service_->SetServingStatus("", serving == 1);
+}
+
+}  // namespace shmbroker

@@ -1,0 +1,70 @@
+// Metrics: the daemon's Prometheus metrics (docs/metrics.md lists them).
+//
+// Events are counted as they happen: the registry reports through the
+// RegistryObserver interface (core knows nothing of Prometheus), the fd
+// channel reports client connections, the service reports every RPC. State
+// (bytes, buffers, tenants, fds) is read from the Registry when Prometheus
+// scrapes, so the hot path pays nothing for it. Served by prometheus-cpp's
+// exposer on --metrics_address; with an empty address nothing is served but
+// the counting still works (it is cheap). Thread-safe.
+#ifndef SHMBROKER_SERVER_METRICS_H_
+#define SHMBROKER_SERVER_METRICS_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/registry.h"
+#include "core/registry_observer.h"
+
+namespace shmbroker {
+
+enum class CloseReason { kHangup, kProtocolError, kShutdown };
+
+struct MetricsOptions {
+  std::string address;      // host:port; empty: do not serve
+  size_t max_tenants = 20;  // per-tenant series beyond these go to "other"
+  std::string version;
+};
+
+class Metrics : public RegistryObserver {
+ public:
+  // INVALID_ARGUMENT / UNAVAILABLE when the address cannot be served.
+  static absl::StatusOr<std::unique_ptr<Metrics>> Create(
+      const MetricsOptions& options);
+  ~Metrics() override;
+
+  // Starts reporting the registry's state at scrape time. `registry` must
+  // outlive this object.
+  void AddStateSource(const Registry* registry);
+  // The port being served (after an ephemeral :0), or 0.
+  int port() const;
+
+  // RegistryObserver.
+  void OnAllocate(absl::StatusCode result) override;
+  void OnHoldsDropped(ReclaimReason reason, uint64_t holds) override;
+  void OnReclaim(ReclaimReason reason, uint64_t bytes) override;
+
+  // Client connections (fd channel).
+  void ClientOpened();
+  // `was_holding`: it closed while still holding buffers (a death, or an
+  // exit without releasing). `reclaim` is the time from noticing the close
+  // to its memory being freed.
+  void ClientClosed(CloseReason reason, bool was_holding,
+                    absl::Duration reclaim);
+
+  // One finished RPC.
+  void RpcDone(const char* method, absl::StatusCode code,
+               absl::Duration duration);
+
+ private:
+  struct Impl;
+  explicit Metrics(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace shmbroker
+
+#endif  // SHMBROKER_SERVER_METRICS_H_
