@@ -125,6 +125,7 @@ int Run(const ServerConfig& config) {
   acceptor.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   fd_channel.Stop();  // closes every client connection, dropping its holds
+  (*metrics)->StopServing();  // no scrape may outlive the registry
   RegistryStats stats = registry.Stats();
   files->reset();  // removes the sockets
   spdlog::info("stopped; {} buffers, {} bytes still allocated", stats.buffers,

@@ -272,6 +272,8 @@ int Metrics::port() const {
   return ports.empty() ? 0 : ports.front();
 }
 
+void Metrics::StopServing() { impl_->exposer.reset(); }
+
 void Metrics::OnAllocate(absl::StatusCode result) {
   if (result == absl::StatusCode::kOk) {
     impl_->allocations_ok.Increment();

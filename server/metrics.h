@@ -41,6 +41,9 @@ class Metrics : public RegistryObserver {
   void AddStateSource(const Registry* registry);
   // The port being served (after an ephemeral :0), or 0.
   int port() const;
+  // Stops serving scrapes (waits for one in progress). Call before the state
+  // sources go away.
+  void StopServing();
 
   // RegistryObserver.
   void OnAllocate(absl::StatusCode result) override;
