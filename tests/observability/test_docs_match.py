@@ -1,0 +1,100 @@
+#!/usr/bin/python3
+"""docs/metrics.md lists exactly the metric families the daemon exports.
+
+Documented: every markdown table row whose first cell is a backticked name
+starting with shmbroker_ (a `{labels}` part inside the backticks is ignored),
+or one of common.ALLOWED_FOREIGN_FAMILIES (empty: the contract wants the
+prefix on every family).
+Exported: the families of the "# TYPE" lines of a live /metrics, after
+traffic that gives every labelled family at least one series (a histogram
+counts once, by its base name). Where the row's second cell is a metric type
+(counter, gauge, histogram, summary), it must match the TYPE line too.
+
+Usage: /usr/bin/python3 test_docs_match.py [SHMBROKERD]
+(env: SHMBROKERD, SHMBROKER_CLI, SHMBROKER_METRICS_DOC: default
+docs/metrics.md of this source tree)
+"""
+
+import os
+import re
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+
+from common import (ALLOWED_FOREIGN_FAMILIES, SOURCE_ROOT, Daemon, FdSession, check, check_eq,
+                    encode_release_request,
+                    fail, grpc_channel, grpc_unary, poll_until, run_test)
+
+TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
+ROW_RE = re.compile(r"^\s*\|\s*`([A-Za-z_:][A-Za-z0-9_:]*)(?:\{[^`]*\})?`\s*\|(.*)$")
+
+
+def documented_metrics(path):
+    if not os.path.exists(path):
+        fail(f"{path} does not exist")
+    docs = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            m = ROW_RE.match(line)
+            if not m:
+                continue
+            name = m.group(1)
+            if not name.startswith("shmbroker_") and name not in ALLOWED_FOREIGN_FAMILIES:
+                continue
+            cells = [c.strip().strip("`").lower() for c in m.group(2).split("|")]
+            typ = cells[0] if cells and cells[0] in TYPES else None
+            if name in docs:
+                fail(f"{path}:{lineno}: {name} is documented twice")
+            docs[name] = (typ, lineno)
+    check(docs, f"{path} has no table rows starting with a backticked shmbroker_ name")
+    return docs
+
+
+def body():
+    doc_path = os.environ.get("SHMBROKER_METRICS_DOC") or os.path.join(SOURCE_ROOT, "docs",
+                                                                       "metrics.md")
+    docs = documented_metrics(doc_path)
+
+    d = Daemon(["--metrics_address=127.0.0.1:0", "--capacity=16MiB"]).start()
+    # Traffic so that labelled families have series: an ok and a failed
+    # allocation, a release, a death (reclaim latency), a permission denial.
+    keeper = d.hold("1MiB", "--name=docs-keeper", label="keeper")
+    d.hold("1MiB", "--backing=posix", label="posix")
+    victim = d.hold("1MiB", label="victim")
+    d.cli("alloc", "1GiB")
+    d.cli_ok("alloc", "4KiB", "--hold=0s")
+    session = FdSession(d.socket)
+    channel = grpc_channel(d.socket)
+    grpc_unary(channel, "/shmbroker.v1.Broker/Release", encode_release_request(keeper.handle),
+               metadata=session.metadata())
+    channel.close()
+    session.close()
+    victim.kill()
+
+    def death_seen():
+        e = d.scrape()
+        return e if e.total("shmbroker_client_deaths_total") >= 1 else None
+
+    expo = poll_until(death_seen, timeout=20, what="shmbroker_client_deaths_total >= 1")
+
+    exported = set(expo.types)
+    documented = set(docs)
+    problems = []
+    for name in sorted(documented - exported):
+        problems.append(f"documented ({os.path.basename(doc_path)}:{docs[name][1]}) but not "
+                        f"exported: {name}")
+    for name in sorted(exported - documented):
+        problems.append(f"exported ({expo.types[name]}) but not documented: {name}")
+    for name in sorted(documented & exported):
+        typ = docs[name][0]
+        if typ is not None and typ != expo.types[name]:
+            problems.append(f"{name}: documented as {typ} "
+                            f"({os.path.basename(doc_path)}:{docs[name][1]}), exported as "
+                            f"{expo.types[name]}")
+    check(not problems, f"{doc_path} and /metrics disagree:\n  " + "\n  ".join(problems))
+    check_eq(d.stop(), 0, "shmbrokerd exit status on SIGTERM")
+    return f"{len(documented)} metric families documented and exported"
+
+
+if __name__ == "__main__":
+    run_test("observability docs/metrics.md matches /metrics", body)
