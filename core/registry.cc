@@ -1,9 +1,7 @@
 #include "core/registry.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -244,98 +242,6 @@ absl::StatusOr<uint32_t> Registry::Release(ClientId client, Handle handle) {
   // `doomed` is declared before `lock`, so reclaimed memory closes unlocked.
   return DropHoldsLocked(it->second, handle, 1, doomed, ReclaimReason::kRelease,
                          nullptr);
-}
-
-absl::StatusOr<BufferInfo> Registry::Describe(const Identity& caller,
-                                              const BufferRef& ref) const {
-  absl::MutexLock lock(&mu_);
-  absl::StatusOr<Handle> handle = ResolveLocked(ref);
-  if (!handle.ok()) return handle.status();
-  const BufferInfo& info = buffers_.at(*handle).info;
-  if (!MaySee(caller, info.owner, info.share)) {
-    return absl::PermissionDeniedError(absl::StrFormat(
-        "permission denied: uid %d may not see buffer %d (owner uid %d)",
-        caller.uid, info.handle, info.owner.uid));
-  }
-  return info;
-}
-
-std::vector<BufferInfo> Registry::List(const Identity& caller, Handle after,
-                                       size_t limit, bool* more) const {
-  std::vector<BufferInfo> out;
-  *more = false;
-  absl::MutexLock lock(&mu_);
-  for (auto it = buffers_.upper_bound(after); it != buffers_.end(); ++it) {
-    const BufferRecord& record = it->second;
-    if (!record.memory ||
-        !MaySee(caller, record.info.owner, record.info.share)) {
-      continue;
-    }
-    if (out.size() == limit) {
-      *more = true;
-      break;
-    }
-    out.push_back(record.info);
-  }
-  return out;
-}
-
-RegistryStats Registry::Stats() const {
-  absl::MutexLock lock(&mu_);
-  RegistryStats stats;
-  stats.capacity_bytes = options_.capacity_bytes;
-  stats.allocated_bytes = allocated_bytes_;
-  for (const auto& [handle, record] : buffers_) {
-    if (!record.memory) continue;
-    ++stats.buffers;
-    ++(record.info.backing == Backing::kPosix ? stats.posix_buffers
-                                              : stats.memfd_buffers);
-  }
-  stats.clients = clients_.size();
-  stats.holds = hold_count_;
-  return stats;
-}
-
-std::vector<TenantUsage> Registry::Tenants() const {
-  absl::flat_hash_map<uid_t, TenantUsage> by_uid;
-  {
-    absl::MutexLock lock(&mu_);
-    for (const auto& [handle, record] : buffers_) {
-      if (!record.memory) continue;
-      TenantUsage& usage = by_uid[record.info.owner.uid];
-      usage.uid = record.info.owner.uid;
-      usage.allocated_bytes += record.info.charged_bytes;
-      ++usage.buffers;
-    }
-  }
-  std::vector<TenantUsage> out;
-  out.reserve(by_uid.size());
-  for (const auto& [uid, usage] : by_uid) out.push_back(usage);
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
-    return a.allocated_bytes != b.allocated_bytes
-               ? a.allocated_bytes > b.allocated_bytes
-               : a.uid < b.uid;
-  });
-  return out;
-}
-
-uint64_t Registry::ResidentBytes() const {
-  std::vector<std::shared_ptr<MemoryObject>> memory;
-  {
-    absl::MutexLock lock(&mu_);
-    memory.reserve(buffers_.size());
-    for (const auto& [handle, record] : buffers_) {
-      if (record.memory) memory.push_back(record.memory);
-    }
-  }
-  uint64_t resident = 0;
-  for (const auto& m : memory) {
-    struct stat st {};
-    if (::fstat(m->fd(), &st) == 0) {
-      resident += static_cast<uint64_t>(st.st_blocks) * 512;
-    }
-  }
-  return resident;
 }
 
 absl::StatusOr<Handle> Registry::ResolveLocked(const BufferRef& ref) const {
