@@ -294,9 +294,4 @@ std::shared_ptr<Session> FdChannel::FindById(uint64_t id) const {
   return it == by_id_.end() ? nullptr : it->second;
 }
 
-size_t FdChannel::session_count() const {
-  absl::MutexLock lock(&mu_);
-  return by_id_.size();
-}
-
 }  // namespace shmbroker

@@ -69,8 +69,6 @@ class FdChannel {
   // client is not reading its channel, FAILED_PRECONDITION when it is closed.
   absl::StatusOr<uint64_t> SendFd(Session& session, Handle handle, int fd);
 
-  size_t session_count() const;
-
  private:
   enum class DrainResult { kOk, kClosed, kProtocolError };
 

@@ -131,6 +131,19 @@ class StateCollector : public prometheus::Collectable {
   const size_t max_tenants_;
 };
 
+// One child per ReclaimReason, indexed by it, labelled with core's names.
+std::array<prometheus::Counter*, 3> ByReason(
+    prometheus::Family<prometheus::Counter>& family) {
+  std::array<prometheus::Counter*, 3> out;
+  for (ReclaimReason reason :
+       {ReclaimReason::kRelease, ReclaimReason::kClientClosed,
+        ReclaimReason::kShutdown}) {
+    out[static_cast<size_t>(reason)] =
+        &family.Add({{"reason", ReclaimReasonName(reason)}});
+  }
+  return out;
+}
+
 std::string CodeLabel(absl::StatusCode code) {
   return absl::AsciiStrToUpper(absl::StatusCodeToString(code));
 }
@@ -213,18 +226,10 @@ struct Metrics::Impl {
 
   // Children of the hottest series, so the hot path skips a label lookup.
   prometheus::Counter& allocations_ok = allocations.Add({{"result", "ok"}});
-  std::array<prometheus::Counter*, 3> releases_by_reason = {
-      &releases.Add({{"reason", "release"}}),
-      &releases.Add({{"reason", "client_closed"}}),
-      &releases.Add({{"reason", "shutdown"}})};
-  std::array<prometheus::Counter*, 3> reclaims_by_reason = {
-      &reclaims.Add({{"reason", "release"}}),
-      &reclaims.Add({{"reason", "client_closed"}}),
-      &reclaims.Add({{"reason", "shutdown"}})};
-  std::array<prometheus::Counter*, 3> bytes_by_reason = {
-      &reclaimed_bytes.Add({{"reason", "release"}}),
-      &reclaimed_bytes.Add({{"reason", "client_closed"}}),
-      &reclaimed_bytes.Add({{"reason", "shutdown"}})};
+  std::array<prometheus::Counter*, 3> releases_by_reason = ByReason(releases);
+  std::array<prometheus::Counter*, 3> reclaims_by_reason = ByReason(reclaims);
+  std::array<prometheus::Counter*, 3> bytes_by_reason =
+      ByReason(reclaimed_bytes);
   // method -> its code="OK" histogram; filled in Create, read-only after, so
   // the common case of RpcDone takes no lock.
   absl::flat_hash_map<std::string, prometheus::Histogram*> rpc_ok;
