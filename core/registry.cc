@@ -16,17 +16,17 @@ uint64_t PageSize() {
   return kPage;
 }
 
-absl::Status ClientClosedError(ClientId client) {
-  return absl::FailedPreconditionError(
-      absl::StrFormat("client connection %d is closed", client));
-}
-
 RegistryObserver* NoOpObserver() {
   static RegistryObserver kNoOp;
   return &kNoOp;
 }
 
 }  // namespace
+
+absl::Status Registry::ClientClosedError(ClientId client) {
+  return absl::FailedPreconditionError(
+      absl::StrFormat("client connection %d is closed", client));
+}
 
 const char* ReclaimReasonName(ReclaimReason reason) {
   switch (reason) {
@@ -36,6 +36,10 @@ const char* ReclaimReasonName(ReclaimReason reason) {
       return "client_closed";
     case ReclaimReason::kShutdown:
       return "shutdown";
+    case ReclaimReason::kLeaseExpired:
+      return "lease_expired";
+    case ReclaimReason::kLeaseRevoked:
+      return "lease_revoked";
   }
   return "unknown";
 }
@@ -63,29 +67,54 @@ absl::StatusOr<ClientId> Registry::OpenClient(const Identity& identity) {
   }
   ++clients_per_uid_[identity.uid];
   ClientId id = next_client_++;
-  clients_[id].identity = identity;
+  ClientRecord& record = clients_[id];
+  record.identity = identity;
+  absl::StatusOr<LeaseInfo> lease =
+      GrantLeaseLocked(record, id, options_.leases.default_ttl,
+                       /*detached=*/false, /*is_default=*/true);
+  record.default_lease = lease->id;  // a default lease is never refused
   return id;
+}
+
+absl::StatusOr<LeaseInfo> Registry::DefaultLease(ClientId client) const {
+  absl::MutexLock lock(&mu_);
+  auto it = clients_.find(client);
+  if (it == clients_.end()) return ClientClosedError(client);
+  const LeaseRecord* lease = leases_.Find(it->second.default_lease);
+  if (lease == nullptr) return LeaseGoneLocked(it->second.default_lease);
+  return lease->info;
 }
 
 CloseResult Registry::CloseClient(ClientId client, ReclaimReason reason) {
   CloseResult result;
   std::vector<std::shared_ptr<MemoryObject>> doomed;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = clients_.find(client);
-    if (it == clients_.end()) return result;
-    ClientRecord& record = it->second;
-    // Copy: DropHoldsLocked edits record.holds.
-    std::vector<std::pair<Handle, uint32_t>> holds(record.holds.begin(),
-                                                   record.holds.end());
-    for (const auto& [handle, count] : holds) {
-      DropHoldsLocked(record, handle, count, doomed, reason, &result);
-    }
-    uid_t uid = record.identity.uid;
-    clients_.erase(it);
-    if (--clients_per_uid_[uid] == 0) clients_per_uid_.erase(uid);
+  absl::MutexLock lock(&mu_);
+  // `doomed` is declared before `lock`, so memory closes unlocked.
+  CloseClientLocked(client, reason, doomed, &result);
+  return result;
+}
+
+void Registry::CloseClientLocked(
+    ClientId client, ReclaimReason reason,
+    std::vector<std::shared_ptr<MemoryObject>>& doomed, CloseResult* result) {
+  auto it = clients_.find(client);
+  if (it == clients_.end()) return;
+  // Forget the connection first, so ending its default lease below does not
+  // come back here.
+  ClientRecord record = std::move(it->second);
+  clients_.erase(it);
+  if (--clients_per_uid_[record.identity.uid] == 0) {
+    clients_per_uid_.erase(record.identity.uid);
   }
-  return result;  // `doomed` memory objects close here, outside the lock
+  for (LeaseId id : record.leases) {
+    LeaseRecord* lease = leases_.Find(id);
+    if (lease == nullptr) continue;
+    if (lease->info.detached) {
+      lease->info.client = 0;  // it lives on, by TTL
+    } else {
+      EndLeaseLocked(id, reason, doomed, result);
+    }
+  }
 }
 
 absl::StatusOr<Grant> Registry::Allocate(ClientId client,
@@ -116,11 +145,13 @@ absl::StatusOr<Grant> Registry::DoAllocate(ClientId client,
   // Reserve the handle, name and bytes, then create the memory unlocked.
   MemorySpec memory_spec;
   Handle handle = 0;
+  LeaseId lease_id = 0;
   {
     absl::MutexLock lock(&mu_);
-    auto it = clients_.find(client);
-    if (it == clients_.end()) return ClientClosedError(client);
-    if (absl::Status s = CheckHoldLimitLocked(it->second); !s.ok()) return s;
+    absl::StatusOr<LeaseRecord*> lease = UsableLeaseLocked(client, spec.lease);
+    if (!lease.ok()) return lease.status();
+    if (absl::Status s = CheckHoldLimitLocked(**lease); !s.ok()) return s;
+    lease_id = (*lease)->info.id;
     if (buffers_.size() >= options_.max_buffers) {
       return absl::ResourceExhaustedError(absl::StrFormat(
           "too many buffers: %d live (--max_buffers)", buffers_.size()));
@@ -137,9 +168,9 @@ absl::StatusOr<Grant> Registry::DoAllocate(ClientId client,
           "(--capacity)",
           charged, allocated_bytes_, options_.capacity_bytes));
     }
-    // The hold is counted against the client's limit from now on, so that
+    // The hold is counted against the lease's limit from now on, so that
     // concurrent Allocates cannot all pass the check.
-    ++it->second.hold_count;
+    ++(*lease)->info.holds;
     handle = next_handle_++;
     BufferRecord& record = buffers_[handle];
     record.info.handle = handle;
@@ -147,7 +178,7 @@ absl::StatusOr<Grant> Registry::DoAllocate(ClientId client,
     record.info.size = spec.size;
     record.info.charged_bytes = charged;
     record.info.backing = spec.backing;
-    record.info.owner = it->second.identity;
+    record.info.owner = clients_.at(client).identity;
     record.info.share = spec.share;
     record.info.created = clock_->Now();
     if (spec.backing == Backing::kPosix) {
@@ -172,49 +203,50 @@ absl::StatusOr<Grant> Registry::DoAllocate(ClientId client,
 
   absl::MutexLock lock(&mu_);
   // The pending record is invisible to Attach/Describe/List and to other
-  // clients' releases, so it is still here.
-  auto client_it = clients_.find(client);
-  if (!created.ok() || client_it == clients_.end()) {
+  // clients' releases, so it is still here. Its lease may have ended.
+  LeaseRecord* lease = leases_.Find(lease_id);
+  if (!created.ok() || lease == nullptr) {
     EraseBufferLocked(handle);
-    if (client_it != clients_.end()) --client_it->second.hold_count;
+    if (lease != nullptr) --lease->info.holds;
     if (!created.ok()) return created.status();
-    return ClientClosedError(client);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "lease ", lease_id,
+        " ended while allocating: ", LeaseGoneLocked(lease_id).message()));
   }
+  --lease->info.holds;  // the reservation becomes a real hold
+  AddHoldLocked(*lease, handle);
   BufferRecord& record = buffers_.at(handle);
   record.memory = memory;
-  record.info.holders = 1;
-  ++client_it->second.holds[handle];
-  ++hold_count_;
-  return Grant{record.info, AccessMode::kReadWrite, std::move(memory), {}};
+  return Grant{
+      record.info, AccessMode::kReadWrite, lease_id, std::move(memory), {}};
 }
 
 absl::StatusOr<Grant> Registry::Attach(ClientId client, const BufferRef& ref,
-                                       AccessRequest request) {
+                                       AccessRequest request, LeaseId lease) {
   Grant grant;
   {
     absl::MutexLock lock(&mu_);
-    auto it = clients_.find(client);
-    if (it == clients_.end()) return ClientClosedError(client);
+    absl::StatusOr<LeaseRecord*> under = UsableLeaseLocked(client, lease);
+    if (!under.ok()) return under.status();
     absl::StatusOr<Handle> handle = ResolveLocked(ref);
     if (!handle.ok()) return handle.status();
     BufferRecord& record = buffers_.at(*handle);
-    BufferInfo& info = record.info;
-    absl::StatusOr<AccessMode> mode =
-        DecideAccess(it->second.identity, info.owner, info.share, request);
+    const BufferInfo& info = record.info;
+    absl::StatusOr<AccessMode> mode = DecideAccess(
+        clients_.at(client).identity, info.owner, info.share, request);
     if (!mode.ok()) return mode.status();
-    if (absl::Status s = CheckHoldLimitLocked(it->second); !s.ok()) return s;
-    ++info.holders;
-    ++it->second.holds[info.handle];
-    ++it->second.hold_count;
-    ++hold_count_;
+    if (absl::Status s = CheckHoldLimitLocked(**under); !s.ok()) return s;
+    AddHoldLocked(**under, *handle);
     grant.buffer = info;
     grant.mode = *mode;
+    grant.lease = (*under)->info.id;
     grant.memory = record.memory;
   }
   if (grant.mode == AccessMode::kReadOnly) {
     absl::StatusOr<UniqueFd> ro = grant.memory->OpenReadOnly();
     if (!ro.ok()) {
-      Release(client, grant.buffer.handle).IgnoreError();
+      Release(client, BufferRef::ByHandle(grant.buffer.handle), grant.lease)
+          .IgnoreError();
       return ro.status();
     }
     grant.read_only_fd = std::move(*ro);
@@ -222,25 +254,57 @@ absl::StatusOr<Grant> Registry::Attach(ClientId client, const BufferRef& ref,
   return grant;
 }
 
-absl::StatusOr<uint32_t> Registry::Release(ClientId client, Handle handle) {
+absl::StatusOr<uint32_t> Registry::Release(ClientId client,
+                                           const BufferRef& ref,
+                                           LeaseId lease) {
   std::vector<std::shared_ptr<MemoryObject>> doomed;
   absl::MutexLock lock(&mu_);
+  // `doomed` is declared before `lock`, so reclaimed memory closes unlocked.
   auto it = clients_.find(client);
   if (it == clients_.end()) return ClientClosedError(client);
-  if (!it->second.holds.contains(handle)) {
-    auto buffer = buffers_.find(handle);
-    if (buffer == buffers_.end() || !buffer->second.memory) {
-      return absl::NotFoundError(
-          absl::StrFormat("no such buffer: handle %d", handle));
+  const ClientRecord& caller = it->second;
+  absl::StatusOr<Handle> handle = ResolveLocked(ref);
+  if (!handle.ok()) return handle.status();
+  auto holds_it = [&](const LeaseRecord* l) {
+    return l != nullptr && l->holds.contains(*handle);
+  };
+  LeaseRecord* from = nullptr;
+  if (lease != 0) {
+    absl::StatusOr<LeaseRecord*> named = UsableLeaseLocked(client, lease);
+    if (!named.ok()) return named.status();
+    if (!holds_it(*named)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "lease %d holds no reference to buffer %d", lease, *handle));
     }
+    from = *named;
+  } else if (LeaseRecord* d = leases_.Find(caller.default_lease); holds_it(d)) {
+    from = d;
+  } else {
+    for (LeaseId id : caller.leases) {
+      if (LeaseRecord* l = leases_.Find(id); holds_it(l)) {
+        from = l;
+        break;
+      }
+    }
+    // Else a detached lease of the caller's uid, e.g. one that a producer
+    // left behind. Rare, so a scan is fine.
+    for (const auto& [id, l] : leases_.all()) {
+      if (from != nullptr) break;
+      if (l.info.detached && l.info.owner.uid == caller.identity.uid &&
+          holds_it(&l)) {
+        from = leases_.Find(id);
+      }
+    }
+  }
+  if (from == nullptr) {
     return absl::PermissionDeniedError(absl::StrFormat(
         "permission denied: this client connection holds no reference to "
-        "buffer %d (a hold can be released only by the connection that "
-        "took it)",
-        handle));
+        "buffer %d, nor does a detached lease of uid %d (a hold can be "
+        "released only by the connection that took it, or by the owner of "
+        "its detached lease)",
+        *handle, caller.identity.uid));
   }
-  // `doomed` is declared before `lock`, so reclaimed memory closes unlocked.
-  return DropHoldsLocked(it->second, handle, 1, doomed, ReclaimReason::kRelease,
+  return DropHoldsLocked(*from, *handle, 1, doomed, ReclaimReason::kRelease,
                          nullptr);
 }
 
@@ -263,24 +327,31 @@ absl::StatusOr<Handle> Registry::ResolveLocked(const BufferRef& ref) const {
   return handle;
 }
 
-absl::Status Registry::CheckHoldLimitLocked(const ClientRecord& client) const {
-  if (client.hold_count >= options_.max_holds_per_client) {
+absl::Status Registry::CheckHoldLimitLocked(const LeaseRecord& lease) const {
+  if (lease.info.holds >= options_.leases.max_holds_per_lease) {
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "client connection has %d holds (--max_holds_per_client=%d)",
-        client.hold_count, options_.max_holds_per_client));
+        "lease %d has %d holds (--max_holds_per_lease=%d)", lease.info.id,
+        lease.info.holds, options_.leases.max_holds_per_lease));
   }
   return absl::OkStatus();
 }
 
+void Registry::AddHoldLocked(LeaseRecord& lease, Handle handle) {
+  ++lease.holds[handle];
+  ++lease.info.holds;
+  ++buffers_.at(handle).info.holders;
+  ++hold_count_;
+}
+
 uint32_t Registry::DropHoldsLocked(
-    ClientRecord& client, Handle handle, uint32_t count,
+    LeaseRecord& lease, Handle handle, uint32_t count,
     std::vector<std::shared_ptr<MemoryObject>>& doomed, ReclaimReason reason,
     CloseResult* result) {
   observer_->OnHoldsDropped(reason, count);
-  auto held = client.holds.find(handle);
+  auto held = lease.holds.find(handle);
   held->second -= count;
-  if (held->second == 0) client.holds.erase(held);
-  client.hold_count -= count;
+  if (held->second == 0) lease.holds.erase(held);
+  lease.info.holds -= count;
   hold_count_ -= count;
   BufferRecord& record = buffers_.at(handle);
   record.info.holders -= count;

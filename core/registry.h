@@ -1,12 +1,16 @@
-// Registry: the daemon's authority on buffers, client connections and holds.
+// Registry: the daemon's authority on buffers, client connections, leases and
+// holds.
 //
-// A client connection (ClientId) is opened with its kernel-verified identity.
-// Allocate creates a buffer with one hold owned by the calling connection;
-// Attach adds a hold (subject to the buffer's ACL); Release drops one of the
-// connection's own holds; CloseClient drops all of them. A buffer is reclaimed
-// (its memory object closed and unlinked, its bytes returned to the capacity)
-// the moment its last hold goes. Counts live here, never in shared pages, so a
-// crashed client cannot leave them wrong.
+// A client connection (ClientId) is opened with its kernel-verified identity
+// and gets a default lease (core/lease.h has the lease model). Allocate
+// creates a buffer with one hold under a lease (the connection's default one
+// unless another is named); Attach adds a hold (subject to the buffer's ACL);
+// Release drops one. A lease ending (revoked, expired, or its connection
+// closed) drops every hold under it. A buffer is reclaimed (its memory object
+// closed and unlinked, its bytes returned to the capacity) the moment its last
+// hold goes. Counts live here, never in shared pages, so a crashed client
+// cannot leave them wrong. Time comes from the injected Clock; ExpireLeases is
+// driven from outside (the daemon's sweeper, or a test).
 //
 // Thread-safe: one mutex guards all state; memory objects are created and
 // destroyed outside it.
@@ -14,32 +18,34 @@
 #define SHMBROKER_CORE_REGISTRY_H_
 
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/access.h"
 #include "core/clock.h"
 #include "core/identity.h"
+#include "core/lease.h"
+#include "core/lease_table.h"
 #include "core/memory_object.h"
 #include "core/registry_observer.h"
 
 namespace shmbroker {
 
-using ClientId = uint64_t;
-using Handle = uint64_t;
-
 struct RegistryOptions {
   uint64_t capacity_bytes = uint64_t{1} << 30;
   uint64_t max_buffers = 100000;
-  uint32_t max_holds_per_client = 65536;
   uint32_t max_clients_per_uid = 256;
+  LeaseOptions leases;
   // POSIX shm names are "<shm_prefix>.<handle>"; must start with '/'.
   std::string shm_prefix = "/shmbroker";
 };
@@ -58,6 +64,7 @@ struct AllocateSpec {
   std::string name;  // empty: unnamed
   Backing backing = Backing::kMemfd;
   std::vector<ShareRule> share;
+  LeaseId lease = 0;  // 0: the connection's default lease
 };
 
 struct BufferInfo {
@@ -77,6 +84,7 @@ struct BufferInfo {
 struct Grant {
   BufferInfo buffer;
   AccessMode mode = AccessMode::kReadWrite;
+  LeaseId lease = 0;  // the lease the new hold is under
   // Keeps the memory object (and its fd) alive while the fd is being sent,
   // even if the hold is released concurrently.
   std::shared_ptr<const MemoryObject> memory;
@@ -87,10 +95,26 @@ struct Grant {
   }
 };
 
+// What ending a connection or leases did.
 struct CloseResult {
   uint64_t holds_dropped = 0;
   uint64_t buffers_reclaimed = 0;
   uint64_t bytes_reclaimed = 0;
+  uint64_t leases_ended = 0;
+  // Connections whose default lease ended: they are closed in the registry,
+  // and the transport should hang up on them.
+  std::vector<ClientId> clients_closed;
+  // ExpireLeases: the deadlines of the leases it expired, so the caller can
+  // measure deadline -> memory free once the memory is gone.
+  std::vector<absl::Time> expired_deadlines;
+  // ExpireLeases: whether more leases were already due (call again).
+  bool more_due = false;
+};
+
+// A lease and the buffers held under it (LeaseTimeToLive).
+struct LeaseDetail {
+  LeaseInfo info;
+  std::vector<std::pair<Handle, uint32_t>> holds;  // handle, count
 };
 
 struct RegistryStats {
@@ -101,6 +125,8 @@ struct RegistryStats {
   uint64_t posix_buffers = 0;
   uint64_t clients = 0;
   uint64_t holds = 0;
+  uint64_t leases = 0;
+  uint64_t detached_leases = 0;
 };
 
 // What one tenant (an owner uid) has allocated.
@@ -120,18 +146,46 @@ class Registry {
 
   const RegistryOptions& options() const { return options_; }
 
-  // RESOURCE_EXHAUSTED when the uid has max_clients_per_uid connections.
+  // Opens a connection and grants its default lease. RESOURCE_EXHAUSTED when
+  // the uid has max_clients_per_uid connections.
   absl::StatusOr<ClientId> OpenClient(const Identity& identity);
-  // Drops every hold of the connection and reclaims what nobody else holds.
-  // Unknown ids are a no-op (returns zeros).
+  // The connection's default lease, or NOT_FOUND / FAILED_PRECONDITION.
+  absl::StatusOr<LeaseInfo> DefaultLease(ClientId client) const;
+  // Ends the connection's leases (detached ones live on) and reclaims what
+  // nobody else holds. Unknown ids are a no-op (returns zeros).
   CloseResult CloseClient(ClientId client,
                           ReclaimReason reason = ReclaimReason::kClientClosed);
 
   absl::StatusOr<Grant> Allocate(ClientId client, const AllocateSpec& spec);
   absl::StatusOr<Grant> Attach(ClientId client, const BufferRef& ref,
-                               AccessRequest request);
-  // Drops one hold that `client` owns on `handle`; returns the holders left.
-  absl::StatusOr<uint32_t> Release(ClientId client, Handle handle);
+                               AccessRequest request, LeaseId lease = 0);
+  // Drops one hold on the buffer: under `lease` if given, else under the
+  // connection's default lease, its other leases, or a detached lease of the
+  // caller's uid, in that order. Returns the holders left.
+  absl::StatusOr<uint32_t> Release(ClientId client, const BufferRef& ref,
+                                   LeaseId lease = 0);
+  absl::StatusOr<uint32_t> Release(ClientId client, Handle handle) {
+    return Release(client, BufferRef::ByHandle(handle));
+  }
+
+  // Leases (registry_leases.cc). A connection may use (hold under, renew)
+  // the leases it granted and detached leases of its uid; the owner's uid
+  // and root may inspect and revoke any lease.
+  absl::StatusOr<LeaseInfo> GrantLease(ClientId client, absl::Duration ttl,
+                                       bool detached);
+  // Renews `lease` (0: the connection's default lease) to a full TTL.
+  absl::StatusOr<LeaseInfo> KeepAlive(ClientId client, LeaseId lease);
+  absl::StatusOr<CloseResult> RevokeLease(const Identity& caller,
+                                          LeaseId lease);
+  // `client` resolves lease 0 to its default lease; may be 0 otherwise.
+  absl::StatusOr<LeaseDetail> LeaseTimeToLive(const Identity& caller,
+                                              ClientId client,
+                                              LeaseId lease) const;
+  // Leases owned by the caller's uid (all of them for root), ascending.
+  std::vector<LeaseInfo> ListLeases(const Identity& caller) const;
+  // Ends up to `max_leases` leases whose deadline has passed.
+  CloseResult ExpireLeases(size_t max_leases);
+  std::optional<absl::Time> NextLeaseDeadline() const;
 
   absl::StatusOr<BufferInfo> Describe(const Identity& caller,
                                       const BufferRef& ref) const;
@@ -154,22 +208,51 @@ class Registry {
   };
   struct ClientRecord {
     Identity identity;
-    absl::flat_hash_map<Handle, uint32_t> holds;  // handle -> count
-    uint64_t hold_count = 0;
+    LeaseId default_lease = 0;
+    // Its leases, default and detached ones included (a detached lease
+    // leaves this set when the connection closes).
+    absl::flat_hash_set<LeaseId> leases;
+  };
+  // Why a lease id is no longer live, for clear errors.
+  struct EndedLease {
+    ReclaimReason reason;
+    absl::Time when;
   };
 
+  static absl::Status ClientClosedError(ClientId client);
+  absl::StatusOr<Grant> DoAllocate(ClientId client, const AllocateSpec& spec);
   // The handle of the live (not pending) buffer `ref` names, or NOT_FOUND /
   // INVALID_ARGUMENT (bad name).
-  absl::StatusOr<Grant> DoAllocate(ClientId client, const AllocateSpec& spec);
   absl::StatusOr<Handle> ResolveLocked(const BufferRef& ref) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status CheckHoldLimitLocked(const ClientRecord& client) const
+  // The lease `client` may put holds under: `lease`, or its default for 0.
+  absl::StatusOr<LeaseRecord*> UsableLeaseLocked(ClientId client, LeaseId lease)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Drops `count` holds of `client` on `handle`; moves the memory of a
+  // NOT_FOUND naming why `lease` is gone (revoked, expired, ...).
+  absl::Status LeaseGoneLocked(LeaseId lease) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckHoldLimitLocked(const LeaseRecord& lease) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddHoldLocked(LeaseRecord& lease, Handle handle)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops `count` holds of `lease` on `handle`; moves the memory of a
   // reclaimed buffer to `doomed` so it is destroyed after unlocking.
-  uint32_t DropHoldsLocked(ClientRecord& client, Handle handle, uint32_t count,
+  uint32_t DropHoldsLocked(LeaseRecord& lease, Handle handle, uint32_t count,
                            std::vector<std::shared_ptr<MemoryObject>>& doomed,
                            ReclaimReason reason, CloseResult* result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops every hold of the lease and forgets it; a connection whose default
+  // lease this is closes too.
+  void EndLeaseLocked(LeaseId lease, ReclaimReason reason,
+                      std::vector<std::shared_ptr<MemoryObject>>& doomed,
+                      CloseResult* result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CloseClientLocked(ClientId client, ReclaimReason reason,
+                         std::vector<std::shared_ptr<MemoryObject>>& doomed,
+                         CloseResult* result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<LeaseInfo> GrantLeaseLocked(ClientRecord& client, ClientId id,
+                                             absl::Duration ttl, bool detached,
+                                             bool is_default)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EraseBufferLocked(Handle handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -186,6 +269,15 @@ class Registry {
   uint64_t hold_count_ ABSL_GUARDED_BY(mu_) = 0;
   Handle next_handle_ ABSL_GUARDED_BY(mu_) = 1;
   ClientId next_client_ ABSL_GUARDED_BY(mu_) = 1;
+
+  LeaseTable leases_ ABSL_GUARDED_BY(mu_);
+  LeaseId next_lease_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t detached_count_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<uid_t, uint32_t> detached_per_uid_ ABSL_GUARDED_BY(mu_);
+  // The most recently ended leases (bounded), so that a late KeepAlive hears
+  // why its lease is gone.
+  absl::flat_hash_map<LeaseId, EndedLease> ended_ ABSL_GUARDED_BY(mu_);
+  std::deque<LeaseId> ended_order_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace shmbroker

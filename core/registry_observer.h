@@ -17,7 +17,10 @@ enum class ReclaimReason {
   kRelease,       // a holder released it
   kClientClosed,  // the holder's client connection closed (exit or death)
   kShutdown,      // the daemon is stopping
+  kLeaseExpired,  // the lease it was held under was not renewed in time
+  kLeaseRevoked,  // the lease it was held under was revoked
 };
+inline constexpr int kReclaimReasonCount = 5;
 
 const char* ReclaimReasonName(ReclaimReason reason);
 
@@ -31,6 +34,11 @@ class RegistryObserver {
   virtual void OnReclaim(ReclaimReason reason, uint64_t bytes) {}
   // Bytes charged changed (an allocation reserved or a buffer reclaimed).
   virtual void OnUsage(uint64_t allocated_bytes, uint64_t capacity_bytes) {}
+  virtual void OnLeaseGranted(bool detached) {}
+  // A lease ended, for `reason` (kClientClosed, kLeaseExpired,
+  // kLeaseRevoked or kShutdown).
+  virtual void OnLeaseEnded(ReclaimReason reason) {}
+  virtual void OnKeepAlive() {}
 };
 
 }  // namespace shmbroker

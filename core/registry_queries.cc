@@ -56,6 +56,8 @@ RegistryStats Registry::Stats() const {
   }
   stats.clients = clients_.size();
   stats.holds = hold_count_;
+  stats.leases = leases_.size();
+  stats.detached_leases = detached_count_;
   return stats;
 }
 

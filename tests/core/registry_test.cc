@@ -330,9 +330,9 @@ TEST_F(RegistryTest, ZeroMaxClientsPerUidRefusesEveryConnection) {
   EXPECT_EQ(registry_->Stats().clients, 0u);
 }
 
-TEST_F(RegistryTest, MaxHoldsPerClientIsResourceExhausted) {
+TEST_F(RegistryTest, MaxHoldsPerLeaseIsResourceExhausted) {
   RegistryOptions options = DefaultOptions();
-  options.max_holds_per_client = 3;
+  options.leases.max_holds_per_lease = 3;
   Reset(options);
   ClientId alice = Open(kAlice);
   ClientId alice2 = Open(kAlice2);
@@ -344,12 +344,12 @@ TEST_F(RegistryTest, MaxHoldsPerClientIsResourceExhausted) {
   EXPECT_THAT(
       registry_->Attach(alice, BufferRef::ByHandle(h),
                         AccessRequest::kBestAllowed),
-      StatusIs(Code::kResourceExhausted, HasSubstr("max_holds_per_client=3")));
+      StatusIs(Code::kResourceExhausted, HasSubstr("max_holds_per_lease=3")));
   EXPECT_THAT(AllocSpec(alice, 1),
               StatusIs(Code::kResourceExhausted, HasSubstr("3 holds")));
   EXPECT_EQ(Holders(h), 2);
   EXPECT_EQ(registry_->Stats().buffers, 2u);
-  // The limit is per connection, and a release makes room again.
+  // The limit is per lease, and a release makes room again.
   EXPECT_THAT(registry_->Attach(alice2, BufferRef::ByHandle(h),
                                 AccessRequest::kBestAllowed),
               IsOk());

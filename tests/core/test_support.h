@@ -37,6 +37,15 @@ MATCHER(IsOk, "is OK") {
   return status.ok();
 }
 
+// Matches an OK absl::StatusOr whose value matches `value_matcher`.
+MATCHER_P(IsOkAndHolds, value_matcher, "is OK and holds a matching value") {
+  if (!arg.ok()) {
+    *result_listener << "status is " << arg.status();
+    return false;
+  }
+  return ::testing::ExplainMatchResult(value_matcher, *arg, result_listener);
+}
+
 // Matches an absl::Status or StatusOr with `code` and a message matching
 // `message_matcher`, so tests check both what failed and that it says why.
 MATCHER_P2(

@@ -1,0 +1,59 @@
+// Leases: the lifetimes that holds live under (etcd's lease model).
+//
+// A lease has a time-to-live chosen by the daemon within configured bounds.
+// Its holder renews it (KeepAlive) before the deadline; a lease that is not
+// renewed expires, and expiry, like revocation, drops every hold under it.
+// Each client connection gets a default lease when it opens; a connection may
+// grant more. A lease belongs to the connection that granted it and ends when
+// that connection closes, unless it was granted *detached*: then it outlives
+// the connection (the producer -> consumer handoff) and ends only by TTL or
+// revocation. When a connection's default lease ends, the connection is over.
+#ifndef SHMBROKER_CORE_LEASE_H_
+#define SHMBROKER_CORE_LEASE_H_
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/identity.h"
+
+namespace shmbroker {
+
+using LeaseId = uint64_t;
+using ClientId = uint64_t;
+
+struct LeaseOptions {
+  absl::Duration min_ttl = absl::Seconds(1);
+  absl::Duration default_ttl = absl::Seconds(10);
+  absl::Duration max_ttl = absl::Hours(1);
+  // Leases a connection may have besides its default one.
+  uint32_t max_leases_per_client = 1024;
+  // Detached leases one uid may have at a time (they outlive connections).
+  uint32_t max_detached_leases_per_uid = 1024;
+  uint32_t max_holds_per_lease = 65536;
+};
+
+struct LeaseInfo {
+  LeaseId id = 0;
+  Identity owner;       // who granted it, as the kernel reported
+  ClientId client = 0;  // its connection; 0 once a detached lease's closed
+  bool detached = false;
+  bool connection_default = false;
+  absl::Duration granted_ttl;
+  absl::Time granted;
+  absl::Time deadline;
+  uint64_t holds = 0;
+};
+
+// The TTL a Grant asking for `requested` gets: the default for zero, else
+// `requested` clamped to [min_ttl, max_ttl]. INVALID_ARGUMENT if negative.
+absl::StatusOr<absl::Duration> ClampTtl(const LeaseOptions& options,
+                                        absl::Duration requested);
+
+// INVALID_ARGUMENT unless 0 < min_ttl <= default_ttl <= max_ttl and the
+// limits are positive.
+absl::Status ValidateLeaseOptions(const LeaseOptions& options);
+
+}  // namespace shmbroker
+
+#endif  // SHMBROKER_CORE_LEASE_H_

@@ -1,0 +1,245 @@
+// Registry: leases (grant, renew, revoke, inspect, expire) and how their end
+// drops holds. Buffers and holds are in registry.cc.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/registry.h"
+
+namespace shmbroker {
+namespace {
+
+// How many ended lease ids to remember for error messages.
+constexpr size_t kEndedLeasesRemembered = 4096;
+
+bool MayManage(const Identity& caller, const LeaseInfo& lease) {
+  return caller.is_root() || caller.uid == lease.owner.uid;
+}
+
+}  // namespace
+
+absl::StatusOr<LeaseInfo> Registry::GrantLease(ClientId client,
+                                               absl::Duration ttl,
+                                               bool detached) {
+  absl::StatusOr<absl::Duration> granted = ClampTtl(options_.leases, ttl);
+  if (!granted.ok()) return granted.status();
+  absl::MutexLock lock(&mu_);
+  auto it = clients_.find(client);
+  if (it == clients_.end()) return ClientClosedError(client);
+  return GrantLeaseLocked(it->second, client, *granted, detached,
+                          /*is_default=*/false);
+}
+
+absl::StatusOr<LeaseInfo> Registry::GrantLeaseLocked(ClientRecord& client,
+                                                     ClientId id,
+                                                     absl::Duration ttl,
+                                                     bool detached,
+                                                     bool is_default) {
+  const LeaseOptions& limits = options_.leases;
+  const uid_t uid = client.identity.uid;
+  if (!is_default) {
+    // The default lease is in the set too, hence the + 1.
+    if (client.leases.size() >= limits.max_leases_per_client + 1) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "client connection has %d leases (--max_leases_per_client=%d)",
+          client.leases.size() - 1, limits.max_leases_per_client));
+    }
+    auto per_uid = detached_per_uid_.find(uid);
+    if (detached && per_uid != detached_per_uid_.end() &&
+        per_uid->second >= limits.max_detached_leases_per_uid) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "uid %d has %d detached leases (--max_detached_leases_per_uid=%d)",
+          uid, per_uid->second, limits.max_detached_leases_per_uid));
+    }
+  }
+  const absl::Time now = clock_->Now();
+  LeaseInfo info;
+  info.id = next_lease_++;
+  info.owner = client.identity;
+  info.client = id;
+  info.detached = detached;
+  info.connection_default = is_default;
+  info.granted_ttl = ttl;
+  info.granted = now;
+  info.deadline = now + ttl;
+  leases_.Add(info);
+  client.leases.insert(info.id);
+  if (detached) {
+    ++detached_per_uid_[uid];
+    ++detached_count_;
+  }
+  observer_->OnLeaseGranted(detached);
+  return info;
+}
+
+absl::StatusOr<LeaseRecord*> Registry::UsableLeaseLocked(ClientId client,
+                                                         LeaseId lease) {
+  auto it = clients_.find(client);
+  if (it == clients_.end()) return ClientClosedError(client);
+  const ClientRecord& caller = it->second;
+  const LeaseId id = lease == 0 ? caller.default_lease : lease;
+  LeaseRecord* record = leases_.Find(id);
+  if (record == nullptr) return LeaseGoneLocked(id);
+  const LeaseInfo& info = record->info;
+  if (info.client == client ||
+      (info.detached && info.owner.uid == caller.identity.uid)) {
+    return record;
+  }
+  return absl::PermissionDeniedError(absl::StrFormat(
+      "permission denied: lease %d belongs to another client connection "
+      "(pid %d uid %d); a connection may use its own leases and detached "
+      "leases of its uid",
+      id, info.owner.pid, info.owner.uid));
+}
+
+absl::Status Registry::LeaseGoneLocked(LeaseId lease) const {
+  auto ended = ended_.find(lease);
+  if (ended == ended_.end()) {
+    return absl::NotFoundError(absl::StrFormat("no such lease: %d", lease));
+  }
+  const char* how = "ended";
+  switch (ended->second.reason) {
+    case ReclaimReason::kLeaseExpired:
+      how = "expired (not renewed within its TTL)";
+      break;
+    case ReclaimReason::kLeaseRevoked:
+      how = "was revoked";
+      break;
+    case ReclaimReason::kClientClosed:
+      how = "ended with its client connection";
+      break;
+    case ReclaimReason::kShutdown:
+      how = "ended at shutdown";
+      break;
+    case ReclaimReason::kRelease:
+      break;
+  }
+  return absl::NotFoundError(
+      absl::StrFormat("lease %d %s at %s; its holds were dropped", lease, how,
+                      absl::FormatTime(absl::RFC3339_full, ended->second.when,
+                                       absl::UTCTimeZone())));
+}
+
+absl::StatusOr<LeaseInfo> Registry::KeepAlive(ClientId client, LeaseId lease) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<LeaseRecord*> record = UsableLeaseLocked(client, lease);
+  if (!record.ok()) return record.status();
+  leases_.SetDeadline(**record, clock_->Now() + (*record)->info.granted_ttl);
+  observer_->OnKeepAlive();
+  return (*record)->info;
+}
+
+absl::StatusOr<CloseResult> Registry::RevokeLease(const Identity& caller,
+                                                  LeaseId lease) {
+  CloseResult result;
+  std::vector<std::shared_ptr<MemoryObject>> doomed;
+  absl::MutexLock lock(&mu_);
+  const LeaseRecord* record = leases_.Find(lease);
+  if (record == nullptr) return LeaseGoneLocked(lease);
+  if (!MayManage(caller, record->info)) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "permission denied: uid %d may not revoke lease %d of uid %d",
+        caller.uid, lease, record->info.owner.uid));
+  }
+  EndLeaseLocked(lease, ReclaimReason::kLeaseRevoked, doomed, &result);
+  return result;
+}
+
+absl::StatusOr<LeaseDetail> Registry::LeaseTimeToLive(const Identity& caller,
+                                                      ClientId client,
+                                                      LeaseId lease) const {
+  absl::MutexLock lock(&mu_);
+  if (lease == 0) {
+    auto it = clients_.find(client);
+    if (it == clients_.end()) {
+      return absl::InvalidArgumentError(
+          "bad lease id 0: the default lease needs a client connection");
+    }
+    lease = it->second.default_lease;
+  }
+  const LeaseRecord* record = leases_.Find(lease);
+  if (record == nullptr) return LeaseGoneLocked(lease);
+  if (!MayManage(caller, record->info)) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "permission denied: uid %d may not inspect lease %d of uid %d",
+        caller.uid, lease, record->info.owner.uid));
+  }
+  LeaseDetail detail{record->info, {}};
+  detail.holds.assign(record->holds.begin(), record->holds.end());
+  std::sort(detail.holds.begin(), detail.holds.end());
+  return detail;
+}
+
+std::vector<LeaseInfo> Registry::ListLeases(const Identity& caller) const {
+  std::vector<LeaseInfo> out;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, record] : leases_.all()) {
+    if (MayManage(caller, record.info)) out.push_back(record.info);
+  }
+  return out;
+}
+
+CloseResult Registry::ExpireLeases(size_t max_leases) {
+  CloseResult result;
+  std::vector<std::shared_ptr<MemoryObject>> doomed;
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  // One more than asked tells whether the sweep must come back at once.
+  std::vector<LeaseId> due = leases_.Due(now, max_leases + 1);
+  result.more_due = due.size() > max_leases;
+  if (result.more_due) due.pop_back();
+  for (LeaseId id : due) {
+    // Ending a default lease closes its connection, which may end others of
+    // the due ones first.
+    const LeaseRecord* record = leases_.Find(id);
+    if (record == nullptr) continue;
+    result.expired_deadlines.push_back(record->info.deadline);
+    EndLeaseLocked(id, ReclaimReason::kLeaseExpired, doomed, &result);
+  }
+  return result;
+}
+
+std::optional<absl::Time> Registry::NextLeaseDeadline() const {
+  absl::MutexLock lock(&mu_);
+  return leases_.NextDeadline();
+}
+
+void Registry::EndLeaseLocked(
+    LeaseId id, ReclaimReason reason,
+    std::vector<std::shared_ptr<MemoryObject>>& doomed, CloseResult* result) {
+  LeaseRecord* record = leases_.Find(id);
+  if (record == nullptr) return;
+  // Copy: DropHoldsLocked edits record->holds.
+  const std::vector<std::pair<Handle, uint32_t>> holds(record->holds.begin(),
+                                                       record->holds.end());
+  for (const auto& [handle, count] : holds) {
+    DropHoldsLocked(*record, handle, count, doomed, reason, result);
+  }
+  const LeaseInfo info = record->info;
+  leases_.Erase(id);
+  ++result->leases_ended;
+  observer_->OnLeaseEnded(reason);
+  if (info.detached) {
+    --detached_count_;
+    if (--detached_per_uid_[info.owner.uid] == 0) {
+      detached_per_uid_.erase(info.owner.uid);
+    }
+  }
+  ended_[id] = EndedLease{reason, clock_->Now()};
+  ended_order_.push_back(id);
+  if (ended_order_.size() > kEndedLeasesRemembered) {
+    ended_.erase(ended_order_.front());
+    ended_order_.pop_front();
+  }
+  auto client = clients_.find(info.client);
+  if (client == clients_.end()) return;
+  client->second.leases.erase(id);
+  if (info.connection_default) {
+    // Without its default lease a connection is over (it stopped renewing,
+    // or an operator revoked it): end it as if it had hung up.
+    result->clients_closed.push_back(info.client);
+    CloseClientLocked(info.client, reason, doomed, result);
+  }
+}
+
+}  // namespace shmbroker
