@@ -118,8 +118,10 @@ int Main() {
 
   std::vector<std::unique_ptr<client::Client>> clients;
   for (int t = 0; t < threads; ++t) {
+    client::ClientOptions options;
+    options.socket_path = report.socket_path;
     absl::StatusOr<std::unique_ptr<client::Client>> connected =
-        client::Client::Connect({.socket_path = report.socket_path});
+        client::Client::Connect(options);
     if (!connected.ok()) {
       std::fprintf(stderr, "shmbroker-bench: connect: %s\n",
                    connected.status().ToString().c_str());

@@ -48,7 +48,9 @@ struct Frame {
   FrameType type = FrameType::kError;
   // kHello: session id. kFd: grant id. kRelease: buffer handle.
   uint64_t id = 0;
-  // kFd: buffer handle.
+  // kHello: the connection's default lease id. kFd: buffer handle.
+  // kRelease: the lease the hold is under (0: the daemon picks, as for the
+  // Release RPC).
   uint64_t handle = 0;
   // kHello: session token.
   uint8_t token[kTokenBytes] = {};

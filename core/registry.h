@@ -181,8 +181,10 @@ class Registry {
   absl::StatusOr<LeaseDetail> LeaseTimeToLive(const Identity& caller,
                                               ClientId client,
                                               LeaseId lease) const;
-  // Leases owned by the caller's uid (all of them for root), ascending.
-  std::vector<LeaseInfo> ListLeases(const Identity& caller) const;
+  // Leases owned by the caller's uid (all of them for root) with id >
+  // `after`, ascending, at most `limit`; `*more` says whether others follow.
+  std::vector<LeaseInfo> ListLeases(const Identity& caller, LeaseId after,
+                                    size_t limit, bool* more) const;
   // Ends up to `max_leases` leases whose deadline has passed.
   CloseResult ExpireLeases(size_t max_leases);
   std::optional<absl::Time> NextLeaseDeadline() const;

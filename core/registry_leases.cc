@@ -170,11 +170,20 @@ absl::StatusOr<LeaseDetail> Registry::LeaseTimeToLive(const Identity& caller,
   return detail;
 }
 
-std::vector<LeaseInfo> Registry::ListLeases(const Identity& caller) const {
+std::vector<LeaseInfo> Registry::ListLeases(const Identity& caller,
+                                            LeaseId after, size_t limit,
+                                            bool* more) const {
   std::vector<LeaseInfo> out;
+  *more = false;
   absl::MutexLock lock(&mu_);
-  for (const auto& [id, record] : leases_.all()) {
-    if (MayManage(caller, record.info)) out.push_back(record.info);
+  const auto& all = leases_.all();
+  for (auto it = all.upper_bound(after); it != all.end(); ++it) {
+    if (!MayManage(caller, it->second.info)) continue;
+    if (out.size() == limit) {
+      *more = true;
+      break;
+    }
+    out.push_back(it->second.info);
   }
   return out;
 }

@@ -30,23 +30,6 @@ absl::StatusOr<BufferRef> TargetOf(const Request& request) {
 
 }  // namespace
 
-// Denials and internal errors are significant events and are logged; other
-// errors are the caller's business and go back only to the caller.
-template <typename Body>
-grpc::ServerUnaryReactor* BrokerService::Finish(
-    grpc::CallbackServerContext* ctx, const char* method, Body body) {
-  const absl::Time start = absl::Now();
-  absl::Status status = body();
-  metrics_->RpcDone(method, status.code(), absl::Now() - start);
-  if (status.code() == absl::StatusCode::kPermissionDenied ||
-      status.code() == absl::StatusCode::kInternal) {
-    spdlog::warn("{}: {}", method, status.ToString());
-  }
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
 absl::StatusOr<BrokerService::Caller> BrokerService::Resolve(
     grpc::CallbackServerContext* ctx, bool need_session) {
   absl::StatusOr<Identity> identity = peers_->Lookup(ctx->peer());
@@ -107,6 +90,7 @@ absl::Status BrokerService::Deliver(Session& session, Grant& grant,
   out->set_mode(ToProto(grant.mode));
   out->set_offset(0);
   out->set_segment_size(grant.memory->size());
+  out->set_lease_id(grant.lease);
   return absl::OkStatus();
 }
 
@@ -170,6 +154,7 @@ absl::Status BrokerService::DoAllocate(grpc::CallbackServerContext* ctx,
   absl::StatusOr<std::vector<ShareRule>> share = FromProto(request.share());
   if (!share.ok()) return share.status();
   spec.share = std::move(*share);
+  spec.lease = request.lease_id();
   absl::StatusOr<Grant> grant =
       registry_->Allocate(caller->session->client, spec);
   if (!grant.ok()) return grant.status();
@@ -186,8 +171,9 @@ absl::Status BrokerService::DoAttach(grpc::CallbackServerContext* ctx,
   if (!ref.ok()) return ref.status();
   absl::StatusOr<AccessRequest> mode = FromProto(request.mode());
   if (!mode.ok()) return mode.status();
-  absl::StatusOr<Grant> grant =
-      registry_->Attach(caller->session->client, *ref, *mode);
+  absl::StatusOr<Grant> grant = registry_->Attach(caller->session->client,
+                                                  *ref, *mode,
+                                                  request.lease_id());
   if (!grant.ok()) return grant.status();
   return Deliver(*caller->session, *grant, response->mutable_buffer(),
                  response->mutable_grant());
@@ -198,9 +184,15 @@ absl::Status BrokerService::DoRelease(grpc::CallbackServerContext* ctx,
                                       v1::ReleaseResponse* response) {
   absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/true);
   if (!caller.ok()) return caller.status();
-  if (request.handle() == 0) return absl::InvalidArgumentError("bad handle: 0");
+  if ((request.handle() == 0) == request.name().empty()) {
+    return absl::InvalidArgumentError(
+        "no buffer named: set exactly one of handle and name");
+  }
+  const BufferRef ref = request.handle() != 0
+                            ? BufferRef::ByHandle(request.handle())
+                            : BufferRef::ByName(request.name());
   absl::StatusOr<uint32_t> left =
-      registry_->Release(caller->session->client, request.handle());
+      registry_->Release(caller->session->client, ref, request.lease_id());
   if (!left.ok()) return left.status();
   response->set_holders(*left);
   return absl::OkStatus();
@@ -254,6 +246,12 @@ absl::Status BrokerService::DoStatus(grpc::CallbackServerContext* ctx,
   response->set_buffers(stats.buffers);
   response->set_clients(stats.clients);
   response->set_holds(stats.holds);
+  response->set_leases(stats.leases);
+  response->set_detached_leases(stats.detached_leases);
+  ToProto(latencies_->connection_close.Summary(),
+          response->mutable_connection_close_reclaim());
+  ToProto(latencies_->lease_expiry.Summary(),
+          response->mutable_lease_expiry_reclaim());
   response->set_version(options_.version);
   response->mutable_started()->set_seconds(
       absl::ToUnixSeconds(options_.started));

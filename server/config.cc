@@ -24,8 +24,25 @@ ABSL_FLAG(std::string, socket_group, "",
           "group (name or gid) that owns the socket directory and sockets, "
           "so its members can connect; empty: the daemon's own group");
 ABSL_FLAG(uint64_t, max_buffers, 100000, "live buffers at most");
-ABSL_FLAG(uint32_t, max_holds_per_client, 65536,
-          "holds one client connection may have at most");
+ABSL_FLAG(uint32_t, max_holds_per_lease, 65536,
+          "holds under one lease at most");
+ABSL_FLAG(absl::Duration, lease_min_ttl, absl::Seconds(1),
+          "shortest lease TTL granted (shorter requests are raised to it)");
+ABSL_FLAG(absl::Duration, lease_default_ttl, absl::Seconds(10),
+          "TTL of each connection's default lease, and of grants that ask "
+          "for none");
+ABSL_FLAG(absl::Duration, lease_max_ttl, absl::Hours(1),
+          "longest lease TTL granted (longer requests are cut to it)");
+ABSL_FLAG(uint32_t, max_leases_per_client, 1024,
+          "leases one client connection may hold besides its default one");
+ABSL_FLAG(uint32_t, max_detached_leases_per_uid, 1024,
+          "detached leases (which outlive their connection) per uid at most");
+ABSL_FLAG(uint32_t, lease_sweep_batch, 256,
+          "leases expired per sweep step; the registry lock is released "
+          "between steps so that a mass expiry does not stall calls");
+ABSL_FLAG(uint32_t, keepalive_max_per_second, 100,
+          "KeepAlive messages one stream may send per second (after a burst "
+          "of as many); beyond that the stream ends with RESOURCE_EXHAUSTED");
 ABSL_FLAG(uint32_t, max_clients_per_uid, 256,
           "open client connections (fd channels) per uid at most");
 ABSL_FLAG(uint32_t, list_max_page_size, 1000, "buffers per List page at most");
@@ -91,8 +108,24 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
     return absl::InvalidArgumentError("--capacity: at most 1PiB (1024TiB)");
   }
   config.registry.max_buffers = absl::GetFlag(FLAGS_max_buffers);
-  config.registry.max_holds_per_client =
-      absl::GetFlag(FLAGS_max_holds_per_client);
+  LeaseOptions& leases = config.registry.leases;
+  leases.min_ttl = absl::GetFlag(FLAGS_lease_min_ttl);
+  leases.default_ttl = absl::GetFlag(FLAGS_lease_default_ttl);
+  leases.max_ttl = absl::GetFlag(FLAGS_lease_max_ttl);
+  leases.max_leases_per_client = absl::GetFlag(FLAGS_max_leases_per_client);
+  leases.max_detached_leases_per_uid =
+      absl::GetFlag(FLAGS_max_detached_leases_per_uid);
+  leases.max_holds_per_lease = absl::GetFlag(FLAGS_max_holds_per_lease);
+  if (absl::Status s = ValidateLeaseOptions(leases); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--lease_min_ttl, --lease_default_ttl, --lease_max_ttl, "
+        "--max_leases_per_client, --max_detached_leases_per_uid, "
+        "--max_holds_per_lease: ",
+        s.message()));
+  }
+  config.lease_sweep_batch = absl::GetFlag(FLAGS_lease_sweep_batch);
+  config.keepalive_max_per_second =
+      absl::GetFlag(FLAGS_keepalive_max_per_second);
   config.registry.max_clients_per_uid =
       absl::GetFlag(FLAGS_max_clients_per_uid);
   const std::string prefix = absl::GetFlag(FLAGS_shm_prefix);
@@ -113,13 +146,14 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
         absl::StrCat("--log_format=", config.log_format, ": use text or json"));
   }
   if (config.registry.max_buffers == 0 ||
-      config.registry.max_holds_per_client == 0 ||
       config.registry.max_clients_per_uid == 0 ||
-      config.list_max_page_size == 0 || config.max_request_bytes < 1024) {
+      config.list_max_page_size == 0 || config.lease_sweep_batch == 0 ||
+      config.keepalive_max_per_second == 0 ||
+      config.max_request_bytes < 1024) {
     return absl::InvalidArgumentError(
-        "--max_buffers, --max_holds_per_client, --max_clients_per_uid and "
-        "--list_max_page_size must be at least 1, --max_request_bytes at "
-        "least 1KiB");
+        "--max_buffers, --max_clients_per_uid, --list_max_page_size, "
+        "--lease_sweep_batch and --keepalive_max_per_second must be at least "
+        "1, --max_request_bytes at least 1KiB");
   }
   return config;
 }

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/fd_channel_protocol.h"
 #include "core/memory_object.h"
@@ -31,8 +32,12 @@ void SendError(int sock, const std::string& message) {
 
 }  // namespace
 
-FdChannel::FdChannel(Registry* registry, int listener, Metrics* metrics)
-    : registry_(registry), listener_(listener), metrics_(metrics) {}
+FdChannel::FdChannel(Registry* registry, int listener, Metrics* metrics,
+                     ReclaimLatencies* latencies)
+    : registry_(registry),
+      listener_(listener),
+      metrics_(metrics),
+      latencies_(latencies) {}
 
 FdChannel::~FdChannel() { Stop(); }
 
@@ -121,10 +126,17 @@ void FdChannel::Accept() {
       SendError(sock.get(), client.status().ToString());
       continue;
     }
+    absl::StatusOr<LeaseInfo> lease = registry_->DefaultLease(*client);
+    if (!lease.ok()) {  // only if it ended already: a daemon bug
+      spdlog::error("fd channel: {}", lease.status().ToString());
+      registry_->CloseClient(*client);
+      continue;
+    }
     auto session = std::make_shared<Session>();
     session->client = *client;
+    session->default_lease = lease->id;
     session->identity = *identity;
-    Frame hello = fdchannel::MakeFrame(FrameType::kHello, 0);
+    Frame hello = fdchannel::MakeFrame(FrameType::kHello, 0, lease->id);
     if (::getrandom(hello.token, sizeof(hello.token), 0) !=
         static_cast<ssize_t>(sizeof(hello.token))) {
       spdlog::error("fd channel: getrandom: {}", std::strerror(errno));
@@ -137,6 +149,7 @@ void FdChannel::Accept() {
       session->id = next_session_++;
       by_id_[session->id] = session;
       by_token_[session->token_hex] = session;
+      by_client_[session->client] = session;
     }
     hello.id = session->id;
     session->socket = std::move(sock);
@@ -222,7 +235,8 @@ FdChannel::DrainResult FdChannel::DrainLocked(Session& session,
     }
     session.releases_applied.fetch_add(1);
     absl::StatusOr<uint32_t> released =
-        registry_->Release(session.client, frame.id);
+        registry_->Release(session.client, BufferRef::ByHandle(frame.id),
+                           frame.handle);
     if (!released.ok()) {
       spdlog::warn("client connection {}: release over the fd channel: {}",
                    session.id, released.status().message());
@@ -261,6 +275,7 @@ void FdChannel::Close(const std::shared_ptr<Session>& session,
     absl::MutexLock lock(&mu_);
     by_id_.erase(session->id);
     by_token_.erase(session->token_hex);
+    by_client_.erase(session->client);
   }
   if (session->socket.valid()) {
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, session->socket.get(), nullptr);
@@ -272,6 +287,9 @@ void FdChannel::Close(const std::shared_ptr<Session>& session,
                            : ReclaimReason::kClientClosed);
   const absl::Duration reclaim = absl::Now() - noticed;
   metrics_->ClientClosed(reason, result.holds_dropped > 0, reclaim);
+  if (result.holds_dropped > 0 && reason != CloseReason::kShutdown) {
+    latencies_->connection_close.Add(reclaim);
+  }
   auto level =
       result.holds_dropped > 0 ? spdlog::level::info : spdlog::level::debug;
   spdlog::log(level,
@@ -280,6 +298,19 @@ void FdChannel::Close(const std::shared_ptr<Session>& session,
               session->id, session->identity.pid, session->identity.uid, why,
               result.holds_dropped, result.buffers_reclaimed,
               result.bytes_reclaimed, absl::FormatDuration(reclaim));
+}
+
+void FdChannel::Hangup(ClientId client, const std::string& why) {
+  std::shared_ptr<Session> session;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = by_client_.find(client);
+    if (it == by_client_.end()) return;
+    session = it->second;
+  }
+  SendError(session->socket.get(),
+            absl::StrCat("shmbrokerd closed this client connection: ", why));
+  Close(session, CloseReason::kLeaseEnded, why);
 }
 
 std::shared_ptr<Session> FdChannel::Find(const std::string& token_hex) const {

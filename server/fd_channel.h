@@ -6,7 +6,8 @@
 // that the client presents as gRPC metadata. Grants' fds are pushed to the
 // session before the gRPC reply, so they are waiting when the client looks.
 // When the socket closes (exit, crash, SIGKILL) the session ends at once and
-// the Registry drops its holds. One thread (epoll) watches the listener and
+// the Registry ends its leases. The daemon hangs up itself on a connection
+// whose default lease ended (Hangup). One thread (epoll) watches the listener and
 // all sessions; gRPC handlers call Find/Drain/SendFd concurrently.
 #ifndef SHMBROKER_SERVER_FD_CHANNEL_H_
 #define SHMBROKER_SERVER_FD_CHANNEL_H_
@@ -25,12 +26,14 @@
 #include "core/identity.h"
 #include "core/registry.h"
 #include "server/metrics.h"
+#include "server/reclaim_latency.h"
 
 namespace shmbroker {
 
 struct Session {
   uint64_t id = 0;
   ClientId client = 0;
+  LeaseId default_lease = 0;
   Identity identity;
   std::string token_hex;
   UniqueFd socket;      // closed when the last reference goes
@@ -45,7 +48,8 @@ class FdChannel {
  public:
   // `listener` is a listening SOCK_SEQPACKET socket. Nothing is owned; all
   // must outlive the FdChannel.
-  FdChannel(Registry* registry, int listener, Metrics* metrics);
+  FdChannel(Registry* registry, int listener, Metrics* metrics,
+            ReclaimLatencies* latencies);
   ~FdChannel();  // Stop()s
   FdChannel(const FdChannel&) = delete;
   FdChannel& operator=(const FdChannel&) = delete;
@@ -68,6 +72,9 @@ class FdChannel {
   // Sends `fd` for `handle`; returns the grant id. RESOURCE_EXHAUSTED when the
   // client is not reading its channel, FAILED_PRECONDITION when it is closed.
   absl::StatusOr<uint64_t> SendFd(Session& session, Handle handle, int fd);
+  // Tells the client why (an error frame) and closes its connection. For
+  // connections the Registry has already closed (their default lease ended).
+  void Hangup(ClientId client, const std::string& why);
 
  private:
   enum class DrainResult { kOk, kClosed, kProtocolError };
@@ -83,6 +90,7 @@ class FdChannel {
   Registry* const registry_;
   const int listener_;
   Metrics* const metrics_;
+  ReclaimLatencies* const latencies_;
   UniqueFd epoll_;
   UniqueFd wake_;  // eventfd that stops Run()
   std::thread thread_;
@@ -91,6 +99,8 @@ class FdChannel {
   absl::flat_hash_map<uint64_t, std::shared_ptr<Session>> by_id_
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<Session>> by_token_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<ClientId, std::shared_ptr<Session>> by_client_
       ABSL_GUARDED_BY(mu_);
   uint64_t next_session_ ABSL_GUARDED_BY(mu_) = 1;
 };

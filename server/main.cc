@@ -24,6 +24,7 @@
 #include "server/fd_channel.h"
 #include "server/grpc_acceptor.h"
 #include "server/health.h"
+#include "server/lease_sweeper.h"
 #include "server/logging.h"
 #include "server/metrics.h"
 #include "server/peer_credentials.h"
@@ -74,19 +75,24 @@ int Run(const ServerConfig& config) {
   HealthReporter health(metrics->get(), config.registry.capacity_bytes);
   Registry registry(config.registry, RealClock(), &health);
   (*metrics)->AddStateSource(&registry);
+  ReclaimLatencies latencies;
   FdChannel fd_channel(&registry, (*files)->fd_channel_listener(),
-                       metrics->get());
+                       metrics->get(), &latencies);
   if (absl::Status s = fd_channel.Start(); !s.ok()) {
     spdlog::critical("fd channel: {}", s.message());
     return 1;
   }
+  LeaseSweeper sweeper(&registry, &fd_channel, metrics->get(), &latencies,
+                       config.lease_sweep_batch);
+  sweeper.Start();
   PeerTable peers;
   ServiceOptions service_options;
   service_options.list_max_page_size = config.list_max_page_size;
+  service_options.keepalive_max_per_second = config.keepalive_max_per_second;
   service_options.version = SHMBROKER_VERSION;
   service_options.started = absl::Now();
   BrokerService service(&registry, &fd_channel, &peers, metrics->get(),
-                        service_options);
+                        &latencies, service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -124,6 +130,7 @@ int Run(const ServerConfig& config) {
   health.Stopping();
   acceptor.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  sweeper.Stop();
   fd_channel.Stop();  // closes every client connection, dropping its holds
   (*metrics)->StopServing();  // no scrape may outlive the registry
   RegistryStats stats = registry.Stats();

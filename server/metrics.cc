@@ -1,8 +1,5 @@
 #include "server/metrics.h"
 
-#include <dirent.h>
-#include <sys/resource.h>
-
 #include <array>
 #include <exception>
 #include <utility>
@@ -18,13 +15,10 @@
 #include "prometheus/histogram.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
+#include "server/state_collector.h"
 
 namespace shmbroker {
 namespace {
-
-using prometheus::ClientMetric;
-using prometheus::MetricFamily;
-using prometheus::MetricType;
 
 // Latencies on this kind of machine run from ~50 µs (an RPC) to seconds.
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
@@ -34,112 +28,16 @@ const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
   return kBuckets;
 }
 
-MetricFamily Gauge(std::string name, std::string help) {
-  return MetricFamily{std::move(name), std::move(help), MetricType::Gauge, {}};
-}
-
-void AddSample(MetricFamily& family, double value,
-               std::vector<ClientMetric::Label> labels = {}) {
-  ClientMetric m;
-  m.label = std::move(labels);
-  m.gauge.value = value;
-  family.metric.push_back(std::move(m));
-}
-
-uint64_t OpenFds() {
-  uint64_t n = 0;
-  if (DIR* dir = ::opendir("/proc/self/fd")) {
-    while (const dirent* e = ::readdir(dir)) {
-      if (e->d_name[0] != '.') ++n;
-    }
-    ::closedir(dir);
-    --n;  // the directory stream's own fd
-  }
-  return n;
-}
-
-// Reads the registry's state when Prometheus scrapes.
-class StateCollector : public prometheus::Collectable {
- public:
-  StateCollector(const Registry* registry, size_t max_tenants)
-      : registry_(registry), max_tenants_(max_tenants) {}
-
-  std::vector<MetricFamily> Collect() const override {
-    const RegistryStats stats = registry_->Stats();
-    std::vector<MetricFamily> out;
-    out.push_back(Gauge("shmbroker_capacity_bytes",
-                        "Bytes the daemon may hand out in all (--capacity)."));
-    AddSample(out.back(), static_cast<double>(stats.capacity_bytes));
-    out.push_back(Gauge("shmbroker_allocated_bytes",
-                        "Bytes charged for live buffers (sizes rounded up to "
-                        "pages)."));
-    AddSample(out.back(), static_cast<double>(stats.allocated_bytes));
-    out.push_back(Gauge("shmbroker_resident_bytes",
-                        "Bytes of live buffers backed by memory pages."));
-    AddSample(out.back(), static_cast<double>(registry_->ResidentBytes()));
-    out.push_back(Gauge("shmbroker_buffers", "Live buffers."));
-    AddSample(out.back(), static_cast<double>(stats.memfd_buffers),
-              {{"backing", "memfd"}, {"kind", "dedicated"}});
-    AddSample(out.back(), static_cast<double>(stats.posix_buffers),
-              {{"backing", "posix"}, {"kind", "dedicated"}});
-    out.push_back(Gauge("shmbroker_holds", "Holds on live buffers."));
-    AddSample(out.back(), static_cast<double>(stats.holds));
-    out.push_back(Gauge("shmbroker_client_connections",
-                        "Open client connections (fd channels)."));
-    AddSample(out.back(), static_cast<double>(stats.clients));
-    AddTenants(out);
-    out.push_back(Gauge("shmbroker_open_fds", "Open file descriptors."));
-    AddSample(out.back(), static_cast<double>(OpenFds()));
-    rlimit limit{};
-    ::getrlimit(RLIMIT_NOFILE, &limit);
-    out.push_back(
-        Gauge("shmbroker_max_fds", "Limit on open file descriptors."));
-    AddSample(out.back(), static_cast<double>(limit.rlim_cur));
-    return out;
-  }
-
- private:
-  // The largest tenants by bytes get a series each; the rest add up in
-  // uid="other", so a host with many uids cannot blow up the cardinality.
-  void AddTenants(std::vector<MetricFamily>& out) const {
-    MetricFamily bytes = Gauge("shmbroker_tenant_allocated_bytes",
-                               "Bytes charged per owner uid (the largest "
-                               "--metrics_max_tenants, then \"other\").");
-    MetricFamily buffers = Gauge("shmbroker_tenant_buffers",
-                                 "Live buffers per owner uid (as "
-                                 "shmbroker_tenant_allocated_bytes).");
-    double other_bytes = 0, other_buffers = 0;
-    std::vector<TenantUsage> tenants = registry_->Tenants();
-    for (size_t i = 0; i < tenants.size(); ++i) {
-      if (i < max_tenants_) {
-        std::vector<ClientMetric::Label> uid = {
-            {"uid", absl::StrCat(tenants[i].uid)}};
-        AddSample(bytes, static_cast<double>(tenants[i].allocated_bytes), uid);
-        AddSample(buffers, static_cast<double>(tenants[i].buffers), uid);
-      } else {
-        other_bytes += static_cast<double>(tenants[i].allocated_bytes);
-        other_buffers += static_cast<double>(tenants[i].buffers);
-      }
-    }
-    AddSample(bytes, other_bytes, {{"uid", "other"}});
-    AddSample(buffers, other_buffers, {{"uid", "other"}});
-    out.push_back(std::move(bytes));
-    out.push_back(std::move(buffers));
-  }
-
-  const Registry* const registry_;
-  const size_t max_tenants_;
-};
-
 // One child per ReclaimReason, indexed by it, labelled with core's names.
-std::array<prometheus::Counter*, 3> ByReason(
-    prometheus::Family<prometheus::Counter>& family) {
-  std::array<prometheus::Counter*, 3> out;
-  for (ReclaimReason reason :
-       {ReclaimReason::kRelease, ReclaimReason::kClientClosed,
-        ReclaimReason::kShutdown}) {
-    out[static_cast<size_t>(reason)] =
-        &family.Add({{"reason", ReclaimReasonName(reason)}});
+using ByReasonArray = std::array<prometheus::Counter*, kReclaimReasonCount>;
+ByReasonArray ByReason(prometheus::Family<prometheus::Counter>& family,
+                       bool leases_only = false) {
+  ByReasonArray out{};
+  for (int i = 0; i < kReclaimReasonCount; ++i) {
+    const auto reason = static_cast<ReclaimReason>(i);
+    // A lease ends for any reason but a release.
+    if (leases_only && reason == ReclaimReason::kRelease) continue;
+    out[i] = &family.Add({{"reason", ReclaimReasonName(reason)}});
   }
   return out;
 }
@@ -167,7 +65,7 @@ struct Metrics::Impl {
           .Name("shmbroker_releases_total")
           .Help(
               "Holds dropped, by reason (release, client_closed, "
-              "shutdown).")
+              "lease_expired, lease_revoked, shutdown).")
           .Register(*registry);
   prometheus::Family<prometheus::Counter>& reclaims =
       prometheus::BuildCounter()
@@ -190,7 +88,7 @@ struct Metrics::Impl {
           .Name("shmbroker_client_connections_closed_total")
           .Help(
               "Client connections closed, by reason (hangup, "
-              "protocol_error, shutdown).")
+              "protocol_error, lease_ended, shutdown).")
           .Register(*registry);
   prometheus::Counter& deaths =
       prometheus::BuildCounter()
@@ -208,6 +106,34 @@ struct Metrics::Impl {
               "memory being freed.")
           .Register(*registry)
           .Add({}, LatencyBuckets());
+  prometheus::Histogram& lease_expiry_latency =
+      prometheus::BuildHistogram()
+          .Name("shmbroker_lease_expiry_reclaim_latency_seconds")
+          .Help(
+              "From a lease's deadline passing to the memory held under it "
+              "being freed.")
+          .Register(*registry)
+          .Add({}, LatencyBuckets());
+  prometheus::Family<prometheus::Counter>& leases_granted =
+      prometheus::BuildCounter()
+          .Name("shmbroker_leases_granted_total")
+          .Help(
+              "Leases granted (connection defaults included), by whether "
+              "they are detached.")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& leases_ended =
+      prometheus::BuildCounter()
+          .Name("shmbroker_leases_ended_total")
+          .Help(
+              "Leases ended, by reason (lease_expired, lease_revoked, "
+              "client_closed, shutdown).")
+          .Register(*registry);
+  prometheus::Counter& keepalives =
+      prometheus::BuildCounter()
+          .Name("shmbroker_keepalives_total")
+          .Help("Lease renewals (KeepAlive messages answered with a TTL).")
+          .Register(*registry)
+          .Add({});
   prometheus::Family<prometheus::Counter>& denials =
       prometheus::BuildCounter()
           .Name("shmbroker_permission_denials_total")
@@ -226,17 +152,24 @@ struct Metrics::Impl {
 
   // Children of the hottest series, so the hot path skips a label lookup.
   prometheus::Counter& allocations_ok = allocations.Add({{"result", "ok"}});
-  std::array<prometheus::Counter*, 3> releases_by_reason = ByReason(releases);
-  std::array<prometheus::Counter*, 3> reclaims_by_reason = ByReason(reclaims);
-  std::array<prometheus::Counter*, 3> bytes_by_reason =
-      ByReason(reclaimed_bytes);
+  ByReasonArray releases_by_reason = ByReason(releases);
+  ByReasonArray reclaims_by_reason = ByReason(reclaims);
+  ByReasonArray bytes_by_reason = ByReason(reclaimed_bytes);
+  ByReasonArray leases_ended_by_reason =
+      ByReason(leases_ended, /*leases_only=*/true);
+  prometheus::Counter& granted_attached =
+      leases_granted.Add({{"detached", "false"}});
+  prometheus::Counter& granted_detached =
+      leases_granted.Add({{"detached", "true"}});
   // method -> its code="OK" histogram; filled in Create, read-only after, so
   // the common case of RpcDone takes no lock.
   absl::flat_hash_map<std::string, prometheus::Histogram*> rpc_ok;
-  std::array<prometheus::Counter*, 3> closed_by_reason = {
+  // Indexed by CloseReason.
+  std::array<prometheus::Counter*, 4> closed_by_reason = {
       &closed.Add({{"reason", "hangup"}}),
       &closed.Add({{"reason", "protocol_error"}}),
-      &closed.Add({{"reason", "shutdown"}})};
+      &closed.Add({{"reason", "shutdown"}}),
+      &closed.Add({{"reason", "lease_ended"}})};
 };
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
@@ -246,8 +179,10 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
   impl->build.Add({{"version", options.version}}).Set(1);
   // Every method's series exist from the start, so that rate() and
   // dashboards see zeros rather than nothing before the first call.
-  for (const char* method : {"Ping", "Allocate", "Attach", "Release",
-                             "Describe", "List", "Status"}) {
+  for (const char* method :
+       {"Ping", "Allocate", "Attach", "Release", "Describe", "List", "Status",
+        "GrantLease", "KeepAlive", "RevokeLease", "LeaseTimeToLive",
+        "ListLeases"}) {
     impl->denials.Add({{"method", method}});
     impl->rpc_ok[method] =
         &impl->rpc.Add({{"method", method}, {"code", "OK"}}, LatencyBuckets());
@@ -304,6 +239,23 @@ void Metrics::OnReclaim(ReclaimReason reason, uint64_t bytes) {
   impl_->reclaims_by_reason[static_cast<size_t>(reason)]->Increment();
   impl_->bytes_by_reason[static_cast<size_t>(reason)]->Increment(
       static_cast<double>(bytes));
+}
+
+void Metrics::OnLeaseGranted(bool detached) {
+  (detached ? impl_->granted_detached : impl_->granted_attached).Increment();
+}
+
+void Metrics::OnLeaseEnded(ReclaimReason reason) {
+  if (prometheus::Counter* c =
+          impl_->leases_ended_by_reason[static_cast<size_t>(reason)]) {
+    c->Increment();
+  }
+}
+
+void Metrics::OnKeepAlive() { impl_->keepalives.Increment(); }
+
+void Metrics::LeaseExpiryReclaimed(absl::Duration latency) {
+  impl_->lease_expiry_latency.Observe(absl::ToDoubleSeconds(latency));
 }
 
 void Metrics::ClientOpened() { impl_->opened.Increment(); }

@@ -21,7 +21,9 @@
 
 namespace shmbroker {
 
-enum class CloseReason { kHangup, kProtocolError, kShutdown };
+// Why the daemon closed a client connection. kLeaseEnded: its default lease
+// expired or was revoked.
+enum class CloseReason { kHangup, kProtocolError, kShutdown, kLeaseEnded };
 
 struct MetricsOptions {
   std::string address;      // host:port; empty: do not serve
@@ -49,6 +51,12 @@ class Metrics : public RegistryObserver {
   void OnAllocate(absl::StatusCode result) override;
   void OnHoldsDropped(ReclaimReason reason, uint64_t holds) override;
   void OnReclaim(ReclaimReason reason, uint64_t bytes) override;
+  void OnLeaseGranted(bool detached) override;
+  void OnLeaseEnded(ReclaimReason reason) override;
+  void OnKeepAlive() override;
+
+  // From a lease's deadline to its memory being free (the lease sweeper).
+  void LeaseExpiryReclaimed(absl::Duration latency);
 
   // Client connections (fd channel).
   void ClientOpened();

@@ -1,5 +1,8 @@
 #include "server/proto_convert.h"
 
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 
@@ -90,9 +93,7 @@ void ToProto(const BufferInfo& info, v1::Buffer* out) {
   out->set_owner_gid(info.owner.gid);
   out->set_owner_pid(info.owner.pid);
   out->set_holders(info.holders);
-  const int64_t nanos = absl::ToUnixNanos(info.created);
-  out->mutable_created()->set_seconds(nanos / 1000000000);
-  out->mutable_created()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+  ToProto(info.created, out->mutable_created());
   for (const ShareRule& rule : info.share) {
     v1::ShareRule* r = out->add_share();
     r->set_scope(rule.scope == ShareRule::Scope::kUid   ? v1::SHARE_SCOPE_UID
@@ -103,6 +104,50 @@ void ToProto(const BufferInfo& info, v1::Buffer* out) {
   }
   out->set_shm_name(info.shm_name);
   out->set_charged_bytes(info.charged_bytes);
+}
+
+void ToProto(absl::Time time, google::protobuf::Timestamp* out) {
+  const int64_t nanos = absl::ToUnixNanos(time);
+  out->set_seconds(nanos / 1000000000);
+  out->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+}
+
+void ToProto(absl::Duration duration, google::protobuf::Duration* out) {
+  const int64_t nanos = absl::ToInt64Nanoseconds(duration);
+  out->set_seconds(nanos / 1000000000);
+  out->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+}
+
+absl::StatusOr<absl::Duration> FromProto(const google::protobuf::Duration& d) {
+  // The proto's own rules: |nanos| < 1e9, same sign as seconds.
+  if (d.nanos() <= -1000000000 || d.nanos() >= 1000000000 ||
+      (d.seconds() > 0 && d.nanos() < 0) || (d.seconds() < 0 && d.nanos() > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad duration: ", d.seconds(), "s ", d.nanos(), "ns"));
+  }
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+void ToProto(const LeaseInfo& info, absl::Time now, v1::Lease* out) {
+  out->set_id(info.id);
+  ToProto(std::max(info.deadline - now, absl::ZeroDuration()),
+          out->mutable_ttl());
+  ToProto(info.granted_ttl, out->mutable_granted_ttl());
+  out->set_detached(info.detached);
+  out->set_connection_default(info.connection_default);
+  out->set_holds(info.holds);
+  out->set_owner_pid(info.owner.pid);
+  out->set_owner_uid(info.owner.uid);
+  out->set_owner_gid(info.owner.gid);
+  out->set_connected(info.client != 0);
+  ToProto(info.granted, out->mutable_granted());
+}
+
+void ToProto(const LatencySummary& summary, v1::ReclaimLatency* out) {
+  out->set_samples(summary.samples);
+  ToProto(summary.p50, out->mutable_p50());
+  ToProto(summary.p99, out->mutable_p99());
+  ToProto(summary.max, out->mutable_max());
 }
 
 }  // namespace shmbroker

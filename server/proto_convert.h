@@ -12,6 +12,7 @@
 #include "core/access.h"
 #include "core/memory_object.h"
 #include "core/registry.h"
+#include "server/reclaim_latency.h"
 #include "shmbroker/v1/broker.pb.h"
 
 namespace shmbroker {
@@ -25,6 +26,13 @@ absl::StatusOr<AccessRequest> FromProto(v1::AccessMode mode);
 
 void ToProto(const BufferInfo& info, v1::Buffer* out);
 v1::AccessMode ToProto(AccessMode mode);
+void ToProto(absl::Time time, google::protobuf::Timestamp* out);
+void ToProto(absl::Duration duration, google::protobuf::Duration* out);
+// INVALID_ARGUMENT for a Duration that breaks the proto's own rules.
+absl::StatusOr<absl::Duration> FromProto(const google::protobuf::Duration& d);
+// `now` turns the deadline into the remaining TTL.
+void ToProto(const LeaseInfo& info, absl::Time now, v1::Lease* out);
+void ToProto(const LatencySummary& summary, v1::ReclaimLatency* out);
 
 }  // namespace shmbroker
 

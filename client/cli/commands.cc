@@ -37,10 +37,13 @@ void PrintBuffer(const Options& options, const client::BufferInfo& info) {
   }
 }
 
-// Keeps `buffer` until --hold passes or SIGINT/SIGTERM arrives.
+// Keeps `buffer` until --hold passes, SIGINT/SIGTERM arrives, or its lease
+// is lost (SIGUSR2 from the lease-loss callback).
 void Hold(const Options& options, const client::Buffer& buffer) {
-  std::fprintf(stderr, "holding buffer %llu; Ctrl-C releases it\n",
-               static_cast<unsigned long long>(buffer.handle()));
+  std::fprintf(stderr, "holding buffer %llu; Ctrl-C %s\n",
+               static_cast<unsigned long long>(buffer.handle()),
+               options.detach ? "leaves it to its detached lease"
+                              : "releases it");
   if (options.hold == absl::InfiniteDuration()) {
     int signal_number = 0;
     sigwait(&options.stop_signals, &signal_number);
@@ -81,18 +84,52 @@ absl::StatusOr<std::string> ReadAll(int fd, const std::string& what) {
   }
 }
 
+// Allocates under a new lease when --ttl or --detach asks for one, else
+// under the connection's default lease.
+absl::StatusOr<client::Buffer> AllocateUnderLease(
+    const Options& options, client::Client& c,
+    client::AllocateOptions request) {
+  if (options.detach || options.ttl != absl::ZeroDuration()) {
+    absl::StatusOr<client::LeaseInfo> lease =
+        c.GrantLease(options.ttl, options.detach);
+    if (!lease.ok()) return lease.status();
+    request.lease_id = lease->id;
+  }
+  return c.Allocate(request);
+}
+
+// Holds the buffer as asked, then releases it, or with --detach leaves it
+// to its detached lease. A lost lease is the command's error.
+absl::Status HoldAndFinish(const Options& options, client::Buffer& buffer) {
+  if (options.hold > absl::ZeroDuration()) Hold(options, buffer);
+  if (absl::Status lost = buffer.lease_status(); !lost.ok()) {
+    return absl::Status(lost.code(),
+                        absl::StrCat("the buffer's lease was lost: ",
+                                     lost.message()));
+  }
+  if (options.detach) {
+    std::fprintf(stderr,
+                 "buffer %llu stays under detached lease %llu until its TTL "
+                 "runs out (shmbroker revoke %llu ends it now)\n",
+                 static_cast<unsigned long long>(buffer.handle()),
+                 static_cast<unsigned long long>(buffer.lease_id()),
+                 static_cast<unsigned long long>(buffer.lease_id()));
+    buffer.Disown();
+    return absl::OkStatus();
+  }
+  return buffer.Release();
+}
+
 }  // namespace
 
 absl::Status Alloc(const Options& options, uint64_t size) {
   auto c = Connect(options, /*session=*/true);
   if (!c.ok()) return c.status();
-  client::AllocateOptions request{size, options.name, options.backing,
-                                  options.share};
-  absl::StatusOr<client::Buffer> buffer = (*c)->Allocate(request);
+  absl::StatusOr<client::Buffer> buffer = AllocateUnderLease(
+      options, **c, {size, options.name, options.backing, options.share});
   if (!buffer.ok()) return buffer.status();
   PrintBuffer(options, buffer->info());
-  Hold(options, *buffer);
-  return buffer->Release();
+  return HoldAndFinish(options, *buffer);
 }
 
 absl::Status Put(const Options& options, const std::string& name) {
@@ -118,15 +155,13 @@ absl::Status Put(const Options& options, const std::string& name) {
   }
   auto c = Connect(options, /*session=*/true);
   if (!c.ok()) return c.status();
-  client::AllocateOptions request{data.size(), name, options.backing,
-                                  options.share};
-  absl::StatusOr<client::Buffer> buffer = (*c)->Allocate(request);
+  absl::StatusOr<client::Buffer> buffer = AllocateUnderLease(
+      options, **c, {data.size(), name, options.backing, options.share});
   if (!buffer.ok()) return buffer.status();
   std::memcpy(buffer->data(), data.data(), data.size());
   data.clear();
   PrintBuffer(options, buffer->info());
-  Hold(options, *buffer);
-  return buffer->Release();
+  return HoldAndFinish(options, *buffer);
 }
 
 absl::Status Cat(const Options& options, const std::string& name) {
@@ -189,6 +224,44 @@ absl::Status Health(const Options& options) {
         "daemon is NOT_SERVING: it cannot allocate (capacity full or "
         "stopping)");
   }
+  return absl::OkStatus();
+}
+
+absl::Status Leases(const Options& options) {
+  auto c = Connect(options, /*session=*/false);
+  if (!c.ok()) return c.status();
+  absl::StatusOr<std::vector<client::LeaseInfo>> leases = (*c)->ListLeases();
+  if (!leases.ok()) return leases.status();
+  Print(options.json ? LeasesJson(*leases).dump() + "\n"
+                     : Table(LeaseRows(*leases)));
+  return absl::OkStatus();
+}
+
+absl::Status Revoke(const Options& options, uint64_t lease_id) {
+  auto c = Connect(options, /*session=*/false);
+  if (!c.ok()) return c.status();
+  absl::StatusOr<uint64_t> reclaimed = (*c)->RevokeLease(lease_id);
+  if (!reclaimed.ok()) return reclaimed.status();
+  Print(options.json
+            ? nlohmann::json{{"lease", lease_id},
+                             {"bytes_reclaimed", *reclaimed}}
+                      .dump() +
+                  "\n"
+            : absl::StrFormat("revoked lease %d; %d bytes reclaimed\n",
+                              lease_id, *reclaimed));
+  return absl::OkStatus();
+}
+
+absl::Status Release(const Options& options, const std::string& name) {
+  auto c = Connect(options, /*session=*/true);
+  if (!c.ok()) return c.status();
+  absl::StatusOr<uint32_t> holders = (*c)->ReleaseByName(name);
+  if (!holders.ok()) return holders.status();
+  Print(options.json
+            ? nlohmann::json{{"name", name}, {"holders", *holders}}.dump() +
+                  "\n"
+            : absl::StrFormat("released %s; %d holders left%s\n", name,
+                              *holders, *holders == 0 ? " (reclaimed)" : ""));
   return absl::OkStatus();
 }
 

@@ -21,8 +21,14 @@ struct Options {
   client::Backing backing = client::Backing::kDefault;
   std::vector<client::ShareRule> share;
   absl::Duration hold = absl::InfiniteDuration();
+  // alloc, put: hold under a lease of this TTL (0: the connection's default
+  // lease), detached if asked.
+  absl::Duration ttl = absl::ZeroDuration();
+  bool detach = false;
   std::string file;
-  sigset_t stop_signals;  // blocked in every thread; Hold() waits for them
+  // Blocked in every thread; Hold() waits for them. Includes SIGUSR2, which
+  // the client raises when a lease is lost.
+  sigset_t stop_signals;
 };
 
 absl::Status Alloc(const Options& options, uint64_t size);
@@ -33,6 +39,9 @@ absl::Status Status(const Options& options);
 absl::Status Tenants(const Options& options);
 // OK when the daemon is SERVING; UNAVAILABLE otherwise.
 absl::Status Health(const Options& options);
+absl::Status Leases(const Options& options);
+absl::Status Revoke(const Options& options, uint64_t lease_id);
+absl::Status Release(const Options& options, const std::string& name);
 
 }  // namespace shmbroker::cli
 

@@ -1,5 +1,6 @@
 // shmbroker: the command-line client of shmbrokerd. See docs/cli.md.
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <string>
@@ -10,6 +11,7 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "client/cli/commands.h"
@@ -27,9 +29,15 @@ ABSL_FLAG(std::vector<std::string>, share, {},
           "or :rw; several separated by commas");
 ABSL_FLAG(absl::Duration, hold, absl::InfiniteDuration(),
           "alloc, put: how long to hold the buffer (e.g. 500ms, 30s, 5m); "
-          "default: until SIGINT/SIGTERM");
+          "default: until SIGINT/SIGTERM, or 0 with --detach");
 ABSL_FLAG(std::string, file, "",
           "put: read the data from this file, not stdin");
+ABSL_FLAG(absl::Duration, ttl, absl::ZeroDuration(),
+          "alloc, put: TTL of the lease the buffer is held under (the client "
+          "renews it while it runs); default: the connection's default lease");
+ABSL_FLAG(bool, detach, false,
+          "alloc, put: hold under a detached lease, so the buffer outlives "
+          "this command for the TTL; without --hold, return at once");
 
 namespace {
 
@@ -37,14 +45,19 @@ constexpr char kUsage[] =
     "command-line client of shmbrokerd.\n"
     "Usage: shmbroker [--socket=PATH] [--json] COMMAND [ARGS]\n"
     "  alloc SIZE [--name=NAME] [--backing=memfd|posix] [--share=RULE]\n"
-    "             [--hold=DURATION]   allocate and hold a buffer\n"
+    "             [--hold=DURATION] [--ttl=DURATION] [--detach]\n"
+    "             allocate and hold a buffer\n"
     "  put NAME [--file=PATH] [--backing=...] [--share=...] [--hold=...]\n"
+    "             [--ttl=...] [--detach]\n"
     "             allocate a buffer sized to the input, fill it, hold it\n"
     "  cat NAME   write a buffer's bytes to stdout\n"
     "  ls         list buffers\n"
     "  status     daemon-wide figures\n"
     "  tenants    bytes and buffers per owner uid\n"
     "  health     exit 0 if the daemon is SERVING (can allocate), else 1\n"
+    "  leases     list leases (this uid's; all for root)\n"
+    "  revoke LEASE_ID   end a lease now, dropping its holds\n"
+    "  release NAME      drop this uid's hold under a detached lease\n"
     "SIZE: 4096, 4KiB, 1MiB, 1GiB. DURATION: 500ms, 30s, 5m.";
 
 int UsageError(const std::string& message) {
@@ -75,6 +88,16 @@ int main(int argc, char** argv) {
   options.name = absl::GetFlag(FLAGS_name);
   options.hold = absl::GetFlag(FLAGS_hold);
   options.file = absl::GetFlag(FLAGS_file);
+  options.ttl = absl::GetFlag(FLAGS_ttl);
+  options.detach = absl::GetFlag(FLAGS_detach);
+  if (options.ttl < absl::ZeroDuration()) {
+    return UsageError("--ttl must not be negative");
+  }
+  // A detached buffer needs nobody to wait: unless --hold says otherwise,
+  // return at once and leave it to its lease.
+  if (options.detach && options.hold == absl::InfiniteDuration()) {
+    options.hold = absl::ZeroDuration();
+  }
   if (std::string b = absl::GetFlag(FLAGS_backing); !b.empty()) {
     auto backing = shmbroker::client::ParseBacking(b);
     if (!backing.ok())
@@ -94,7 +117,12 @@ int main(int argc, char** argv) {
   sigemptyset(&options.stop_signals);
   sigaddset(&options.stop_signals, SIGINT);
   sigaddset(&options.stop_signals, SIGTERM);
+  sigaddset(&options.stop_signals, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &options.stop_signals, nullptr);
+  // A lost lease ends a hold at once (the command then reports it).
+  options.connect.on_lease_lost = [](uint64_t, const absl::Status&) {
+    ::kill(::getpid(), SIGUSR2);
+  };
 
   auto want = [&](size_t n, const char* what) {
     return operands.size() == n
@@ -125,6 +153,20 @@ int main(int argc, char** argv) {
   } else if (command == "health") {
     if (int rc = want(0, "no arguments")) return rc;
     status = shmbroker::cli::Health(options);
+  } else if (command == "leases") {
+    if (int rc = want(0, "no arguments")) return rc;
+    status = shmbroker::cli::Leases(options);
+  } else if (command == "revoke") {
+    if (int rc = want(1, "one LEASE_ID")) return rc;
+    uint64_t id = 0;
+    if (!absl::SimpleAtoi(operands[0], &id) || id == 0) {
+      return UsageError(absl::StrCat("bad LEASE_ID \"", operands[0],
+                                     "\": a positive number"));
+    }
+    status = shmbroker::cli::Revoke(options, id);
+  } else if (command == "release") {
+    if (int rc = want(1, "one NAME")) return rc;
+    status = shmbroker::cli::Release(options, operands[0]);
   } else {
     return UsageError(absl::StrCat("unknown command \"", command, "\""));
   }

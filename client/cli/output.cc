@@ -30,6 +30,25 @@ nlohmann::json BufferJson(const client::BufferInfo& info) {
   };
 }
 
+namespace {
+
+nlohmann::json LatencyJson(const client::LatencySummary& latency) {
+  return {{"samples", latency.samples},
+          {"p50_seconds", absl::ToDoubleSeconds(latency.p50)},
+          {"p99_seconds", absl::ToDoubleSeconds(latency.p99)},
+          {"max_seconds", absl::ToDoubleSeconds(latency.max)}};
+}
+
+std::string LatencyText(const client::LatencySummary& latency) {
+  if (latency.samples == 0) return "no samples yet";
+  return absl::StrFormat("p50 %s, p99 %s, max %s over %d",
+                         absl::FormatDuration(latency.p50),
+                         absl::FormatDuration(latency.p99),
+                         absl::FormatDuration(latency.max), latency.samples);
+}
+
+}  // namespace
+
 nlohmann::json StatusJson(const client::DaemonStatus& status) {
   return {
       {"capacity_bytes", status.capacity_bytes},
@@ -37,9 +56,49 @@ nlohmann::json StatusJson(const client::DaemonStatus& status) {
       {"buffers", status.buffers},
       {"clients", status.clients},
       {"holds", status.holds},
+      {"leases", status.leases},
+      {"detached_leases", status.detached_leases},
+      {"connection_close_reclaim",
+       LatencyJson(status.connection_close_reclaim)},
+      {"lease_expiry_reclaim", LatencyJson(status.lease_expiry_reclaim)},
       {"version", status.version},
       {"started_unix_seconds", absl::ToUnixSeconds(status.started)},
   };
+}
+
+nlohmann::json LeasesJson(const std::vector<client::LeaseInfo>& leases) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const client::LeaseInfo& l : leases) {
+    list.push_back({{"id", l.id},
+                    {"ttl_seconds", absl::ToDoubleSeconds(l.ttl)},
+                    {"granted_ttl_seconds", absl::ToDoubleSeconds(l.granted_ttl)},
+                    {"detached", l.detached},
+                    {"holds", l.holds},
+                    {"client_pid", l.owner_pid},
+                    {"owner_uid", l.owner_uid},
+                    {"connection_default", l.connection_default},
+                    {"connected", l.connected}});
+  }
+  return {{"leases", list}};
+}
+
+std::vector<std::vector<std::string>> LeaseRows(
+    const std::vector<client::LeaseInfo>& leases) {
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "TTL", "GRANTED", "KIND", "HOLDS", "PID", "UID"}};
+  for (const client::LeaseInfo& l : leases) {
+    const char* kind = l.detached             ? "detached"
+                       : l.connection_default ? "default"
+                                              : "attached";
+    rows.push_back({absl::StrCat(l.id),
+                    absl::FormatDuration(absl::Trunc(l.ttl, absl::Milliseconds(1))),
+                    absl::FormatDuration(l.granted_ttl), kind,
+                    absl::StrCat(l.holds),
+                    l.connected ? absl::StrCat(l.owner_pid)
+                                : absl::StrCat(l.owner_pid, " (exited)"),
+                    absl::StrCat(l.owner_uid)});
+  }
+  return rows;
 }
 
 nlohmann::json TenantsJson(const std::vector<client::TenantUsage>& tenants) {
@@ -122,6 +181,10 @@ std::string StatusText(const client::DaemonStatus& status) {
       {"buffers", absl::StrCat(status.buffers)},
       {"clients", absl::StrCat(status.clients)},
       {"holds", absl::StrCat(status.holds)},
+      {"leases", absl::StrFormat("%d (%d detached)", status.leases,
+                                 status.detached_leases)},
+      {"reclaim after close", LatencyText(status.connection_close_reclaim)},
+      {"reclaim after expiry", LatencyText(status.lease_expiry_reclaim)},
       {"version", status.version},
   });
 }

@@ -17,6 +17,9 @@ nlohmann::json StatusJson(const client::DaemonStatus& status);
 nlohmann::json TenantsJson(const std::vector<client::TenantUsage>& tenants);
 std::vector<std::vector<std::string>> TenantRows(
     const std::vector<client::TenantUsage>& tenants);
+nlohmann::json LeasesJson(const std::vector<client::LeaseInfo>& leases);
+std::vector<std::vector<std::string>> LeaseRows(
+    const std::vector<client::LeaseInfo>& leases);
 
 // A table with a header row and left-aligned columns.
 std::string Table(const std::vector<std::vector<std::string>>& rows);

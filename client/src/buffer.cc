@@ -8,10 +8,11 @@
 
 namespace shmbroker::client {
 
-Buffer::Buffer(std::shared_ptr<Connection> connection, BufferInfo info, int fd,
-               Mapping mapping)
+Buffer::Buffer(std::shared_ptr<Connection> connection, BufferInfo info,
+               uint64_t lease_id, int fd, Mapping mapping)
     : connection_(std::move(connection)),
       info_(std::move(info)),
+      lease_id_(lease_id),
       fd_(fd),
       mapping_(std::move(mapping)) {}
 
@@ -19,10 +20,11 @@ Buffer& Buffer::operator=(Buffer&& other) noexcept {
   if (this != &other) {
     if (connection_ != nullptr) {
       CloseLocal();
-      std::exchange(connection_, nullptr)->ReleaseAsync(info_.handle);
+      std::exchange(connection_, nullptr)->ReleaseAsync(info_.handle, lease_id_);
     }
     connection_ = std::exchange(other.connection_, nullptr);
     info_ = std::move(other.info_);
+    lease_id_ = other.lease_id_;
     fd_ = std::exchange(other.fd_, -1);
     mapping_ = std::move(other.mapping_);
   }
@@ -32,7 +34,7 @@ Buffer& Buffer::operator=(Buffer&& other) noexcept {
 Buffer::~Buffer() {
   if (connection_ == nullptr) return;
   CloseLocal();
-  connection_->ReleaseAsync(info_.handle);
+  connection_->ReleaseAsync(info_.handle, lease_id_);
 }
 
 void Buffer::CloseLocal() {
@@ -47,7 +49,20 @@ absl::Status Buffer::Release() {
   }
   CloseLocal();
   std::shared_ptr<Connection> connection = std::exchange(connection_, nullptr);
-  return connection->ReleaseSync(info_.handle).status();
+  return connection->ReleaseSync(info_.handle, "", lease_id_).status();
+}
+
+absl::Status Buffer::lease_status() const {
+  if (connection_ == nullptr) {
+    return absl::FailedPreconditionError("buffer already released");
+  }
+  return connection_->LeaseStatus(lease_id_);
+}
+
+void Buffer::Disown() {
+  if (connection_ == nullptr) return;
+  CloseLocal();
+  connection_ = nullptr;
 }
 
 }  // namespace shmbroker::client

@@ -64,13 +64,15 @@ absl::StatusOr<Buffer> Client::MakeBuffer(const Response& response) {
   absl::StatusOr<UniqueFd> fd =
       connection_->TakeFd(response.grant().grant_id());
   if (!fd.ok()) {
-    connection_->ReleaseAsync(response.buffer().handle());
+    connection_->ReleaseAsync(response.buffer().handle(),
+                              response.grant().lease_id());
     return fd.status();
   }
   const bool writable = response.grant().mode() == v1::ACCESS_MODE_READ_WRITE;
   const int raw_fd = fd->get();
   // The Buffer owns fd and hold from here on, so a failed map releases both.
-  Buffer buffer(connection_, FromProto(response.buffer()), fd->release(), {});
+  Buffer buffer(connection_, FromProto(response.buffer()),
+                response.grant().lease_id(), fd->release(), {});
   absl::StatusOr<Mapping> mapping = Mapping::Map(
       raw_fd, response.grant().offset(), response.buffer().size(), writable);
   if (!mapping.ok()) return mapping.status();
@@ -83,6 +85,7 @@ absl::StatusOr<Buffer> Client::Allocate(const AllocateOptions& options) {
   request.set_size(options.size);
   request.set_name(options.name);
   request.set_backing(ToProto(options.backing));
+  request.set_lease_id(options.lease_id);
   for (const ShareRule& rule : options.share) {
     v1::ShareRule* r = request.add_share();
     r->set_scope(rule.scope == ShareRule::Scope::kUid   ? v1::SHARE_SCOPE_UID
@@ -103,10 +106,12 @@ absl::StatusOr<Buffer> Client::Allocate(const AllocateOptions& options) {
   return MakeBuffer(response);
 }
 
-absl::StatusOr<Buffer> Client::Attach(const std::string& name, Access access) {
+absl::StatusOr<Buffer> Client::Attach(const std::string& name, Access access,
+                                      uint64_t lease_id) {
   v1::AttachRequest request;
   request.set_name(name);
   request.set_mode(ToProto(access));
+  request.set_lease_id(lease_id);
   return AttachWith(request);
 }
 
@@ -130,7 +135,11 @@ absl::StatusOr<Buffer> Client::AttachWith(const v1::AttachRequest& request) {
 }
 
 absl::StatusOr<uint32_t> Client::Release(uint64_t handle) {
-  return connection_->ReleaseSync(handle);
+  return connection_->ReleaseSync(handle, "", 0);
+}
+
+absl::StatusOr<uint32_t> Client::ReleaseByName(const std::string& name) {
+  return connection_->ReleaseSync(0, name, 0);
 }
 
 absl::StatusOr<BufferInfo> Client::Describe(const std::string& name) {
@@ -185,6 +194,14 @@ absl::StatusOr<DaemonStatus> Client::Status() {
   for (const v1::TenantUsage& t : response.tenants()) {
     status.tenants.push_back({t.uid(), t.allocated_bytes(), t.buffers()});
   }
+  status.leases = response.leases();
+  status.detached_leases = response.detached_leases();
+  auto latency = [](const v1::ReclaimLatency& l) {
+    return LatencySummary{l.samples(), FromProto(l.p50()), FromProto(l.p99()),
+                          FromProto(l.max())};
+  };
+  status.connection_close_reclaim = latency(response.connection_close_reclaim());
+  status.lease_expiry_reclaim = latency(response.lease_expiry_reclaim());
   return status;
 }
 
@@ -199,6 +216,83 @@ absl::StatusOr<bool> Client::Serving() {
     return s;
   }
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+uint64_t Client::default_lease() const {
+  return connection_->default_lease();
+}
+
+absl::StatusOr<LeaseInfo> Client::GrantLease(absl::Duration ttl,
+                                             bool detached) {
+  v1::GrantLeaseRequest request;
+  const int64_t nanos = absl::ToInt64Nanoseconds(ttl);
+  request.mutable_ttl()->set_seconds(nanos / 1000000000);
+  request.mutable_ttl()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+  request.set_detached(detached);
+  grpc::ClientContext ctx;
+  connection_->Prepare(&ctx);
+  v1::GrantLeaseResponse response;
+  if (absl::Status s = connection_->ToStatus(
+          connection_->stub().GrantLease(&ctx, request, &response));
+      !s.ok()) {
+    return s;
+  }
+  LeaseInfo lease = FromProto(response.lease());
+  if (LeaseKeeper* keeper = connection_->keeper()) {
+    keeper->Track(lease.id, lease.granted_ttl);
+  }
+  return lease;
+}
+
+absl::StatusOr<uint64_t> Client::RevokeLease(uint64_t lease_id) {
+  v1::RevokeLeaseRequest request;
+  request.set_lease_id(lease_id);
+  grpc::ClientContext ctx;
+  connection_->Prepare(&ctx);
+  v1::RevokeLeaseResponse response;
+  if (absl::Status s = connection_->ToStatus(
+          connection_->stub().RevokeLease(&ctx, request, &response));
+      !s.ok()) {
+    return s;
+  }
+  if (LeaseKeeper* keeper = connection_->keeper()) keeper->Forget(lease_id);
+  return response.bytes_reclaimed();
+}
+
+absl::StatusOr<LeaseInfo> Client::LeaseTimeToLive(uint64_t lease_id) {
+  v1::LeaseTimeToLiveRequest request;
+  request.set_lease_id(lease_id);
+  grpc::ClientContext ctx;
+  connection_->Prepare(&ctx);
+  v1::LeaseTimeToLiveResponse response;
+  if (absl::Status s = connection_->ToStatus(
+          connection_->stub().LeaseTimeToLive(&ctx, request, &response));
+      !s.ok()) {
+    return s;
+  }
+  LeaseInfo lease = FromProto(response.lease());
+  for (const v1::LeaseHold& hold : response.holds()) {
+    lease.holds_by_buffer.emplace_back(hold.handle(), hold.count());
+  }
+  return lease;
+}
+
+absl::StatusOr<std::vector<LeaseInfo>> Client::ListLeases() {
+  std::vector<LeaseInfo> out;
+  v1::ListLeasesRequest request;
+  do {
+    grpc::ClientContext ctx;
+    connection_->Prepare(&ctx);
+    v1::ListLeasesResponse response;
+    if (absl::Status s = connection_->ToStatus(
+            connection_->stub().ListLeases(&ctx, request, &response));
+        !s.ok()) {
+      return s;
+    }
+    for (const v1::Lease& l : response.leases()) out.push_back(FromProto(l));
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+  return out;
 }
 
 }  // namespace shmbroker::client

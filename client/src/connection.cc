@@ -54,6 +54,14 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
       grpc::CreateCustomChannel(absl::StrCat("unix:", c->socket_path_),
                                 grpc::InsecureChannelCredentials(), args);
   c->stub_ = v1::Broker::NewStub(c->channel_);
+  if (options.open_session) {
+    Connection* raw = c.get();  // the keeper dies first, inside *c
+    c->keeper_ = std::make_unique<LeaseKeeper>(
+        c->stub_.get(),
+        [raw](grpc::ClientContext* ctx) { raw->PrepareStream(ctx); },
+        options.on_lease_lost);
+    c->keeper_->Track(c->default_lease_, absl::ZeroDuration());
+  }
   return c;
 }
 
@@ -93,7 +101,18 @@ absl::Status Connection::Handshake() {
         "unexpected greeting on ", path, ": not a shmbrokerd of this version"));
   }
   token_hex_ = fdchannel::TokenToHex(hello.token);
+  default_lease_ = hello.handle;
   return absl::OkStatus();
+}
+
+void Connection::PrepareStream(grpc::ClientContext* ctx) const {
+  if (!token_hex_.empty()) {
+    ctx->AddMetadata(fdchannel::kSessionMetadataKey, token_hex_);
+  }
+}
+
+absl::Status Connection::LeaseStatus(uint64_t lease) const {
+  return keeper_ == nullptr ? absl::OkStatus() : keeper_->LeaseStatus(lease);
 }
 
 void Connection::Prepare(grpc::ClientContext* ctx) const {
@@ -161,8 +180,9 @@ absl::StatusOr<UniqueFd> Connection::TakeFd(uint64_t grant_id) {
   }
 }
 
-void Connection::ReleaseAsync(uint64_t handle) {
-  Frame frame = fdchannel::MakeFrame(FrameType::kRelease, handle);
+void Connection::ReleaseAsync(uint64_t handle, uint64_t lease) {
+  if (!LeaseStatus(lease).ok()) return;
+  Frame frame = fdchannel::MakeFrame(FrameType::kRelease, handle, lease);
   if (fd_channel_.valid() &&
       fdchannel::SendFrame(fd_channel_.get(), frame, -1, MSG_DONTWAIT) ==
           static_cast<ssize_t>(sizeof(frame))) {
@@ -170,15 +190,20 @@ void Connection::ReleaseAsync(uint64_t handle) {
     return;
   }
   // A full channel (or a daemon that is gone): ask over gRPC instead; if that
-  // fails too, the hold goes when this connection closes.
-  ReleaseSync(handle).IgnoreError();
+  // fails too, the hold goes when its lease ends.
+  ReleaseSync(handle, "", lease).IgnoreError();
 }
 
-absl::StatusOr<uint32_t> Connection::ReleaseSync(uint64_t handle) {
+absl::StatusOr<uint32_t> Connection::ReleaseSync(uint64_t handle,
+                                                 const std::string& name,
+                                                 uint64_t lease) {
+  if (absl::Status lost = LeaseStatus(lease); !lost.ok()) return lost;
   grpc::ClientContext ctx;
   Prepare(&ctx);
   v1::ReleaseRequest request;
   request.set_handle(handle);
+  request.set_name(name);
+  request.set_lease_id(lease);
   v1::ReleaseResponse response;
   if (absl::Status s = ToStatus(stub_->Release(&ctx, request, &response));
       !s.ok()) {
@@ -211,6 +236,27 @@ BufferInfo FromProto(const v1::Buffer& b) {
   }
   info.shm_name = b.shm_name();
   info.charged_bytes = b.charged_bytes();
+  return info;
+}
+
+absl::Duration FromProto(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+LeaseInfo FromProto(const v1::Lease& l) {
+  LeaseInfo info;
+  info.id = l.id();
+  info.ttl = FromProto(l.ttl());
+  info.granted_ttl = FromProto(l.granted_ttl());
+  info.detached = l.detached();
+  info.connection_default = l.connection_default();
+  info.holds = l.holds();
+  info.owner_pid = l.owner_pid();
+  info.owner_uid = l.owner_uid();
+  info.owner_gid = l.owner_gid();
+  info.connected = l.connected();
+  info.granted = absl::FromUnixSeconds(l.granted().seconds()) +
+                 absl::Nanoseconds(l.granted().nanos());
   return info;
 }
 

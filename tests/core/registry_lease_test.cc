@@ -178,9 +178,17 @@ TEST_F(RegistryLeaseTest, LeasesOfAConnectionAreItsOwnUnlessDetached) {
   EXPECT_THAT(registry_->KeepAlive(bob, detached),
               StatusIs(Code::kPermissionDenied, _));
   // Root sees every lease; a uid sees its own.
-  EXPECT_EQ(registry_->ListLeases(kRootId).size(), 5u);
-  EXPECT_EQ(registry_->ListLeases(kAlice2).size(), 4u);
-  EXPECT_EQ(registry_->ListLeases(kBob).size(), 1u);
+  bool more = true;
+  EXPECT_EQ(registry_->ListLeases(kRootId, 0, 100, &more).size(), 5u);
+  EXPECT_FALSE(more);
+  EXPECT_EQ(registry_->ListLeases(kAlice2, 0, 100, &more).size(), 4u);
+  EXPECT_EQ(registry_->ListLeases(kBob, 0, 100, &more).size(), 1u);
+  std::vector<LeaseInfo> page = registry_->ListLeases(kAlice2, 0, 3, &more);
+  ASSERT_EQ(page.size(), 3u);
+  EXPECT_TRUE(more);
+  page = registry_->ListLeases(kAlice2, page.back().id, 3, &more);
+  EXPECT_EQ(page.size(), 1u);
+  EXPECT_FALSE(more);
   EXPECT_THAT(registry_->LeaseTimeToLive(kBob, bob, attached),
               StatusIs(Code::kPermissionDenied, HasSubstr("may not inspect")));
 }

@@ -21,7 +21,7 @@ using ::testing::HasSubstr;
 class BadInputTest : public DaemonTest {
  protected:
   std::vector<std::string> DaemonFlags() override {
-    return {"--capacity=1MiB", "--max_holds_per_client=8"};
+    return {"--capacity=1MiB", "--max_holds_per_lease=8"};
   }
 
   void TearDown() override {
@@ -148,7 +148,7 @@ TEST_F(BadInputTest, ReleasingAnotherClientsHoldIsPermissionDenied) {
   EXPECT_EQ((*other)->Describe("theirs")->holders, 1u);
 }
 
-TEST_F(BadInputTest, HoldLimitPerClientIsResourceExhausted) {
+TEST_F(BadInputTest, HoldLimitPerLeaseIsResourceExhausted) {
   std::vector<client::Buffer> held;
   for (int i = 0; i < 8; ++i) {
     auto b = client_->Allocate({1, "", client::Backing::kMemfd, {}});
@@ -158,7 +158,7 @@ TEST_F(BadInputTest, HoldLimitPerClientIsResourceExhausted) {
   std::string message;
   EXPECT_EQ(AllocateCode(1, "", &message),
             absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(message, HasSubstr("max_holds_per_client"));
+  EXPECT_THAT(message, HasSubstr("max_holds_per_lease"));
 }
 
 TEST_F(BadInputTest, GarbageOnTheFdChannelClosesOnlyThatConnection) {

@@ -472,6 +472,11 @@ CONTRACT_FAMILIES = {
     "shmbroker_open_fds": "gauge",
     "shmbroker_max_fds": "gauge",
     "shmbroker_rpc_duration_seconds": "histogram",
+    "shmbroker_leases": "gauge",
+    "shmbroker_leases_granted_total": "counter",
+    "shmbroker_leases_ended_total": "counter",
+    "shmbroker_keepalives_total": "counter",
+    "shmbroker_lease_expiry_reclaim_latency_seconds": "histogram",
 }
 
 # No proxies: everything here is on 127.0.0.1, whatever $http_proxy says.

@@ -65,10 +65,17 @@ def structure_problems(expo):
     for fam in ("shmbroker_releases_total", "shmbroker_reclaims_total",
                 "shmbroker_reclaimed_bytes_total"):
         for labels in expo.select(fam):
-            if dict(labels).get("reason") not in ("release", "client_closed", "shutdown"):
+            if dict(labels).get("reason") not in RECLAIM_REASONS:
+                problems.append(f"{fam}: unexpected labels {dict(labels)}")
+    for labels in expo.select("shmbroker_leases_ended_total"):
+        if dict(labels).get("reason") not in LEASE_END_REASONS:
+            problems.append(f"shmbroker_leases_ended_total: unexpected labels {dict(labels)}")
+    for fam in ("shmbroker_leases", "shmbroker_leases_granted_total"):
+        for labels in expo.select(fam):
+            if dict(labels).get("detached") not in ("true", "false"):
                 problems.append(f"{fam}: unexpected labels {dict(labels)}")
     for labels in expo.select("shmbroker_client_connections_closed_total"):
-        if dict(labels).get("reason") not in ("hangup", "protocol_error", "shutdown"):
+        if dict(labels).get("reason") not in CLOSE_REASONS:
             problems.append(f"shmbroker_client_connections_closed_total: unexpected labels "
                             f"{dict(labels)}")
     for labels in expo.select("shmbroker_buffers"):
@@ -76,6 +83,11 @@ def structure_problems(expo):
         if d.get("backing") not in ("memfd", "posix") or d.get("kind") != "dedicated":
             problems.append(f"shmbroker_buffers: unexpected labels {d}")
     return problems
+
+
+RECLAIM_REASONS = ("release", "client_closed", "lease_expired", "lease_revoked", "shutdown")
+LEASE_END_REASONS = ("client_closed", "lease_expired", "lease_revoked", "shutdown")
+CLOSE_REASONS = ("hangup", "protocol_error", "lease_ended", "shutdown")
 
 
 def body():
@@ -100,18 +112,21 @@ def body():
              f"shmbroker_build_info{{version=\"{version}\"}} (version from `status --json`)")
     # docs/metrics.md: the series of known label values exist from the start, at 0.
     for fam, label, values in (
-            ("shmbroker_releases_total", "reason", ("release", "client_closed", "shutdown")),
-            ("shmbroker_reclaims_total", "reason", ("release", "client_closed", "shutdown")),
-            ("shmbroker_reclaimed_bytes_total", "reason", ("release", "client_closed", "shutdown")),
-            ("shmbroker_client_connections_closed_total", "reason",
-             ("hangup", "protocol_error", "shutdown")),
+            ("shmbroker_releases_total", "reason", RECLAIM_REASONS),
+            ("shmbroker_reclaims_total", "reason", RECLAIM_REASONS),
+            ("shmbroker_reclaimed_bytes_total", "reason", RECLAIM_REASONS),
+            ("shmbroker_client_connections_closed_total", "reason", CLOSE_REASONS),
+            ("shmbroker_leases_ended_total", "reason", LEASE_END_REASONS),
+            ("shmbroker_leases_granted_total", "detached", ("true", "false")),
+            ("shmbroker_leases", "detached", ("true", "false")),
             ("shmbroker_buffers", "backing", ("memfd", "posix"))):
         for v in values:
             extra = {"kind": "dedicated"} if fam == "shmbroker_buffers" else {}
             check_eq(e0.get(fam, **{label: v}, **extra), 0,
                      f'{fam}{{{label}="{v}"}} on a fresh daemon (must exist, at 0)')
     for fam in ("shmbroker_client_deaths_total", "shmbroker_client_connections_opened_total",
-                "shmbroker_reclaim_latency_seconds_count"):
+                "shmbroker_reclaim_latency_seconds_count", "shmbroker_keepalives_total",
+                "shmbroker_lease_expiry_reclaim_latency_seconds_count"):
         check_eq(e0.get(fam), 0, f"{fam} on a fresh daemon (must exist, at 0)")
     check(e0.value("shmbroker_open_fds") > 0, "shmbroker_open_fds must be > 0")
     check_ge(e0.value("shmbroker_max_fds"), e0.value("shmbroker_open_fds"),
@@ -276,6 +291,36 @@ def body():
 
     e2 = poll_until(resident, timeout=20,
                     what="shmbroker_resident_bytes to cover 256KiB written by `put`")
+
+    # --- leases: a detached buffer outlives its CLI, then expires -------------
+    before = d.scrape()
+    d.cli_ok("alloc", "64KiB", "--name=obs-detached", "--detach", "--ttl=1s")
+    allocated_before_expiry = before.value("shmbroker_allocated_bytes")
+
+    def expired():
+        e = d.scrape()
+        if (e.value("shmbroker_leases_ended_total", reason="lease_expired") >= 1 and
+                e.value("shmbroker_allocated_bytes") == allocated_before_expiry):
+            return e
+        fail(f'leases_ended{{reason="lease_expired"}}='
+             f'{e.value("shmbroker_leases_ended_total", reason="lease_expired")}, '
+             f'allocated_bytes={e.value("shmbroker_allocated_bytes")}')
+
+    e3 = poll_until(expired, timeout=20, what="the detached lease to expire")
+    check_eq(e3.value("shmbroker_leases_granted_total", detached="true") -
+             before.value("shmbroker_leases_granted_total", detached="true"), 1,
+             'shmbroker_leases_granted_total{detached="true"} after one --detach')
+    check_eq(e3.value("shmbroker_reclaims_total", reason="lease_expired"), 1,
+             'shmbroker_reclaims_total{reason="lease_expired"}')
+    check_eq(check_histogram(e3, "shmbroker_lease_expiry_reclaim_latency_seconds"), 1,
+             "shmbroker_lease_expiry_reclaim_latency_seconds_count")
+    # Every live holder is a connection with a default lease, renewed by its
+    # library (the CLI processes holding buffers renew at about TTL/3).
+    check_eq(e3.value("shmbroker_leases", detached="false"),
+             e3.value("shmbroker_client_connections"),
+             'shmbroker_leases{detached="false"} (one default lease per connection)')
+    check_ge(e3.value("shmbroker_keepalives_total"), 1, "shmbroker_keepalives_total")
+    e2 = e3
 
     # --- the exposition as a whole -------------------------------------------
     problems = structure_problems(e2)

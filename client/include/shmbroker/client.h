@@ -1,11 +1,17 @@
 // shmbroker::Client: a connection to shmbrokerd.
 //
 // Connect() opens the fd channel (which is also this process's client
-// connection: when the process exits or dies, the daemon drops its holds) and
-// a gRPC channel to the daemon's socket. Allocate/Attach return mapped
-// Buffers. Errors are absl::Status with the daemon's message (e.g.
-// RESOURCE_EXHAUSTED "over capacity: ..."); UNAVAILABLE when no daemon
-// answers. Thread-safe: one Client may serve many threads.
+// connection: when the process exits or dies, the daemon ends its leases and
+// drops their holds) and a gRPC channel to the daemon's socket.
+// Allocate/Attach return mapped Buffers, held under the connection's default
+// lease or one from GrantLease. A background thread keeps every lease alive
+// (KeepAlive at about TTL/3) for as long as the Client or any of its Buffers
+// lives; a lease the daemon ends anyway (this process was stopped past the
+// TTL, or someone revoked it) is reported through
+// ClientOptions::on_lease_lost and by its Buffers (Buffer::lease_status).
+// Errors are absl::Status with the daemon's message (e.g. RESOURCE_EXHAUSTED
+// "over capacity: ..."); UNAVAILABLE when no daemon answers. Thread-safe:
+// one Client may serve many threads.
 //
 //   auto client = shmbroker::Client::Connect();
 //   auto buffer = (*client)->Allocate({.size = 1 << 20, .name = "frames"});
@@ -13,6 +19,7 @@
 #ifndef SHMBROKER_CLIENT_CLIENT_H_
 #define SHMBROKER_CLIENT_CLIENT_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +44,11 @@ struct ClientOptions {
   // Open the fd channel (a client connection). Without it only Ping,
   // Describe, List and Status work; Allocate and Attach need it.
   bool open_session = true;
+  // Called (on the lease-keeping thread) once for each lease the daemon
+  // ended while this client still wanted it, e.g. NOT_FOUND "lease 7 expired
+  // (not renewed within its TTL) at ...". Must not block for long.
+  std::function<void(uint64_t lease_id, const absl::Status& why)>
+      on_lease_lost;
 };
 
 class Client {
@@ -51,13 +63,33 @@ class Client {
 
   absl::Status Ping();
   absl::StatusOr<Buffer> Allocate(const AllocateOptions& options);
+  // Adds a hold under `lease_id` (0: the connection's default lease).
   absl::StatusOr<Buffer> Attach(const std::string& name,
-                                Access access = Access::kDefault);
+                                Access access = Access::kDefault,
+                                uint64_t lease_id = 0);
   absl::StatusOr<Buffer> AttachHandle(uint64_t handle,
                                       Access access = Access::kDefault);
-  // Drops one hold this connection owns on `handle` (e.g. one kept by a
-  // Buffer whose ownership was given up); returns the holders left.
+  // Drops one hold on `handle`: one of this connection's (e.g. one kept by a
+  // Buffer that was Disown()ed), else one under a detached lease of this
+  // uid. Returns the holders left.
   absl::StatusOr<uint32_t> Release(uint64_t handle);
+  // The same by buffer name.
+  absl::StatusOr<uint32_t> ReleaseByName(const std::string& name);
+
+  // Grants a lease (TTL zero: the daemon's default; others are clamped to
+  // its bounds) and keeps it alive from now on. A detached lease outlives
+  // this connection: after the process exits it lasts its TTL, so a
+  // consumer can attach what it holds (the handoff).
+  absl::StatusOr<LeaseInfo> GrantLease(absl::Duration ttl,
+                                       bool detached = false);
+  // Ends a lease now (its owner's uid or root); returns the bytes reclaimed.
+  absl::StatusOr<uint64_t> RevokeLease(uint64_t lease_id);
+  // A lease with its remaining TTL and holds (0: the default lease).
+  absl::StatusOr<LeaseInfo> LeaseTimeToLive(uint64_t lease_id);
+  // The leases of this uid (all of them for root).
+  absl::StatusOr<std::vector<LeaseInfo>> ListLeases();
+  // This connection's default lease id (0 without a session).
+  uint64_t default_lease() const;
   absl::StatusOr<BufferInfo> Describe(const std::string& name);
   // Every buffer this process may see (all pages).
   absl::StatusOr<std::vector<BufferInfo>> List();

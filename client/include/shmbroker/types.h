@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -55,6 +56,14 @@ struct TenantUsage {
   uint64_t buffers = 0;
 };
 
+// Percentiles over the daemon's most recent reclaims.
+struct LatencySummary {
+  uint64_t samples = 0;
+  absl::Duration p50;
+  absl::Duration p99;
+  absl::Duration max;
+};
+
 struct DaemonStatus {
   uint64_t capacity_bytes = 0;
   uint64_t allocated_bytes = 0;
@@ -64,6 +73,29 @@ struct DaemonStatus {
   std::string version;
   absl::Time started;
   std::vector<TenantUsage> tenants;  // largest first
+  uint64_t leases = 0;
+  uint64_t detached_leases = 0;
+  // From noticing a closed client connection to its memory being free.
+  LatencySummary connection_close_reclaim;
+  // From a lease's deadline to its memory being free.
+  LatencySummary lease_expiry_reclaim;
+};
+
+// A lease (docs/api.md, "Leases").
+struct LeaseInfo {
+  uint64_t id = 0;
+  absl::Duration ttl;          // remaining
+  absl::Duration granted_ttl;  // restored by each renewal
+  bool detached = false;
+  bool connection_default = false;
+  uint64_t holds = 0;
+  pid_t owner_pid = 0;
+  uid_t owner_uid = 0;
+  gid_t owner_gid = 0;
+  bool connected = false;  // its client connection is still open
+  absl::Time granted;
+  // LeaseTimeToLive only: (buffer handle, count) of each hold under it.
+  std::vector<std::pair<uint64_t, uint32_t>> holds_by_buffer;
 };
 
 struct AllocateOptions {
@@ -71,6 +103,9 @@ struct AllocateOptions {
   std::string name;  // optional
   Backing backing = Backing::kDefault;
   std::vector<ShareRule> share;  // empty: owner's uid (and root) only
+  // The lease to hold it under (from Client::GrantLease); 0: the
+  // connection's default lease.
+  uint64_t lease_id = 0;
 };
 
 }  // namespace shmbroker::client

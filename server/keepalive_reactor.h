@@ -1,0 +1,55 @@
+// KeepAliveReactor: one KeepAlive stream. Reads a request, renews the lease,
+// writes the answer, then reads the next: one message in flight, so a
+// flooding client occupies one handler at a time and is cut off beyond
+// --keepalive_max_per_second (a token bucket with a one-second burst).
+// Failures for one lease are answered in that lease's response and the
+// stream goes on. Owned by gRPC; deletes itself when done.
+#ifndef SHMBROKER_SERVER_KEEPALIVE_REACTOR_H_
+#define SHMBROKER_SERVER_KEEPALIVE_REACTOR_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "core/registry.h"
+#include "server/fd_channel.h"
+#include "server/metrics.h"
+#include "shmbroker/v1/broker.grpc.pb.h"
+
+namespace shmbroker {
+
+class KeepAliveReactor final
+    : public grpc::ServerBidiReactor<v1::KeepAliveRequest,
+                                     v1::KeepAliveResponse> {
+ public:
+  // With a non-OK `setup` (the caller could not be resolved), the stream
+  // ends at once with it.
+  KeepAliveReactor(Registry* registry, Metrics* metrics,
+                   std::shared_ptr<Session> session, Identity caller,
+                   absl::Status setup, uint32_t max_per_second);
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnDone() override;
+
+ private:
+  // Takes one token; false when the stream is over its rate.
+  bool TakeToken();
+  void Renew();
+
+  Registry* const registry_;
+  Metrics* const metrics_;
+  const std::shared_ptr<Session> session_;
+  const Identity caller_;
+  const double max_per_second_;
+  double tokens_;
+  absl::Time refilled_;
+  v1::KeepAliveRequest request_;
+  v1::KeepAliveResponse response_;
+};
+
+}  // namespace shmbroker
+
+#endif  // SHMBROKER_SERVER_KEEPALIVE_REACTOR_H_

@@ -1,0 +1,81 @@
+#include "server/lease_sweeper.h"
+
+#include <algorithm>
+
+#include "server/logging.h"
+
+namespace shmbroker {
+
+LeaseSweeper::LeaseSweeper(Registry* registry, FdChannel* fd_channel,
+                           Metrics* metrics, ReclaimLatencies* latencies,
+                           size_t batch)
+    : registry_(registry),
+      fd_channel_(fd_channel),
+      metrics_(metrics),
+      latencies_(latencies),
+      batch_(batch),
+      max_sleep_(std::min(registry->options().leases.min_ttl / 2,
+                          absl::Seconds(1))) {}
+
+LeaseSweeper::~LeaseSweeper() { Stop(); }
+
+void LeaseSweeper::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void LeaseSweeper::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    wake_.Signal();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void LeaseSweeper::Run() {
+  for (;;) {
+    // New leases are due at least min_ttl from now, and we look again
+    // within max_sleep_ < min_ttl, so no deadline is missed.
+    const absl::Time now = absl::Now();
+    absl::Time until = now + max_sleep_;
+    if (std::optional<absl::Time> next = registry_->NextLeaseDeadline()) {
+      until = std::min(until, *next);
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      while (!stopping_ && absl::Now() < until) {
+        wake_.WaitWithDeadline(&mu_, until);
+      }
+      if (stopping_) return;
+    }
+    SweepDue();
+  }
+}
+
+void LeaseSweeper::SweepDue() {
+  CloseResult step;
+  do {
+    step = registry_->ExpireLeases(batch_);
+    // The memory of what expired was closed inside ExpireLeases, unlocked.
+    const absl::Time freed = absl::Now();
+    for (absl::Time deadline : step.expired_deadlines) {
+      const absl::Duration latency = freed - deadline;
+      latencies_->lease_expiry.Add(latency);
+      metrics_->LeaseExpiryReclaimed(latency);
+    }
+    for (ClientId client : step.clients_closed) {
+      fd_channel_->Hangup(client,
+                          "its default lease expired: the client stopped "
+                          "renewing it (hung, stopped, or too slow)");
+    }
+    if (step.leases_ended > 0) {
+      spdlog::info(
+          "expired {} leases: dropped {} holds, reclaimed {} buffers ({} "
+          "bytes)",
+          step.expired_deadlines.size(), step.holds_dropped,
+          step.buffers_reclaimed, step.bytes_reclaimed);
+    }
+  } while (step.more_due);
+}
+
+}  // namespace shmbroker

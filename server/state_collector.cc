@@ -1,0 +1,113 @@
+#include "server/state_collector.h"
+
+#include <dirent.h>
+#include <sys/resource.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace shmbroker {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily Gauge(std::string name, std::string help) {
+  return MetricFamily{std::move(name), std::move(help), MetricType::Gauge, {}};
+}
+
+void AddSample(MetricFamily& family, double value,
+               std::vector<ClientMetric::Label> labels = {}) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  m.gauge.value = value;
+  family.metric.push_back(std::move(m));
+}
+
+uint64_t OpenFds() {
+  uint64_t n = 0;
+  if (DIR* dir = ::opendir("/proc/self/fd")) {
+    while (const dirent* e = ::readdir(dir)) {
+      if (e->d_name[0] != '.') ++n;
+    }
+    ::closedir(dir);
+    --n;  // the directory stream's own fd
+  }
+  return n;
+}
+
+}  // namespace
+
+std::vector<MetricFamily> StateCollector::Collect() const {
+  const RegistryStats stats = registry_->Stats();
+  std::vector<MetricFamily> out;
+  out.push_back(Gauge("shmbroker_capacity_bytes",
+                      "Bytes the daemon may hand out in all (--capacity)."));
+  AddSample(out.back(), static_cast<double>(stats.capacity_bytes));
+  out.push_back(Gauge("shmbroker_allocated_bytes",
+                      "Bytes charged for live buffers (sizes rounded up to "
+                      "pages)."));
+  AddSample(out.back(), static_cast<double>(stats.allocated_bytes));
+  out.push_back(Gauge("shmbroker_resident_bytes",
+                      "Bytes of live buffers backed by memory pages."));
+  AddSample(out.back(), static_cast<double>(registry_->ResidentBytes()));
+  out.push_back(Gauge("shmbroker_buffers", "Live buffers."));
+  AddSample(out.back(), static_cast<double>(stats.memfd_buffers),
+            {{"backing", "memfd"}, {"kind", "dedicated"}});
+  AddSample(out.back(), static_cast<double>(stats.posix_buffers),
+            {{"backing", "posix"}, {"kind", "dedicated"}});
+  out.push_back(Gauge("shmbroker_holds", "Holds on live buffers."));
+  AddSample(out.back(), static_cast<double>(stats.holds));
+  out.push_back(Gauge("shmbroker_leases",
+                      "Live leases (connection defaults included), by "
+                      "whether they are detached."));
+  AddSample(out.back(),
+            static_cast<double>(stats.leases - stats.detached_leases),
+            {{"detached", "false"}});
+  AddSample(out.back(), static_cast<double>(stats.detached_leases),
+            {{"detached", "true"}});
+  out.push_back(Gauge("shmbroker_client_connections",
+                      "Open client connections (fd channels)."));
+  AddSample(out.back(), static_cast<double>(stats.clients));
+  AddTenants(out);
+  out.push_back(Gauge("shmbroker_open_fds", "Open file descriptors."));
+  AddSample(out.back(), static_cast<double>(OpenFds()));
+  rlimit limit{};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  out.push_back(
+      Gauge("shmbroker_max_fds", "Limit on open file descriptors."));
+  AddSample(out.back(), static_cast<double>(limit.rlim_cur));
+  return out;
+}
+
+// The largest tenants by bytes get a series each; the rest add up in
+// uid="other", so a host with many uids cannot blow up the cardinality.
+void StateCollector::AddTenants(std::vector<MetricFamily>& out) const {
+  MetricFamily bytes = Gauge("shmbroker_tenant_allocated_bytes",
+                             "Bytes charged per owner uid (the largest "
+                             "--metrics_max_tenants, then \"other\").");
+  MetricFamily buffers = Gauge("shmbroker_tenant_buffers",
+                               "Live buffers per owner uid (as "
+                               "shmbroker_tenant_allocated_bytes).");
+  double other_bytes = 0, other_buffers = 0;
+  std::vector<TenantUsage> tenants = registry_->Tenants();
+  for (size_t i = 0; i < tenants.size(); ++i) {
+    if (i < max_tenants_) {
+      std::vector<ClientMetric::Label> uid = {
+          {"uid", absl::StrCat(tenants[i].uid)}};
+      AddSample(bytes, static_cast<double>(tenants[i].allocated_bytes), uid);
+      AddSample(buffers, static_cast<double>(tenants[i].buffers), uid);
+    } else {
+      other_bytes += static_cast<double>(tenants[i].allocated_bytes);
+      other_buffers += static_cast<double>(tenants[i].buffers);
+    }
+  }
+  AddSample(bytes, other_bytes, {{"uid", "other"}});
+  AddSample(buffers, other_buffers, {{"uid", "other"}});
+  out.push_back(std::move(bytes));
+  out.push_back(std::move(buffers));
+}
+
+}  // namespace shmbroker

@@ -1,0 +1,34 @@
+// StateCollector: the daemon's state gauges (bytes, buffers, holds, leases,
+// connections, tenants, fds), read from the Registry when Prometheus scrapes,
+// so the hot path pays nothing for them. docs/metrics.md lists them.
+// Thread-safe (the Registry is).
+#ifndef SHMBROKER_SERVER_STATE_COLLECTOR_H_
+#define SHMBROKER_SERVER_STATE_COLLECTOR_H_
+
+#include <vector>
+
+#include "core/registry.h"
+#include "prometheus/collectable.h"
+#include "prometheus/metric_family.h"
+
+namespace shmbroker {
+
+class StateCollector : public prometheus::Collectable {
+ public:
+  // `registry` must outlive the collector; series per tenant beyond
+  // `max_tenants` add up in uid="other".
+  StateCollector(const Registry* registry, size_t max_tenants)
+      : registry_(registry), max_tenants_(max_tenants) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  void AddTenants(std::vector<prometheus::MetricFamily>& out) const;
+
+  const Registry* const registry_;
+  const size_t max_tenants_;
+};
+
+}  // namespace shmbroker
+
+#endif  // SHMBROKER_SERVER_STATE_COLLECTOR_H_
