@@ -27,7 +27,7 @@ namespace shmbroker {
 struct ServiceOptions {
   uint32_t list_default_page_size = 100;
   uint32_t list_max_page_size = 1000;
-  uint32_t keepalive_max_per_second = 100;
+  uint32_t keepalive_max_per_second = 1000;
   std::string version;
   absl::Time started;
 };

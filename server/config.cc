@@ -40,7 +40,7 @@ ABSL_FLAG(uint32_t, max_detached_leases_per_uid, 1024,
 ABSL_FLAG(uint32_t, lease_sweep_batch, 256,
           "leases expired per sweep step; the registry lock is released "
           "between steps so that a mass expiry does not stall calls");
-ABSL_FLAG(uint32_t, keepalive_max_per_second, 100,
+ABSL_FLAG(uint32_t, keepalive_max_per_second, 1000,
           "KeepAlive messages one stream may send per second (after a burst "
           "of as many); beyond that the stream ends with RESOURCE_EXHAUSTED");
 ABSL_FLAG(uint32_t, max_clients_per_uid, 256,

@@ -24,7 +24,7 @@ struct ServerConfig {
   std::string metrics_address = "127.0.0.1:9464";
   uint32_t metrics_max_tenants = 20;
   uint32_t lease_sweep_batch = 256;
-  uint32_t keepalive_max_per_second = 100;
+  uint32_t keepalive_max_per_second = 1000;
 };
 
 // Reads the flags parsed by absl::ParseCommandLine; INVALID_ARGUMENT names

@@ -50,22 +50,8 @@ class BadInputTest : public DaemonTest {
     return b.status().code();
   }
 
-  // A raw fd-channel connection, past the greeting; `token` gets the
-  // session token when given.
   int RawFdChannel(std::string* token = nullptr) {
-    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::string path = daemon_->socket() + ".fds";
-    std::strcpy(addr.sun_path, path.c_str());
-    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)),
-              0);
-    fdchannel::Frame hello;
-    auto got = fdchannel::RecvFrame(fd, &hello, 0);
-    EXPECT_EQ(got.bytes, static_cast<ssize_t>(sizeof(hello)));
-    EXPECT_EQ(hello.type, fdchannel::FrameType::kHello);
-    if (token != nullptr) *token = fdchannel::TokenToHex(hello.token);
-    return fd;
+    return ConnectRawFdChannel(daemon_->socket(), token);
   }
 
   // Reads what the daemon says after a protocol error: an error frame, then

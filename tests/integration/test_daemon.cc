@@ -1,11 +1,16 @@
 #include "tests/integration/test_daemon.h"
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+
+#include "common/fd_channel_protocol.h"
 
 namespace shmbroker::testing {
 
@@ -64,6 +69,22 @@ std::vector<std::string> TestDaemon::CliArgs(
 Finished TestDaemon::Cli(const std::vector<std::string>& args,
                          const std::string& input) const {
   return RunToEnd(CliArgs(args), input);
+}
+
+int ConnectRawFdChannel(const std::string& socket, std::string* token) {
+  int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string path = socket + ".fds";
+  std::strcpy(addr.sun_path, path.c_str());
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)),
+            0);
+  fdchannel::Frame hello;
+  auto got = fdchannel::RecvFrame(fd, &hello, 0);
+  EXPECT_EQ(got.bytes, static_cast<ssize_t>(sizeof(hello)));
+  EXPECT_EQ(hello.type, fdchannel::FrameType::kHello);
+  if (token != nullptr) *token = fdchannel::TokenToHex(hello.token);
+  return fd;
 }
 
 }  // namespace shmbroker::testing

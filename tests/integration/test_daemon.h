@@ -71,6 +71,10 @@ class DaemonTest : public ::testing::Test {
   std::unique_ptr<client::Client> client_;
 };
 
+// A raw fd-channel connection to the daemon at `socket`, past the greeting;
+// `token` gets the session token when given. The caller closes the fd.
+int ConnectRawFdChannel(const std::string& socket, std::string* token);
+
 inline const char* DaemonPath() { return SHMBROKERD_PATH; }
 inline const char* CliPath() { return SHMBROKER_CLI_PATH; }
 

@@ -1,0 +1,80 @@
+// lease_worker: a client process for the lease tests, to be killed at
+// awkward moments. Prints "ready" once it is in the state the test wants.
+//   lease_worker SOCKET alloc-loop        allocate and release without pause
+//   lease_worker SOCKET keepalive N TTL   N leases of TTL (e.g. 300ms), one
+//                                         64KiB buffer under each, renewed by
+//                                         the library until killed
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "shmbroker/client.h"
+
+namespace {
+
+shmbroker::client::AllocateOptions Sized(uint64_t size, uint64_t lease_id) {
+  shmbroker::client::AllocateOptions options;
+  options.size = size;
+  options.lease_id = lease_id;
+  return options;
+}
+
+int Fail(const std::string& what, const absl::Status& status) {
+  std::fprintf(stderr, "lease_worker: %s: %s\n", what.c_str(),
+               status.ToString().c_str());
+  return 1;
+}
+
+void Ready() {
+  std::printf("ready\n");
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: lease_worker SOCKET MODE [ARGS]\n");
+    return 2;
+  }
+  shmbroker::client::ClientOptions options;
+  options.socket_path = argv[1];
+  const std::string mode = argv[2];
+  auto client = shmbroker::Client::Connect(options);
+  if (!client.ok()) return Fail("connect", client.status());
+
+  if (mode == "alloc-loop") {
+    Ready();
+    for (uint64_t i = 0;; ++i) {
+      auto buffer = (*client)->Allocate(Sized(256 << 10, 0));
+      if (!buffer.ok()) return Fail("allocate", buffer.status());
+      std::memset(buffer->data(), static_cast<int>(i), 4096);
+    }
+  }
+  if (mode == "keepalive" && argc == 5) {
+    const int n = std::atoi(argv[3]);
+    absl::Duration ttl;
+    if (n <= 0 || !absl::ParseDuration(argv[4], &ttl)) {
+      std::fprintf(stderr, "lease_worker: keepalive N TTL\n");
+      return 2;
+    }
+    std::vector<shmbroker::Buffer> held;
+    for (int i = 0; i < n; ++i) {
+      auto lease = (*client)->GrantLease(ttl);
+      if (!lease.ok()) return Fail("grant", lease.status());
+      auto buffer = (*client)->Allocate(Sized(64 << 10, lease->id));
+      if (!buffer.ok()) return Fail("allocate", buffer.status());
+      held.push_back(std::move(*buffer));
+    }
+    Ready();
+    for (;;) ::pause();
+  }
+  std::fprintf(stderr, "lease_worker: unknown mode \"%s\"\n", mode.c_str());
+  return 2;
+}
