@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "bench/load_runner.h"
+#include "bench/reclaim_trials.h"
 #include "bench/report.h"
 #include "bench/spawned_daemon.h"
 #include "common/byte_size.h"
@@ -49,6 +50,11 @@ ABSL_FLAG(std::vector<std::string>, modes,
           "alloc_touch_release (Allocate, write one byte per 4 KiB page, "
           "destroy)");
 ABSL_FLAG(bool, json, false, "print the results as JSON");
+ABSL_FLAG(int, reclaim_trials, 0,
+          "after the modes, this many reclaim-latency trials: SIGKILL a "
+          "holder process and time until its memory is free, and leave a "
+          "buffer to a detached lease of the minimum TTL (the spawned daemon "
+          "runs with --lease_min_ttl=100ms)");
 ABSL_FLAG(bool, spawn_daemon, false,
           "start a daemon (--daemon) on a temporary socket for this run, and "
           "stop it afterwards");
@@ -104,8 +110,12 @@ int Main() {
           "--spawn_daemon: no shmbrokerd next to this binary; pass "
           "--daemon=PATH");
     }
+    std::vector<std::string> daemon_args;
+    if (absl::GetFlag(FLAGS_reclaim_trials) > 0) {
+      daemon_args.push_back("--lease_min_ttl=100ms");
+    }
     absl::StatusOr<std::unique_ptr<SpawnedDaemon>> spawned =
-        SpawnedDaemon::Start(binary, {}, absl::Seconds(10));
+        SpawnedDaemon::Start(binary, daemon_args, absl::Seconds(10));
     if (!spawned.ok()) {
       std::fprintf(stderr, "shmbroker-bench: %s\n",
                    spawned.status().ToString().c_str());
@@ -197,6 +207,26 @@ int Main() {
       absl::GetFlag(FLAGS_json) ? FormatJson(report) : FormatText(report);
   std::fputs(text.c_str(), stdout);
   std::fflush(stdout);
+
+  if (const int trials = absl::GetFlag(FLAGS_reclaim_trials); trials > 0) {
+    const std::string cli = FindCliNextToSelf();
+    client::ClientOptions observer_options;
+    observer_options.socket_path = report.socket_path;
+    absl::StatusOr<std::unique_ptr<client::Client>> observer =
+        client::Client::Connect(observer_options);
+    absl::StatusOr<ReclaimReport> reclaim =
+        cli.empty() ? absl::NotFoundError("no shmbroker CLI next to this binary")
+        : !observer.ok()
+            ? observer.status()
+            : RunReclaimTrials(**observer, cli, trials, options.size);
+    if (reclaim.ok()) {
+      std::fputs(FormatReclaimText(*reclaim).c_str(), stdout);
+    } else {
+      std::fprintf(stderr, "shmbroker-bench: reclaim trials: %s\n",
+                   reclaim.status().ToString().c_str());
+      failed = true;
+    }
+  }
 
   if (daemon != nullptr) {
     if (absl::Status s = daemon->Stop(); !s.ok()) {
