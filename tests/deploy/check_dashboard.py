@@ -426,6 +426,9 @@ def drive(s, cli, sock):
     for command in (["ls"], ["status"], ["tenants"], ["health"]):
         run(command)
 
+    # A buffer left to a detached lease, which expires (lease panels).
+    run(["alloc", "64KiB", "--name=dash-detached", "--detach", "--ttl=1s"])
+
     victim = hold("victim", ["alloc", "4MiB", "--name=dash-victim"])
     victim.send_signal(signal.SIGKILL)
     victim.wait()
@@ -434,7 +437,8 @@ def drive(s, cli, sock):
         return "dash-victim" not in run(["ls"]).stdout
 
     poll(reclaimed, "the daemon to reclaim the SIGKILLed holder's buffer", deadline=20)
-    log("drove: 3 holders, cat, a release, an over-capacity and a name-taken failure, a SIGKILLed holder")
+    log("drove: 3 holders, cat, a release, an over-capacity and a name-taken failure, a detached "
+        "lease left to expire, a SIGKILLed holder")
 
 
 def live(queries):
@@ -470,6 +474,8 @@ def live(queries):
             "shmbroker_reclaim_latency_seconds_count": 1,
             'shmbroker_buffers{backing="posix"}': 1,
             "shmbroker_holds": 3,
+            'shmbroker_leases_ended_total{reason="lease_expired"}': 1,
+            "shmbroker_lease_expiry_reclaim_latency_seconds_count": 1,
         }
         for promql, minimum in events.items():
             poll(lambda: (scalar(base, promql) or 0) >= minimum, f"{promql} >= {minimum}")
@@ -510,7 +516,9 @@ def live(queries):
 
         rules = poll(rules_evaluated, "the alerting rules to be evaluated")
         names = sorted(r["name"] for r in rules)
-        check(len(names) == 6, f"expected 6 alerting rules, Prometheus loaded {names}")
+        with open(os.path.join(ROOT, "deploy", "prometheus", "alerts.yml")) as f:
+            shipped = sorted(re.findall(r"^\s*- alert: (\S+)", f.read(), re.M))
+        check(names == shipped, f"Prometheus loaded {names}, alerts.yml has {shipped}")
         firing = [a["labels"]["alertname"] for a in api(base, "/api/v1/alerts")["alerts"]
                   if a["state"] == "firing"]
         check(not firing, f"alerts firing on a healthy daemon: {firing}")
