@@ -215,7 +215,8 @@ int Main() {
     absl::StatusOr<std::unique_ptr<client::Client>> observer =
         client::Client::Connect(observer_options);
     absl::StatusOr<ReclaimReport> reclaim =
-        cli.empty() ? absl::NotFoundError("no shmbroker CLI next to this binary")
+        cli.empty()
+            ? absl::NotFoundError("no shmbroker CLI next to this binary")
         : !observer.ok()
             ? observer.status()
             : RunReclaimTrials(**observer, cli, trials, options.size);

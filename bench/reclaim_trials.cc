@@ -37,7 +37,10 @@ absl::StatusOr<Child> Spawn(const std::vector<std::string>& args) {
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDOUT_FILENO);
   std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.reserve(args.size() + 1);
+  for (const std::string& a : args) {
+    argv.push_back(const_cast<char*>(a.c_str()));
+  }
   argv.push_back(nullptr);
   Child child;
   const int rc = ::posix_spawn(&child.pid, argv[0], &actions, nullptr,
@@ -153,9 +156,8 @@ std::string FormatReclaimText(const ReclaimReport& r) {
       r.trials, r.size_bytes, r.kill_to_free.p50_us / 1e3,
       r.kill_to_free.p99_us / 1e3, r.kill_to_free.max_us / 1e3,
       r.daemon_close.samples, ms(r.daemon_close.p50), ms(r.daemon_close.p99),
-      ms(r.daemon_close.max), r.daemon_expiry.samples,
-      ms(r.daemon_expiry.p50), ms(r.daemon_expiry.p99),
-      ms(r.daemon_expiry.max));
+      ms(r.daemon_close.max), r.daemon_expiry.samples, ms(r.daemon_expiry.p50),
+      ms(r.daemon_expiry.p99), ms(r.daemon_expiry.max));
 }
 
 }  // namespace shmbroker::bench

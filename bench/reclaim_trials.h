@@ -20,7 +20,7 @@ namespace shmbroker::bench {
 struct ReclaimReport {
   int trials = 0;
   uint64_t size_bytes = 0;
-  LatencySummary kill_to_free;  // measured here, per trial
+  LatencySummary kill_to_free;           // measured here, per trial
   client::LatencySummary daemon_close;   // noticed close -> free
   client::LatencySummary daemon_expiry;  // deadline -> free
 };

@@ -171,9 +171,8 @@ absl::Status BrokerService::DoAttach(grpc::CallbackServerContext* ctx,
   if (!ref.ok()) return ref.status();
   absl::StatusOr<AccessRequest> mode = FromProto(request.mode());
   if (!mode.ok()) return mode.status();
-  absl::StatusOr<Grant> grant = registry_->Attach(caller->session->client,
-                                                  *ref, *mode,
-                                                  request.lease_id());
+  absl::StatusOr<Grant> grant = registry_->Attach(caller->session->client, *ref,
+                                                  *mode, request.lease_id());
   if (!grant.ok()) return grant.status();
   return Deliver(*caller->session, *grant, response->mutable_buffer(),
                  response->mutable_grant());

@@ -22,8 +22,7 @@ BrokerService::KeepAlive(grpc::CallbackServerContext* ctx) {
   // gRPC's callback API owns reactors by raw pointer: each deletes itself in
   // OnDone.
   return new KeepAliveReactor(
-      registry_, metrics_,
-      caller.ok() ? caller->session : nullptr,
+      registry_, metrics_, caller.ok() ? caller->session : nullptr,
       caller.ok() ? caller->identity : Identity{}, caller.status(),
       options_.keepalive_max_per_second);
 }
@@ -36,8 +35,7 @@ grpc::ServerUnaryReactor* BrokerService::RevokeLease(
 }
 
 grpc::ServerUnaryReactor* BrokerService::LeaseTimeToLive(
-    grpc::CallbackServerContext* ctx,
-    const v1::LeaseTimeToLiveRequest* request,
+    grpc::CallbackServerContext* ctx, const v1::LeaseTimeToLiveRequest* request,
     v1::LeaseTimeToLiveResponse* response) {
   return Finish(ctx, "LeaseTimeToLive",
                 [&] { return DoLeaseTimeToLive(ctx, *request, response); });
@@ -57,16 +55,16 @@ absl::Status BrokerService::DoGrantLease(grpc::CallbackServerContext* ctx,
   if (!caller.ok()) return caller.status();
   absl::StatusOr<absl::Duration> ttl = FromProto(request.ttl());
   if (!ttl.ok()) return ttl.status();
-  absl::StatusOr<LeaseInfo> lease = registry_->GrantLease(
-      caller->session->client, *ttl, request.detached());
+  absl::StatusOr<LeaseInfo> lease =
+      registry_->GrantLease(caller->session->client, *ttl, request.detached());
   if (!lease.ok()) return lease.status();
   ToProto(*lease, absl::Now(), response->mutable_lease());
   return absl::OkStatus();
 }
 
-absl::Status BrokerService::DoRevokeLease(
-    grpc::CallbackServerContext* ctx, const v1::RevokeLeaseRequest& request,
-    v1::RevokeLeaseResponse* response) {
+absl::Status BrokerService::DoRevokeLease(grpc::CallbackServerContext* ctx,
+                                          const v1::RevokeLeaseRequest& request,
+                                          v1::RevokeLeaseResponse* response) {
   absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/false);
   if (!caller.ok()) return caller.status();
   if (request.lease_id() == 0) {
@@ -95,8 +93,7 @@ void BrokerService::HangUpOn(const CloseResult& result,
 }
 
 absl::Status BrokerService::DoLeaseTimeToLive(
-    grpc::CallbackServerContext* ctx,
-    const v1::LeaseTimeToLiveRequest& request,
+    grpc::CallbackServerContext* ctx, const v1::LeaseTimeToLiveRequest& request,
     v1::LeaseTimeToLiveResponse* response) {
   absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/false);
   if (!caller.ok()) return caller.status();

@@ -41,8 +41,9 @@ ABSL_FLAG(uint32_t, lease_sweep_batch, 256,
           "leases expired per sweep step; the registry lock is released "
           "between steps so that a mass expiry does not stall calls");
 ABSL_FLAG(uint32_t, keepalive_max_per_second, 1000,
-          "KeepAlive messages one stream may send per second (after a burst "
-          "of as many); beyond that the stream ends with RESOURCE_EXHAUSTED");
+          "KeepAlive messages one client connection may send per second, "
+          "over all its streams (after a burst of as many); beyond that the "
+          "stream ends with RESOURCE_EXHAUSTED");
 ABSL_FLAG(uint32_t, max_clients_per_uid, 256,
           "open client connections (fd channels) per uid at most");
 ABSL_FLAG(uint32_t, list_max_page_size, 1000, "buffers per List page at most");
@@ -117,11 +118,11 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
       absl::GetFlag(FLAGS_max_detached_leases_per_uid);
   leases.max_holds_per_lease = absl::GetFlag(FLAGS_max_holds_per_lease);
   if (absl::Status s = ValidateLeaseOptions(leases); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--lease_min_ttl, --lease_default_ttl, --lease_max_ttl, "
-        "--max_leases_per_client, --max_detached_leases_per_uid, "
-        "--max_holds_per_lease: ",
-        s.message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--lease_min_ttl, --lease_default_ttl, --lease_max_ttl, "
+                     "--max_leases_per_client, --max_detached_leases_per_uid, "
+                     "--max_holds_per_lease: ",
+                     s.message()));
   }
   config.lease_sweep_batch = absl::GetFlag(FLAGS_lease_sweep_batch);
   config.keepalive_max_per_second =
@@ -148,8 +149,7 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   if (config.registry.max_buffers == 0 ||
       config.registry.max_clients_per_uid == 0 ||
       config.list_max_page_size == 0 || config.lease_sweep_batch == 0 ||
-      config.keepalive_max_per_second == 0 ||
-      config.max_request_bytes < 1024) {
+      config.keepalive_max_per_second == 0 || config.max_request_bytes < 1024) {
     return absl::InvalidArgumentError(
         "--max_buffers, --max_clients_per_uid, --list_max_page_size, "
         "--lease_sweep_batch and --keepalive_max_per_second must be at least "

@@ -234,9 +234,8 @@ FdChannel::DrainResult FdChannel::DrainLocked(Session& session,
       return DrainResult::kProtocolError;
     }
     session.releases_applied.fetch_add(1);
-    absl::StatusOr<uint32_t> released =
-        registry_->Release(session.client, BufferRef::ByHandle(frame.id),
-                           frame.handle);
+    absl::StatusOr<uint32_t> released = registry_->Release(
+        session.client, BufferRef::ByHandle(frame.id), frame.handle);
     if (!released.ok()) {
       spdlog::warn("client connection {}: release over the fd channel: {}",
                    session.id, released.status().message());

@@ -7,8 +7,8 @@
 // session before the gRPC reply, so they are waiting when the client looks.
 // When the socket closes (exit, crash, SIGKILL) the session ends at once and
 // the Registry ends its leases. The daemon hangs up itself on a connection
-// whose default lease ended (Hangup). One thread (epoll) watches the listener and
-// all sessions; gRPC handlers call Find/Drain/SendFd concurrently.
+// whose default lease ended (Hangup). One thread (epoll) watches the listener
+// and all sessions; gRPC handlers call Find/Drain/SendFd concurrently.
 #ifndef SHMBROKER_SERVER_FD_CHANNEL_H_
 #define SHMBROKER_SERVER_FD_CHANNEL_H_
 
@@ -42,6 +42,11 @@ struct Session {
   std::atomic<uint64_t> next_grant{1};
   std::atomic<uint64_t> releases_applied{0};  // kRelease frames taken
   std::atomic<bool> closed{false};
+  // KeepAlive rate limit (a token bucket per connection, so that opening
+  // new streams does not refill it); see KeepAliveReactor.
+  absl::Mutex keepalive_mu;
+  double keepalive_tokens ABSL_GUARDED_BY(keepalive_mu) = -1;  // -1: full
+  absl::Time keepalive_refilled ABSL_GUARDED_BY(keepalive_mu);
 };
 
 class FdChannel {

@@ -33,7 +33,9 @@ class HealthReporter : public RegistryObserver {
   void OnHoldsDropped(ReclaimReason reason, uint64_t holds) override;
   void OnReclaim(ReclaimReason reason, uint64_t bytes) override;
   void OnUsage(uint64_t allocated_bytes, uint64_t capacity_bytes) override;
-  void OnLeaseGranted(bool detached) override { next_->OnLeaseGranted(detached); }
+  void OnLeaseGranted(bool detached) override {
+    next_->OnLeaseGranted(detached);
+  }
   void OnLeaseEnded(ReclaimReason reason) override {
     next_->OnLeaseEnded(reason);
   }

@@ -11,15 +11,13 @@ namespace shmbroker {
 
 KeepAliveReactor::KeepAliveReactor(Registry* registry, Metrics* metrics,
                                    std::shared_ptr<Session> session,
-                                   Identity caller, absl::Status setup,
+                                   Identity caller, const absl::Status& setup,
                                    uint32_t max_per_second)
     : registry_(registry),
       metrics_(metrics),
       session_(std::move(session)),
       caller_(caller),
-      max_per_second_(max_per_second),
-      tokens_(max_per_second),
-      refilled_(absl::Now()) {
+      max_per_second_(max_per_second) {
   if (!setup.ok()) {
     metrics_->RpcDone("KeepAlive", setup.code(), absl::ZeroDuration());
     Finish(ToGrpcStatus(setup));
@@ -30,12 +28,19 @@ KeepAliveReactor::KeepAliveReactor(Registry* registry, Metrics* metrics,
 
 bool KeepAliveReactor::TakeToken() {
   const absl::Time now = absl::Now();
-  tokens_ = std::min(max_per_second_,
-                     tokens_ + absl::ToDoubleSeconds(now - refilled_) *
-                                   max_per_second_);
-  refilled_ = now;
-  if (tokens_ < 1) return false;
-  tokens_ -= 1;
+  absl::MutexLock lock(&session_->keepalive_mu);
+  double& tokens = session_->keepalive_tokens;
+  if (tokens < 0) {
+    tokens = max_per_second_;
+  } else {
+    tokens = std::min(
+        max_per_second_,
+        tokens + absl::ToDoubleSeconds(now - session_->keepalive_refilled) *
+                     max_per_second_);
+  }
+  session_->keepalive_refilled = now;
+  if (tokens < 1) return false;
+  tokens -= 1;
   return true;
 }
 
@@ -46,7 +51,7 @@ void KeepAliveReactor::OnReadDone(bool ok) {
   }
   if (!TakeToken()) {
     const absl::Status over = absl::ResourceExhaustedError(absl::StrFormat(
-        "KeepAlive stream over %d messages per second "
+        "KeepAlive over %d messages per second for this client connection "
         "(--keepalive_max_per_second); renew each lease about every TTL/3",
         static_cast<int>(max_per_second_)));
     spdlog::warn("KeepAlive: pid {} uid {}: {}", caller_.pid, caller_.uid,
@@ -76,8 +81,9 @@ void KeepAliveReactor::Renew() {
       absl::StatusOr<LeaseDetail> gone =
           registry_->LeaseTimeToLive(caller_, 0, session_->default_lease);
       error = absl::FailedPreconditionError(absl::StrCat(
-          "client connection closed: ",
-          gone.ok() ? "it hung up" : gone.status().message()));
+          "client connection closed: ", gone.ok()
+                                            ? absl::string_view("it hung up")
+                                            : gone.status().message()));
     }
     response_.set_error_code(static_cast<int>(error.code()));
     response_.set_error_message(std::string(error.message()));

@@ -1,7 +1,8 @@
 // KeepAliveReactor: one KeepAlive stream. Reads a request, renews the lease,
 // writes the answer, then reads the next: one message in flight, so a
-// flooding client occupies one handler at a time and is cut off beyond
-// --keepalive_max_per_second (a token bucket with a one-second burst).
+// flooding stream occupies one handler at a time, and it is cut off beyond
+// --keepalive_max_per_second (a token bucket per client connection, with a
+// one-second burst, shared by all its streams).
 // Failures for one lease are answered in that lease's response and the
 // stream goes on. Owned by gRPC; deletes itself when done.
 #ifndef SHMBROKER_SERVER_KEEPALIVE_REACTOR_H_
@@ -28,7 +29,7 @@ class KeepAliveReactor final
   // ends at once with it.
   KeepAliveReactor(Registry* registry, Metrics* metrics,
                    std::shared_ptr<Session> session, Identity caller,
-                   absl::Status setup, uint32_t max_per_second);
+                   const absl::Status& setup, uint32_t max_per_second);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -44,8 +45,6 @@ class KeepAliveReactor final
   const std::shared_ptr<Session> session_;
   const Identity caller_;
   const double max_per_second_;
-  double tokens_;
-  absl::Time refilled_;
   v1::KeepAliveRequest request_;
   v1::KeepAliveResponse response_;
 };

@@ -14,8 +14,8 @@ LeaseSweeper::LeaseSweeper(Registry* registry, FdChannel* fd_channel,
       metrics_(metrics),
       latencies_(latencies),
       batch_(batch),
-      max_sleep_(std::min(registry->options().leases.min_ttl / 2,
-                          absl::Seconds(1))) {}
+      max_sleep_(
+          std::min(registry->options().leases.min_ttl / 2, absl::Seconds(1))) {}
 
 LeaseSweeper::~LeaseSweeper() { Stop(); }
 

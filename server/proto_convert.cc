@@ -121,7 +121,8 @@ void ToProto(absl::Duration duration, google::protobuf::Duration* out) {
 absl::StatusOr<absl::Duration> FromProto(const google::protobuf::Duration& d) {
   // The proto's own rules: |nanos| < 1e9, same sign as seconds.
   if (d.nanos() <= -1000000000 || d.nanos() >= 1000000000 ||
-      (d.seconds() > 0 && d.nanos() < 0) || (d.seconds() < 0 && d.nanos() > 0)) {
+      (d.seconds() > 0 && d.nanos() < 0) ||
+      (d.seconds() < 0 && d.nanos() > 0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("bad duration: ", d.seconds(), "s ", d.nanos(), "ns"));
   }

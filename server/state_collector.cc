@@ -76,8 +76,7 @@ std::vector<MetricFamily> StateCollector::Collect() const {
   AddSample(out.back(), static_cast<double>(OpenFds()));
   rlimit limit{};
   ::getrlimit(RLIMIT_NOFILE, &limit);
-  out.push_back(
-      Gauge("shmbroker_max_fds", "Limit on open file descriptors."));
+  out.push_back(Gauge("shmbroker_max_fds", "Limit on open file descriptors."));
   AddSample(out.back(), static_cast<double>(limit.rlim_cur));
   return out;
 }

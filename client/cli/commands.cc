@@ -40,10 +40,10 @@ void PrintBuffer(const Options& options, const client::BufferInfo& info) {
 // Keeps `buffer` until --hold passes, SIGINT/SIGTERM arrives, or its lease
 // is lost (SIGUSR2 from the lease-loss callback).
 void Hold(const Options& options, const client::Buffer& buffer) {
-  std::fprintf(stderr, "holding buffer %llu; Ctrl-C %s\n",
-               static_cast<unsigned long long>(buffer.handle()),
-               options.detach ? "leaves it to its detached lease"
-                              : "releases it");
+  std::fprintf(
+      stderr, "holding buffer %llu; Ctrl-C %s\n",
+      static_cast<unsigned long long>(buffer.handle()),
+      options.detach ? "leaves it to its detached lease" : "releases it");
   if (options.hold == absl::InfiniteDuration()) {
     int signal_number = 0;
     sigwait(&options.stop_signals, &signal_number);
@@ -103,9 +103,9 @@ absl::StatusOr<client::Buffer> AllocateUnderLease(
 absl::Status HoldAndFinish(const Options& options, client::Buffer& buffer) {
   if (options.hold > absl::ZeroDuration()) Hold(options, buffer);
   if (absl::Status lost = buffer.lease_status(); !lost.ok()) {
-    return absl::Status(lost.code(),
-                        absl::StrCat("the buffer's lease was lost: ",
-                                     lost.message()));
+    return absl::Status(
+        lost.code(),
+        absl::StrCat("the buffer's lease was lost: ", lost.message()));
   }
   if (options.detach) {
     std::fprintf(stderr,
@@ -242,13 +242,12 @@ absl::Status Revoke(const Options& options, uint64_t lease_id) {
   if (!c.ok()) return c.status();
   absl::StatusOr<uint64_t> reclaimed = (*c)->RevokeLease(lease_id);
   if (!reclaimed.ok()) return reclaimed.status();
-  Print(options.json
-            ? nlohmann::json{{"lease", lease_id},
-                             {"bytes_reclaimed", *reclaimed}}
-                      .dump() +
-                  "\n"
-            : absl::StrFormat("revoked lease %d; %d bytes reclaimed\n",
-                              lease_id, *reclaimed));
+  Print(options.json ? nlohmann::json{{"lease", lease_id},
+                                      {"bytes_reclaimed", *reclaimed}}
+                               .dump() +
+                           "\n"
+                     : absl::StrFormat("revoked lease %d; %d bytes reclaimed\n",
+                                       lease_id, *reclaimed));
   return absl::OkStatus();
 }
 

@@ -69,15 +69,16 @@ nlohmann::json StatusJson(const client::DaemonStatus& status) {
 nlohmann::json LeasesJson(const std::vector<client::LeaseInfo>& leases) {
   nlohmann::json list = nlohmann::json::array();
   for (const client::LeaseInfo& l : leases) {
-    list.push_back({{"id", l.id},
-                    {"ttl_seconds", absl::ToDoubleSeconds(l.ttl)},
-                    {"granted_ttl_seconds", absl::ToDoubleSeconds(l.granted_ttl)},
-                    {"detached", l.detached},
-                    {"holds", l.holds},
-                    {"client_pid", l.owner_pid},
-                    {"owner_uid", l.owner_uid},
-                    {"connection_default", l.connection_default},
-                    {"connected", l.connected}});
+    list.push_back(
+        {{"id", l.id},
+         {"ttl_seconds", absl::ToDoubleSeconds(l.ttl)},
+         {"granted_ttl_seconds", absl::ToDoubleSeconds(l.granted_ttl)},
+         {"detached", l.detached},
+         {"holds", l.holds},
+         {"client_pid", l.owner_pid},
+         {"owner_uid", l.owner_uid},
+         {"connection_default", l.connection_default},
+         {"connected", l.connected}});
   }
   return {{"leases", list}};
 }
@@ -90,13 +91,13 @@ std::vector<std::vector<std::string>> LeaseRows(
     const char* kind = l.detached             ? "detached"
                        : l.connection_default ? "default"
                                               : "attached";
-    rows.push_back({absl::StrCat(l.id),
-                    absl::FormatDuration(absl::Trunc(l.ttl, absl::Milliseconds(1))),
-                    absl::FormatDuration(l.granted_ttl), kind,
-                    absl::StrCat(l.holds),
-                    l.connected ? absl::StrCat(l.owner_pid)
-                                : absl::StrCat(l.owner_pid, " (exited)"),
-                    absl::StrCat(l.owner_uid)});
+    rows.push_back(
+        {absl::StrCat(l.id),
+         absl::FormatDuration(absl::Trunc(l.ttl, absl::Milliseconds(1))),
+         absl::FormatDuration(l.granted_ttl), kind, absl::StrCat(l.holds),
+         l.connected ? absl::StrCat(l.owner_pid)
+                     : absl::StrCat(l.owner_pid, " (exited)"),
+         absl::StrCat(l.owner_uid)});
   }
   return rows;
 }

@@ -20,7 +20,8 @@ Buffer& Buffer::operator=(Buffer&& other) noexcept {
   if (this != &other) {
     if (connection_ != nullptr) {
       CloseLocal();
-      std::exchange(connection_, nullptr)->ReleaseAsync(info_.handle, lease_id_);
+      std::exchange(connection_, nullptr)
+          ->ReleaseAsync(info_.handle, lease_id_);
     }
     connection_ = std::exchange(other.connection_, nullptr);
     info_ = std::move(other.info_);

@@ -200,7 +200,8 @@ absl::StatusOr<DaemonStatus> Client::Status() {
     return LatencySummary{l.samples(), FromProto(l.p50()), FromProto(l.p99()),
                           FromProto(l.max())};
   };
-  status.connection_close_reclaim = latency(response.connection_close_reclaim());
+  status.connection_close_reclaim =
+      latency(response.connection_close_reclaim());
   status.lease_expiry_reclaim = latency(response.lease_expiry_reclaim());
   return status;
 }
@@ -218,9 +219,7 @@ absl::StatusOr<bool> Client::Serving() {
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }
 
-uint64_t Client::default_lease() const {
-  return connection_->default_lease();
-}
+uint64_t Client::default_lease() const { return connection_->default_lease(); }
 
 absl::StatusOr<LeaseInfo> Client::GrantLease(absl::Duration ttl,
                                              bool detached) {

@@ -40,7 +40,8 @@ LeaseKeeper::~LeaseKeeper() {
 void LeaseKeeper::Track(uint64_t lease_id, absl::Duration ttl) {
   absl::MutexLock lock(&mu_);
   const absl::Time now = absl::Now();
-  live_[lease_id] = Entry{ttl, ttl == absl::ZeroDuration() ? now : now + ttl / 3};
+  live_[lease_id] =
+      Entry{ttl, ttl == absl::ZeroDuration() ? now : now + ttl / 3};
   changed_.SignalAll();
 }
 
@@ -91,9 +92,9 @@ void LeaseKeeper::Run() {
     }
     if (ConnectionIsGone(status)) {
       // Nothing can be renewed any more: every lease is as good as lost.
-      const absl::Status why(static_cast<absl::StatusCode>(status.error_code()),
-                             absl::StrCat("cannot renew leases: ",
-                                          status.error_message()));
+      const absl::Status why(
+          static_cast<absl::StatusCode>(status.error_code()),
+          absl::StrCat("cannot renew leases: ", status.error_message()));
       std::vector<uint64_t> ids;
       {
         absl::MutexLock lock(&mu_);
@@ -135,9 +136,9 @@ bool LeaseKeeper::RenewDue(
     v1::KeepAliveResponse response;
     if (!stream.Write(request) || !stream.Read(&response)) return false;
     if (response.error_code() != 0) {
-      MarkLost(id, absl::Status(
-                       static_cast<absl::StatusCode>(response.error_code()),
-                       response.error_message()));
+      MarkLost(
+          id, absl::Status(static_cast<absl::StatusCode>(response.error_code()),
+                           response.error_message()));
       continue;
     }
     const absl::Duration ttl = FromProto(response.granted_ttl());

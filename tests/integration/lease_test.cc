@@ -149,8 +149,9 @@ TEST_F(LeaseTest, AnUnclaimedDetachedBufferIsReclaimedAtItsTtl) {
 }
 
 TEST_F(LeaseTest, ReleaseDropsTheHoldOfADetachedLeaseOfTheSameUid) {
-  ASSERT_EQ(daemon_->Cli({"alloc", "4KiB", "--name=left-behind", "--detach",
-                          "--ttl=60s"})
+  ASSERT_EQ(daemon_
+                ->Cli({"alloc", "4KiB", "--name=left-behind", "--detach",
+                       "--ttl=60s"})
                 .exit_code,
             0);
   Finished released = daemon_->Cli({"release", "left-behind", "--json"});
@@ -261,6 +262,18 @@ TEST_F(LeaseTest, FloodsOfKeepAlivesAndGrantsAreBoundedAndOthersAreServed) {
   EXPECT_THAT(ended.error_message(), HasSubstr("keepalive_max_per_second"));
   EXPECT_LT(answered, 100000);
 
+  // The budget is the connection's: a new stream does not refill it.
+  grpc::ClientContext again_ctx;
+  again_ctx.AddMetadata(fdchannel::kSessionMetadataKey, token);
+  auto again = stub->KeepAlive(&again_ctx);
+  int answered_again = 0;
+  for (int i = 0; i < 1000; ++i) {
+    if (!again->Write(request) || !again->Read(&response)) break;
+    ++answered_again;
+  }
+  EXPECT_EQ(again->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_LT(answered_again, 200);  // the burst a fresh budget would allow
+
   // Grants: bounded per connection, with the flag named.
   grpc::Status refused;
   int granted = 0;
@@ -268,8 +281,8 @@ TEST_F(LeaseTest, FloodsOfKeepAlivesAndGrantsAreBoundedAndOthersAreServed) {
     grpc::ClientContext grant_ctx;
     grant_ctx.AddMetadata(fdchannel::kSessionMetadataKey, token);
     v1::GrantLeaseResponse granted_lease;
-    refused = stub->GrantLease(&grant_ctx, v1::GrantLeaseRequest(),
-                               &granted_lease);
+    refused =
+        stub->GrantLease(&grant_ctx, v1::GrantLeaseRequest(), &granted_lease);
     if (refused.ok()) ++granted;
   }
   EXPECT_EQ(granted, 64);

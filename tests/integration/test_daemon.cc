@@ -77,8 +77,7 @@ int ConnectRawFdChannel(const std::string& socket, std::string* token) {
   addr.sun_family = AF_UNIX;
   const std::string path = socket + ".fds";
   std::strcpy(addr.sun_path, path.c_str());
-  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)),
-            0);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   fdchannel::Frame hello;
   auto got = fdchannel::RecvFrame(fd, &hello, 0);
   EXPECT_EQ(got.bytes, static_cast<ssize_t>(sizeof(hello)));

@@ -5,9 +5,10 @@
 // client's next call). Release() does the same synchronously and reports
 // errors. The hold is under a lease (lease_id()); if the daemon ended that
 // lease, lease_status() and Release() say so: the memory stays mapped here,
-// but the daemon no longer counts this hold. A read-only Buffer's memory is mapped PROT_READ from an O_RDONLY
-// fd. Move-only; a Buffer may outlive its Client (its release then happens
-// when the connection closes). Not thread-safe.
+// but the daemon no longer counts this hold. A read-only Buffer's memory is
+// mapped PROT_READ from an O_RDONLY fd. Move-only; a Buffer may outlive its
+// Client (its release then happens when the connection closes). Not
+// thread-safe.
 #ifndef SHMBROKER_CLIENT_BUFFER_H_
 #define SHMBROKER_CLIENT_BUFFER_H_
 

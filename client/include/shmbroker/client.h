@@ -47,8 +47,7 @@ struct ClientOptions {
   // Called (on the lease-keeping thread) once for each lease the daemon
   // ended while this client still wanted it, e.g. NOT_FOUND "lease 7 expired
   // (not renewed within its TTL) at ...". Must not block for long.
-  std::function<void(uint64_t lease_id, const absl::Status& why)>
-      on_lease_lost;
+  std::function<void(uint64_t lease_id, const absl::Status& why)> on_lease_lost;
 };
 
 class Client {
