@@ -36,6 +36,11 @@ absl::StatusOr<std::unique_ptr<PooledAllocator>> PooledAllocator::Create(
   if (options.scavenge_delay < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("scavenge delay must not be negative");
   }
+  if (options.scavenge_max_pages == 0) {
+    return absl::InvalidArgumentError(
+        "scavenge max pages must be at least 1 (Scavenge would do nothing "
+        "and always ask to be called again)");
+  }
   if (budget == nullptr || clock == nullptr) {
     return absl::InvalidArgumentError(
         "a pooled allocator needs a capacity budget and a clock");

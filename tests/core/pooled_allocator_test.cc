@@ -114,6 +114,10 @@ TEST_F(PooledAllocatorTest, RejectsBadOptions) {
   options.scavenge_delay = absl::Seconds(-1);
   EXPECT_THAT(create(options),
               StatusIs(Code::kInvalidArgument, HasSubstr("scavenge delay")));
+  options = Options();
+  options.scavenge_max_pages = 0;
+  EXPECT_THAT(create(options), StatusIs(Code::kInvalidArgument,
+                                        HasSubstr("scavenge max pages")));
 }
 
 TEST_F(PooledAllocatorTest, PoolsUpToAQuarterArenaByDefault) {
