@@ -1,0 +1,343 @@
+#include "core/pooled_allocator.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "core/size_classes.h"
+
+namespace shmbroker {
+namespace {
+
+constexpr uint64_t kMinArenaSize = uint64_t{1} << 20;
+// So that page indexes fit in 32 bits.
+constexpr uint64_t kMaxArenaSize = uint64_t{1} << 40;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PooledAllocator>> PooledAllocator::Create(
+    PooledAllocatorOptions options, CapacityBudget* budget,
+    const Clock* clock) {
+  if (options.arena_size % kPageSize != 0 ||
+      options.arena_size < kMinArenaSize ||
+      options.arena_size > kMaxArenaSize) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "arena size %d: must be a multiple of %d bytes from %d to %d",
+        options.arena_size, kPageSize, kMinArenaSize, kMaxArenaSize));
+  }
+  if (options.dedicated_threshold == 0) {
+    options.dedicated_threshold = options.arena_size / 4;
+  }
+  if (options.dedicated_threshold > options.arena_size) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "dedicated threshold %d: must not exceed the arena size %d",
+        options.dedicated_threshold, options.arena_size));
+  }
+  if (options.scavenge_delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("scavenge delay must not be negative");
+  }
+  if (options.scavenge_max_pages == 0) {
+    return absl::InvalidArgumentError(
+        "scavenge max pages must be at least 1 (Scavenge would do nothing "
+        "and always ask to be called again)");
+  }
+  if (budget == nullptr || clock == nullptr) {
+    return absl::InvalidArgumentError(
+        "a pooled allocator needs a capacity budget and a clock");
+  }
+  return std::unique_ptr<PooledAllocator>(
+      new PooledAllocator(options, budget, clock));
+}
+
+PooledAllocator::PooledAllocator(PooledAllocatorOptions options,
+                                 CapacityBudget* budget, const Clock* clock)
+    : options_(options), budget_(budget), clock_(clock) {}
+
+PooledAllocator::~PooledAllocator() {
+  std::vector<std::unique_ptr<Arena>> all;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [id, arena] : arenas_) all.push_back(std::move(arena));
+    arenas_.clear();
+    by_tenant_.clear();
+  }
+  for (const auto& arena : all) budget_->Return(arena->tenant(), arena->size());
+}
+
+std::optional<Placement> PooledAllocator::PlaceIn(Arena& arena, uint64_t size,
+                                                  bool zeroed) const {
+  if (size <= kMaxSmallSize) {
+    return arena.AllocateSlot(SizeClassFor(size), size, zeroed);
+  }
+  return arena.AllocateRun(size, zeroed);
+}
+
+std::optional<PooledAllocator::Found> PooledAllocator::PlaceLocked(
+    TenantId tenant, uint64_t size, bool zeroed) {
+  auto it = by_tenant_.find(tenant);
+  if (it == by_tenant_.end()) return std::nullopt;
+  // Oldest first, so that live data packs into few arenas and the newer
+  // ones empty out and get retired.
+  for (Arena* arena : it->second) {
+    std::optional<Placement> placement = PlaceIn(*arena, size, zeroed);
+    if (placement.has_value()) return Found{arena, std::move(*placement)};
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<std::unique_ptr<Arena>> PooledAllocator::NewArena(
+    TenantId tenant, uint64_t size) {
+  const uint64_t arena_size = options_.arena_size;
+  absl::Status reserved = budget_->TryReserve(tenant, arena_size);
+  while (!reserved.ok()) {
+    // Make room by retiring the unused arena that has been empty longest.
+    // Never one of the tenant's own: it would have taken the allocation.
+    std::unique_ptr<Arena> victim;
+    {
+      absl::MutexLock lock(&mu_);
+      Arena* oldest = nullptr;
+      for (const auto& [id, arena] : arenas_) {
+        if (arena->tenant() != tenant && arena->Unused() &&
+            (oldest == nullptr ||
+             arena->empty_since() < oldest->empty_since())) {
+          oldest = arena.get();
+        }
+      }
+      if (oldest != nullptr) victim = RemoveLocked(oldest->id());
+    }
+    if (victim == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "pooled allocation of %d bytes for uid %d needs a new %d-byte "
+          "arena: %s",
+          size, tenant, arena_size, reserved.message()));
+    }
+    Retire(std::move(victim));
+    reserved = budget_->TryReserve(tenant, arena_size);
+  }
+
+  const uint64_t id = next_arena_id_.fetch_add(1);
+  absl::StatusOr<std::shared_ptr<ArenaSegment>> segment = ArenaSegment::Create(
+      arena_size, options_.prefault,
+      absl::StrFormat("shmbroker-arena-%d-uid-%d", id, tenant));
+  if (!segment.ok()) {
+    budget_->Return(tenant, arena_size);
+    return segment.status();
+  }
+  return std::make_unique<Arena>(id, tenant, std::move(*segment),
+                                 clock_->Now());
+}
+
+void PooledAllocator::AddLocked(std::unique_ptr<Arena> arena) {
+  by_tenant_[arena->tenant()].push_back(arena.get());
+  ++arenas_created_total_;
+  const uint64_t id = arena->id();
+  arenas_.emplace(id, std::move(arena));
+}
+
+std::unique_ptr<Arena> PooledAllocator::RemoveLocked(uint64_t arena_id) {
+  auto it = arenas_.find(arena_id);
+  std::unique_ptr<Arena> arena = std::move(it->second);
+  arenas_.erase(it);
+  auto tenant = by_tenant_.find(arena->tenant());
+  std::erase(tenant->second, arena.get());
+  if (tenant->second.empty()) by_tenant_.erase(tenant);
+  ++arenas_released_total_;
+  return arena;
+}
+
+void PooledAllocator::Retire(std::unique_ptr<Arena> arena) {
+  const TenantId tenant = arena->tenant();
+  const uint64_t bytes = arena->size();
+  // Unmaps the daemon's view and closes its memfd (unless a PooledBlock
+  // still holds it): clients that still map it keep their pages, but the
+  // capacity no longer counts them, as with dedicated segments.
+  arena.reset();
+  budget_->Return(tenant, bytes);
+}
+
+PooledBlock PooledAllocator::BlockLocked(const Found& found, uint64_t size) {
+  PooledBlock block;
+  block.arena_id = found.arena->id();
+  block.offset = found.placement.offset;
+  block.size = size;
+  block.charged = found.placement.charged;
+  block.arena_memory = found.arena->segment()->memory();
+  for (const ZeroRange& range : found.placement.to_zero) {
+    zeroed_bytes_total_ += range.length;
+  }
+  return block;
+}
+
+absl::StatusOr<PooledBlock> PooledAllocator::Allocate(TenantId tenant,
+                                                      uint64_t size,
+                                                      bool zeroed) {
+  if (!ShouldPool(size)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "pooled allocation of %d bytes: pooled buffers hold 1 to %d bytes "
+        "(the dedicated threshold); larger ones need a dedicated segment",
+        size, options_.dedicated_threshold));
+  }
+  std::optional<Found> found;
+  PooledBlock block;
+  std::shared_ptr<ArenaSegment> segment;
+  {
+    absl::MutexLock lock(&mu_);
+    found = PlaceLocked(tenant, size, zeroed);
+    if (found.has_value()) {
+      block = BlockLocked(*found, size);
+      segment = found->arena->segment();
+    }
+  }
+  if (!found.has_value()) {
+    // Create the memfd without the lock: that is a few syscalls, and with
+    // prefault it allocates every page of the arena.
+    absl::StatusOr<std::unique_ptr<Arena>> fresh = NewArena(tenant, size);
+    if (!fresh.ok()) return fresh.status();
+    std::unique_ptr<Arena> spare;
+    {
+      absl::MutexLock lock(&mu_);
+      // Another thread may have made room meanwhile.
+      found = PlaceLocked(tenant, size, zeroed);
+      if (found.has_value()) {
+        spare = std::move(*fresh);
+      } else {
+        Arena& arena = **fresh;
+        AddLocked(std::move(*fresh));
+        std::optional<Placement> placement = PlaceIn(arena, size, zeroed);
+        if (!placement.has_value()) {
+          // Cannot happen: an empty arena holds anything up to the
+          // threshold, which is at most an arena.
+          return absl::InternalError(
+              absl::StrFormat("a new arena has no room for %d bytes", size));
+        }
+        found = Found{&arena, std::move(*placement)};
+      }
+      block = BlockLocked(*found, size);
+      segment = found->arena->segment();
+    }
+    if (spare != nullptr) Retire(std::move(spare));
+  }
+  // The block is the caller's alone, and its arena cannot be retired while
+  // the block is live: zero without the lock.
+  for (const ZeroRange& range : found->placement.to_zero) {
+    segment->Zero(range.offset, range.length, options_.zero_punch_min_bytes);
+  }
+  return block;
+}
+
+absl::Status PooledAllocator::Free(uint64_t arena_id, uint64_t offset) {
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  auto it = arenas_.find(arena_id);
+  if (it == arenas_.end()) {
+    return absl::NotFoundError(
+        absl::StrFormat("no pooled arena %d (offset %d)", arena_id, offset));
+  }
+  return it->second->Free(offset, now).status();
+}
+
+ScavengeResult PooledAllocator::Scavenge(absl::Time now) {
+  const absl::Time cutoff = now - options_.scavenge_delay;
+  struct Job {
+    Arena* arena;
+    std::shared_ptr<ArenaSegment> segment;
+    PageHeap::Run run;
+    bool punched = false;
+  };
+  ScavengeResult result;
+  std::vector<Job> jobs;
+  std::vector<std::unique_ptr<Arena>> retired;
+  {
+    absl::MutexLock lock(&mu_);
+    std::vector<uint64_t> unused;
+    for (const auto& [id, arena] : arenas_) {
+      result.spans_released += arena->ReleaseIdleSpans(cutoff);
+      if (arena->Unused() && arena->empty_since() <= cutoff) {
+        unused.push_back(id);
+      }
+    }
+    for (uint64_t id : unused) retired.push_back(RemoveLocked(id));
+    uint32_t budget = options_.scavenge_max_pages;
+    for (const auto& [id, arena] : arenas_) {
+      if (budget == 0) break;
+      for (const PageHeap::Run& run : arena->TakeScavengeable(cutoff, budget)) {
+        jobs.push_back({arena.get(), arena->segment(), run});
+        budget -= run.pages;
+      }
+    }
+    result.more = budget == 0;
+  }
+  // The taken pages are out of their heaps, so nobody can allocate them,
+  // and their arenas cannot be retired: punch without the lock.
+  for (Job& job : jobs) {
+    job.punched =
+        job.segment->Punch(job.run.start * kPageSize, job.run.pages * kPageSize)
+            .ok();
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    for (const Job& job : jobs) {
+      job.arena->ReturnScavenged(job.run, job.punched);
+      if (job.punched) result.scavenged_bytes += job.run.pages * kPageSize;
+    }
+    scavenged_bytes_total_ += result.scavenged_bytes;
+  }
+  result.arenas_released = retired.size();
+  for (std::unique_ptr<Arena>& arena : retired) Retire(std::move(arena));
+  return result;
+}
+
+PooledAllocatorStats PooledAllocator::Stats() const {
+  PooledAllocatorStats stats;
+  stats.arena_size = options_.arena_size;
+  stats.size_classes.resize(kNumSizeClasses);
+  for (int i = 0; i < kNumSizeClasses; ++i) {
+    stats.size_classes[i].size = kSizeClasses[i].size;
+    stats.size_classes[i].span_pages = kSizeClasses[i].span_pages;
+  }
+  absl::MutexLock lock(&mu_);
+  for (const auto& [tenant, arenas] : by_tenant_) {
+    TenantPoolStats& t = stats.tenants.emplace_back();
+    t.tenant = tenant;
+    t.arenas = arenas.size();
+    for (const Arena* arena : arenas) {
+      const ArenaUsage usage = arena->Usage();
+      t.in_use_bytes += usage.in_use_bytes;
+      stats.live_blocks += usage.live_blocks;
+      stats.in_use_bytes += usage.in_use_bytes;
+      stats.free_slot_bytes += usage.free_slot_bytes;
+      stats.free_page_bytes += usage.free_page_bytes;
+      stats.span_tail_bytes += usage.span_tail_bytes;
+      stats.largest_free_run_bytes =
+          std::max(stats.largest_free_run_bytes, usage.largest_free_run_bytes);
+      for (int i = 0; i < kNumSizeClasses; ++i) {
+        stats.size_classes[i].spans += usage.size_classes[i].spans;
+        stats.size_classes[i].free_slots += usage.size_classes[i].free_slots;
+        stats.size_classes[i].live_slots += usage.size_classes[i].live_slots;
+      }
+    }
+  }
+  stats.arenas = arenas_.size();
+  stats.arena_bytes = stats.arenas * options_.arena_size;
+  stats.free_bytes = stats.free_slot_bytes + stats.free_page_bytes;
+  stats.scavenged_bytes_total = scavenged_bytes_total_;
+  stats.zeroed_bytes_total = zeroed_bytes_total_;
+  stats.arenas_created_total = arenas_created_total_;
+  stats.arenas_released_total = arenas_released_total_;
+  return stats;
+}
+
+uint64_t PooledAllocator::ResidentBytes() const {
+  std::vector<std::shared_ptr<ArenaSegment>> segments;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, arena] : arenas_) {
+      segments.push_back(arena->segment());
+    }
+  }
+  uint64_t bytes = 0;
+  for (const auto& segment : segments) bytes += segment->ResidentBytes();
+  return bytes;
+}
+
+}  // namespace shmbroker

@@ -1,0 +1,491 @@
+#include "core/pooled_allocator.h"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "core/span.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/core/test_support.h"
+
+namespace shmbroker {
+namespace {
+
+using ::shmbroker::testing::FakeClock;
+using ::shmbroker::testing::IsOk;
+using ::shmbroker::testing::Mapping;
+using ::shmbroker::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+using Code = absl::StatusCode;
+
+constexpr uint64_t kArena = uint64_t{1} << 20;  // 256 pages, fast to test
+constexpr TenantId kAlice = 1000;
+constexpr TenantId kBob = 1001;
+const absl::Time kStart = absl::FromUnixSeconds(1'700'000'000);
+
+ino_t Inode(const PooledBlock& block) {
+  struct stat st;
+  EXPECT_EQ(::fstat(block.arena_memory->fd(), &st), 0);
+  return st.st_ino;
+}
+
+uint64_t Blocks(const PooledBlock& block) {
+  struct stat st;
+  EXPECT_EQ(::fstat(block.arena_memory->fd(), &st), 0);
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+bool AllBytesAre(const char* data, uint64_t length, char value) {
+  for (uint64_t i = 0; i < length; ++i) {
+    if (data[i] != value) return false;
+  }
+  return true;
+}
+
+class PooledAllocatorTest : public ::testing::Test {
+ protected:
+  explicit PooledAllocatorTest(uint64_t capacity = 4 * kArena)
+      : capacity_(capacity, "--capacity"), clock_(kStart) {}
+
+  void SetUp() override { Make(Options()); }
+
+  static PooledAllocatorOptions Options() {
+    PooledAllocatorOptions options;
+    options.arena_size = kArena;
+    return options;
+  }
+  void Make(PooledAllocatorOptions options) {
+    allocator_.reset();
+    absl::StatusOr<std::unique_ptr<PooledAllocator>> made =
+        PooledAllocator::Create(options, &capacity_, &clock_);
+    ASSERT_THAT(made, IsOk());
+    allocator_ = std::move(*made);
+  }
+
+  PooledBlock MustAllocate(TenantId tenant, uint64_t size,
+                           bool zeroed = false) {
+    absl::StatusOr<PooledBlock> block =
+        allocator_->Allocate(tenant, size, zeroed);
+    EXPECT_THAT(block, IsOk()) << size;
+    return block.ok() ? *block : PooledBlock{};
+  }
+  void MustFree(const PooledBlock& block) {
+    EXPECT_THAT(allocator_->Free(block.arena_id, block.offset), IsOk());
+  }
+  // A client's view of a block's arena.
+  static std::unique_ptr<Mapping> Map(const PooledBlock& block) {
+    auto mapping = std::make_unique<Mapping>(block.arena_memory->fd(),
+                                             block.arena_memory->size(),
+                                             PROT_READ | PROT_WRITE);
+    EXPECT_TRUE(mapping->ok());
+    return mapping;
+  }
+
+  FixedCapacity capacity_;
+  FakeClock clock_;
+  std::unique_ptr<PooledAllocator> allocator_;
+};
+
+TEST_F(PooledAllocatorTest, RejectsBadOptions) {
+  auto create = [&](PooledAllocatorOptions options) {
+    return PooledAllocator::Create(options, &capacity_, &clock_).status();
+  };
+  PooledAllocatorOptions options = Options();
+  options.arena_size = kArena + 100;
+  EXPECT_THAT(create(options),
+              StatusIs(Code::kInvalidArgument, HasSubstr("arena size")));
+  options.arena_size = 64 * 1024;
+  EXPECT_THAT(create(options),
+              StatusIs(Code::kInvalidArgument, HasSubstr("arena size")));
+  options = Options();
+  options.dedicated_threshold = kArena + 1;
+  EXPECT_THAT(create(options), StatusIs(Code::kInvalidArgument,
+                                        HasSubstr("dedicated threshold")));
+  options = Options();
+  options.scavenge_delay = absl::Seconds(-1);
+  EXPECT_THAT(create(options),
+              StatusIs(Code::kInvalidArgument, HasSubstr("scavenge delay")));
+  options = Options();
+  options.scavenge_max_pages = 0;
+  EXPECT_THAT(create(options), StatusIs(Code::kInvalidArgument,
+                                        HasSubstr("scavenge max pages")));
+}
+
+TEST_F(PooledAllocatorTest, PoolsUpToAQuarterArenaByDefault) {
+  EXPECT_EQ(allocator_->options().dedicated_threshold, kArena / 4);
+  EXPECT_FALSE(allocator_->ShouldPool(0));
+  EXPECT_TRUE(allocator_->ShouldPool(1));
+  EXPECT_TRUE(allocator_->ShouldPool(kArena / 4));
+  EXPECT_FALSE(allocator_->ShouldPool(kArena / 4 + 1));
+  auto refused =
+      StatusIs(Code::kInvalidArgument,
+               AllOf(HasSubstr("dedicated threshold"), HasSubstr("262144")));
+  EXPECT_THAT(allocator_->Allocate(kAlice, 0, false), refused);
+  EXPECT_THAT(allocator_->Allocate(kAlice, kArena / 4 + 1, false), refused);
+  EXPECT_EQ(allocator_->Stats().arenas, 0u);
+}
+
+TEST_F(PooledAllocatorTest, BlocksAreWindowsOfTheArenaMemfd) {
+  const PooledBlock small = MustAllocate(kAlice, 100);
+  const PooledBlock medium = MustAllocate(kAlice, 100 * 1024);
+  EXPECT_EQ(small.arena_id, medium.arena_id);
+  EXPECT_EQ(small.size, 100u);
+  EXPECT_EQ(small.charged, 128u);
+  EXPECT_EQ(small.offset % 64, 0u);
+  EXPECT_EQ(medium.size, 100u * 1024);
+  EXPECT_EQ(medium.charged, 25 * kPageSize);
+  EXPECT_EQ(medium.offset % kPageSize, 0u);
+  ASSERT_NE(small.arena_memory, nullptr);
+  EXPECT_EQ(small.arena_memory->size(), kArena);
+  EXPECT_EQ(small.arena_memory, medium.arena_memory);
+  // What a client writes through its mapping, another mapping sees.
+  std::unique_ptr<Mapping> writer = Map(small);
+  std::unique_ptr<Mapping> reader = Map(small);
+  std::memset(writer->data() + medium.offset, 'm', medium.size);
+  std::memset(writer->data() + small.offset, 's', small.size);
+  EXPECT_TRUE(AllBytesAre(reader->data() + medium.offset, medium.size, 'm'));
+  EXPECT_TRUE(AllBytesAre(reader->data() + small.offset, small.size, 's'));
+}
+
+TEST_F(PooledAllocatorTest, FreeRejectsUnknownBlocks) {
+  const PooledBlock block = MustAllocate(kAlice, 64);
+  EXPECT_THAT(allocator_->Free(block.arena_id + 1, block.offset),
+              StatusIs(Code::kNotFound, HasSubstr("no pooled arena")));
+  EXPECT_THAT(allocator_->Free(block.arena_id, block.offset + 64),
+              StatusIs(Code::kNotFound, HasSubstr("no live pooled block")));
+  MustFree(block);
+  EXPECT_THAT(allocator_->Free(block.arena_id, block.offset),
+              StatusIs(Code::kNotFound, HasSubstr("no live pooled block")));
+}
+
+TEST_F(PooledAllocatorTest, ArenasGrowToCapacityAndNoFurther) {
+  // Four quarter-arena runs fill an arena; the capacity holds four arenas.
+  std::vector<PooledBlock> blocks;
+  for (int i = 0; i < 16; ++i)
+    blocks.push_back(MustAllocate(kAlice, kArena / 4));
+  PooledAllocatorStats stats = allocator_->Stats();
+  EXPECT_EQ(stats.arenas, 4u);
+  EXPECT_EQ(stats.arena_bytes, 4 * kArena);
+  EXPECT_EQ(capacity_.reserved(), 4 * kArena);
+  EXPECT_EQ(stats.in_use_bytes, 4 * kArena);
+  EXPECT_EQ(stats.free_bytes, 0u);
+
+  EXPECT_THAT(allocator_->Allocate(kAlice, 64, false),
+              StatusIs(Code::kResourceExhausted,
+                       AllOf(HasSubstr("needs a new 1048576-byte arena"),
+                             HasSubstr("--capacity"))));
+  EXPECT_EQ(allocator_->Stats().arenas, 4u);
+
+  // Freed room is used again without a new arena.
+  MustFree(blocks[5]);
+  const PooledBlock again = MustAllocate(kAlice, 64);
+  EXPECT_EQ(again.arena_id, blocks[5].arena_id);
+  EXPECT_EQ(allocator_->Stats().arenas_created_total, 4u);
+}
+
+TEST_F(PooledAllocatorTest, TenantsNeverShareAnArena) {
+  const PooledBlock alice = MustAllocate(kAlice, 64);
+  const PooledBlock bob = MustAllocate(kBob, 64);
+  EXPECT_NE(alice.arena_id, bob.arena_id);
+  EXPECT_NE(Inode(alice), Inode(bob));
+  const PooledAllocatorStats stats = allocator_->Stats();
+  ASSERT_EQ(stats.tenants.size(), 2u);
+  EXPECT_EQ(stats.tenants[0].tenant, kAlice);
+  EXPECT_EQ(stats.tenants[0].arenas, 1u);
+  EXPECT_EQ(stats.tenants[0].in_use_bytes, 64u);
+  EXPECT_EQ(stats.tenants[1].tenant, kBob);
+}
+
+TEST_F(PooledAllocatorTest, AnEmptyArenaStaysWithItsTenantForTheDelay) {
+  const PooledBlock first = MustAllocate(kAlice, 64 * 1024);
+  MustFree(first);
+  EXPECT_EQ(allocator_->Stats().arenas, 1u) << "kept for reuse";
+  clock_.Advance(absl::Minutes(5) - absl::Seconds(1));
+  EXPECT_EQ(allocator_->Scavenge(clock_.Now()).arenas_released, 0u);
+  const PooledBlock second = MustAllocate(kAlice, 64 * 1024);
+  EXPECT_EQ(second.arena_id, first.arena_id);
+  MustFree(second);
+
+  clock_.Advance(absl::Minutes(5));
+  const ScavengeResult result = allocator_->Scavenge(clock_.Now());
+  EXPECT_EQ(result.arenas_released, 1u);
+  EXPECT_EQ(allocator_->Stats().arenas, 0u);
+  EXPECT_EQ(allocator_->Stats().arenas_released_total, 1u);
+  EXPECT_EQ(capacity_.reserved(), 0u);
+  // Its memfd stays open while a block refers to it.
+  EXPECT_GE(second.arena_memory->fd(), 0);
+}
+
+class TightCapacityTest : public PooledAllocatorTest {
+ protected:
+  TightCapacityTest() : PooledAllocatorTest(kArena) {}
+};
+
+TEST_F(TightCapacityTest, AnotherTenantsUnusedArenaMakesRoom) {
+  const PooledBlock alice = MustAllocate(kAlice, 4096);
+  std::unique_ptr<Mapping> alice_view = Map(alice);
+  std::memset(alice_view->data(), 'A', kArena);  // secrets everywhere
+  MustFree(alice);
+
+  // No room for a second arena: Alice's unused one is retired, and Bob gets
+  // a new memfd, not hers punched.
+  const PooledBlock bob = MustAllocate(kBob, 4096, /*zeroed=*/false);
+  EXPECT_NE(bob.arena_id, alice.arena_id);
+  EXPECT_NE(Inode(bob), Inode(alice));
+  std::unique_ptr<Mapping> bob_view = Map(bob);
+  EXPECT_TRUE(AllBytesAre(bob_view->data(), kArena, 0));
+  const PooledAllocatorStats stats = allocator_->Stats();
+  EXPECT_EQ(stats.arenas, 1u);
+  EXPECT_EQ(stats.arenas_released_total, 1u);
+  EXPECT_EQ(stats.zeroed_bytes_total, 0u) << "a new memfd needs no zeroing";
+  EXPECT_EQ(capacity_.reserved(), kArena);
+}
+
+TEST_F(TightCapacityTest, AnArenaInUseIsNeverTaken) {
+  const PooledBlock alice = MustAllocate(kAlice, 64);
+  EXPECT_THAT(allocator_->Allocate(kBob, 64, false),
+              StatusIs(Code::kResourceExhausted,
+                       AllOf(HasSubstr("uid 1001"), HasSubstr("--capacity"))));
+  MustFree(alice);
+  EXPECT_THAT(allocator_->Allocate(kBob, 64, false), IsOk());
+}
+
+TEST_F(PooledAllocatorTest, DirtyMemoryIsZeroedOnlyWhenAsked) {
+  const PooledBlock first = MustAllocate(kAlice, 1000);
+  std::unique_ptr<Mapping> view = Map(first);
+  std::memset(view->data() + first.offset, 'x', first.size);
+  MustFree(first);
+
+  // Same tenant, not asked: the old bytes are still there.
+  const PooledBlock plain = MustAllocate(kAlice, 1000, /*zeroed=*/false);
+  ASSERT_EQ(plain.offset, first.offset);
+  EXPECT_TRUE(AllBytesAre(view->data() + plain.offset, plain.size, 'x'));
+  EXPECT_EQ(allocator_->Stats().zeroed_bytes_total, 0u);
+  MustFree(plain);
+
+  // Asked: zeroed, and counted.
+  const PooledBlock zeroed = MustAllocate(kAlice, 1000, /*zeroed=*/true);
+  ASSERT_EQ(zeroed.offset, first.offset);
+  EXPECT_TRUE(AllBytesAre(view->data() + zeroed.offset, zeroed.size, 0));
+  EXPECT_EQ(allocator_->Stats().zeroed_bytes_total, 1000u);
+}
+
+TEST_F(PooledAllocatorTest, KnownZeroMemoryIsNotZeroedAgain) {
+  // Keeps the arena from being retired by the scavenger below.
+  const PooledBlock keep = MustAllocate(kAlice, 128 * 1024);
+  // Fresh arena memory, small and medium.
+  std::vector<PooledBlock> blocks;
+  for (uint64_t size : {64u, 5000u, 32768u, 40000u, 200000u}) {
+    blocks.push_back(MustAllocate(kAlice, size, /*zeroed=*/true));
+  }
+  EXPECT_EQ(allocator_->Stats().zeroed_bytes_total, 0u);
+  std::unique_ptr<Mapping> view = Map(blocks[0]);
+  for (const PooledBlock& b : blocks) {
+    EXPECT_TRUE(AllBytesAre(view->data() + b.offset, b.size, 0));
+    std::memset(view->data() + b.offset, 'd', b.size);
+    MustFree(b);
+  }
+  // Scavenged memory is zero again: no zeroing either.
+  clock_.Advance(absl::Minutes(6));
+  allocator_->Scavenge(clock_.Now());
+  const PooledBlock run = MustAllocate(kAlice, 200000, /*zeroed=*/true);
+  ASSERT_EQ(run.arena_id, keep.arena_id);
+  EXPECT_TRUE(AllBytesAre(view->data() + run.offset, run.size, 0));
+  EXPECT_EQ(allocator_->Stats().zeroed_bytes_total, 0u);
+}
+
+TEST_F(PooledAllocatorTest, LargeDirtyRunsAreZeroedByPunching) {
+  PooledAllocatorOptions options = Options();
+  options.zero_punch_min_bytes = 64 * 1024;
+  Make(options);
+  const PooledBlock first = MustAllocate(kAlice, 200 * 1024);
+  std::unique_ptr<Mapping> view = Map(first);
+  std::memset(view->data() + first.offset, 'x', first.size);
+  const uint64_t resident = Blocks(first);
+  MustFree(first);
+  const PooledBlock again = MustAllocate(kAlice, 200 * 1024, true);
+  ASSERT_EQ(again.offset, first.offset);
+  EXPECT_EQ(Blocks(again), resident - 200 * 1024) << "punched, not memset";
+  EXPECT_TRUE(AllBytesAre(view->data() + again.offset, again.size, 0));
+  EXPECT_EQ(allocator_->Stats().zeroed_bytes_total, 200u * 1024);
+}
+
+TEST_F(PooledAllocatorTest, ScavengerPunchesIdleRunsOnly) {
+  const PooledBlock old_block = MustAllocate(kAlice, 128 * 1024);
+  const PooledBlock young_block = MustAllocate(kAlice, 128 * 1024);
+  const PooledBlock live = MustAllocate(kAlice, 128 * 1024);
+  std::unique_ptr<Mapping> view = Map(live);
+  for (const PooledBlock* b : {&old_block, &young_block, &live}) {
+    std::memset(view->data() + b->offset, 'z', b->size);
+  }
+  EXPECT_EQ(Blocks(live), 3 * 128 * 1024u);
+  MustFree(old_block);
+  clock_.Advance(absl::Minutes(3));
+  MustFree(young_block);
+  clock_.Advance(absl::Minutes(3));
+
+  // The old run has been free 6 minutes, the young one 3.
+  const ScavengeResult result = allocator_->Scavenge(clock_.Now());
+  EXPECT_EQ(result.scavenged_bytes, 128u * 1024);
+  EXPECT_FALSE(result.more);
+  EXPECT_EQ(Blocks(live), 2 * 128 * 1024u) << "st_blocks dropped";
+  EXPECT_TRUE(AllBytesAre(view->data() + old_block.offset, old_block.size, 0));
+  EXPECT_TRUE(
+      AllBytesAre(view->data() + young_block.offset, young_block.size, 'z'));
+  EXPECT_TRUE(AllBytesAre(view->data() + live.offset, live.size, 'z'));
+  EXPECT_EQ(allocator_->Stats().scavenged_bytes_total, 128u * 1024);
+  EXPECT_EQ(allocator_->Stats().arenas, 1u) << "a live block keeps it";
+
+  // Nothing new is idle; then the young run is.
+  EXPECT_EQ(allocator_->Scavenge(clock_.Now()).scavenged_bytes, 0u);
+  clock_.Advance(absl::Minutes(3));
+  EXPECT_EQ(allocator_->Scavenge(clock_.Now()).scavenged_bytes, 128u * 1024);
+  EXPECT_EQ(allocator_->Stats().scavenged_bytes_total, 256u * 1024);
+}
+
+TEST_F(PooledAllocatorTest, ScavengerWorkIsBoundedPerCall) {
+  PooledAllocatorOptions options = Options();
+  options.scavenge_max_pages = 16;
+  Make(options);
+  const PooledBlock run = MustAllocate(kAlice, 40 * kPageSize);
+  const PooledBlock live = MustAllocate(kAlice, 64);
+  std::unique_ptr<Mapping> view = Map(run);
+  std::memset(view->data() + run.offset, 'z', run.size);
+  MustFree(run);
+  clock_.Advance(absl::Minutes(10));
+  std::vector<uint64_t> per_call;
+  for (int i = 0; i < 5; ++i) {
+    const ScavengeResult result = allocator_->Scavenge(clock_.Now());
+    per_call.push_back(result.scavenged_bytes / kPageSize);
+    if (!result.more) break;
+  }
+  EXPECT_THAT(per_call, ::testing::ElementsAre(16, 16, 8));
+  EXPECT_TRUE(AllBytesAre(view->data() + run.offset, run.size, 0));
+  EXPECT_EQ(view->data()[live.offset], 0);
+}
+
+TEST_F(PooledAllocatorTest, ScavengerReleasesIdleSpans) {
+  const PooledBlock slot = MustAllocate(kAlice, 64);
+  const PooledBlock keep = MustAllocate(kAlice, 100 * 1024);
+  MustFree(slot);
+  EXPECT_EQ(allocator_->Stats().size_classes[0].spans, 1u) << "cached";
+  clock_.Advance(absl::Minutes(5));
+  const ScavengeResult result = allocator_->Scavenge(clock_.Now());
+  EXPECT_EQ(result.spans_released, 1u);
+  EXPECT_EQ(result.scavenged_bytes, 2 * kPageSize) << "its dirty pages";
+  EXPECT_EQ(allocator_->Stats().size_classes[0].spans, 0u);
+  MustFree(keep);
+}
+
+TEST_F(PooledAllocatorTest, StatsAccountForEveryByte) {
+  std::vector<PooledBlock> blocks;
+  for (uint64_t size : {64u, 64u, 100u, 3000u, 3000u, 40000u, 70000u}) {
+    blocks.push_back(MustAllocate(kAlice, size));
+  }
+  MustFree(blocks[1]);
+  const PooledAllocatorStats stats = allocator_->Stats();
+  EXPECT_EQ(stats.live_blocks, 6u);
+  EXPECT_EQ(stats.in_use_bytes,
+            64 + 128 + 2 * 3072 + 10 * kPageSize + 18 * kPageSize);
+  EXPECT_EQ(stats.arena_bytes,
+            stats.in_use_bytes + stats.free_bytes + stats.span_tail_bytes);
+  EXPECT_EQ(stats.free_bytes, stats.free_slot_bytes + stats.free_page_bytes);
+  // Spans: class 64 (2 pages), 128 (2), 3072 (3); runs: 10 and 18 pages.
+  EXPECT_EQ(stats.free_page_bytes, kArena - (2 + 2 + 3 + 10 + 18) * kPageSize);
+  EXPECT_EQ(stats.largest_free_run_bytes, stats.free_page_bytes);
+  const SizeClassStats& c64 = stats.size_classes[SizeClassFor(64)];
+  EXPECT_EQ(c64.size, 64u);
+  EXPECT_EQ(c64.spans, 1u);
+  EXPECT_EQ(c64.live_slots, 1u);
+  EXPECT_EQ(c64.free_slots, 127u);
+  const SizeClassStats& c3072 = stats.size_classes[SizeClassFor(3000)];
+  EXPECT_EQ(c3072.span_pages, 3u);
+  EXPECT_EQ(c3072.free_slots, 2u);
+  EXPECT_EQ(stats.span_tail_bytes, 0u + 0u + 0u);
+}
+
+TEST_F(PooledAllocatorTest, PrefaultedArenasAreResidentAndKnownZero) {
+  PooledAllocatorOptions options = Options();
+  options.prefault = true;
+  Make(options);
+  const PooledBlock block = MustAllocate(kAlice, 64, /*zeroed=*/true);
+  EXPECT_EQ(Blocks(block), kArena);
+  EXPECT_EQ(allocator_->ResidentBytes(), kArena);
+  EXPECT_EQ(allocator_->Stats().zeroed_bytes_total, 0u);
+  // Known-zero pages are never punched, so prefaulting survives scavenging.
+  clock_.Advance(absl::Hours(1));
+  EXPECT_EQ(allocator_->Scavenge(clock_.Now()).scavenged_bytes, 0u);
+  EXPECT_EQ(Blocks(block), kArena);
+}
+
+// DESIGN.md: metadata per live buffer stays small and constant (<= 128 B).
+TEST(PooledAllocatorMetadataTest, PerBufferRecordsAreSmall) {
+  EXPECT_LE(sizeof(PooledBlock), 48u);
+  // A span's record, shared by all its slots; a slot itself is two bits.
+  EXPECT_LE(sizeof(Span), 72u);
+}
+
+TEST_F(PooledAllocatorTest, DestructionReturnsTheCapacity) {
+  MustAllocate(kAlice, 64);
+  MustAllocate(kBob, 64);
+  EXPECT_EQ(capacity_.reserved(), 2 * kArena);
+  allocator_.reset();
+  EXPECT_EQ(capacity_.reserved(), 0u);
+}
+
+TEST_F(PooledAllocatorTest, ConcurrentUseKeepsBlocksApart) {
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 300;
+  std::vector<std::thread> threads;
+  std::vector<int> ok(kThreads, 1);  // not vector<bool>: one per thread
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const TenantId tenant = kAlice + t % 2;
+      std::vector<std::pair<PooledBlock, std::unique_ptr<Mapping>>> held;
+      for (int round = 0; round < kRounds; ++round) {
+        const uint64_t size = 64 + (round * 977 + t * 131) % 50000;
+        absl::StatusOr<PooledBlock> block =
+            allocator_->Allocate(tenant, size, round % 3 == 0);
+        if (!block.ok()) {
+          ok[t] = 0;
+          return;
+        }
+        auto view = std::make_unique<Mapping>(block->arena_memory->fd(), kArena,
+                                              PROT_READ | PROT_WRITE);
+        std::memset(view->data() + block->offset, 't' + t, block->size);
+        held.emplace_back(*block, std::move(view));
+        if (held.size() > 8) {
+          auto& [old, old_view] = held.front();
+          if (!AllBytesAre(old_view->data() + old.offset, old.size, 't' + t) ||
+              !allocator_->Free(old.arena_id, old.offset).ok()) {
+            ok[t] = 0;
+            return;
+          }
+          held.erase(held.begin());
+        }
+        if (round % 50 == 0) allocator_->Scavenge(clock_.Now());
+      }
+      for (auto& [block, view] : held) {
+        if (!allocator_->Free(block.arena_id, block.offset).ok()) ok[t] = 0;
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_TRUE(ok[t]) << t;
+  const PooledAllocatorStats stats = allocator_->Stats();
+  EXPECT_EQ(stats.live_blocks, 0u);
+  EXPECT_EQ(stats.in_use_bytes, 0u);
+  EXPECT_EQ(capacity_.reserved(), stats.arena_bytes);
+}
+
+}  // namespace
+}  // namespace shmbroker
