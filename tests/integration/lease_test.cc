@@ -297,5 +297,57 @@ TEST_F(LeaseTest, FloodsOfKeepAlivesAndGrantsAreBoundedAndOthersAreServed) {
   ::close(fd);
 }
 
+TEST_F(LeaseTest, LeaseCallsWithoutASessionOrWithBadInputFailClearly) {
+  auto stub = RawStub();
+  {
+    grpc::ClientContext ctx;
+    auto stream = stub->KeepAlive(&ctx);
+    v1::KeepAliveRequest request;
+    v1::KeepAliveResponse response;
+    stream->Write(request);
+    EXPECT_FALSE(stream->Read(&response));
+    grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(s.error_message(), HasSubstr("no client connection"));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GrantLeaseResponse response;
+    grpc::Status s = stub->GrantLease(&ctx, v1::GrantLeaseRequest(), &response);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GrantLeaseRequest request;
+    request.mutable_ttl()->set_seconds(-5);
+    std::string token;
+    const int fd = ConnectRawFdChannel(daemon_->socket(), &token);
+    ctx.AddMetadata(fdchannel::kSessionMetadataKey, token);
+    v1::GrantLeaseResponse response;
+    grpc::Status s = stub->GrantLease(&ctx, request, &response);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("bad ttl"));
+    ::close(fd);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::RevokeLeaseRequest request;  // lease 0
+    v1::RevokeLeaseResponse response;
+    grpc::Status s = stub->RevokeLease(&ctx, request, &response);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    request.set_lease_id(987654);
+    grpc::ClientContext ctx2;
+    s = stub->RevokeLease(&ctx2, request, &response);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_THAT(s.error_message(), HasSubstr("no such lease: 987654"));
+  }
+  Finished usage = daemon_->Cli({"revoke", "abc"});
+  EXPECT_EQ(usage.exit_code, 2);
+  EXPECT_THAT(usage.err, HasSubstr("bad LEASE_ID"));
+  Finished ttl = daemon_->Cli({"alloc", "4KiB", "--ttl=-1s"});
+  EXPECT_EQ(ttl.exit_code, 2);
+  EXPECT_THAT(ttl.err, HasSubstr("--ttl must not be negative"));
+}
+
 }  // namespace
 }  // namespace shmbroker::testing
