@@ -122,6 +122,11 @@ TEST_F(LeaseTest, ADetachedBufferIsHandedOffAfterTheProducerExited) {
     EXPECT_TRUE(l.contains("id") && l.contains("client_pid"));
   }
   EXPECT_TRUE(found) << leases.out;
+  Finished table = daemon_->Cli({"leases"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out,
+              AllOf(HasSubstr("ID"), HasSubstr("TTL"), HasSubstr("KIND"),
+                    HasSubstr("detached"), HasSubstr("(exited)")));
 
   // Another process reads it; this one keeps a hold past the lease.
   Finished consumer = daemon_->Cli({"cat", "handoff"});
