@@ -12,6 +12,10 @@ packages=(
   # Observability and deployment tests: a real Prometheus and promtool, a
   # Python gRPC client, curl, systemd-analyze.
   prometheus python3 python3-grpcio curl systemd
+  # Container image tests: podman with runc (crun fails on these hosts),
+  # buildah for podman build, catatonit for pods, debootstrap for the base
+  # image (no registry can be pulled from).
+  podman buildah runc catatonit debootstrap
 )
 
 missing=()
