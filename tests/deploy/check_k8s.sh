@@ -50,7 +50,7 @@ npm_modules() {
   require_tools node npm
   local key cache
   key=$(cat "$validator/package.json" "$validator/package-lock.json" | sha256sum | cut -c1-16)
-  cache=${SHMBROKER_NPM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shmbroker}/k8s-validate-$key
+  cache=${SHMBROKER_NPM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/shmbroker}/k8s-validate-$key
   mkdir -p "$(dirname "$cache")"
   (
     # Two test runs at once must not both install into the same directory.
