@@ -82,7 +82,10 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 podman exec "$daemon" shmbroker health || die "daemon not SERVING after 20 s"
-podman exec "$daemon" ls -ln /run/shmbroker
+podman exec "$daemon" ls -lna /run/shmbroker
+# The named volume came from the image: the daemon's, 0750; sockets 0660.
+[[ $(podman exec "$daemon" stat -c '%u:%g %a' /run/shmbroker /run/shmbroker/broker.sock | tr '\n' ' ') == \
+   "10001:10001 750 10001:10001 660 " ]] || die "socket directory or socket has the wrong owner or mode"
 
 log "podman healthcheck run"
 out=$(podman healthcheck run "$daemon" 2>&1) || die "health check failed: $out"
