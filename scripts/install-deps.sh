@@ -12,7 +12,16 @@ packages=(
   # Observability and deployment tests: a real Prometheus and promtool, a
   # Python gRPC client, curl, systemd-analyze.
   prometheus python3 python3-grpcio curl systemd
+  # Container image and Kubernetes tests: podman with runc (crun fails on
+  # these hosts), buildah for podman build, catatonit for pods, debootstrap
+  # for the base image (no registry can be pulled from). kubectl (1.32) comes
+  # with the machine image; Debian's is too old for kustomize.
+  podman buildah runc catatonit debootstrap
 )
+# Node.js and npm for the manifest validator (tests/deploy/k8s-validate).
+# The machine image ships Node.js with its own npm; Debian's npm package
+# would conflict with it, so ask for Debian's only when there is no npm.
+command -v npm >/dev/null || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do
