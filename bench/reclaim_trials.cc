@@ -8,12 +8,12 @@
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "bench/spawned_daemon.h"
 #include "common/unique_fd.h"
 
 extern char** environ;
@@ -86,16 +86,7 @@ absl::Status WaitForBaseline(client::Client& observer, uint64_t baseline) {
 }  // namespace
 
 std::string FindCliNextToSelf() {
-  std::error_code ec;
-  std::filesystem::path self =
-      std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  const std::filesystem::path dir = self.parent_path();
-  for (const std::filesystem::path& candidate :
-       {dir / "shmbroker", dir.parent_path() / "client" / "shmbroker"}) {
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
-  }
-  return "";
+  return FindNextToSelf("shmbroker", "client");
 }
 
 absl::StatusOr<ReclaimReport> RunReclaimTrials(client::Client& observer,

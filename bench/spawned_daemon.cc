@@ -47,17 +47,22 @@ bool WaitUntil(pid_t pid, absl::Time deadline, int* status) {
 
 }  // namespace
 
-std::string FindDaemonNextToSelf() {
+std::string FindNextToSelf(const std::string& name,
+                           const std::string& build_dir) {
   std::error_code ec;
   std::filesystem::path self =
       std::filesystem::read_symlink("/proc/self/exe", ec);
   if (ec) return "";
   const std::filesystem::path dir = self.parent_path();
   for (const std::filesystem::path& candidate :
-       {dir / "shmbrokerd", dir.parent_path() / "server" / "shmbrokerd"}) {
+       {dir / name, dir.parent_path() / build_dir / name}) {
     if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
   }
   return "";
+}
+
+std::string FindDaemonNextToSelf() {
+  return FindNextToSelf("shmbrokerd", "server");
 }
 
 absl::StatusOr<std::unique_ptr<SpawnedDaemon>> SpawnedDaemon::Start(

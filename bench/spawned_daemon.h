@@ -46,6 +46,10 @@ class SpawnedDaemon {
 // The shmbrokerd that belongs with this binary: next to it (installed, both in
 // bin/), else in ../server/ (the build tree). Empty if neither exists.
 std::string FindDaemonNextToSelf();
+// `name` next to this binary (installed), or in the build tree's
+// `build_dir` beside bench/; empty if neither is executable.
+std::string FindNextToSelf(const std::string& name,
+                           const std::string& build_dir);
 
 }  // namespace shmbroker::bench
 

@@ -210,24 +210,30 @@ absl::Status BrokerService::DoDescribe(grpc::CallbackServerContext* ctx,
   return absl::OkStatus();
 }
 
+absl::StatusOr<BrokerService::Page> BrokerService::ParsePage(
+    uint32_t size, const std::string& token) const {
+  Page page;
+  if (!token.empty() && !absl::SimpleAtoi(token, &page.after)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad page_token \"", token,
+                     "\": pass next_page_token from the previous page"));
+  }
+  page.limit = std::min(size == 0 ? options_.list_default_page_size : size,
+                        options_.list_max_page_size);
+  return page;
+}
+
 absl::Status BrokerService::DoList(grpc::CallbackServerContext* ctx,
                                    const v1::ListRequest& request,
                                    v1::ListResponse* response) {
   absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/false);
   if (!caller.ok()) return caller.status();
-  Handle after = 0;
-  if (!request.page_token().empty() &&
-      !absl::SimpleAtoi(request.page_token(), &after)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bad page_token \"", request.page_token(),
-                     "\": pass next_page_token from the previous page"));
-  }
-  uint32_t limit = request.page_size() == 0 ? options_.list_default_page_size
-                                            : request.page_size();
-  limit = std::min(limit, options_.list_max_page_size);
+  absl::StatusOr<Page> wanted =
+      ParsePage(request.page_size(), request.page_token());
+  if (!wanted.ok()) return wanted.status();
   bool more = false;
   std::vector<BufferInfo> page =
-      registry_->List(caller->identity, after, limit, &more);
+      registry_->List(caller->identity, wanted->after, wanted->limit, &more);
   for (const BufferInfo& info : page) ToProto(info, response->add_buffers());
   if (more && !page.empty()) {
     response->set_next_page_token(absl::StrCat(page.back().handle));

@@ -127,6 +127,13 @@ class BrokerService final : public v1::Broker::CallbackService {
   absl::Status DoListLeases(grpc::CallbackServerContext* ctx,
                             const v1::ListLeasesRequest& request,
                             v1::ListLeasesResponse* response);
+  // A page of List or ListLeases: after the id in `token`, at most `size`
+  // (0: the default; capped at the maximum).
+  struct Page {
+    uint64_t after = 0;
+    uint32_t limit = 0;
+  };
+  absl::StatusOr<Page> ParsePage(uint32_t size, const std::string& token) const;
   // Hangs up on connections whose default lease a call ended.
   void HangUpOn(const CloseResult& result, const std::string& why);
 

@@ -1,8 +1,5 @@
 // BrokerService: the lease calls (GrantLease, KeepAlive, RevokeLease,
 // LeaseTimeToLive, ListLeases). Buffer calls are in broker_service.cc.
-#include <algorithm>
-
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/broker_service.h"
 #include "server/keepalive_reactor.h"
@@ -116,19 +113,12 @@ absl::Status BrokerService::DoListLeases(grpc::CallbackServerContext* ctx,
                                          v1::ListLeasesResponse* response) {
   absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/false);
   if (!caller.ok()) return caller.status();
-  LeaseId after = 0;
-  if (!request.page_token().empty() &&
-      !absl::SimpleAtoi(request.page_token(), &after)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bad page_token \"", request.page_token(),
-                     "\": pass next_page_token from the previous page"));
-  }
-  uint32_t limit = request.page_size() == 0 ? options_.list_default_page_size
-                                            : request.page_size();
-  limit = std::min(limit, options_.list_max_page_size);
+  absl::StatusOr<Page> wanted =
+      ParsePage(request.page_size(), request.page_token());
+  if (!wanted.ok()) return wanted.status();
   bool more = false;
-  std::vector<LeaseInfo> page =
-      registry_->ListLeases(caller->identity, after, limit, &more);
+  std::vector<LeaseInfo> page = registry_->ListLeases(
+      caller->identity, wanted->after, wanted->limit, &more);
   const absl::Time now = absl::Now();
   for (const LeaseInfo& info : page) {
     ToProto(info, now, response->add_leases());
