@@ -50,12 +50,26 @@ class LeaseTest : public DaemonTest {
     return argv;
   }
 
-  // A raw gRPC stub and a session of our own (the fd returned must be kept
-  // open for the session to live).
+  // A raw gRPC stub to the daemon.
   std::unique_ptr<v1::Broker::Stub> RawStub() {
     return v1::Broker::NewStub(grpc::CreateChannel(
         "unix:" + daemon_->socket(), grpc::InsecureChannelCredentials()));
   }
+
+  // A client connection of our own, spoken to without the library: its fd
+  // channel (kept open while this lives), token and a stub.
+  struct RawSession {
+    explicit RawSession(LeaseTest& test)
+        : fd(ConnectRawFdChannel(test.daemon_->socket(), &token)),
+          stub(test.RawStub()) {}
+    ~RawSession() { ::close(fd); }
+    void Prepare(grpc::ClientContext* ctx) const {
+      ctx->AddMetadata(fdchannel::kSessionMetadataKey, token);
+    }
+    std::string token;
+    int fd;
+    std::unique_ptr<v1::Broker::Stub> stub;
+  };
 };
 
 client::AllocateOptions Sized(uint64_t size, uint64_t lease_id) {
@@ -219,12 +233,10 @@ TEST_F(LeaseTest, ARevokedLeaseIsReportedToItsHolderAndKeepAliveSaysSo) {
   EXPECT_EQ(again.status().code(), absl::StatusCode::kNotFound);
 
   // On the wire: an error in that lease's answer, and the stream goes on.
-  std::string token;
-  const int fd = ConnectRawFdChannel(daemon_->socket(), &token);
-  auto stub = RawStub();
+  RawSession raw(*this);
   grpc::ClientContext ctx;
-  ctx.AddMetadata(fdchannel::kSessionMetadataKey, token);
-  auto stream = stub->KeepAlive(&ctx);
+  raw.Prepare(&ctx);
+  auto stream = raw.stub->KeepAlive(&ctx);
   v1::KeepAliveRequest request;
   v1::KeepAliveResponse response;
   request.set_lease_id(lease->id);
@@ -237,7 +249,6 @@ TEST_F(LeaseTest, ARevokedLeaseIsReportedToItsHolderAndKeepAliveSaysSo) {
   EXPECT_EQ(response.granted_ttl().seconds(), 1);
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
-  ::close(fd);
 }
 
 TEST_F(LeaseTest, FloodsOfKeepAlivesAndGrantsAreBoundedAndOthersAreServed) {
@@ -246,12 +257,10 @@ TEST_F(LeaseTest, FloodsOfKeepAlivesAndGrantsAreBoundedAndOthersAreServed) {
       daemon_->CliArgs({"alloc", "4KiB", "--name=bystander", "--hold=60s"}));
   ASSERT_TRUE(bystander.WaitForOutput("bystander", absl::Seconds(10)));
 
-  std::string token;
-  const int fd = ConnectRawFdChannel(daemon_->socket(), &token);
-  auto stub = RawStub();
+  RawSession raw(*this);
   grpc::ClientContext ctx;
-  ctx.AddMetadata(fdchannel::kSessionMetadataKey, token);
-  auto stream = stub->KeepAlive(&ctx);
+  raw.Prepare(&ctx);
+  auto stream = raw.stub->KeepAlive(&ctx);
   v1::KeepAliveRequest request;
   v1::KeepAliveResponse response;
   int answered = 0;
@@ -269,8 +278,8 @@ TEST_F(LeaseTest, FloodsOfKeepAlivesAndGrantsAreBoundedAndOthersAreServed) {
 
   // The budget is the connection's: a new stream does not refill it.
   grpc::ClientContext again_ctx;
-  again_ctx.AddMetadata(fdchannel::kSessionMetadataKey, token);
-  auto again = stub->KeepAlive(&again_ctx);
+  raw.Prepare(&again_ctx);
+  auto again = raw.stub->KeepAlive(&again_ctx);
   int answered_again = 0;
   for (int i = 0; i < 1000; ++i) {
     if (!again->Write(request) || !again->Read(&response)) break;
@@ -284,10 +293,10 @@ TEST_F(LeaseTest, FloodsOfKeepAlivesAndGrantsAreBoundedAndOthersAreServed) {
   int granted = 0;
   for (int i = 0; i < 1000 && refused.ok(); ++i) {
     grpc::ClientContext grant_ctx;
-    grant_ctx.AddMetadata(fdchannel::kSessionMetadataKey, token);
+    raw.Prepare(&grant_ctx);
     v1::GrantLeaseResponse granted_lease;
-    refused =
-        stub->GrantLease(&grant_ctx, v1::GrantLeaseRequest(), &granted_lease);
+    refused = raw.stub->GrantLease(&grant_ctx, v1::GrantLeaseRequest(),
+                                   &granted_lease);
     if (refused.ok()) ++granted;
   }
   EXPECT_EQ(granted, 64);
@@ -299,7 +308,6 @@ TEST_F(LeaseTest, FloodsOfKeepAlivesAndGrantsAreBoundedAndOthersAreServed) {
   auto described = client_->Describe("bystander");
   ASSERT_TRUE(described.ok()) << described.status();
   EXPECT_EQ(described->holders, 1u);
-  ::close(fd);
 }
 
 TEST_F(LeaseTest, LeaseCallsWithoutASessionOrWithBadInputFailClearly) {
@@ -322,17 +330,15 @@ TEST_F(LeaseTest, LeaseCallsWithoutASessionOrWithBadInputFailClearly) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   }
   {
+    RawSession raw(*this);
     grpc::ClientContext ctx;
+    raw.Prepare(&ctx);
     v1::GrantLeaseRequest request;
     request.mutable_ttl()->set_seconds(-5);
-    std::string token;
-    const int fd = ConnectRawFdChannel(daemon_->socket(), &token);
-    ctx.AddMetadata(fdchannel::kSessionMetadataKey, token);
     v1::GrantLeaseResponse response;
-    grpc::Status s = stub->GrantLease(&ctx, request, &response);
+    grpc::Status s = raw.stub->GrantLease(&ctx, request, &response);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_THAT(s.error_message(), HasSubstr("bad ttl"));
-    ::close(fd);
   }
   {
     grpc::ClientContext ctx;
