@@ -18,7 +18,8 @@ packages=(
   # with the machine image; Debian's is too old for kustomize.
   podman buildah runc catatonit debootstrap
 )
-# Node.js and npm for the manifest validator (tests/deploy/k8s-validate).
+# Node.js and npm for the manifest and dashboard validators
+# (tests/deploy/k8s-validate, tests/deploy/dashboard-schema).
 # The machine image ships Node.js with its own npm; Debian's npm package
 # would conflict with it, so ask for Debian's only when there is no npm.
 command -v npm >/dev/null || packages+=(nodejs npm)

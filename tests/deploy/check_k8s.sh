@@ -19,13 +19,12 @@
 #   all:      both (the default).
 #
 # npm packages: `npm ci` from k8s-validate/package-lock.json into a cache
-# outside the tree (SHMBROKER_NPM_CACHE, default ~/.cache/shmbroker), one
-# directory per lock file, reused by later runs. Needs the npm registry the
-# first time only.
+# outside the tree (npm_lib.sh).
 # Usage: tests/deploy/check_k8s.sh [validate|play|all]
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/podman_lib.sh"   # log, die, require_tools, and podman for `play`
+source "$here/npm_lib.sh"      # npm_modules
 root=$deploy_root
 k8s=$root/deploy/k8s
 validator=$here/k8s-validate
@@ -45,25 +44,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- npm dependencies, cached per lock file
-npm_modules() {
-  require_tools node npm
-  local key cache
-  key=$(cat "$validator/package.json" "$validator/package-lock.json" | sha256sum | cut -c1-16)
-  cache=${SHMBROKER_NPM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/shmbroker}/k8s-validate-$key
-  mkdir -p "$(dirname "$cache")"
-  (
-    # Two test runs at once must not both install into the same directory.
-    flock 9
-    if [[ ! -f $cache/.complete ]]; then
-      log "npm ci into $cache"
-      rm -rf "$cache" && mkdir -p "$cache"
-      cp "$validator/package.json" "$validator/package-lock.json" "$cache/"
-      (cd "$cache" && npm ci --no-audit --no-fund --loglevel=error) >&2 || die "npm ci failed"
-      touch "$cache/.complete"
-    fi
-  ) 9>"$cache.lock"
-  export K8S_VALIDATE_MODULES=$cache
+# --- npm dependencies, cached per lock file (npm_lib.sh)
+validator_modules() {
+  npm_modules "$validator"
+  export K8S_VALIDATE_MODULES=$npm_modules_dir
 }
 
 render() {  # overlay -> file
@@ -74,7 +58,7 @@ render() {  # overlay -> file
 kinds_of() { grep -E '^kind: ' "$1" | sed 's/^kind: //' | sort | tr '\n' ' '; }
 
 validate_manifests() {
-  npm_modules
+  validator_modules
   local o
   for o in sidecar daemonset; do
     log "kubectl kustomize deploy/k8s/overlays/$o"
@@ -250,7 +234,7 @@ fi
 if [[ $mode == play || $mode == all ]]; then
   setup_podman
   require_tools kubectl node
-  npm_modules
+  validator_modules
   prefix=shmb-it-$$-
   if [[ ${SHMBROKER_IMAGE_READY:-0} == 1 ]]; then
     podman image exists "$SHMBROKER_IMAGE" || die "SHMBROKER_IMAGE_READY=1 but $SHMBROKER_IMAGE does not exist"
