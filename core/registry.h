@@ -274,7 +274,6 @@ class Registry {
 
   LeaseTable leases_ ABSL_GUARDED_BY(mu_);
   LeaseId next_lease_ ABSL_GUARDED_BY(mu_) = 1;
-  uint64_t detached_count_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<uid_t, uint32_t> detached_per_uid_ ABSL_GUARDED_BY(mu_);
   // The most recently ended leases (bounded), so that a late KeepAlive hears
   // why its lease is gone.

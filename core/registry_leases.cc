@@ -64,10 +64,7 @@ absl::StatusOr<LeaseInfo> Registry::GrantLeaseLocked(ClientRecord& client,
   info.deadline = now + ttl;
   leases_.Add(info);
   client.leases.insert(info.id);
-  if (detached) {
-    ++detached_per_uid_[uid];
-    ++detached_count_;
-  }
+  if (detached) ++detached_per_uid_[uid];
   observer_->OnLeaseGranted(detached);
   return info;
 }
@@ -229,7 +226,6 @@ void Registry::EndLeaseLocked(
   ++result->leases_ended;
   observer_->OnLeaseEnded(reason);
   if (info.detached) {
-    --detached_count_;
     if (--detached_per_uid_[info.owner.uid] == 0) {
       detached_per_uid_.erase(info.owner.uid);
     }

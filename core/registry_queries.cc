@@ -57,7 +57,9 @@ RegistryStats Registry::Stats() const {
   stats.clients = clients_.size();
   stats.holds = hold_count_;
   stats.leases = leases_.size();
-  stats.detached_leases = detached_count_;
+  for (const auto& [uid, count] : detached_per_uid_) {
+    stats.detached_leases += count;
+  }
   return stats;
 }
 

@@ -36,7 +36,9 @@ class RegistryLeaseTest : public testing::RegistryTestBase {
     spec.lease = lease;
     absl::StatusOr<Grant> grant = registry_->Allocate(client, spec);
     EXPECT_THAT(grant, IsOk());
-    if (grant.ok()) EXPECT_EQ(grant->lease, lease);
+    if (grant.ok()) {
+      EXPECT_EQ(grant->lease, lease);
+    }
     return grant.ok() ? grant->buffer.handle : 0;
   }
   LeaseId DefaultOf(ClientId client) {
