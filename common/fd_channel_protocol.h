@@ -7,6 +7,9 @@
 //   daemon -> client  kError    then the daemon closes the channel
 //   client -> daemon  kRelease  drop one hold on `handle` (one-way; the daemon
 //                               processes it before the client's next call)
+//   client -> daemon  kForgetArena  the client closed its fds of arena `id`:
+//                               send it again with the next grant in it
+//                               (one-way, ordered like kRelease)
 //
 // Anything else a client sends (bad size, magic, version or type, or any
 // ancillary data) is a protocol error: the daemon answers kError and closes
@@ -29,10 +32,10 @@ inline constexpr size_t kTokenBytes = 16;
 inline constexpr size_t kTextBytes = 128;
 // gRPC metadata key carrying the hex session token on every call.
 inline constexpr char kSessionMetadataKey[] = "shmbroker-session";
-// Optional gRPC metadata: how many kRelease frames the client has sent on
-// this session so far (decimal). The daemon reads the fd channel before the
-// call only when some of them are not applied yet; without it, it always
-// does.
+// Optional gRPC metadata: how many frames (kRelease and kForgetArena) the
+// client has sent on this session so far (decimal). The daemon reads the fd
+// channel before the call only when some of them are not applied yet; without
+// it, it always does.
 inline constexpr char kReleasesSentMetadataKey[] = "shmbroker-releases-sent";
 
 enum class FrameType : uint16_t {
@@ -40,6 +43,7 @@ enum class FrameType : uint16_t {
   kFd = 2,
   kError = 3,
   kRelease = 4,
+  kForgetArena = 5,
 };
 
 struct Frame {
@@ -47,10 +51,12 @@ struct Frame {
   uint16_t version = kVersion;
   FrameType type = FrameType::kError;
   // kHello: session id. kFd: grant id. kRelease: buffer handle.
+  // kForgetArena: arena id.
   uint64_t id = 0;
   // kHello: the connection's default lease id. kFd: buffer handle.
   // kRelease: the lease the hold is under (0: the daemon picks, as for the
-  // Release RPC).
+  // Release RPC). kForgetArena: 1 for the arena's writable fd, 0 for its
+  // read-only one.
   uint64_t handle = 0;
   // kHello: session token.
   uint8_t token[kTokenBytes] = {};

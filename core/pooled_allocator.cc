@@ -15,18 +15,14 @@ constexpr uint64_t kMaxArenaSize = uint64_t{1} << 40;
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<PooledAllocator>> PooledAllocator::Create(
-    PooledAllocatorOptions options, CapacityBudget* budget,
-    const Clock* clock) {
+absl::Status ValidatePooledAllocatorOptions(
+    const PooledAllocatorOptions& options) {
   if (options.arena_size % kPageSize != 0 ||
       options.arena_size < kMinArenaSize ||
       options.arena_size > kMaxArenaSize) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "arena size %d: must be a multiple of %d bytes from %d to %d",
         options.arena_size, kPageSize, kMinArenaSize, kMaxArenaSize));
-  }
-  if (options.dedicated_threshold == 0) {
-    options.dedicated_threshold = options.arena_size / 4;
   }
   if (options.dedicated_threshold > options.arena_size) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -40,6 +36,18 @@ absl::StatusOr<std::unique_ptr<PooledAllocator>> PooledAllocator::Create(
     return absl::InvalidArgumentError(
         "scavenge max pages must be at least 1 (Scavenge would do nothing "
         "and always ask to be called again)");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<PooledAllocator>> PooledAllocator::Create(
+    PooledAllocatorOptions options, CapacityBudget* budget,
+    const Clock* clock) {
+  if (absl::Status s = ValidatePooledAllocatorOptions(options); !s.ok()) {
+    return s;
+  }
+  if (options.dedicated_threshold == 0) {
+    options.dedicated_threshold = options.arena_size / 4;
   }
   if (budget == nullptr || clock == nullptr) {
     return absl::InvalidArgumentError(
@@ -148,11 +156,31 @@ std::unique_ptr<Arena> PooledAllocator::RemoveLocked(uint64_t arena_id) {
 void PooledAllocator::Retire(std::unique_ptr<Arena> arena) {
   const TenantId tenant = arena->tenant();
   const uint64_t bytes = arena->size();
-  // Unmaps the daemon's view and closes its memfd (unless a PooledBlock
-  // still holds it): clients that still map it keep their pages, but the
-  // capacity no longer counts them, as with dedicated segments.
+  // Clients cache their mapping of an arena, so closing the memfd alone
+  // would leave its pages alive in them while the capacity no longer
+  // counts them. Punching first frees the pages; a client that touches the
+  // stale mapping gets fresh zero pages, never anyone's data.
+  arena->segment()->Punch(0, bytes).IgnoreError();
   arena.reset();
   budget_->Return(tenant, bytes);
+}
+
+uint64_t PooledAllocator::ReleaseUnused() {
+  std::vector<std::unique_ptr<Arena>> unused;
+  {
+    absl::MutexLock lock(&mu_);
+    std::vector<uint64_t> ids;
+    for (const auto& [id, arena] : arenas_) {
+      if (arena->Unused()) ids.push_back(id);
+    }
+    for (uint64_t id : ids) unused.push_back(RemoveLocked(id));
+  }
+  uint64_t bytes = 0;
+  for (std::unique_ptr<Arena>& arena : unused) {
+    bytes += arena->size();
+    Retire(std::move(arena));
+  }
+  return bytes;
 }
 
 PooledBlock PooledAllocator::BlockLocked(const Found& found, uint64_t size) {

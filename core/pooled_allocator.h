@@ -127,6 +127,10 @@ struct PooledAllocatorOptions {
   bool prefault = false;
 };
 
+// OK, or INVALID_ARGUMENT saying which option is out of range.
+absl::Status ValidatePooledAllocatorOptions(
+    const PooledAllocatorOptions& options);
+
 // One pooled buffer: `size` bytes at `offset` in arena `arena_id`.
 struct PooledBlock {
   // Never reused by a later arena, so clients may key their map cache by it.
@@ -214,6 +218,9 @@ class PooledAllocator {
 
   // Returns memory idle since before now - scavenge_delay (see above).
   ScavengeResult Scavenge(absl::Time now);
+  // Retires every arena with no live block now, whatever its idle time
+  // (for a caller that needs the capacity back); returns the bytes freed.
+  uint64_t ReleaseUnused();
 
   PooledAllocatorStats Stats() const;
   // Bytes of all arenas backed by pages (st_blocks), without the lock held
@@ -241,7 +248,8 @@ class PooledAllocator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::unique_ptr<Arena> RemoveLocked(uint64_t arena_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Closes a removed arena and returns its bytes. Called without the lock.
+  // Punches and closes a removed arena and returns its bytes. Called
+  // without the lock.
   void Retire(std::unique_ptr<Arena> arena);
   // The block for `found`; counts the bytes it will zero.
   PooledBlock BlockLocked(const Found& found, uint64_t size)

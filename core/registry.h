@@ -12,8 +12,16 @@
 // cannot leave them wrong. Time comes from the injected Clock; ExpireLeases is
 // driven from outside (the daemon's sweeper, or a test).
 //
-// Thread-safe: one mutex guards all state; memory objects are created and
-// destroyed outside it.
+// Memory comes in two kinds. A dedicated buffer has a memory object of its
+// own, charged its size in pages against the capacity. With EnablePooling,
+// small owner-only memfd buffers are pooled instead: a slot or page run in
+// an arena of the owner's (core/pooled_allocator.h), and the Registry is the
+// allocator's CapacityBudget, so arenas (charged whole) and dedicated
+// buffers draw on one capacity.
+//
+// Thread-safe: one mutex guards all state; memory objects and arenas are
+// created, and dedicated memory destroyed, outside it. Lock order: the
+// Registry's mutex, then the pooled allocator's.
 #ifndef SHMBROKER_CORE_REGISTRY_H_
 #define SHMBROKER_CORE_REGISTRY_H_
 
@@ -37,6 +45,7 @@
 #include "core/lease.h"
 #include "core/lease_table.h"
 #include "core/memory_object.h"
+#include "core/pooled_allocator.h"
 #include "core/registry_observer.h"
 
 namespace shmbroker {
@@ -59,20 +68,33 @@ struct BufferRef {
   std::string ToString() const;
 };
 
+enum class BufferKind { kDedicated, kPooled };
+const char* BufferKindName(BufferKind kind);  // "dedicated", "pooled"
+
 struct AllocateSpec {
   uint64_t size = 0;
   std::string name;  // empty: unnamed
   Backing backing = Backing::kMemfd;
   std::vector<ShareRule> share;
   LeaseId lease = 0;  // 0: the connection's default lease
+  // Unset: pooled when pooling is on and the buffer is an owner-only memfd
+  // of up to the allocator's threshold, falling back to dedicated when no
+  // arena fits in the capacity.
+  std::optional<BufferKind> kind;
+  // Pooled: zero recycled memory (new memory is zero anyway).
+  bool zeroed = true;
 };
 
 struct BufferInfo {
   Handle handle = 0;
   std::string name;
   uint64_t size = 0;
-  uint64_t charged_bytes = 0;  // size rounded up to whole pages
+  // Dedicated: size rounded up to whole pages. Pooled: its slot or run.
+  uint64_t charged_bytes = 0;
   Backing backing = Backing::kMemfd;
+  BufferKind kind = BufferKind::kDedicated;
+  uint64_t arena_id = 0;  // pooled only
+  uint64_t offset = 0;    // pooled only: where it starts in the arena
   Identity owner;
   std::vector<ShareRule> share;
   absl::Time created;
@@ -86,7 +108,8 @@ struct Grant {
   AccessMode mode = AccessMode::kReadWrite;
   LeaseId lease = 0;  // the lease the new hold is under
   // Keeps the memory object (and its fd) alive while the fd is being sent,
-  // even if the hold is released concurrently.
+  // even if the hold is released concurrently. For a pooled buffer, the
+  // whole arena's.
   std::shared_ptr<const MemoryObject> memory;
   UniqueFd read_only_fd;  // set for read-only grants
 
@@ -119,7 +142,11 @@ struct LeaseDetail {
 
 struct RegistryStats {
   uint64_t capacity_bytes = 0;
+  // Charged for live buffers (pooled ones: their slots and runs).
   uint64_t allocated_bytes = 0;
+  // What counts against the capacity: dedicated buffers plus whole arenas.
+  uint64_t committed_bytes = 0;
+  uint64_t pooled_buffers = 0;
   uint64_t buffers = 0;
   uint64_t memfd_buffers = 0;
   uint64_t posix_buffers = 0;
@@ -141,10 +168,20 @@ class Registry {
   // `observer` (not owned, may be null) must outlive the Registry.
   explicit Registry(RegistryOptions options, const Clock* clock = RealClock(),
                     RegistryObserver* observer = nullptr);
+  ~Registry();
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
 
   const RegistryOptions& options() const { return options_; }
+
+  // Turns pooling on (INVALID_ARGUMENT for bad options). Call once, before
+  // the first Allocate.
+  absl::Status EnablePooling(PooledAllocatorOptions options);
+  // Null while pooling is off. Its Stats() are the pool's figures.
+  const PooledAllocator* pool() const { return pool_.get(); }
+  // Returns idle pooled memory to the OS (PooledAllocator::Scavenge); a
+  // no-op while pooling is off. Call from a timer, without other locks.
+  ScavengeResult Scavenge();
 
   // Opens a connection and grants its default lease. RESOURCE_EXHAUSTED when
   // the uid has max_clients_per_uid connections.
@@ -205,8 +242,21 @@ class Registry {
 
  private:
   struct BufferRecord {
-    BufferInfo info;                       // holders kept current
-    std::shared_ptr<MemoryObject> memory;  // null while being created
+    BufferInfo info;  // holders kept current
+    // Null while being created. Pooled: the arena's memory.
+    std::shared_ptr<const MemoryObject> memory;
+  };
+  // Memory to let go of once the mutex is released.
+  using Doomed = std::vector<std::shared_ptr<const MemoryObject>>;
+  // Lets the pooled allocator charge arenas to the capacity.
+  class ArenaBudget final : public CapacityBudget {
+   public:
+    explicit ArenaBudget(Registry* registry) : registry_(registry) {}
+    absl::Status TryReserve(TenantId tenant, uint64_t bytes) override;
+    void Return(TenantId tenant, uint64_t bytes) override;
+
+   private:
+    Registry* const registry_;
   };
   struct ClientRecord {
     Identity identity;
@@ -223,6 +273,32 @@ class Registry {
 
   static absl::Status ClientClosedError(ClientId client);
   absl::StatusOr<Grant> DoAllocate(ClientId client, const AllocateSpec& spec);
+  // Whether `spec` gets a pooled buffer; INVALID_ARGUMENT or
+  // FAILED_PRECONDITION when it asks for one it cannot have.
+  absl::StatusOr<bool> WantsPool(const AllocateSpec& spec) const;
+  // A buffer reserved (handle, name, hold count, dedicated bytes) whose
+  // memory is still to be made, unlocked.
+  struct Pending {
+    Handle handle = 0;
+    LeaseId lease = 0;
+    MemorySpec memory;
+  };
+  // `dedicated_pages` is 0 for a pooled buffer. Sets `*over_capacity` when
+  // the capacity refused the pages.
+  absl::StatusOr<Pending> ReserveLocked(ClientId client,
+                                        const AllocateSpec& spec,
+                                        uint64_t dedicated_pages,
+                                        bool* over_capacity)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Charges a dedicated buffer's pages, or says why the capacity refuses.
+  absl::Status ChargeDedicatedLocked(uint64_t charged)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fills in the memory of a pending buffer once created; undoes the
+  // reservation if its lease ended meanwhile.
+  absl::StatusOr<Grant> FinishAllocateLocked(
+      Handle handle, LeaseId lease_id,
+      const std::shared_ptr<const MemoryObject>& memory,
+      const PooledBlock* block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The handle of the live (not pending) buffer `ref` names, or NOT_FOUND /
   // INVALID_ARGUMENT (bad name).
   absl::StatusOr<Handle> ResolveLocked(const BufferRef& ref) const
@@ -240,16 +316,14 @@ class Registry {
   // Drops `count` holds of `lease` on `handle`; moves the memory of a
   // reclaimed buffer to `doomed` so it is destroyed after unlocking.
   uint32_t DropHoldsLocked(LeaseRecord& lease, Handle handle, uint32_t count,
-                           std::vector<std::shared_ptr<MemoryObject>>& doomed,
-                           ReclaimReason reason, CloseResult* result)
+                           Doomed& doomed, ReclaimReason reason,
+                           CloseResult* result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops every hold of the lease and forgets it; a connection whose default
   // lease this is closes too.
-  void EndLeaseLocked(LeaseId lease, ReclaimReason reason,
-                      std::vector<std::shared_ptr<MemoryObject>>& doomed,
+  void EndLeaseLocked(LeaseId lease, ReclaimReason reason, Doomed& doomed,
                       CloseResult* result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CloseClientLocked(ClientId client, ReclaimReason reason,
-                         std::vector<std::shared_ptr<MemoryObject>>& doomed,
+  void CloseClientLocked(ClientId client, ReclaimReason reason, Doomed& doomed,
                          CloseResult* result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<LeaseInfo> GrantLeaseLocked(ClientRecord& client, ClientId id,
@@ -268,6 +342,8 @@ class Registry {
   absl::flat_hash_map<ClientId, ClientRecord> clients_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uid_t, uint32_t> clients_per_uid_ ABSL_GUARDED_BY(mu_);
   uint64_t allocated_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t dedicated_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // incl. pending ones
+  uint64_t arena_bytes_ ABSL_GUARDED_BY(mu_) = 0;      // reserved for arenas
   uint64_t hold_count_ ABSL_GUARDED_BY(mu_) = 0;
   Handle next_handle_ ABSL_GUARDED_BY(mu_) = 1;
   ClientId next_client_ ABSL_GUARDED_BY(mu_) = 1;
@@ -279,6 +355,11 @@ class Registry {
   // why its lease is gone.
   absl::flat_hash_map<LeaseId, EndedLease> ended_ ABSL_GUARDED_BY(mu_);
   std::deque<LeaseId> ended_order_ ABSL_GUARDED_BY(mu_);
+
+  // Last, so that the allocator (which returns its arenas' bytes to the
+  // budget when destroyed) goes first. Set once by EnablePooling.
+  ArenaBudget budget_{this};
+  std::unique_ptr<PooledAllocator> pool_;
 };
 
 }  // namespace shmbroker

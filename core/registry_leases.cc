@@ -129,7 +129,7 @@ absl::StatusOr<LeaseInfo> Registry::KeepAlive(ClientId client, LeaseId lease) {
 absl::StatusOr<CloseResult> Registry::RevokeLease(const Identity& caller,
                                                   LeaseId lease) {
   CloseResult result;
-  std::vector<std::shared_ptr<MemoryObject>> doomed;
+  Doomed doomed;
   absl::MutexLock lock(&mu_);
   const LeaseRecord* record = leases_.Find(lease);
   if (record == nullptr) return LeaseGoneLocked(lease);
@@ -187,7 +187,7 @@ std::vector<LeaseInfo> Registry::ListLeases(const Identity& caller,
 
 CloseResult Registry::ExpireLeases(size_t max_leases) {
   CloseResult result;
-  std::vector<std::shared_ptr<MemoryObject>> doomed;
+  Doomed doomed;
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_->Now();
   // One more than asked tells whether the sweep must come back at once.
@@ -210,9 +210,8 @@ std::optional<absl::Time> Registry::NextLeaseDeadline() const {
   return leases_.NextDeadline();
 }
 
-void Registry::EndLeaseLocked(
-    LeaseId id, ReclaimReason reason,
-    std::vector<std::shared_ptr<MemoryObject>>& doomed, CloseResult* result) {
+void Registry::EndLeaseLocked(LeaseId id, ReclaimReason reason, Doomed& doomed,
+                              CloseResult* result) {
   LeaseRecord* record = leases_.Find(id);
   if (record == nullptr) return;
   // Copy: DropHoldsLocked edits record->holds.

@@ -48,9 +48,11 @@ RegistryStats Registry::Stats() const {
   RegistryStats stats;
   stats.capacity_bytes = options_.capacity_bytes;
   stats.allocated_bytes = allocated_bytes_;
+  stats.committed_bytes = dedicated_bytes_ + arena_bytes_;
   for (const auto& [handle, record] : buffers_) {
     if (!record.memory) continue;
     ++stats.buffers;
+    if (record.info.kind == BufferKind::kPooled) ++stats.pooled_buffers;
     ++(record.info.backing == Backing::kPosix ? stats.posix_buffers
                                               : stats.memfd_buffers);
   }
@@ -87,15 +89,18 @@ std::vector<TenantUsage> Registry::Tenants() const {
 }
 
 uint64_t Registry::ResidentBytes() const {
-  std::vector<std::shared_ptr<MemoryObject>> memory;
+  std::vector<std::shared_ptr<const MemoryObject>> memory;
   {
     absl::MutexLock lock(&mu_);
     memory.reserve(buffers_.size());
     for (const auto& [handle, record] : buffers_) {
-      if (record.memory) memory.push_back(record.memory);
+      // Pooled buffers' arenas are counted once, below.
+      if (record.memory && record.info.kind == BufferKind::kDedicated) {
+        memory.push_back(record.memory);
+      }
     }
   }
-  uint64_t resident = 0;
+  uint64_t resident = pool_ != nullptr ? pool_->ResidentBytes() : 0;
   for (const auto& m : memory) {
     struct stat st {};
     if (::fstat(m->fd(), &st) == 0) {

@@ -79,8 +79,13 @@ absl::StatusOr<BrokerService::Caller> BrokerService::Resolve(
 
 absl::Status BrokerService::Deliver(Session& session, Grant& grant,
                                     v1::Buffer* buffer, v1::Grant* out) {
+  const bool pooled = grant.buffer.kind == BufferKind::kPooled;
   absl::StatusOr<uint64_t> grant_id =
-      fd_channel_->SendFd(session, grant.buffer.handle, grant.fd_to_send());
+      pooled ? fd_channel_->SendArenaFd(
+                   session, grant.buffer.handle, grant.buffer.arena_id,
+                   grant.mode == AccessMode::kReadWrite, grant.fd_to_send())
+             : fd_channel_->SendFd(session, grant.buffer.handle,
+                                   grant.fd_to_send());
   if (!grant_id.ok()) {
     registry_->Release(session.client, grant.buffer.handle).IgnoreError();
     return grant_id.status();
@@ -88,7 +93,7 @@ absl::Status BrokerService::Deliver(Session& session, Grant& grant,
   ToProto(grant.buffer, buffer);
   out->set_grant_id(*grant_id);
   out->set_mode(ToProto(grant.mode));
-  out->set_offset(0);
+  out->set_offset(grant.buffer.offset);
   out->set_segment_size(grant.memory->size());
   out->set_lease_id(grant.lease);
   return absl::OkStatus();
@@ -155,6 +160,10 @@ absl::Status BrokerService::DoAllocate(grpc::CallbackServerContext* ctx,
   if (!share.ok()) return share.status();
   spec.share = std::move(*share);
   spec.lease = request.lease_id();
+  absl::StatusOr<std::optional<BufferKind>> kind = FromProto(request.kind());
+  if (!kind.ok()) return kind.status();
+  spec.kind = *kind;
+  spec.zeroed = !request.uninitialized();
   absl::StatusOr<Grant> grant =
       registry_->Allocate(caller->session->client, spec);
   if (!grant.ok()) return grant.status();
@@ -264,6 +273,11 @@ absl::Status BrokerService::DoStatus(grpc::CallbackServerContext* ctx,
   response->set_caller_gid(caller->identity.gid);
   response->set_caller_pid(caller->identity.pid);
   response->set_caller_has_session(caller->session != nullptr);
+  if (const PooledAllocator* pool = registry_->pool()) {
+    ToProto(pool->Stats(), response->mutable_arenas());
+    response->mutable_arenas()->set_pooled_max_size(
+        pool->options().dedicated_threshold);
+  }
   for (const TenantUsage& tenant : registry_->Tenants()) {
     v1::TenantUsage* t = response->add_tenants();
     t->set_uid(tenant.uid);

@@ -3,6 +3,7 @@
 #include <grp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -57,6 +58,28 @@ ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
 ABSL_FLAG(uint32_t, metrics_max_tenants, 20,
           "tenants (owner uids) with their own series; the rest add up in "
           "uid=\"other\"");
+ABSL_FLAG(bool, pooling, true,
+          "pool small owner-only memfd buffers in per-uid arenas (docs/api.md "
+          "\"Pooled buffers\"); false: every buffer gets its own memfd");
+ABSL_FLAG(shmbroker::ByteSize, arena_size, shmbroker::ByteSize{64 << 20},
+          "bytes per pooled arena (one sealed memfd per owner uid, charged "
+          "whole against --capacity): a multiple of 4KiB, at least 1MiB. At "
+          "most a sixteenth of --capacity is used (in whole MiB); pooling is "
+          "off when that is under 1MiB");
+ABSL_FLAG(shmbroker::ByteSize, pooled_max_size, shmbroker::ByteSize{0},
+          "largest buffer pooled; larger ones get a memfd of their own. 0: a "
+          "quarter of --arena_size");
+ABSL_FLAG(absl::Duration, scavenge_delay, absl::Minutes(5),
+          "how long freed pooled memory stays resident for reuse before it "
+          "is returned to the OS (and unused arenas are closed)");
+ABSL_FLAG(shmbroker::ByteSize, scavenge_max_bytes,
+          shmbroker::ByteSize{16 << 20},
+          "most bytes returned to the OS per scavenger step (steps repeat "
+          "until nothing idle is left)");
+ABSL_FLAG(bool, arena_prefault, false,
+          "allocate and map every page of an arena when it is created: no "
+          "first-touch faults, and every page charged to the daemon's memory "
+          "cgroup (off: to the process that touches it first)");
 ABSL_FLAG(std::string, log_format, "text",
           "text, or json (one object per line: time, level, msg)");
 ABSL_FLAG(std::string, log_level, "info",
@@ -136,6 +159,35 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
         prefix));
   }
   config.registry.shm_prefix = absl::StrCat("/", prefix, ".", ::getpid());
+  config.pooling = absl::GetFlag(FLAGS_pooling);
+  PooledAllocatorOptions& pool = config.pool;
+  pool.arena_size = absl::GetFlag(FLAGS_arena_size).bytes;
+  pool.dedicated_threshold = absl::GetFlag(FLAGS_pooled_max_size).bytes;
+  pool.scavenge_delay = absl::GetFlag(FLAGS_scavenge_delay);
+  pool.scavenge_max_pages = static_cast<uint32_t>(std::min<uint64_t>(
+      absl::GetFlag(FLAGS_scavenge_max_bytes).bytes / kPageSize, 1u << 30));
+  pool.prefault = absl::GetFlag(FLAGS_arena_prefault);
+  if (absl::Status s = ValidatePooledAllocatorOptions(pool); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--arena_size, --pooled_max_size, --scavenge_delay, "
+                     "--scavenge_max_bytes: ",
+                     s.message()));
+  }
+  // A tenant's first pooled buffer commits a whole arena, so an arena must
+  // be a small part of the capacity, or a few tenants would hold all of it.
+  constexpr uint64_t kMiB = uint64_t{1} << 20;
+  const uint64_t share = config.registry.capacity_bytes / 16 / kMiB * kMiB;
+  if (!config.pooling) {
+    config.pooling_off_reason = "--pooling=false";
+  } else if (share < kMiB) {
+    config.pooling = false;
+    config.pooling_off_reason =
+        "--capacity is under 16MiB (an arena may take at most a sixteenth "
+        "of it, and at least 1MiB)";
+  } else if (pool.arena_size > share) {
+    pool.arena_size = share;
+    pool.dedicated_threshold = std::min(pool.dedicated_threshold, share);
+  }
   config.list_max_page_size = absl::GetFlag(FLAGS_list_max_page_size);
   config.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes).bytes;
   config.log_level = absl::GetFlag(FLAGS_log_level);

@@ -17,6 +17,10 @@ struct ServerConfig {
   std::string socket_path;
   std::optional<gid_t> socket_group;
   RegistryOptions registry;
+  bool pooling = true;
+  std::string pooling_off_reason;  // when !pooling, for the log
+  // arena_size at most a sixteenth of the capacity.
+  PooledAllocatorOptions pool;
   uint32_t list_max_page_size = 1000;
   uint64_t max_request_bytes = 64 * 1024;
   std::string log_level = "info";

@@ -225,13 +225,22 @@ FdChannel::DrainResult FdChannel::DrainLocked(Session& session,
     if (got.fd_count > 0 || (got.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
         got.bytes != static_cast<ssize_t>(sizeof(Frame)) ||
         !fdchannel::HasValidHeader(frame) ||
-        frame.type != FrameType::kRelease) {
+        (frame.type != FrameType::kRelease &&
+         frame.type != FrameType::kForgetArena)) {
       *error = absl::StrFormat(
-          "protocol error on the fd channel: expected a %d-byte release "
-          "frame without descriptors, got %d bytes%s",
+          "protocol error on the fd channel: expected a %d-byte release or "
+          "forget-arena frame without descriptors, got %d bytes%s",
           sizeof(Frame), got.bytes,
           got.fd_count > 0 ? " with descriptors" : "");
       return DrainResult::kProtocolError;
+    }
+    if (frame.type == FrameType::kForgetArena) {
+      {
+        absl::MutexLock lock(&session.send_mu);
+        session.arenas_sent.erase(frame.id * 2 + (frame.handle != 0 ? 1 : 0));
+      }
+      session.releases_applied.fetch_add(1);
+      continue;
     }
     session.releases_applied.fetch_add(1);
     absl::StatusOr<uint32_t> released = registry_->Release(
@@ -246,6 +255,23 @@ FdChannel::DrainResult FdChannel::DrainLocked(Session& session,
 absl::StatusOr<uint64_t> FdChannel::SendFd(Session& session, Handle handle,
                                            int fd) {
   absl::MutexLock lock(&session.send_mu);
+  return SendFdLocked(session, handle, fd);
+}
+
+absl::StatusOr<uint64_t> FdChannel::SendArenaFd(Session& session, Handle handle,
+                                                uint64_t arena_id,
+                                                bool writable, int fd) {
+  const uint64_t key = arena_id * 2 + (writable ? 1 : 0);
+  // Under send_mu, so that concurrent grants in one arena send it once.
+  absl::MutexLock lock(&session.send_mu);
+  if (session.arenas_sent.contains(key)) return 0;
+  absl::StatusOr<uint64_t> grant = SendFdLocked(session, handle, fd);
+  if (grant.ok()) session.arenas_sent.insert(key);
+  return grant;
+}
+
+absl::StatusOr<uint64_t> FdChannel::SendFdLocked(Session& session,
+                                                 Handle handle, int fd) {
   if (session.closed.load()) {
     return absl::FailedPreconditionError("client connection is closed");
   }

@@ -20,6 +20,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/unique_fd.h"
@@ -40,7 +41,10 @@ struct Session {
   absl::Mutex read_mu;  // serializes draining client frames
   absl::Mutex send_mu;  // serializes fd frames
   std::atomic<uint64_t> next_grant{1};
-  std::atomic<uint64_t> releases_applied{0};  // kRelease frames taken
+  // kRelease and kForgetArena frames taken.
+  std::atomic<uint64_t> releases_applied{0};
+  // Arenas whose fd this client holds: arena id * 2, plus 1 if writable.
+  absl::flat_hash_set<uint64_t> arenas_sent ABSL_GUARDED_BY(send_mu);
   std::atomic<bool> closed{false};
   // KeepAlive rate limit (a token bucket per connection, so that opening
   // new streams does not refill it); see KeepAliveReactor.
@@ -77,6 +81,12 @@ class FdChannel {
   // Sends `fd` for `handle`; returns the grant id. RESOURCE_EXHAUSTED when the
   // client is not reading its channel, FAILED_PRECONDITION when it is closed.
   absl::StatusOr<uint64_t> SendFd(Session& session, Handle handle, int fd);
+  // As SendFd for a pooled grant in `arena_id`, but returns 0 without
+  // sending when this client already holds that arena's fd (`writable` or
+  // not) and has not said it closed it (kForgetArena).
+  absl::StatusOr<uint64_t> SendArenaFd(Session& session, Handle handle,
+                                       uint64_t arena_id, bool writable,
+                                       int fd);
   // Tells the client why (an error frame) and closes its connection. For
   // connections the Registry has already closed (their default lease ended).
   void Hangup(ClientId client, const std::string& why);
@@ -88,6 +98,8 @@ class FdChannel {
   void Accept();
   DrainResult DrainLocked(Session& session, std::string* error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(session.read_mu);
+  absl::StatusOr<uint64_t> SendFdLocked(Session& session, Handle handle, int fd)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(session.send_mu);
   void Close(const std::shared_ptr<Session>& session, CloseReason reason,
              const std::string& why);
   std::shared_ptr<Session> FindById(uint64_t id) const;

@@ -28,6 +28,7 @@
 #include "server/logging.h"
 #include "server/metrics.h"
 #include "server/peer_credentials.h"
+#include "server/scavenger.h"
 #include "server/socket_files.h"
 
 namespace shmbroker {
@@ -74,6 +75,12 @@ int Run(const ServerConfig& config) {
   // metrics.
   HealthReporter health(metrics->get(), config.registry.capacity_bytes);
   Registry registry(config.registry, RealClock(), &health);
+  if (config.pooling) {
+    if (absl::Status s = registry.EnablePooling(config.pool); !s.ok()) {
+      spdlog::critical("pooling: {}", s.message());
+      return 1;
+    }
+  }
   (*metrics)->AddStateSource(&registry);
   ReclaimLatencies latencies;
   FdChannel fd_channel(&registry, (*files)->fd_channel_listener(),
@@ -85,6 +92,8 @@ int Run(const ServerConfig& config) {
   LeaseSweeper sweeper(&registry, &fd_channel, metrics->get(), &latencies,
                        config.lease_sweep_batch);
   sweeper.Start();
+  Scavenger scavenger(&registry, config.pool.scavenge_delay);
+  if (config.pooling) scavenger.Start();
   PeerTable peers;
   ServiceOptions service_options;
   service_options.list_max_page_size = config.list_max_page_size;
@@ -114,6 +123,13 @@ int Run(const ServerConfig& config) {
                SHMBROKER_VERSION, config.socket_path,
                (*files)->fd_channel_path(),
                FormatByteSize(config.registry.capacity_bytes));
+  if (const PooledAllocator* pool = registry.pool()) {
+    spdlog::info("pooling buffers of up to {} in arenas of {}",
+                 FormatByteSize(pool->options().dedicated_threshold),
+                 FormatByteSize(pool->options().arena_size));
+  } else {
+    spdlog::info("pooling is off: {}", config.pooling_off_reason);
+  }
   if (const int port = (*metrics)->port(); port != 0) {
     const std::string host =
         config.metrics_address.substr(0, config.metrics_address.rfind(':'));
@@ -131,6 +147,7 @@ int Run(const ServerConfig& config) {
   acceptor.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   sweeper.Stop();
+  scavenger.Stop();
   fd_channel.Stop();  // closes every client connection, dropping its holds
   (*metrics)->StopServing();  // no scrape may outlive the registry
   RegistryStats stats = registry.Stats();

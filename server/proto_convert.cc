@@ -27,6 +27,20 @@ absl::StatusOr<Backing> FromProto(v1::Backing backing) {
   }
 }
 
+absl::StatusOr<std::optional<BufferKind>> FromProto(v1::BufferKind kind) {
+  switch (kind) {
+    case v1::BUFFER_KIND_UNSPECIFIED:
+      return std::nullopt;
+    case v1::BUFFER_KIND_DEDICATED:
+      return BufferKind::kDedicated;
+    case v1::BUFFER_KIND_POOLED:
+      return BufferKind::kPooled;
+    default:
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "bad kind: %d (use pooled, dedicated, or leave it unset)", kind));
+  }
+}
+
 absl::StatusOr<std::vector<ShareRule>> FromProto(
     const google::protobuf::RepeatedPtrField<v1::ShareRule>& rules) {
   std::vector<ShareRule> out;
@@ -104,6 +118,10 @@ void ToProto(const BufferInfo& info, v1::Buffer* out) {
   }
   out->set_shm_name(info.shm_name);
   out->set_charged_bytes(info.charged_bytes);
+  out->set_kind(info.kind == BufferKind::kPooled ? v1::BUFFER_KIND_POOLED
+                                                 : v1::BUFFER_KIND_DEDICATED);
+  out->set_arena_id(info.arena_id);
+  out->set_offset(info.offset);
 }
 
 void ToProto(absl::Time time, google::protobuf::Timestamp* out) {
@@ -149,6 +167,37 @@ void ToProto(const LatencySummary& summary, v1::ReclaimLatency* out) {
   ToProto(summary.p50, out->mutable_p50());
   ToProto(summary.p99, out->mutable_p99());
   ToProto(summary.max, out->mutable_max());
+}
+
+void ToProto(const PooledAllocatorStats& stats, v1::PoolStatus* out) {
+  out->set_enabled(true);
+  out->set_arena_size(stats.arena_size);
+  out->set_arenas(stats.arenas);
+  out->set_arena_bytes(stats.arena_bytes);
+  out->set_live_buffers(stats.live_blocks);
+  out->set_in_use_bytes(stats.in_use_bytes);
+  out->set_free_bytes(stats.free_bytes);
+  out->set_span_tail_bytes(stats.span_tail_bytes);
+  out->set_largest_free_run_bytes(stats.largest_free_run_bytes);
+  out->set_scavenged_bytes_total(stats.scavenged_bytes_total);
+  out->set_zeroed_bytes_total(stats.zeroed_bytes_total);
+  out->set_arenas_created_total(stats.arenas_created_total);
+  out->set_arenas_released_total(stats.arenas_released_total);
+  for (const SizeClassStats& c : stats.size_classes) {
+    if (c.spans == 0) continue;
+    v1::SizeClassUsage* usage = out->add_size_classes();
+    usage->set_size(c.size);
+    usage->set_span_pages(c.span_pages);
+    usage->set_spans(c.spans);
+    usage->set_free_slots(c.free_slots);
+    usage->set_live_slots(c.live_slots);
+  }
+  for (const TenantPoolStats& t : stats.tenants) {
+    v1::TenantArenas* tenant = out->add_tenants();
+    tenant->set_uid(t.tenant);
+    tenant->set_arenas(t.arenas);
+    tenant->set_in_use_bytes(t.in_use_bytes);
+  }
 }
 
 }  // namespace shmbroker

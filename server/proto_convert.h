@@ -6,6 +6,7 @@
 
 #include <grpcpp/support/status.h>
 
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -23,6 +24,8 @@ absl::StatusOr<Backing> FromProto(v1::Backing backing);
 absl::StatusOr<std::vector<ShareRule>> FromProto(
     const google::protobuf::RepeatedPtrField<v1::ShareRule>& rules);
 absl::StatusOr<AccessRequest> FromProto(v1::AccessMode mode);
+// nullopt for UNSPECIFIED (the daemon's choice).
+absl::StatusOr<std::optional<BufferKind>> FromProto(v1::BufferKind kind);
 
 void ToProto(const BufferInfo& info, v1::Buffer* out);
 v1::AccessMode ToProto(AccessMode mode);
@@ -33,6 +36,7 @@ absl::StatusOr<absl::Duration> FromProto(const google::protobuf::Duration& d);
 // `now` turns the deadline into the remaining TTL.
 void ToProto(const LeaseInfo& info, absl::Time now, v1::Lease* out);
 void ToProto(const LatencySummary& summary, v1::ReclaimLatency* out);
+void ToProto(const PooledAllocatorStats& stats, v1::PoolStatus* out);
 
 }  // namespace shmbroker
 

@@ -18,6 +18,17 @@ MetricFamily Gauge(std::string name, std::string help) {
   return MetricFamily{std::move(name), std::move(help), MetricType::Gauge, {}};
 }
 
+MetricFamily Counter(std::string name, std::string help) {
+  return MetricFamily{
+      std::move(name), std::move(help), MetricType::Counter, {}};
+}
+
+void AddCount(MetricFamily& family, double value) {
+  ClientMetric m;
+  m.counter.value = value;
+  family.metric.push_back(std::move(m));
+}
+
 void AddSample(MetricFamily& family, double value,
                std::vector<ClientMetric::Label> labels = {}) {
   ClientMetric m;
@@ -50,12 +61,19 @@ std::vector<MetricFamily> StateCollector::Collect() const {
                       "Bytes charged for live buffers (sizes rounded up to "
                       "pages)."));
   AddSample(out.back(), static_cast<double>(stats.allocated_bytes));
+  out.push_back(Gauge("shmbroker_committed_bytes",
+                      "Bytes counted against the capacity: dedicated "
+                      "buffers plus whole pooled arenas."));
+  AddSample(out.back(), static_cast<double>(stats.committed_bytes));
   out.push_back(Gauge("shmbroker_resident_bytes",
                       "Bytes of live buffers backed by memory pages."));
   AddSample(out.back(), static_cast<double>(registry_->ResidentBytes()));
   out.push_back(Gauge("shmbroker_buffers", "Live buffers."));
-  AddSample(out.back(), static_cast<double>(stats.memfd_buffers),
+  AddSample(out.back(),
+            static_cast<double>(stats.memfd_buffers - stats.pooled_buffers),
             {{"backing", "memfd"}, {"kind", "dedicated"}});
+  AddSample(out.back(), static_cast<double>(stats.pooled_buffers),
+            {{"backing", "memfd"}, {"kind", "pooled"}});
   AddSample(out.back(), static_cast<double>(stats.posix_buffers),
             {{"backing", "posix"}, {"kind", "dedicated"}});
   out.push_back(Gauge("shmbroker_holds", "Holds on live buffers."));
@@ -72,6 +90,7 @@ std::vector<MetricFamily> StateCollector::Collect() const {
                       "Open client connections (fd channels)."));
   AddSample(out.back(), static_cast<double>(stats.clients));
   AddTenants(out);
+  if (const PooledAllocator* pool = registry_->pool()) AddPool(*pool, out);
   out.push_back(Gauge("shmbroker_open_fds", "Open file descriptors."));
   AddSample(out.back(), static_cast<double>(OpenFds()));
   rlimit limit{};
@@ -107,6 +126,40 @@ void StateCollector::AddTenants(std::vector<MetricFamily>& out) const {
   AddSample(buffers, other_buffers, {{"uid", "other"}});
   out.push_back(std::move(bytes));
   out.push_back(std::move(buffers));
+}
+
+void StateCollector::AddPool(const PooledAllocator& pool,
+                             std::vector<MetricFamily>& out) const {
+  const PooledAllocatorStats stats = pool.Stats();
+  out.push_back(Gauge("shmbroker_arenas", "Pooled arenas."));
+  AddSample(out.back(), static_cast<double>(stats.arenas));
+  out.push_back(Gauge("shmbroker_arena_bytes",
+                      "Bytes of pooled arenas by state: in_use (live "
+                      "buffers' slots and runs), free, span_tail (unusable "
+                      "ends of spans)."));
+  AddSample(out.back(), static_cast<double>(stats.in_use_bytes),
+            {{"state", "in_use"}});
+  AddSample(out.back(), static_cast<double>(stats.free_bytes),
+            {{"state", "free"}});
+  AddSample(out.back(), static_cast<double>(stats.span_tail_bytes),
+            {{"state", "span_tail"}});
+  out.push_back(Gauge("shmbroker_arena_largest_free_run_bytes",
+                      "The longest run of free pages in any one arena "
+                      "(fragmentation: compare with shmbroker_arena_bytes"
+                      "{state=\"free\"})."));
+  AddSample(out.back(), static_cast<double>(stats.largest_free_run_bytes));
+  out.push_back(Counter("shmbroker_arena_scavenged_bytes_total",
+                        "Idle pooled bytes returned to the OS (punched)."));
+  AddCount(out.back(), static_cast<double>(stats.scavenged_bytes_total));
+  out.push_back(Counter("shmbroker_arena_zeroed_bytes_total",
+                        "Recycled pooled bytes zeroed before reuse."));
+  AddCount(out.back(), static_cast<double>(stats.zeroed_bytes_total));
+  out.push_back(Counter("shmbroker_arenas_created_total", "Arenas created."));
+  AddCount(out.back(), static_cast<double>(stats.arenas_created_total));
+  out.push_back(Counter("shmbroker_arenas_released_total",
+                        "Arenas released (unused, scavenged or retired for "
+                        "another uid)."));
+  AddCount(out.back(), static_cast<double>(stats.arenas_released_total));
 }
 
 }  // namespace shmbroker

@@ -1,7 +1,7 @@
 // StateCollector: the daemon's state gauges (bytes, buffers, holds, leases,
-// connections, tenants, fds), read from the Registry when Prometheus scrapes,
-// so the hot path pays nothing for them. docs/metrics.md lists them.
-// Thread-safe (the Registry is).
+// connections, tenants, pooled arenas, fds), read from the Registry when
+// Prometheus scrapes, so the hot path pays nothing for them. docs/metrics.md
+// lists them. Thread-safe (the Registry is).
 #ifndef SHMBROKER_SERVER_STATE_COLLECTOR_H_
 #define SHMBROKER_SERVER_STATE_COLLECTOR_H_
 
@@ -24,6 +24,8 @@ class StateCollector : public prometheus::Collectable {
 
  private:
   void AddTenants(std::vector<prometheus::MetricFamily>& out) const;
+  void AddPool(const PooledAllocator& pool,
+               std::vector<prometheus::MetricFamily>& out) const;
 
   const Registry* const registry_;
   const size_t max_tenants_;

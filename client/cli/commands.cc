@@ -84,11 +84,12 @@ absl::StatusOr<std::string> ReadAll(int fd, const std::string& what) {
   }
 }
 
-// Allocates under a new lease when --ttl or --detach asks for one, else
-// under the connection's default lease.
+// Allocates (of --kind) under a new lease when --ttl or --detach asks for
+// one, else under the connection's default lease.
 absl::StatusOr<client::Buffer> AllocateUnderLease(
     const Options& options, client::Client& c,
     client::AllocateOptions request) {
+  request.kind = options.kind;
   if (options.detach || options.ttl != absl::ZeroDuration()) {
     absl::StatusOr<client::LeaseInfo> lease =
         c.GrantLease(options.ttl, options.detach);

@@ -19,6 +19,7 @@ struct Options {
   bool json = false;
   std::string name;
   client::Backing backing = client::Backing::kDefault;
+  client::Kind kind = client::Kind::kDefault;
   std::vector<client::ShareRule> share;
   absl::Duration hold = absl::InfiniteDuration();
   // alloc, put: hold under a lease of this TTL (0: the connection's default

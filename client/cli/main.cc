@@ -24,6 +24,9 @@ ABSL_FLAG(std::string, socket, "",
 ABSL_FLAG(bool, json, false, "machine-readable output on stdout");
 ABSL_FLAG(std::string, name, "", "alloc: name of the new buffer");
 ABSL_FLAG(std::string, backing, "", "alloc, put: memfd (default) or posix");
+ABSL_FLAG(std::string, kind, "auto",
+          "alloc, put: pooled, dedicated, or auto (the daemon pools small "
+          "owner-only memfd buffers)");
 ABSL_FLAG(std::vector<std::string>, share, {},
           "alloc, put: uid:N, gid:N or all, each with optional :ro (default) "
           "or :rw; several separated by commas");
@@ -45,10 +48,11 @@ constexpr char kUsage[] =
     "command-line client of shmbrokerd.\n"
     "Usage: shmbroker [--socket=PATH] [--json] COMMAND [ARGS]\n"
     "  alloc SIZE [--name=NAME] [--backing=memfd|posix] [--share=RULE]\n"
-    "             [--hold=DURATION] [--ttl=DURATION] [--detach]\n"
+    "             [--kind=auto|pooled|dedicated] [--hold=DURATION]\n"
+    "             [--ttl=DURATION] [--detach]\n"
     "             allocate and hold a buffer\n"
-    "  put NAME [--file=PATH] [--backing=...] [--share=...] [--hold=...]\n"
-    "             [--ttl=...] [--detach]\n"
+    "  put NAME [--file=PATH] [--backing=...] [--share=...] [--kind=...]\n"
+    "             [--hold=...] [--ttl=...] [--detach]\n"
     "             allocate a buffer sized to the input, fill it, hold it\n"
     "  cat NAME   write a buffer's bytes to stdout\n"
     "  ls         list buffers\n"
@@ -104,6 +108,9 @@ int main(int argc, char** argv) {
       return UsageError(std::string(backing.status().message()));
     options.backing = *backing;
   }
+  auto kind = shmbroker::client::ParseKind(absl::GetFlag(FLAGS_kind));
+  if (!kind.ok()) return UsageError(std::string(kind.status().message()));
+  options.kind = *kind;
   for (const std::string& rule : absl::GetFlag(FLAGS_share)) {
     auto parsed = shmbroker::client::ParseShareRule(rule);
     if (!parsed.ok()) return UsageError(std::string(parsed.status().message()));

@@ -14,11 +14,12 @@ nlohmann::json BufferJson(const client::BufferInfo& info) {
   for (const client::ShareRule& rule : info.share) {
     share.push_back(client::ShareRuleToString(rule));
   }
-  return {
+  nlohmann::json out = {
       {"name", info.name},
       {"handle", info.handle},
       {"size", info.size},
       {"backing", client::BackingName(info.backing)},
+      {"kind", client::KindName(info.kind)},
       {"holders", info.holders},
       {"owner_uid", info.owner_uid},
       {"owner_gid", info.owner_gid},
@@ -28,6 +29,11 @@ nlohmann::json BufferJson(const client::BufferInfo& info) {
       {"shm_name", info.shm_name},
       {"share", share},
   };
+  if (info.kind == client::Kind::kPooled) {
+    out["arena"] = info.arena_id;
+    out["offset"] = info.offset;
+  }
+  return out;
 }
 
 namespace {
@@ -47,6 +53,52 @@ std::string LatencyText(const client::LatencySummary& latency) {
                          absl::FormatDuration(latency.max), latency.samples);
 }
 
+nlohmann::json ArenasJson(const client::PoolStatus& pool) {
+  nlohmann::json classes = nlohmann::json::array();
+  for (const client::PoolStatus::SizeClass& c : pool.size_classes) {
+    classes.push_back({{"size", c.size},
+                       {"span_pages", c.span_pages},
+                       {"spans", c.spans},
+                       {"free_slots", c.free_slots},
+                       {"live_slots", c.live_slots}});
+  }
+  nlohmann::json tenants = nlohmann::json::array();
+  for (const client::PoolStatus::Tenant& t : pool.tenants) {
+    tenants.push_back({{"uid", t.uid},
+                       {"arenas", t.arenas},
+                       {"in_use_bytes", t.in_use_bytes}});
+  }
+  return {
+      {"enabled", pool.enabled},
+      {"arena_size", pool.arena_size},
+      {"pooled_max_size", pool.pooled_max_size},
+      {"count", pool.arenas},
+      {"arena_bytes", pool.arena_bytes},
+      {"buffers", pool.live_buffers},
+      {"in_use_bytes", pool.in_use_bytes},
+      {"free_bytes", pool.free_bytes},
+      {"span_tail_bytes", pool.span_tail_bytes},
+      {"largest_free_run_bytes", pool.largest_free_run_bytes},
+      {"scavenged_bytes_total", pool.scavenged_bytes_total},
+      {"zeroed_bytes_total", pool.zeroed_bytes_total},
+      {"arenas_created_total", pool.arenas_created_total},
+      {"arenas_released_total", pool.arenas_released_total},
+      {"size_classes", classes},
+      {"tenants", tenants},
+  };
+}
+
+std::string ArenasText(const client::PoolStatus& pool) {
+  if (!pool.enabled) return "off (--pooling=false)";
+  return absl::StrFormat(
+      "%d of %s: %d buffers, %s in use, %s free (largest run %s), %s "
+      "scavenged",
+      pool.arenas, FormatByteSize(pool.arena_size), pool.live_buffers,
+      FormatByteSize(pool.in_use_bytes), FormatByteSize(pool.free_bytes),
+      FormatByteSize(pool.largest_free_run_bytes),
+      FormatByteSize(pool.scavenged_bytes_total));
+}
+
 }  // namespace
 
 nlohmann::json StatusJson(const client::DaemonStatus& status) {
@@ -61,6 +113,7 @@ nlohmann::json StatusJson(const client::DaemonStatus& status) {
       {"connection_close_reclaim",
        LatencyJson(status.connection_close_reclaim)},
       {"lease_expiry_reclaim", LatencyJson(status.lease_expiry_reclaim)},
+      {"arenas", ArenasJson(status.arenas)},
       {"version", status.version},
       {"started_unix_seconds", absl::ToUnixSeconds(status.started)},
   };
@@ -157,12 +210,12 @@ std::string Age(absl::Duration age) {
 std::vector<std::vector<std::string>> BufferRows(
     const std::vector<client::BufferInfo>& buffers, absl::Time now) {
   std::vector<std::vector<std::string>> rows = {
-      {"NAME", "HANDLE", "SIZE", "BACKING", "HOLDERS", "OWNER", "AGE"}};
+      {"NAME", "HANDLE", "SIZE", "BACKING", "KIND", "HOLDERS", "OWNER", "AGE"}};
   for (const client::BufferInfo& b : buffers) {
     rows.push_back({b.name.empty() ? "-" : b.name, absl::StrCat(b.handle),
                     FormatByteSize(b.size), client::BackingName(b.backing),
-                    absl::StrCat(b.holders), absl::StrCat(b.owner_uid),
-                    Age(now - b.created)});
+                    client::KindName(b.kind), absl::StrCat(b.holders),
+                    absl::StrCat(b.owner_uid), Age(now - b.created)});
   }
   return rows;
 }
@@ -186,6 +239,7 @@ std::string StatusText(const client::DaemonStatus& status) {
                                  status.detached_leases)},
       {"reclaim after close", LatencyText(status.connection_close_reclaim)},
       {"reclaim after expiry", LatencyText(status.lease_expiry_reclaim)},
+      {"arenas", ArenasText(status.arenas)},
       {"version", status.version},
   });
 }

@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "client/src/arena_cache.h"
 #include "client/src/connection.h"
 
 namespace shmbroker::client {
@@ -13,8 +14,29 @@ Buffer::Buffer(std::shared_ptr<Connection> connection, BufferInfo info,
     : connection_(std::move(connection)),
       info_(std::move(info)),
       lease_id_(lease_id),
-      fd_(fd),
-      mapping_(std::move(mapping)) {}
+      fd_(fd) {
+  SetMapping(std::move(mapping));
+}
+
+Buffer::Buffer(std::shared_ptr<Connection> connection, BufferInfo info,
+               uint64_t lease_id, std::shared_ptr<const ArenaMapping> arena,
+               bool writable)
+    : connection_(std::move(connection)),
+      info_(std::move(info)),
+      lease_id_(lease_id),
+      arena_(std::move(arena)),
+      data_(arena_->mapping().data() + info_.offset),
+      size_(info_.size),
+      writable_(writable) {}
+
+void Buffer::SetMapping(Mapping mapping) {
+  mapping_ = std::move(mapping);
+  data_ = mapping_.data();
+  size_ = mapping_.size();
+  writable_ = mapping_.writable();
+}
+
+int Buffer::fd() const { return arena_ != nullptr ? arena_->fd() : fd_; }
 
 Buffer& Buffer::operator=(Buffer&& other) noexcept {
   if (this != &other) {
@@ -28,6 +50,10 @@ Buffer& Buffer::operator=(Buffer&& other) noexcept {
     lease_id_ = other.lease_id_;
     fd_ = std::exchange(other.fd_, -1);
     mapping_ = std::move(other.mapping_);
+    arena_ = std::move(other.arena_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    writable_ = std::exchange(other.writable_, false);
   }
   return *this;
 }
@@ -42,6 +68,9 @@ void Buffer::CloseLocal() {
   mapping_.Unmap();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
+  arena_.reset();  // the arena stays mapped in the cache for reuse
+  data_ = nullptr;
+  size_ = 0;
 }
 
 absl::Status Buffer::Release() {

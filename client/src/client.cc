@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/str_format.h"
 #include "client/src/connection.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -61,6 +62,9 @@ absl::Status Client::Ping() {
 
 template <typename Response>
 absl::StatusOr<Buffer> Client::MakeBuffer(const Response& response) {
+  if (response.buffer().kind() == v1::BUFFER_KIND_POOLED) {
+    return MakePooledBuffer(response.buffer(), response.grant());
+  }
   absl::StatusOr<UniqueFd> fd =
       connection_->TakeFd(response.grant().grant_id());
   if (!fd.ok()) {
@@ -76,8 +80,47 @@ absl::StatusOr<Buffer> Client::MakeBuffer(const Response& response) {
   absl::StatusOr<Mapping> mapping = Mapping::Map(
       raw_fd, response.grant().offset(), response.buffer().size(), writable);
   if (!mapping.ok()) return mapping.status();
-  buffer.mapping_ = std::move(*mapping);
+  buffer.SetMapping(std::move(*mapping));
   return buffer;
+}
+
+absl::StatusOr<Buffer> Client::MakePooledBuffer(const v1::Buffer& info,
+                                                const v1::Grant& grant) {
+  const bool writable = grant.mode() == v1::ACCESS_MODE_READ_WRITE;
+  ArenaCache& arenas = connection_->arenas();
+  absl::StatusOr<std::shared_ptr<const ArenaMapping>> arena;
+  if (grant.grant_id() != 0) {
+    absl::StatusOr<UniqueFd> fd = connection_->TakeFd(grant.grant_id());
+    if (fd.ok()) {
+      arena = arenas.Adopt(info.arena_id(), writable, std::move(*fd),
+                           grant.segment_size());
+    } else {
+      arena = fd.status();
+    }
+  } else if (auto cached = arenas.Find(info.arena_id(), writable)) {
+    arena = std::move(cached);
+  } else {
+    arena = absl::InternalError(absl::StrFormat(
+        "the daemon sent no fd for arena %d and it is not mapped here",
+        info.arena_id()));
+  }
+  if (arena.ok() && info.offset() + info.size() > (*arena)->mapping().size()) {
+    arena = absl::InternalError(
+        absl::StrFormat("buffer %d at offset %d does not fit in arena %d",
+                        info.handle(), info.offset(), info.arena_id()));
+  }
+  if (!arena.ok()) {
+    connection_->ReleaseAsync(info.handle(), grant.lease_id());
+    return arena.status();
+  }
+  return Buffer(connection_, FromProto(info), grant.lease_id(),
+                std::move(*arena), writable);
+}
+
+size_t Client::TrimArenas() {
+  return connection_->arenas().Trim([this](uint64_t arena_id, bool writable) {
+    return connection_->ForgetArena(arena_id, writable);
+  });
 }
 
 absl::StatusOr<Buffer> Client::Allocate(const AllocateOptions& options) {
@@ -86,6 +129,11 @@ absl::StatusOr<Buffer> Client::Allocate(const AllocateOptions& options) {
   request.set_name(options.name);
   request.set_backing(ToProto(options.backing));
   request.set_lease_id(options.lease_id);
+  request.set_kind(options.kind == Kind::kPooled ? v1::BUFFER_KIND_POOLED
+                   : options.kind == Kind::kDedicated
+                       ? v1::BUFFER_KIND_DEDICATED
+                       : v1::BUFFER_KIND_UNSPECIFIED);
+  request.set_uninitialized(options.uninitialized);
   for (const ShareRule& rule : options.share) {
     v1::ShareRule* r = request.add_share();
     r->set_scope(rule.scope == ShareRule::Scope::kUid   ? v1::SHARE_SCOPE_UID
@@ -95,6 +143,8 @@ absl::StatusOr<Buffer> Client::Allocate(const AllocateOptions& options) {
     r->set_mode(rule.read_write ? v1::ACCESS_MODE_READ_WRITE
                                 : v1::ACCESS_MODE_READ_ONLY);
   }
+  // From the request until its arena is found: see ArenaCache::grants_mu.
+  absl::ReaderMutexLock grants(&connection_->arenas().grants_mu());
   grpc::ClientContext ctx;
   connection_->Prepare(&ctx);
   v1::AllocateResponse response;
@@ -123,6 +173,7 @@ absl::StatusOr<Buffer> Client::AttachHandle(uint64_t handle, Access access) {
 }
 
 absl::StatusOr<Buffer> Client::AttachWith(const v1::AttachRequest& request) {
+  absl::ReaderMutexLock grants(&connection_->arenas().grants_mu());
   grpc::ClientContext ctx;
   connection_->Prepare(&ctx);
   v1::AttachResponse response;
@@ -203,6 +254,29 @@ absl::StatusOr<DaemonStatus> Client::Status() {
   status.connection_close_reclaim =
       latency(response.connection_close_reclaim());
   status.lease_expiry_reclaim = latency(response.lease_expiry_reclaim());
+  const v1::PoolStatus& pool = response.arenas();
+  PoolStatus& arenas = status.arenas;
+  arenas.enabled = pool.enabled();
+  arenas.arena_size = pool.arena_size();
+  arenas.pooled_max_size = pool.pooled_max_size();
+  arenas.arenas = pool.arenas();
+  arenas.arena_bytes = pool.arena_bytes();
+  arenas.live_buffers = pool.live_buffers();
+  arenas.in_use_bytes = pool.in_use_bytes();
+  arenas.free_bytes = pool.free_bytes();
+  arenas.span_tail_bytes = pool.span_tail_bytes();
+  arenas.largest_free_run_bytes = pool.largest_free_run_bytes();
+  arenas.scavenged_bytes_total = pool.scavenged_bytes_total();
+  arenas.zeroed_bytes_total = pool.zeroed_bytes_total();
+  arenas.arenas_created_total = pool.arenas_created_total();
+  arenas.arenas_released_total = pool.arenas_released_total();
+  for (const v1::SizeClassUsage& c : pool.size_classes()) {
+    arenas.size_classes.push_back(
+        {c.size(), c.span_pages(), c.spans(), c.free_slots(), c.live_slots()});
+  }
+  for (const v1::TenantArenas& t : pool.tenants()) {
+    arenas.tenants.push_back({t.uid(), t.arenas(), t.in_use_bytes()});
+  }
   return status;
 }
 

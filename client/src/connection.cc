@@ -194,6 +194,18 @@ void Connection::ReleaseAsync(uint64_t handle, uint64_t lease) {
   ReleaseSync(handle, "", lease).IgnoreError();
 }
 
+bool Connection::ForgetArena(uint64_t arena_id, bool writable) {
+  Frame frame =
+      fdchannel::MakeFrame(FrameType::kForgetArena, arena_id, writable ? 1 : 0);
+  if (!fd_channel_.valid() ||
+      fdchannel::SendFrame(fd_channel_.get(), frame, -1, MSG_DONTWAIT) !=
+          static_cast<ssize_t>(sizeof(frame))) {
+    return false;  // keep it; a later Trim can try again
+  }
+  releases_sent_.fetch_add(1);
+  return true;
+}
+
 absl::StatusOr<uint32_t> Connection::ReleaseSync(uint64_t handle,
                                                  const std::string& name,
                                                  uint64_t lease) {
@@ -236,6 +248,10 @@ BufferInfo FromProto(const v1::Buffer& b) {
   }
   info.shm_name = b.shm_name();
   info.charged_bytes = b.charged_bytes();
+  info.kind =
+      b.kind() == v1::BUFFER_KIND_POOLED ? Kind::kPooled : Kind::kDedicated;
+  info.arena_id = b.arena_id();
+  info.offset = b.offset();
   return info;
 }
 

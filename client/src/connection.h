@@ -1,8 +1,8 @@
 // Connection: the shared state behind a Client and its Buffers: the gRPC
 // stub, the fd channel socket and session token, fds that arrived for grants
-// not yet claimed, and the LeaseKeeper that renews the leases (so leases are
-// kept as long as any Buffer or the Client is alive). Internal to the client
-// library. Thread-safe.
+// not yet claimed, the mapped pooled arenas, and the LeaseKeeper that renews
+// the leases (so leases are kept as long as any Buffer or the Client is alive).
+// Internal to the client library. Thread-safe.
 #ifndef SHMBROKER_CLIENT_SRC_CONNECTION_H_
 #define SHMBROKER_CLIENT_SRC_CONNECTION_H_
 
@@ -16,6 +16,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "client/src/arena_cache.h"
 #include "client/src/lease_keeper.h"
 #include "common/unique_fd.h"
 #include "shmbroker/client.h"
@@ -45,6 +46,10 @@ class Connection {
   // back to the Release RPC if the channel cannot take it now. Does nothing
   // when the lease is lost (its holds are gone already).
   void ReleaseAsync(uint64_t handle, uint64_t lease);
+  // Tells the daemon (one-way) that this client closed its fd of the arena;
+  // false if the channel cannot take the message now.
+  bool ForgetArena(uint64_t arena_id, bool writable);
+  ArenaCache& arenas() { return arenas_; }
   // The Release RPC, by handle or (handle 0) by name.
   absl::StatusOr<uint32_t> ReleaseSync(uint64_t handle, const std::string& name,
                                        uint64_t lease);
@@ -67,7 +72,9 @@ class Connection {
   std::unique_ptr<v1::Broker::Stub> stub_;
   UniqueFd fd_channel_;
   uint64_t default_lease_ = 0;
-  std::atomic<uint64_t> releases_sent_{0};  // kRelease frames sent
+  // kRelease and kForgetArena frames sent.
+  std::atomic<uint64_t> releases_sent_{0};
+  ArenaCache arenas_;
 
   absl::Mutex fd_mu_;
   absl::flat_hash_map<uint64_t, UniqueFd> unclaimed_ ABSL_GUARDED_BY(fd_mu_);

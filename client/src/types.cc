@@ -56,6 +56,26 @@ const char* BackingName(Backing backing) {
   return "memfd";
 }
 
+const char* KindName(Kind kind) {
+  switch (kind) {
+    case Kind::kDedicated:
+      return "dedicated";
+    case Kind::kPooled:
+      return "pooled";
+    case Kind::kDefault:
+      break;
+  }
+  return "auto";
+}
+
+absl::StatusOr<Kind> ParseKind(absl::string_view text) {
+  if (text == "auto") return Kind::kDefault;
+  if (text == "dedicated") return Kind::kDedicated;
+  if (text == "pooled") return Kind::kPooled;
+  return absl::InvalidArgumentError(
+      absl::StrCat("bad kind \"", text, "\": use auto, pooled or dedicated"));
+}
+
 std::string ShareRuleToString(const ShareRule& rule) {
   std::string scope =
       rule.scope == ShareRule::Scope::kAll

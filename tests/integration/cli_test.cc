@@ -135,7 +135,10 @@ TEST_F(CliTest, LsShowsEveryBufferAsTableAndJson) {
 }
 
 TEST_F(CliTest, StatusShowsCapacityAllocatedBuffersClients) {
-  auto b = client_->Allocate({5000, "", client::Backing::kMemfd, {}});
+  client::AllocateOptions dedicated;
+  dedicated.size = 5000;
+  dedicated.kind = client::Kind::kDedicated;  // charged in whole pages
+  auto b = client_->Allocate(dedicated);
   ASSERT_TRUE(b.ok());
   Finished json = daemon_->Cli({"status", "--json"});
   ASSERT_EQ(json.exit_code, 0) << json.err;

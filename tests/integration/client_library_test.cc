@@ -19,13 +19,26 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class ClientLibraryTest
-    : public DaemonTest,
-      public ::testing::WithParamInterface<client::Backing> {
+// The memory behind the buffers: every test runs with each kind, since to
+// the application a pooled buffer must behave as a dedicated one.
+struct Memory {
+  client::Backing backing;
+  client::Kind kind;
+  const char* name;
+};
+
+class ClientLibraryTest : public DaemonTest,
+                          public ::testing::WithParamInterface<Memory> {
  protected:
   client::AllocateOptions Options(uint64_t size, const std::string& name) {
-    return client::AllocateOptions{size, name, GetParam(), {}};
+    client::AllocateOptions options;
+    options.size = size;
+    options.name = name;
+    options.backing = GetParam().backing;
+    options.kind = GetParam().kind;
+    return options;
   }
+  bool pooled() const { return GetParam().kind == client::Kind::kPooled; }
 };
 
 TEST_P(ClientLibraryTest, AllocateMapsWritableMemoryOfTheRequestedSize) {
@@ -37,12 +50,24 @@ TEST_P(ClientLibraryTest, AllocateMapsWritableMemoryOfTheRequestedSize) {
   EXPECT_EQ(buffer->info().holders, 1u);
   EXPECT_EQ(buffer->info().owner_uid, ::getuid());
   EXPECT_EQ(buffer->info().owner_pid, ::getpid());
-  EXPECT_EQ(buffer->info().charged_bytes, 12288u);
   std::memset(buffer->data(), 0xab, buffer->size());
   EXPECT_EQ(buffer->data()[9999], 0xab);
   struct stat st {};
   ASSERT_EQ(::fstat(buffer->fd(), &st), 0);
-  EXPECT_EQ(st.st_size, 10000);
+  if (pooled()) {
+    // A 10240-byte slot (size class) at a 64-byte aligned offset in an
+    // arena, which the fd refers to as a whole.
+    EXPECT_EQ(buffer->kind(), client::Kind::kPooled);
+    EXPECT_EQ(buffer->info().charged_bytes, 10240u);
+    EXPECT_EQ(buffer->offset() % 64, 0u);
+    EXPECT_EQ(st.st_size, 64 << 20);
+    EXPECT_NE(buffer->info().arena_id, 0u);
+  } else {
+    EXPECT_EQ(buffer->kind(), client::Kind::kDedicated);
+    EXPECT_EQ(buffer->info().charged_bytes, 12288u);
+    EXPECT_EQ(buffer->offset(), 0u);
+    EXPECT_EQ(st.st_size, 10000);
+  }
 }
 
 TEST_P(ClientLibraryTest, DataWrittenHereIsReadByAnotherProcess) {
@@ -124,12 +149,13 @@ TEST_P(ClientLibraryTest, ReadOnlyHolderCannotWrite) {
   EXPECT_EQ(std::memcmp(reader->data(), "v2", 2), 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backings, ClientLibraryTest,
-                         ::testing::Values(client::Backing::kMemfd,
-                                           client::Backing::kPosix),
-                         [](const auto& info) {
-                           return std::string(client::BackingName(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Memories, ClientLibraryTest,
+    ::testing::Values(
+        Memory{client::Backing::kMemfd, client::Kind::kDedicated, "memfd"},
+        Memory{client::Backing::kPosix, client::Kind::kDefault, "posix"},
+        Memory{client::Backing::kMemfd, client::Kind::kPooled, "pooled"}),
+    [](const auto& info) { return std::string(info.param.name); });
 
 using ClientLibrarySingleTest = DaemonTest;
 

@@ -92,14 +92,28 @@ def body():
     check(by_name["cli-posix"]["shm_name"].startswith("/shmbroker."),
           f"`ls --json` shm_name of the posix buffer: {by_name['cli-posix']['shm_name']!r}")
 
+    # A 1MiB memfd buffer is pooled on this daemon (4MiB arenas, a sixteenth
+    # of --capacity=64MiB, pool up to 1MiB): a page run in an arena.
+    mem_json = by_name["cli-mem"]
+    check_eq((mem_json["kind"], mem_json["offset"] % 4096), ("pooled", 0),
+             "`ls --json` cli-mem (kind, offset mod page)")
+    check(isinstance(mem_json.get("arena"), int) and mem_json["arena"] > 0,
+          f"`ls --json` cli-mem has no arena id: {mem_json}")
+    posix_json = by_name["cli-posix"]
+    check_eq(posix_json["kind"], "dedicated", "`ls --json` cli-posix kind")
+    check("arena" not in posix_json and "offset" not in posix_json,
+          f"`ls --json` a dedicated buffer has arena/offset: {posix_json}")
+
     rows = table(d.cli_ok("ls").stdout,
-                 ["NAME", "HANDLE", "SIZE", "BACKING", "HOLDERS", "OWNER", "AGE"], "`ls`")
+                 ["NAME", "HANDLE", "SIZE", "BACKING", "KIND", "HOLDERS", "OWNER", "AGE"],
+                 "`ls`")
     by_name = {r[0]: r for r in rows}
-    for name, holder, backing in (("cli-mem", mem, "memfd"), ("cli-posix", posix, "posix")):
+    for name, holder, backing, kind in (("cli-mem", mem, "memfd", "pooled"),
+                                        ("cli-posix", posix, "posix", "dedicated")):
         check(name in by_name, f"`ls` has no row for {name}: {rows}")
         r = by_name[name]
-        check_eq(r[1:6], [str(holder.handle), "1MiB", backing, "1", str(uid)],
-                 f"`ls` row of {name} (HANDLE SIZE BACKING HOLDERS OWNER)")
+        check_eq(r[1:7], [str(holder.handle), "1MiB", backing, kind, "1", str(uid)],
+                 f"`ls` row of {name} (HANDLE SIZE BACKING KIND HOLDERS OWNER)")
 
     # --- tenants ------------------------------------------------------------------
     def tenants_json():

@@ -6,7 +6,10 @@
 // errors. The hold is under a lease (lease_id()); if the daemon ended that
 // lease, lease_status() and Release() say so: the memory stays mapped here,
 // but the daemon no longer counts this hold. A read-only Buffer's memory is
-// mapped PROT_READ from an O_RDONLY fd. Move-only; a Buffer may outlive its
+// mapped PROT_READ from an O_RDONLY fd. A pooled Buffer (kind()) points into
+// its arena, which this client maps once for all its buffers there; it
+// behaves like a dedicated one, except that fd() is the arena's and the
+// buffer starts at offset() in it. Move-only; a Buffer may outlive its
 // Client (its release then happens when the connection closes). Not
 // thread-safe.
 #ifndef SHMBROKER_CLIENT_BUFFER_H_
@@ -14,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "shmbroker/mapping.h"
@@ -22,21 +26,26 @@
 namespace shmbroker::client {
 
 class Connection;
+class ArenaMapping;
 
 class Buffer {
  public:
   Buffer() = default;
-  Buffer(Buffer&&) noexcept = default;
+  Buffer(Buffer&& other) noexcept { *this = std::move(other); }
   Buffer& operator=(Buffer&& other) noexcept;
   ~Buffer();
 
-  uint8_t* data() const { return mapping_.data(); }
-  size_t size() const { return mapping_.size(); }
-  bool read_only() const { return !mapping_.writable(); }
+  uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  bool read_only() const { return !writable_; }
   uint64_t handle() const { return info_.handle; }
   const BufferInfo& info() const { return info_; }
-  // The buffer's fd (owned by the Buffer), e.g. to pass on or map again.
-  int fd() const { return fd_; }
+  Kind kind() const { return info_.kind; }
+  // The fd of the memory the buffer is in (owned by the Buffer, or for a
+  // pooled buffer by its arena mapping, which the Buffer keeps alive), e.g.
+  // to pass on or map again: the buffer is at offset() in it.
+  int fd() const;
+  uint64_t offset() const { return info_.offset; }
   bool valid() const { return connection_ != nullptr; }
   uint64_t lease_id() const { return lease_id_; }
   // OK while the lease holding this buffer lives; else why it was lost.
@@ -54,13 +63,21 @@ class Buffer {
   friend class Client;
   Buffer(std::shared_ptr<Connection> connection, BufferInfo info,
          uint64_t lease_id, int fd, Mapping mapping);
+  Buffer(std::shared_ptr<Connection> connection, BufferInfo info,
+         uint64_t lease_id, std::shared_ptr<const ArenaMapping> arena,
+         bool writable);
+  void SetMapping(Mapping mapping);
   void CloseLocal();
 
   std::shared_ptr<Connection> connection_;
   BufferInfo info_;
   uint64_t lease_id_ = 0;
-  int fd_ = -1;
-  Mapping mapping_;
+  int fd_ = -1;                                // dedicated
+  Mapping mapping_;                            // dedicated
+  std::shared_ptr<const ArenaMapping> arena_;  // pooled
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  bool writable_ = false;
 };
 
 }  // namespace shmbroker::client

@@ -31,6 +31,8 @@
 
 namespace shmbroker::v1 {
 class AttachRequest;
+class Buffer;
+class Grant;
 }  // namespace shmbroker::v1
 
 namespace shmbroker::client {
@@ -96,12 +98,18 @@ class Client {
   // Whether the daemon reports SERVING on grpc.health.v1 (it does while it
   // can allocate).
   absl::StatusOr<bool> Serving();
+  // Unmaps the pooled arenas that no live Buffer points into (they stay
+  // mapped for reuse until then, or until the connection closes); returns
+  // how many. The daemon sends an arena's fd again when it is next needed.
+  size_t TrimArenas();
 
  private:
   explicit Client(std::shared_ptr<Connection> connection);
   absl::StatusOr<Buffer> AttachWith(const v1::AttachRequest& request);
   template <typename Response>
   absl::StatusOr<Buffer> MakeBuffer(const Response& response);
+  absl::StatusOr<Buffer> MakePooledBuffer(const v1::Buffer& info,
+                                          const v1::Grant& grant);
 
   std::shared_ptr<Connection> connection_;
 };

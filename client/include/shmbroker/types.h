@@ -17,6 +17,9 @@
 namespace shmbroker::client {
 
 enum class Backing { kDefault, kMemfd, kPosix };
+// Dedicated: a memory object of its own. Pooled: a slot or page run in an
+// arena of the owner's. kDefault (in AllocateOptions): the daemon's choice.
+enum class Kind { kDefault, kDedicated, kPooled };
 // kDefault: the most the buffer's ACL allows.
 enum class Access { kDefault, kReadOnly, kReadWrite };
 
@@ -33,6 +36,9 @@ absl::StatusOr<ShareRule> ParseShareRule(absl::string_view text);
 // "memfd" or "posix".
 absl::StatusOr<Backing> ParseBacking(absl::string_view text);
 const char* BackingName(Backing backing);
+// "dedicated", "pooled", or (kDefault) "auto"; and back.
+const char* KindName(Kind kind);
+absl::StatusOr<Kind> ParseKind(absl::string_view text);
 std::string ShareRuleToString(const ShareRule& rule);
 
 struct BufferInfo {
@@ -48,6 +54,41 @@ struct BufferInfo {
   std::vector<ShareRule> share;
   std::string shm_name;  // POSIX backing only
   uint64_t charged_bytes = 0;
+  Kind kind = Kind::kDedicated;
+  uint64_t arena_id = 0;  // pooled only
+  uint64_t offset = 0;    // pooled only: where it starts in the arena
+};
+
+// The pooled arenas (Status).
+struct PoolStatus {
+  struct SizeClass {
+    uint32_t size = 0;
+    uint32_t span_pages = 0;
+    uint64_t spans = 0;
+    uint64_t free_slots = 0;
+    uint64_t live_slots = 0;
+  };
+  struct Tenant {
+    uid_t uid = 0;
+    uint64_t arenas = 0;
+    uint64_t in_use_bytes = 0;
+  };
+  bool enabled = false;
+  uint64_t arena_size = 0;
+  uint64_t pooled_max_size = 0;
+  uint64_t arenas = 0;
+  uint64_t arena_bytes = 0;
+  uint64_t live_buffers = 0;
+  uint64_t in_use_bytes = 0;
+  uint64_t free_bytes = 0;
+  uint64_t span_tail_bytes = 0;
+  uint64_t largest_free_run_bytes = 0;
+  uint64_t scavenged_bytes_total = 0;
+  uint64_t zeroed_bytes_total = 0;
+  uint64_t arenas_created_total = 0;
+  uint64_t arenas_released_total = 0;
+  std::vector<SizeClass> size_classes;  // those with spans
+  std::vector<Tenant> tenants;
 };
 
 struct TenantUsage {
@@ -79,6 +120,7 @@ struct DaemonStatus {
   LatencySummary connection_close_reclaim;
   // From a lease's deadline to its memory being free.
   LatencySummary lease_expiry_reclaim;
+  PoolStatus arenas;
 };
 
 // A lease (docs/api.md, "Leases").
@@ -106,6 +148,11 @@ struct AllocateOptions {
   // The lease to hold it under (from Client::GrantLease); 0: the
   // connection's default lease.
   uint64_t lease_id = 0;
+  // kDefault: pooled when it is small, owner-only and memfd (docs/api.md).
+  Kind kind = Kind::kDefault;
+  // Pooled only: memory recycled from this uid's earlier buffers is not
+  // zeroed (the daemon saves a memset). Never another uid's data.
+  bool uninitialized = false;
 };
 
 }  // namespace shmbroker::client
