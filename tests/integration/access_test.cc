@@ -4,8 +4,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <filesystem>
-
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -27,27 +25,12 @@ class AccessTest : public DaemonTest {
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uids";
     DaemonTest::SetUp();
-    // The build tree may sit where nobody cannot reach (e.g. under /root):
-    // copy the CLI and its library into the test directory.
-    namespace fs = std::filesystem;
-    const fs::path dir = daemon_->dir();
-    fs::copy_file(CliPath(), dir / "shmbroker");
-    fs::copy_file(SHMBROKER_LIB_PATH, dir / "libshmbroker.so.0");
-    ::chmod((dir / "shmbroker").c_str(), 0755);
-    ::chmod((dir / "libshmbroker.so.0").c_str(), 0755);
+    ShareCliWithOtherUids(*daemon_);
   }
 
   // The CLI run as uid/gid 65534 with no supplementary groups.
   Finished CliAsNobody(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {"/usr/bin/setpriv",
-                                     "--reuid=" + std::to_string(kNobody),
-                                     "--regid=" + std::to_string(kNobody),
-                                     "--clear-groups",
-                                     "--",
-                                     daemon_->dir() + "/shmbroker",
-                                     "--socket=" + daemon_->socket()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunToEnd(argv, "", {"LD_LIBRARY_PATH=" + daemon_->dir()});
+    return RunToEnd(CliArgsAs(*daemon_, kNobody, args), "", CliEnvAs(*daemon_));
   }
 
   void Allocate(const std::string& name,

@@ -1,9 +1,12 @@
-// lease_worker: a client process for the lease tests, to be killed at
-// awkward moments. Prints "ready" once it is in the state the test wants.
+// lease_worker: a client process for the lease and pooling tests, to be killed
+// at awkward moments. Prints "ready" once it is in the state the test wants.
 //   lease_worker SOCKET alloc-loop        allocate and release without pause
 //   lease_worker SOCKET keepalive N TTL   N leases of TTL (e.g. 300ms), one
 //                                         64KiB buffer under each, renewed by
 //                                         the library until killed
+//   lease_worker SOCKET hold-pooled N     N pooled buffers of growing sizes,
+//                                         each filled with 0xee, held until
+//                                         killed
 #include <unistd.h>
 
 #include <cstdio>
@@ -70,6 +73,21 @@ int main(int argc, char** argv) {
       if (!lease.ok()) return Fail("grant", lease.status());
       auto buffer = (*client)->Allocate(Sized(64 << 10, lease->id));
       if (!buffer.ok()) return Fail("allocate", buffer.status());
+      held.push_back(std::move(*buffer));
+    }
+    Ready();
+    for (;;) ::pause();
+  }
+  if (mode == "hold-pooled" && argc == 4) {
+    const int n = std::atoi(argv[3]);
+    std::vector<shmbroker::Buffer> held;
+    for (int i = 0; i < n; ++i) {
+      // 64 B to 64 KiB: slots of many classes, and page runs.
+      shmbroker::client::AllocateOptions options = Sized(64 << (i % 11), 0);
+      options.kind = shmbroker::client::Kind::kPooled;
+      auto buffer = (*client)->Allocate(options);
+      if (!buffer.ok()) return Fail("allocate", buffer.status());
+      std::memset(buffer->data(), 0xee, buffer->size());
       held.push_back(std::move(*buffer));
     }
     Ready();

@@ -71,6 +71,32 @@ Finished TestDaemon::Cli(const std::vector<std::string>& args,
   return RunToEnd(CliArgs(args), input);
 }
 
+void ShareCliWithOtherUids(const TestDaemon& daemon) {
+  namespace fs = std::filesystem;
+  const fs::path dir = daemon.dir();
+  fs::copy_file(CliPath(), dir / "shmbroker");
+  fs::copy_file(SHMBROKER_LIB_PATH, dir / "libshmbroker.so.0");
+  ::chmod((dir / "shmbroker").c_str(), 0755);
+  ::chmod((dir / "libshmbroker.so.0").c_str(), 0755);
+}
+
+std::vector<std::string> CliArgsAs(const TestDaemon& daemon, uint32_t uid,
+                                   const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {"/usr/bin/setpriv",
+                                   "--reuid=" + std::to_string(uid),
+                                   "--regid=" + std::to_string(uid),
+                                   "--clear-groups",
+                                   "--",
+                                   daemon.dir() + "/shmbroker",
+                                   "--socket=" + daemon.socket()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+std::vector<std::string> CliEnvAs(const TestDaemon& daemon) {
+  return {"LD_LIBRARY_PATH=" + daemon.dir()};
+}
+
 int ConnectRawFdChannel(const std::string& socket, std::string* token) {
   int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   sockaddr_un addr{};

@@ -71,6 +71,16 @@ class DaemonTest : public ::testing::Test {
   std::unique_ptr<client::Client> client_;
 };
 
+// Running the CLI as another uid (needs root). The build tree may sit where
+// that uid cannot reach (e.g. under /root), so ShareCliWithOtherUids copies
+// the CLI and its library into the daemon's directory first; CliArgsAs is
+// then the command line (setpriv to `uid`, gid the same, no supplementary
+// groups) and CliEnvAs its environment.
+void ShareCliWithOtherUids(const TestDaemon& daemon);
+std::vector<std::string> CliArgsAs(const TestDaemon& daemon, uint32_t uid,
+                                   const std::vector<std::string>& args);
+std::vector<std::string> CliEnvAs(const TestDaemon& daemon);
+
 // A raw fd-channel connection to the daemon at `socket`, past the greeting;
 // `token` gets the session token when given. The caller closes the fd.
 int ConnectRawFdChannel(const std::string& socket, std::string* token);

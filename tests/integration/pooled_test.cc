@@ -1,0 +1,332 @@
+// Pooled buffers with the real daemon, real processes and real uids: every
+// size class lands where another process finds it, one arena fd per
+// connection, arenas never shared between uids, recycled memory zeroed, a
+// killed client's pooled buffers reclaimed and its arena reused, the
+// scavenger returning idle memory, and the kind rules. The uid tests need
+// root (as CI has).
+#include <dirent.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "core/size_classes.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/test_daemon.h"
+
+namespace shmbroker::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr uint32_t kNobody = 65534;
+
+client::AllocateOptions Pooled(uint64_t size, const std::string& name = "") {
+  client::AllocateOptions options;
+  options.size = size;
+  options.name = name;
+  options.kind = client::Kind::kPooled;
+  return options;
+}
+
+size_t OpenFds() {
+  size_t n = 0;
+  if (DIR* dir = ::opendir("/proc/self/fd")) {
+    while (const dirent* e = ::readdir(dir)) n += e->d_name[0] != '.';
+    ::closedir(dir);
+  }
+  return n;
+}
+
+bool AllBytesAre(const client::Buffer& b, uint8_t value) {
+  return std::all_of(b.data(), b.data() + b.size(),
+                     [value](uint8_t x) { return x == value; });
+}
+
+class PooledTest : public DaemonTest {
+ protected:
+  // 1GiB: arenas of the default 64MiB, pooling up to 16MiB.
+  std::vector<std::string> DaemonFlags() override {
+    return {"--capacity=1GiB", "--socket_group=" + std::to_string(kNobody)};
+  }
+
+  client::PoolStatus Pool() {
+    auto status = client_->Status();
+    EXPECT_TRUE(status.ok()) << status.status();
+    return status.ok() ? status->arenas : client::PoolStatus{};
+  }
+};
+
+TEST_F(PooledTest, EverySizeClassIsFoundAtItsOffsetByAnotherProcess) {
+  std::vector<uint64_t> sizes;
+  for (const SizeClass& c : kSizeClasses) {
+    sizes.push_back(c.size);
+    sizes.push_back(c.size - 63);  // the smallest size of that class
+  }
+  // Page runs: just above the small sizes, odd lengths, and a big one.
+  for (uint64_t size : {32769u, 40000u, 65536u, 1000001u, 4u << 20}) {
+    sizes.push_back(size);
+  }
+  std::vector<client::Buffer> held;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    auto b = client_->Allocate(Pooled(sizes[i], "p" + std::to_string(i)));
+    ASSERT_TRUE(b.ok()) << sizes[i] << ": " << b.status();
+    ASSERT_EQ(b->kind(), client::Kind::kPooled);
+    ASSERT_EQ(b->size(), sizes[i]);
+    EXPECT_EQ(b->offset() % 64, 0u) << sizes[i];
+    if (sizes[i] > kMaxSmallSize) EXPECT_EQ(b->offset() % 4096, 0u);
+    ASSERT_TRUE(AllBytesAre(*b, 0)) << "new pooled memory must read zero";
+    std::memset(b->data(), static_cast<int>(i + 1), b->size());
+    held.push_back(std::move(*b));
+  }
+  // Nothing overlaps: sorted by offset, each ends before the next begins.
+  std::vector<const client::Buffer*> by_offset;
+  for (const client::Buffer& b : held) by_offset.push_back(&b);
+  std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) {
+    return std::pair(a->info().arena_id, a->offset()) <
+           std::pair(b->info().arena_id, b->offset());
+  });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const client::Buffer& prev = *by_offset[i - 1];
+    if (prev.info().arena_id != by_offset[i]->info().arena_id) continue;
+    EXPECT_LE(prev.offset() + prev.info().charged_bytes,
+              by_offset[i]->offset());
+  }
+  // Another process maps each buffer by itself and reads exactly its bytes.
+  for (size_t i = 0; i < sizes.size(); i += 7) {
+    Finished cat = daemon_->Cli({"cat", "p" + std::to_string(i)});
+    ASSERT_EQ(cat.exit_code, 0) << cat.err;
+    EXPECT_EQ(cat.out, std::string(sizes[i], static_cast<char>(i + 1)))
+        << "size " << sizes[i];
+  }
+}
+
+TEST_F(PooledTest, AConnectionGetsEachArenaFdOnceAndTrimReturnsIt) {
+  {
+    auto warm = client_->Allocate(Pooled(1024));  // the arena's fd arrives
+    ASSERT_TRUE(warm.ok()) << warm.status();
+  }
+  const size_t before = OpenFds();
+  std::vector<client::Buffer> held;
+  for (int i = 0; i < 200; ++i) {
+    auto b = client_->Allocate(Pooled(1024));
+    ASSERT_TRUE(b.ok()) << b.status();
+    held.push_back(std::move(*b));
+  }
+  EXPECT_EQ(OpenFds(), before) << "pooled buffers in a mapped arena need no fd";
+  EXPECT_EQ(Pool().arenas, 1u);
+
+  EXPECT_EQ(client_->TrimArenas(), 0u) << "buffers still point into it";
+  held.clear();
+  EXPECT_EQ(client_->TrimArenas(), 1u);
+  EXPECT_EQ(OpenFds(), before - 1);
+  // The daemon heard that the fd is gone and sends it again.
+  auto again = client_->Allocate(Pooled(1024));
+  ASSERT_TRUE(again.ok()) << again.status();
+  std::memset(again->data(), 7, again->size());
+  EXPECT_EQ(OpenFds(), before);
+}
+
+TEST_F(PooledTest, TwoUidsNeverShareAnArena) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uids";
+  ShareCliWithOtherUids(*daemon_);
+  auto mine = client_->Allocate(Pooled(4096, "root-slot"));
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  Subprocess theirs(CliArgsAs(*daemon_, kNobody,
+                              {"alloc", "4KiB", "--kind=pooled",
+                               "--name=nobody-slot", "--json", "--hold=60s"}),
+                    "", CliEnvAs(*daemon_));
+  std::optional<std::string> line =
+      theirs.WaitForOutput("nobody-slot", absl::Seconds(10));
+  ASSERT_TRUE(line.has_value()) << theirs.Wait().err;
+  const nlohmann::json buffer = nlohmann::json::parse(*line);
+  EXPECT_EQ(buffer["kind"], "pooled");
+  EXPECT_EQ(buffer["owner_uid"], kNobody);
+  EXPECT_NE(buffer["arena"], mine->info().arena_id);
+
+  const client::PoolStatus pool = Pool();
+  EXPECT_EQ(pool.arenas, 2u);
+  ASSERT_EQ(pool.tenants.size(), 2u);
+  for (const client::PoolStatus::Tenant& t : pool.tenants) {
+    EXPECT_EQ(t.arenas, 1u) << "uid " << t.uid;
+  }
+  // nobody cannot attach root's buffer, so never gets root's arena fd.
+  Finished denied = RunToEnd(CliArgsAs(*daemon_, kNobody, {"cat", "root-slot"}),
+                             "", CliEnvAs(*daemon_));
+  EXPECT_EQ(denied.exit_code, 1);
+  EXPECT_THAT(denied.err, HasSubstr("permission denied"));
+}
+
+TEST_F(PooledTest, RecycledMemoryNeverShowsAnotherTenantsData) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uids";
+  ShareCliWithOtherUids(*daemon_);
+  // nobody fills pooled buffers with its secret and exits (releasing them).
+  for (int i = 0; i < 4; ++i) {
+    Finished put = RunToEnd(CliArgsAs(*daemon_, kNobody,
+                                      {"put", "secret" + std::to_string(i),
+                                       "--kind=pooled", "--hold=0s"}),
+                            std::string(4096, 'S'), CliEnvAs(*daemon_));
+    ASSERT_EQ(put.exit_code, 0) << put.err;
+  }
+  // Every pooled buffer root gets reads zero.
+  std::vector<client::Buffer> held;
+  for (int i = 0; i < 64; ++i) {
+    auto b = client_->Allocate(Pooled(4096));
+    ASSERT_TRUE(b.ok()) << b.status();
+    EXPECT_TRUE(AllBytesAre(*b, 0)) << "buffer " << i;
+    held.push_back(std::move(*b));
+  }
+}
+
+TEST_F(PooledTest, RecycledSlotIsZeroedUnlessUninitializedIsAsked) {
+  uint64_t offset = 0;
+  {
+    auto b = client_->Allocate(Pooled(4096));
+    ASSERT_TRUE(b.ok()) << b.status();
+    offset = b->offset();
+    std::memset(b->data(), 'X', b->size());
+  }
+  auto zeroed = client_->Allocate(Pooled(4096));
+  ASSERT_TRUE(zeroed.ok()) << zeroed.status();
+  ASSERT_EQ(zeroed->offset(), offset) << "the freed slot is reused first";
+  EXPECT_TRUE(AllBytesAre(*zeroed, 0));
+  std::memset(zeroed->data(), 'Y', zeroed->size());
+  ASSERT_TRUE(zeroed->Release().ok());
+
+  client::AllocateOptions raw = Pooled(4096);
+  raw.uninitialized = true;
+  auto dirty = client_->Allocate(raw);
+  ASSERT_TRUE(dirty.ok()) << dirty.status();
+  ASSERT_EQ(dirty->offset(), offset);
+  EXPECT_TRUE(AllBytesAre(*dirty, 'Y')) << "this uid's own former data";
+}
+
+TEST_F(PooledTest, KilledClientsPooledBuffersAreReclaimedAndTheArenaReused) {
+  Subprocess worker(
+      {LEASE_WORKER_PATH, daemon_->socket(), "hold-pooled", "50"});
+  ASSERT_TRUE(worker.WaitForOutput("ready", absl::Seconds(10)))
+      << worker.Wait().err;
+  client::PoolStatus pool = Pool();
+  ASSERT_EQ(pool.live_buffers, 50u);
+  ASSERT_EQ(pool.arenas, 1u);
+  const uint64_t arena_bytes = pool.arena_bytes;
+  auto list = client_->List();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 50u);
+  const uint64_t arena = list->front().arena_id;
+
+  worker.Signal(SIGKILL);
+  ASSERT_TRUE(Eventually([&] {
+    auto status = client_->Status();
+    return status.ok() && status->buffers == 0 &&
+           status->arenas.live_buffers == 0 && status->allocated_bytes == 0;
+  })) << "the killed client's pooled buffers were not reclaimed";
+  pool = Pool();
+  EXPECT_EQ(pool.in_use_bytes, 0u);
+  EXPECT_EQ(pool.arenas, 1u) << "kept for reuse until the scavenge delay";
+  EXPECT_EQ(pool.arena_bytes, arena_bytes);
+  auto reused = client_->Allocate(Pooled(64 << 10));
+  ASSERT_TRUE(reused.ok()) << reused.status();
+  EXPECT_EQ(reused->info().arena_id, arena);
+  EXPECT_TRUE(AllBytesAre(*reused, 0)) << "the dead client's 0xee is gone";
+}
+
+TEST_F(PooledTest, KindRulesAndClearErrors) {
+  client::AllocateOptions shared = Pooled(4096);
+  shared.share = {{client::ShareRule::Scope::kAll, 0, false}};
+  auto refused = client_->Allocate(shared);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("owner-only memfd"));
+
+  client::AllocateOptions posix = Pooled(4096);
+  posix.backing = client::Backing::kPosix;
+  EXPECT_EQ(client_->Allocate(posix).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  auto too_big = client_->Allocate(Pooled((16 << 20) + 1));
+  EXPECT_EQ(too_big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_big.status().message(), HasSubstr("--pooled_max_size"));
+
+  // The daemon's choice: small owner-only memfd is pooled; shared, posix
+  // and big ones are dedicated; dedicated can be asked for.
+  shared.kind = client::Kind::kDefault;
+  client::AllocateOptions small = Pooled(100);
+  small.kind = client::Kind::kDefault;
+  client::AllocateOptions big = Pooled((16 << 20) + 1);
+  big.kind = client::Kind::kDefault;
+  client::AllocateOptions dedicated = Pooled(100);
+  dedicated.kind = client::Kind::kDedicated;
+  const std::pair<client::AllocateOptions, client::Kind> cases[] = {
+      {small, client::Kind::kPooled},
+      {shared, client::Kind::kDedicated},
+      {big, client::Kind::kDedicated},
+      {dedicated, client::Kind::kDedicated}};
+  for (const auto& [options, kind] : cases) {
+    auto b = client_->Allocate(options);
+    ASSERT_TRUE(b.ok()) << b.status();
+    EXPECT_EQ(b->kind(), kind) << options.size;
+  }
+}
+
+TEST(PooledOffTest, AskingForPooledIsAFailedPrecondition) {
+  TestDaemon daemon({"--pooling=false"});
+  ASSERT_TRUE(daemon.started()) << daemon.startup_output();
+  auto c = daemon.Connect();
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto refused = (*c)->Allocate(Pooled(4096));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("--pooling=false"));
+  client::AllocateOptions any = Pooled(4096);
+  any.kind = client::Kind::kDefault;
+  auto b = (*c)->Allocate(any);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->kind(), client::Kind::kDedicated);
+  auto status = (*c)->Status();
+  ASSERT_TRUE(status.ok());
+  EXPECT_FALSE(status->arenas.enabled);
+}
+
+TEST(PooledScavengeTest, IdleMemoryGoesBackToTheOsAndUnusedArenasClose) {
+  TestDaemon daemon({"--scavenge_delay=200ms"});
+  ASSERT_TRUE(daemon.started()) << daemon.startup_output();
+  auto c = daemon.Connect();
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto keeper = (*c)->Allocate(Pooled(64));  // keeps the arena in use
+  ASSERT_TRUE(keeper.ok()) << keeper.status();
+  {
+    auto b = (*c)->Allocate(Pooled(1 << 20));
+    ASSERT_TRUE(b.ok()) << b.status();
+    std::memset(b->data(), 1, b->size());  // resident, then dirty and free
+  }
+  auto pool = [&] {
+    auto status = (*c)->Status();
+    EXPECT_TRUE(status.ok()) << status.status();
+    return status.ok() ? status->arenas : client::PoolStatus{};
+  };
+  ASSERT_TRUE(Eventually(
+      [&] { return pool().scavenged_bytes_total >= uint64_t{1} << 20; },
+      absl::Seconds(15)))
+      << "the freed, dirty megabyte was not punched";
+  EXPECT_EQ(pool().arenas, 1u);
+
+  ASSERT_TRUE(keeper->Release().ok());
+  ASSERT_TRUE(Eventually(
+      [&] {
+        const client::PoolStatus p = pool();
+        return p.arenas == 0 && p.arenas_released_total == 1;
+      },
+      absl::Seconds(15)))
+      << "the unused arena was not released";
+  // A new allocation gets a new arena (and its fd) and works.
+  auto again = (*c)->Allocate(Pooled(4096));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(AllBytesAre(*again, 0));
+  EXPECT_EQ(again->info().arena_id, 2u);
+}
+
+}  // namespace
+}  // namespace shmbroker::testing
