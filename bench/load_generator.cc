@@ -44,11 +44,14 @@ ABSL_FLAG(std::vector<std::string>, modes,
           std::vector<std::string>({"ping", "alloc_release",
                                     "alloc_release_rpc",
                                     "alloc_touch_release"}),
-          "comma-separated list of: ping (no-op RPC), alloc_release (Allocate, "
-          "then destroy the Buffer: one RPC, release by a one-way message), "
-          "alloc_release_rpc (Allocate, then Buffer::Release(): two RPCs), "
-          "alloc_touch_release (Allocate, write one byte per 4 KiB page, "
-          "destroy)");
+          "comma-separated list of: ping (no-op RPC), alloc_release (Allocate "
+          "a dedicated buffer, then destroy the Buffer: one RPC, release by a "
+          "one-way message), alloc_release_rpc (Allocate, then "
+          "Buffer::Release(): two RPCs), alloc_touch_release (Allocate, write "
+          "one byte per 4 KiB page, destroy), alloc_fill_release (Allocate, "
+          "write every byte, destroy); pooled_alloc_release, "
+          "pooled_alloc_touch_release, pooled_alloc_fill_release: the same "
+          "with a pooled buffer");
 ABSL_FLAG(bool, json, false, "print the results as JSON");
 ABSL_FLAG(int, reclaim_trials, 0,
           "after the modes, this many reclaim-latency trials: SIGKILL a "

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <thread>
@@ -27,7 +28,23 @@ constexpr struct {
     {Mode::kAllocRelease, "alloc_release"},
     {Mode::kAllocReleaseRpc, "alloc_release_rpc"},
     {Mode::kAllocTouchRelease, "alloc_touch_release"},
+    {Mode::kAllocFillRelease, "alloc_fill_release"},
+    {Mode::kPooledAllocRelease, "pooled_alloc_release"},
+    {Mode::kPooledAllocTouchRelease, "pooled_alloc_touch_release"},
+    {Mode::kPooledAllocFillRelease, "pooled_alloc_fill_release"},
 };
+
+bool IsPooled(Mode mode) {
+  return mode == Mode::kPooledAllocRelease ||
+         mode == Mode::kPooledAllocTouchRelease ||
+         mode == Mode::kPooledAllocFillRelease;
+}
+
+client::AllocateOptions OfKind(client::AllocateOptions options,
+                               client::Kind kind) {
+  options.kind = kind;
+  return options;
+}
 
 constexpr size_t kTouchStride = 4096;
 
@@ -36,7 +53,8 @@ absl::Status RunOnce(Mode mode, Client& client,
   switch (mode) {
     case Mode::kPing:
       return client.Ping();
-    case Mode::kAllocRelease: {
+    case Mode::kAllocRelease:
+    case Mode::kPooledAllocRelease: {
       // The Buffer dies at the end of this scope: unmap, close, and a one-way
       // release message, as in normal use of the library.
       absl::StatusOr<client::Buffer> buffer = client.Allocate(options);
@@ -47,13 +65,22 @@ absl::Status RunOnce(Mode mode, Client& client,
       if (!buffer.ok()) return buffer.status();
       return buffer->Release();
     }
-    case Mode::kAllocTouchRelease: {
+    case Mode::kAllocTouchRelease:
+    case Mode::kPooledAllocTouchRelease: {
       absl::StatusOr<client::Buffer> buffer = client.Allocate(options);
       if (!buffer.ok()) return buffer.status();
       // One write per page faults every page in; the stores cannot be
       // dropped because munmap (in another library) may observe them.
       uint8_t* data = buffer->data();
       for (size_t i = 0; i < buffer->size(); i += kTouchStride) data[i] = 1;
+      return absl::OkStatus();
+    }
+    case Mode::kAllocFillRelease:
+    case Mode::kPooledAllocFillRelease: {
+      // What a producer does: write every byte.
+      absl::StatusOr<client::Buffer> buffer = client.Allocate(options);
+      if (!buffer.ok()) return buffer.status();
+      std::memset(buffer->data(), 0x5a, buffer->size());
       return absl::OkStatus();
     }
   }
@@ -117,7 +144,8 @@ LoadRunner::LoadRunner(std::vector<std::unique_ptr<Client>> clients,
     : clients_(std::move(clients)),
       modes_(std::move(modes)),
       rounds_(rounds),
-      options_(std::move(options)),
+      dedicated_(OfKind(options, client::Kind::kDedicated)),
+      pooled_(OfKind(options, client::Kind::kPooled)),
       sync_(static_cast<std::ptrdiff_t>(clients_.size()) + 1),
       results_(clients_.size()),
       daemon_pid_(daemon_pid),
@@ -175,7 +203,8 @@ void LoadRunner::Work(size_t thread_index) {
     for (Clock::time_point end = Clock::now();
          end < phase.end && !abort_.load(std::memory_order_relaxed);) {
       const Clock::time_point start = Clock::now();
-      absl::Status status = RunOnce(mode, client, options_);
+      absl::Status status =
+          RunOnce(mode, client, IsPooled(mode) ? pooled_ : dedicated_);
       end = Clock::now();
       if (status.ok()) {
         consecutive_errors = 0;

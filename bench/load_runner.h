@@ -24,7 +24,18 @@
 
 namespace shmbroker::bench {
 
-enum class Mode { kPing, kAllocRelease, kAllocReleaseRpc, kAllocTouchRelease };
+// The alloc modes ask for a dedicated buffer; the pooled_ ones for a pooled
+// buffer of the same size (docs/performance.md).
+enum class Mode {
+  kPing,
+  kAllocRelease,
+  kAllocReleaseRpc,
+  kAllocTouchRelease,
+  kAllocFillRelease,
+  kPooledAllocRelease,
+  kPooledAllocTouchRelease,
+  kPooledAllocFillRelease,
+};
 
 const char* ModeName(Mode mode);
 // Parses mode names (duplicates are dropped, the order is kept).
@@ -89,7 +100,8 @@ class LoadRunner {
   std::vector<std::unique_ptr<client::Client>> clients_;
   const std::vector<Mode> modes_;
   const int rounds_;
-  const client::AllocateOptions options_;
+  const client::AllocateOptions dedicated_;  // the options, kind dedicated
+  const client::AllocateOptions pooled_;     // the options, kind pooled
   // The main thread and every worker meet here at the start and the end of
   // each phase; the barrier also publishes phase_ and done_.
   std::barrier<> sync_;

@@ -92,7 +92,7 @@ std::string FormatText(const RunReport& report) {
                         report.spawned_daemon.empty()
                             ? absl::StrCat("running at ", report.socket_path)
                             : absl::StrCat("spawned ", report.spawned_daemon));
-  absl::StrAppendFormat(&out, "%-20s %8s %7s %8s %8s %8s %8s %8s %10s  %s\n",
+  absl::StrAppendFormat(&out, "%-26s %8s %7s %8s %8s %8s %8s %8s %10s  %s\n",
                         "mode", "ops", "ops/s", "p50 us", "p99 us", "max us",
                         "p50/ping", "p99/ping", "cpu us/op",
                         "p50/ping by round");
@@ -120,7 +120,7 @@ std::string FormatText(const RunReport& report) {
       }
     }
     absl::StrAppendFormat(
-        &out, "%-20s %8d %7.0f %8.1f %8.1f %8.1f %8s %8s %10s  %s\n", mode.name,
+        &out, "%-26s %8d %7.0f %8.1f %8.1f %8.1f %8s %8s %10s  %s\n", mode.name,
         mode.latency.count, mode.ops_per_second, mode.latency.p50_us,
         mode.latency.p99_us, mode.latency.max_us, p50_ratio, p99_ratio, cpu,
         rounds);

@@ -72,7 +72,10 @@ class FdChannel {
   // Applies frames the client sent before its current call (releases). On
   // EOF or a protocol error the session is closed and FAILED_PRECONDITION
   // returned.
-  absl::Status Drain(Session& session);
+  // With `releases_sent` (what the client says it sent), stops as soon as
+  // that many frames are applied.
+  absl::Status Drain(Session& session,
+                     std::optional<uint64_t> releases_sent = std::nullopt);
   // Drain() unless the client says it has sent no more than
   // `releases_sent` releases and all of them are applied (saves a syscall on
   // every call).
@@ -96,7 +99,9 @@ class FdChannel {
 
   void Run();
   void Accept();
-  DrainResult DrainLocked(Session& session, std::string* error)
+  DrainResult DrainLocked(Session& session,
+                          std::optional<uint64_t> releases_sent,
+                          std::string* error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(session.read_mu);
   absl::StatusOr<uint64_t> SendFdLocked(Session& session, Handle handle, int fd)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(session.send_mu);
