@@ -257,6 +257,7 @@ absl::Status BrokerService::DoStatus(grpc::CallbackServerContext* ctx,
   RegistryStats stats = registry_->Stats();
   response->set_capacity_bytes(stats.capacity_bytes);
   response->set_allocated_bytes(stats.allocated_bytes);
+  response->set_committed_bytes(stats.committed_bytes);
   response->set_buffers(stats.buffers);
   response->set_clients(stats.clients);
   response->set_holds(stats.holds);

@@ -88,15 +88,29 @@ nlohmann::json ArenasJson(const client::PoolStatus& pool) {
   };
 }
 
+// 1.5MiB, 64KiB, 100B: short, for a status line (exact figures are in
+// --json).
+std::string RoughBytes(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
+  if (bytes < 1024) return absl::StrCat(bytes, "B");
+  double value = static_cast<double>(bytes) / 1024;
+  int unit = 0;
+  while (value >= 1024 && unit < 3) {
+    value /= 1024;
+    ++unit;
+  }
+  return absl::StrFormat("%.1f%s", value, kUnits[unit]);
+}
+
 std::string ArenasText(const client::PoolStatus& pool) {
-  if (!pool.enabled) return "off (--pooling=false)";
+  if (!pool.enabled) return "pooling off";
   return absl::StrFormat(
-      "%d of %s: %d buffers, %s in use, %s free (largest run %s), %s "
+      "%d of %s; %d pooled buffers use %s, %s free (largest run %s); %s "
       "scavenged",
       pool.arenas, FormatByteSize(pool.arena_size), pool.live_buffers,
-      FormatByteSize(pool.in_use_bytes), FormatByteSize(pool.free_bytes),
-      FormatByteSize(pool.largest_free_run_bytes),
-      FormatByteSize(pool.scavenged_bytes_total));
+      RoughBytes(pool.in_use_bytes), RoughBytes(pool.free_bytes),
+      RoughBytes(pool.largest_free_run_bytes),
+      RoughBytes(pool.scavenged_bytes_total));
 }
 
 }  // namespace
@@ -105,6 +119,7 @@ nlohmann::json StatusJson(const client::DaemonStatus& status) {
   return {
       {"capacity_bytes", status.capacity_bytes},
       {"allocated_bytes", status.allocated_bytes},
+      {"committed_bytes", status.committed_bytes},
       {"buffers", status.buffers},
       {"clients", status.clients},
       {"holds", status.holds},
@@ -232,6 +247,14 @@ std::string StatusText(const client::DaemonStatus& status) {
                        status.capacity_bytes)},
       {"allocated",
        absl::StrFormat("%d bytes (%.1f%%)", status.allocated_bytes, percent)},
+      {"committed",
+       absl::StrFormat("%s (%.1f%%): dedicated buffers and whole arenas",
+                       RoughBytes(status.committed_bytes),
+                       status.capacity_bytes == 0
+                           ? 0.0
+                           : 100.0 *
+                                 static_cast<double>(status.committed_bytes) /
+                                 static_cast<double>(status.capacity_bytes))},
       {"buffers", absl::StrCat(status.buffers)},
       {"clients", absl::StrCat(status.clients)},
       {"holds", absl::StrCat(status.holds)},

@@ -237,6 +237,7 @@ absl::StatusOr<DaemonStatus> Client::Status() {
   DaemonStatus status;
   status.capacity_bytes = response.capacity_bytes();
   status.allocated_bytes = response.allocated_bytes();
+  status.committed_bytes = response.committed_bytes();
   status.buffers = response.buffers();
   status.clients = response.clients();
   status.holds = response.holds();

@@ -107,7 +107,9 @@ struct LatencySummary {
 
 struct DaemonStatus {
   uint64_t capacity_bytes = 0;
-  uint64_t allocated_bytes = 0;
+  uint64_t allocated_bytes = 0;  // charged for live buffers
+  // Counted against the capacity: dedicated buffers plus whole arenas.
+  uint64_t committed_bytes = 0;
   uint64_t buffers = 0;
   uint64_t clients = 0;
   uint64_t holds = 0;
