@@ -61,9 +61,10 @@ absl::Status Client::Ping() {
 }
 
 template <typename Response>
-absl::StatusOr<Buffer> Client::MakeBuffer(const Response& response) {
+absl::StatusOr<Buffer> Client::MakeBuffer(const Response& response,
+                                          bool may_recover) {
   if (response.buffer().kind() == v1::BUFFER_KIND_POOLED) {
-    return MakePooledBuffer(response.buffer(), response.grant());
+    return MakePooledBuffer(response.buffer(), response.grant(), may_recover);
   }
   absl::StatusOr<UniqueFd> fd =
       connection_->TakeFd(response.grant().grant_id());
@@ -85,7 +86,8 @@ absl::StatusOr<Buffer> Client::MakeBuffer(const Response& response) {
 }
 
 absl::StatusOr<Buffer> Client::MakePooledBuffer(const v1::Buffer& info,
-                                                const v1::Grant& grant) {
+                                                const v1::Grant& grant,
+                                                bool may_recover) {
   const bool writable = grant.mode() == v1::ACCESS_MODE_READ_WRITE;
   ArenaCache& arenas = connection_->arenas();
   absl::StatusOr<std::shared_ptr<const ArenaMapping>> arena;
@@ -99,6 +101,19 @@ absl::StatusOr<Buffer> Client::MakePooledBuffer(const v1::Buffer& info,
     }
   } else if (auto cached = arenas.Find(info.arena_id(), writable)) {
     arena = std::move(cached);
+  } else if (may_recover &&
+             connection_->ForgetArena(info.arena_id(), writable)) {
+    // The daemon sent this arena's fd for an earlier grant that never
+    // reached a Buffer (that call failed or timed out after the send). Now
+    // that it has forgotten it, attaching the buffer again brings the fd;
+    // the first hold goes.
+    v1::AttachRequest request;
+    request.set_handle(info.handle());
+    request.set_mode(grant.mode());
+    request.set_lease_id(grant.lease_id());
+    absl::StatusOr<Buffer> again = AttachUnlocked(request, false);
+    connection_->ReleaseAsync(info.handle(), grant.lease_id());
+    return again;
   } else {
     arena = absl::InternalError(absl::StrFormat(
         "the daemon sent no fd for arena %d and it is not mapped here",
@@ -153,7 +168,7 @@ absl::StatusOr<Buffer> Client::Allocate(const AllocateOptions& options) {
       !s.ok()) {
     return s;
   }
-  return MakeBuffer(response);
+  return MakeBuffer(response, /*may_recover=*/true);
 }
 
 absl::StatusOr<Buffer> Client::Attach(const std::string& name, Access access,
@@ -174,6 +189,11 @@ absl::StatusOr<Buffer> Client::AttachHandle(uint64_t handle, Access access) {
 
 absl::StatusOr<Buffer> Client::AttachWith(const v1::AttachRequest& request) {
   absl::ReaderMutexLock grants(&connection_->arenas().grants_mu());
+  return AttachUnlocked(request, /*may_recover=*/true);
+}
+
+absl::StatusOr<Buffer> Client::AttachUnlocked(const v1::AttachRequest& request,
+                                              bool may_recover) {
   grpc::ClientContext ctx;
   connection_->Prepare(&ctx);
   v1::AttachResponse response;
@@ -182,7 +202,7 @@ absl::StatusOr<Buffer> Client::AttachWith(const v1::AttachRequest& request) {
       !s.ok()) {
     return s;
   }
-  return MakeBuffer(response);
+  return MakeBuffer(response, may_recover);
 }
 
 absl::StatusOr<uint32_t> Client::Release(uint64_t handle) {

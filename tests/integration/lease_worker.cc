@@ -7,6 +7,12 @@
 //   lease_worker SOCKET hold-pooled N     N pooled buffers of growing sizes,
 //                                         each filled with 0xee, held until
 //                                         killed
+//   lease_worker SOCKET arena-fd-lost     the first pooled grant's arena
+//                                         cannot be mapped (RLIMIT_AS), so
+//                                         the next grant in that arena has
+//                                         no fd here; prints "recovered" once
+//                                         a second Allocate works anyway
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -32,6 +38,18 @@ int Fail(const std::string& what, const absl::Status& status) {
   std::fprintf(stderr, "lease_worker: %s: %s\n", what.c_str(),
                status.ToString().c_str());
   return 1;
+}
+
+// This process's mapped address space (VmSize), in bytes.
+uint64_t VirtualBytes() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  char line[256];
+  uint64_t kib = 0;
+  while (f != nullptr && std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "VmSize: %lu kB", &kib) == 1) break;
+  }
+  if (f != nullptr) std::fclose(f);
+  return kib * 1024;
 }
 
 void Ready() {
@@ -92,6 +110,29 @@ int main(int argc, char** argv) {
     }
     Ready();
     for (;;) ::pause();
+  }
+  if (mode == "arena-fd-lost") {
+    shmbroker::client::AllocateOptions options = Sized(4096, 0);
+    options.kind = shmbroker::client::Kind::kPooled;
+    // Leave too little address space for a 64 MiB arena, but enough for
+    // the call itself.
+    rlimit saved{};
+    ::getrlimit(RLIMIT_AS, &saved);
+    rlimit tight = saved;
+    tight.rlim_cur = VirtualBytes() + (16 << 20);
+    ::setrlimit(RLIMIT_AS, &tight);
+    auto lost = (*client)->Allocate(options);
+    ::setrlimit(RLIMIT_AS, &saved);
+    if (lost.ok()) {
+      std::fprintf(stderr, "lease_worker: the arena was mapped anyway\n");
+      return 1;
+    }
+    std::printf("first: %s\n", lost.status().ToString().c_str());
+    auto buffer = (*client)->Allocate(options);
+    if (!buffer.ok()) return Fail("allocate after the loss", buffer.status());
+    std::memset(buffer->data(), 0x42, buffer->size());
+    std::printf("recovered\n");
+    return 0;
   }
   std::fprintf(stderr, "lease_worker: unknown mode \"%s\"\n", mode.c_str());
   return 2;

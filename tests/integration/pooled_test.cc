@@ -235,6 +235,21 @@ TEST_F(PooledTest, KilledClientsPooledBuffersAreReclaimedAndTheArenaReused) {
   EXPECT_TRUE(AllBytesAre(*reused, 0)) << "the dead client's 0xee is gone";
 }
 
+TEST_F(PooledTest, AGrantWhoseArenaFdNeverArrivedIsRecovered) {
+  // The daemon sends an arena's fd once per connection. When that first
+  // grant fails in the client (here: no address space to map the arena),
+  // the next grant in the arena carries no fd; the library must fetch it
+  // again rather than fail for good.
+  Finished run =
+      RunToEnd({LEASE_WORKER_PATH, daemon_->socket(), "arena-fd-lost"});
+  EXPECT_EQ(run.exit_code, 0) << run.out << run.err;
+  EXPECT_THAT(run.out, HasSubstr("first: "));
+  EXPECT_THAT(run.out, HasSubstr("recovered"));
+  auto status = client_->Status();
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->buffers, 0u) << "every hold of the worker was dropped";
+}
+
 TEST_F(PooledTest, KindRulesAndClearErrors) {
   client::AllocateOptions shared = Pooled(4096);
   shared.share = {{client::ShareRule::Scope::kAll, 0, false}};

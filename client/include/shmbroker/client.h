@@ -106,10 +106,16 @@ class Client {
  private:
   explicit Client(std::shared_ptr<Connection> connection);
   absl::StatusOr<Buffer> AttachWith(const v1::AttachRequest& request);
+  // With the arena cache's grants_mu held (shared) by the caller.
+  absl::StatusOr<Buffer> AttachUnlocked(const v1::AttachRequest& request,
+                                        bool may_recover);
+  // `may_recover`: a pooled grant whose arena fd is missing here may be
+  // fetched again once (MakePooledBuffer).
   template <typename Response>
-  absl::StatusOr<Buffer> MakeBuffer(const Response& response);
+  absl::StatusOr<Buffer> MakeBuffer(const Response& response, bool may_recover);
   absl::StatusOr<Buffer> MakePooledBuffer(const v1::Buffer& info,
-                                          const v1::Grant& grant);
+                                          const v1::Grant& grant,
+                                          bool may_recover);
 
   std::shared_ptr<Connection> connection_;
 };
