@@ -140,7 +140,7 @@ absl::StatusOr<std::vector<Mode>> ParseModes(
 
 LoadRunner::LoadRunner(std::vector<std::unique_ptr<Client>> clients,
                        std::vector<Mode> modes, int rounds,
-                       client::AllocateOptions options, pid_t daemon_pid)
+                       const client::AllocateOptions& options, pid_t daemon_pid)
     : clients_(std::move(clients)),
       modes_(std::move(modes)),
       rounds_(rounds),

@@ -69,7 +69,7 @@ class LoadRunner {
   // `daemon_pid`: the daemon's, to measure its CPU time; 0 if not known.
   LoadRunner(std::vector<std::unique_ptr<client::Client>> clients,
              std::vector<Mode> modes, int rounds,
-             client::AllocateOptions options, pid_t daemon_pid);
+             const client::AllocateOptions& options, pid_t daemon_pid);
 
   // Runs every mode for warmup / modes (unrecorded), then `rounds` rounds of
   // every mode for per_mode / rounds each.

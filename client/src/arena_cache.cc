@@ -23,8 +23,7 @@ absl::StatusOr<std::shared_ptr<const ArenaMapping>> ArenaCache::Adopt(
   auto arena = std::make_shared<const ArenaMapping>(arena_id, std::move(fd),
                                                     std::move(*mapping));
   absl::MutexLock lock(&mu_);
-  auto [it, inserted] = arenas_.emplace(Key(arena_id, writable), arena);
-  return it->second;
+  return arenas_.emplace(Key(arena_id, writable), arena).first->second;
 }
 
 size_t ArenaCache::Trim(const std::function<bool(uint64_t, bool)>& forget) {
@@ -45,11 +44,6 @@ size_t ArenaCache::Trim(const std::function<bool(uint64_t, bool)>& forget) {
     }
   }
   return dropped.size();  // unmapped and closed as `dropped` goes
-}
-
-size_t ArenaCache::size() const {
-  absl::MutexLock lock(&mu_);
-  return arenas_.size();
 }
 
 }  // namespace shmbroker::client

@@ -54,7 +54,6 @@ class ArenaCache {
   // Drops every arena no Buffer uses, after `forget(arena_id, writable)`
   // accepts telling the daemon; returns how many were dropped.
   size_t Trim(const std::function<bool(uint64_t, bool)>& forget);
-  size_t size() const;
 
  private:
   static uint64_t Key(uint64_t arena_id, bool writable) {
@@ -62,7 +61,7 @@ class ArenaCache {
   }
 
   absl::Mutex grants_mu_;
-  mutable absl::Mutex mu_;
+  absl::Mutex mu_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<const ArenaMapping>> arenas_
       ABSL_GUARDED_BY(mu_);
 };

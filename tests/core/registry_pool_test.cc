@@ -127,7 +127,7 @@ TEST_F(RegistryPoolTest, TheLastHoldFreesTheSlotAndTenantsGetTheirOwnArenas) {
   ASSERT_THAT(a, IsOk());
   ASSERT_THAT(b, IsOk());
   EXPECT_NE(a->buffer.arena_id, b->buffer.arena_id);
-  Alloc(alice, 64 * 1024);  // a page run
+  Alloc(alice, uint64_t{64} << 10);  // a page run
   EXPECT_EQ(registry_->pool()->Stats().live_blocks, 3u);
 
   CloseResult closed = registry_->CloseClient(alice);

@@ -85,6 +85,7 @@ TEST_F(PooledTest, EverySizeClassIsFoundAtItsOffsetByAnotherProcess) {
   }
   // Nothing overlaps: sorted by offset, each ends before the next begins.
   std::vector<const client::Buffer*> by_offset;
+  by_offset.reserve(held.size());
   for (const client::Buffer& b : held) by_offset.push_back(&b);
   std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) {
     return std::pair(a->info().arena_id, a->offset()) <
