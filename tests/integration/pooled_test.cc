@@ -306,6 +306,36 @@ TEST(PooledOffTest, AskingForPooledIsAFailedPrecondition) {
   EXPECT_FALSE(status->arenas.enabled);
 }
 
+TEST(PooledFlagsTest, BadPoolingFlagsAreRefusedAtStartAndPrefaultWorks) {
+  const std::pair<const char*, const char*> bad[] = {
+      {"--arena_size=12345", "arena size 12345"},
+      {"--pooled_max_size=128MiB", "must not exceed the arena size"},
+      {"--scavenge_delay=-1s", "must not be negative"},
+      {"--scavenge_max_bytes=1", "at least 1"}};
+  for (const auto& [flag, why] : bad) {
+    Finished run = RunToEnd({DaemonPath(), "--socket=/nonexistent/x.sock",
+                             "--metrics_address=", flag});
+    EXPECT_EQ(run.exit_code, 2) << flag;
+    EXPECT_THAT(run.err, HasSubstr("--arena_size")) << flag;
+    EXPECT_THAT(run.err, HasSubstr(why)) << flag;
+  }
+  TestDaemon daemon({"--arena_prefault=true", "--arena_size=2MiB"});
+  ASSERT_TRUE(daemon.started()) << daemon.startup_output();
+  auto c = daemon.Connect();
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto b = (*c)->Allocate(Pooled(100 << 10));
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_TRUE(AllBytesAre(*b, 0));
+  std::memset(b->data(), 3, b->size());
+  auto status = (*c)->Status();
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->arenas.arena_size, uint64_t{2} << 20);
+  EXPECT_EQ(status->arenas.pooled_max_size, uint64_t{512} << 10);
+  Finished kind = daemon.Cli({"alloc", "4KiB", "--kind=huge"});
+  EXPECT_EQ(kind.exit_code, 2);
+  EXPECT_THAT(kind.err, HasSubstr("bad kind \"huge\""));
+}
+
 TEST(PooledScavengeTest, IdleMemoryGoesBackToTheOsAndUnusedArenasClose) {
   TestDaemon daemon({"--scavenge_delay=200ms"});
   ASSERT_TRUE(daemon.started()) << daemon.startup_output();
