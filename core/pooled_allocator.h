@@ -53,8 +53,10 @@
 // processes may still map it (punching empties pages, not mappings: they
 // would see the next tenant's data). An arena that becomes unused stays with
 // its tenant for scavenge_delay, for reuse, unless another tenant needs the
-// capacity first; then it is retired (its memfd closed, its bytes returned
-// to the budget), and the next tenant gets a new memfd, which is zero.
+// capacity first (or the caller asks, ReleaseUnused); then it is retired:
+// punched whole (clients keep their mapping of it cached, and its pages
+// must not outlive the budget's count), its memfd closed and its bytes
+// returned to the budget. The next tenant gets a new memfd, which is zero.
 //
 // Scavenging (Go's "ready -> prepared"). Freed memory stays resident and
 // dirty, so that reusing it costs nothing. Scavenge(now), driven by the
