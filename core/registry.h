@@ -69,7 +69,6 @@ struct BufferRef {
 };
 
 enum class BufferKind { kDedicated, kPooled };
-const char* BufferKindName(BufferKind kind);  // "dedicated", "pooled"
 
 struct AllocateSpec {
   uint64_t size = 0;

@@ -236,25 +236,22 @@ std::vector<std::vector<std::string>> BufferRows(
 }
 
 std::string StatusText(const client::DaemonStatus& status) {
-  const double percent = status.capacity_bytes == 0
-                             ? 0.0
-                             : 100.0 *
-                                   static_cast<double>(status.allocated_bytes) /
-                                   static_cast<double>(status.capacity_bytes);
+  auto percent = [&](uint64_t bytes) {
+    return status.capacity_bytes == 0
+               ? 0.0
+               : 100.0 * static_cast<double>(bytes) /
+                     static_cast<double>(status.capacity_bytes);
+  };
   return Table({
       {"capacity",
        absl::StrFormat("%s (%d bytes)", FormatByteSize(status.capacity_bytes),
                        status.capacity_bytes)},
-      {"allocated",
-       absl::StrFormat("%d bytes (%.1f%%)", status.allocated_bytes, percent)},
+      {"allocated", absl::StrFormat("%d bytes (%.1f%%)", status.allocated_bytes,
+                                    percent(status.allocated_bytes))},
       {"committed",
        absl::StrFormat("%s (%.1f%%): dedicated buffers and whole arenas",
                        RoughBytes(status.committed_bytes),
-                       status.capacity_bytes == 0
-                           ? 0.0
-                           : 100.0 *
-                                 static_cast<double>(status.committed_bytes) /
-                                 static_cast<double>(status.capacity_bytes))},
+                       percent(status.committed_bytes))},
       {"buffers", absl::StrCat(status.buffers)},
       {"clients", absl::StrCat(status.clients)},
       {"holds", absl::StrCat(status.holds)},

@@ -1,0 +1,268 @@
+// Registry: making a buffer's memory. Allocate reserves the buffer under the
+// mutex, then creates a dedicated memory object or takes a pooled block
+// without it, and finishes under the mutex again. Also the capacity both
+// kinds draw on: dedicated pages directly, arenas through ArenaBudget.
+#include <unistd.h>
+
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/buffer_name.h"
+#include "core/registry.h"
+
+namespace shmbroker {
+namespace {
+
+uint64_t PageSize() {
+  static const uint64_t kPage = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  return kPage;
+}
+
+}  // namespace
+
+absl::StatusOr<Grant> Registry::Allocate(ClientId client,
+                                         const AllocateSpec& spec) {
+  absl::StatusOr<Grant> grant = DoAllocate(client, spec);
+  observer_->OnAllocate(grant.status().code());
+  return grant;
+}
+
+absl::StatusOr<bool> Registry::WantsPool(const AllocateSpec& spec) const {
+  const bool eligible = spec.backing == Backing::kMemfd && spec.share.empty();
+  if (spec.kind != BufferKind::kPooled) {
+    return !spec.kind.has_value() && pool_ != nullptr && eligible &&
+           pool_->ShouldPool(spec.size);
+  }
+  if (pool_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "pooled buffers are off on this daemon (--pooling=false)");
+  }
+  if (!eligible) {
+    // An arena's fd exposes the whole arena, so only buffers that nobody
+    // but the owner's uid (and root) may attach can share one.
+    return absl::InvalidArgumentError(
+        "a pooled buffer must be an owner-only memfd buffer: no share rules, "
+        "no posix backing (its arena's fd would expose the owner's other "
+        "buffers)");
+  }
+  if (!pool_->ShouldPool(spec.size)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "bad size for a pooled buffer: %d bytes (pooled buffers hold 1 to %d "
+        "bytes, --pooled_max_size)",
+        spec.size, pool_->options().dedicated_threshold));
+  }
+  return true;
+}
+
+absl::Status Registry::ChargeDedicatedLocked(uint64_t charged) {
+  if (dedicated_bytes_ + arena_bytes_ + charged > options_.capacity_bytes) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "over capacity: %d bytes requested, %d of %d bytes in use "
+        "(--capacity; %d of them in pooled arenas)",
+        charged, dedicated_bytes_ + arena_bytes_, options_.capacity_bytes,
+        arena_bytes_));
+  }
+  dedicated_bytes_ += charged;
+  allocated_bytes_ += charged;
+  observer_->OnUsage(allocated_bytes_, options_.capacity_bytes);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Grant> Registry::DoAllocate(ClientId client,
+                                           const AllocateSpec& spec) {
+  if (spec.size == 0) {
+    return absl::InvalidArgumentError("bad size: 0 (must be at least 1 byte)");
+  }
+  if (spec.size > options_.capacity_bytes) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "over capacity: %d bytes requested, capacity is %d bytes "
+        "(--capacity)",
+        spec.size, options_.capacity_bytes));
+  }
+  if (!spec.name.empty()) {
+    if (absl::Status s = ValidateBufferName(spec.name); !s.ok()) return s;
+  }
+  if (absl::Status s = ValidateShareRules(spec.share); !s.ok()) return s;
+  absl::StatusOr<bool> pooled = WantsPool(spec);
+  if (!pooled.ok()) return pooled.status();
+  const uint64_t pages = (spec.size + PageSize() - 1) / PageSize() * PageSize();
+
+  // Reserve the handle, name and (dedicated) bytes, then create the memory
+  // unlocked. A pooled buffer's bytes are charged when it has its block.
+  const uint64_t dedicated_pages = *pooled ? 0 : pages;
+  bool over_capacity = false;
+  absl::StatusOr<Pending> pending;
+  {
+    absl::MutexLock lock(&mu_);
+    pending = ReserveLocked(client, spec, dedicated_pages, &over_capacity);
+  }
+  if (over_capacity && pool_ != nullptr && pool_->ReleaseUnused() > 0) {
+    // Arenas nobody used were holding the capacity; they are gone now.
+    absl::MutexLock lock(&mu_);
+    pending = ReserveLocked(client, spec, dedicated_pages, &over_capacity);
+  }
+  if (!pending.ok()) return pending.status();
+  const Handle handle = pending->handle;
+  const LeaseId lease_id = pending->lease;
+
+  std::optional<PooledBlock> block;
+  absl::Status failed;
+  if (*pooled) {
+    absl::StatusOr<PooledBlock> placed =
+        pool_->Allocate(pending->memory.owner_uid, spec.size, spec.zeroed);
+    if (placed.ok()) {
+      block = std::move(*placed);
+    } else if (spec.kind.has_value() ||
+               placed.status().code() != absl::StatusCode::kResourceExhausted) {
+      failed = placed.status();
+    } else {
+      // No arena fits: the daemon's choice falls back to a dedicated
+      // segment, which needs only its own pages.
+      absl::MutexLock lock(&mu_);
+      failed = ChargeDedicatedLocked(pages);
+      if (failed.ok()) buffers_.at(handle).info.charged_bytes = pages;
+    }
+  }
+  std::shared_ptr<const MemoryObject> memory;  // freed unlocked on failure
+  if (block.has_value()) {
+    memory = block->arena_memory;
+  } else if (failed.ok()) {
+    absl::StatusOr<std::unique_ptr<MemoryObject>> created =
+        CreateMemoryObject(pending->memory);
+    if (created.ok()) {
+      memory = std::move(*created);
+    } else {
+      failed = created.status();
+    }
+  }
+
+  absl::MutexLock lock(&mu_);
+  if (!failed.ok()) {
+    // The pending record is invisible to Attach/Describe/List and to other
+    // clients' releases, so it is still here.
+    EraseBufferLocked(handle);
+    if (LeaseRecord* lease = leases_.Find(lease_id)) --lease->info.holds;
+    return failed;
+  }
+  return FinishAllocateLocked(handle, lease_id, memory,
+                              block.has_value() ? &*block : nullptr);
+}
+
+absl::StatusOr<Registry::Pending> Registry::ReserveLocked(
+    ClientId client, const AllocateSpec& spec, uint64_t dedicated_pages,
+    bool* over_capacity) {
+  *over_capacity = false;
+  absl::StatusOr<LeaseRecord*> lease = UsableLeaseLocked(client, spec.lease);
+  if (!lease.ok()) return lease.status();
+  if (absl::Status s = CheckHoldLimitLocked(**lease); !s.ok()) return s;
+  if (buffers_.size() >= options_.max_buffers) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "too many buffers: %d live (--max_buffers)", buffers_.size()));
+  }
+  if (!spec.name.empty()) {
+    if (auto taken = names_.find(spec.name); taken != names_.end()) {
+      return absl::AlreadyExistsError(absl::StrFormat(
+          "name \"%s\" is taken (buffer %d)", spec.name, taken->second));
+    }
+  }
+  if (dedicated_pages > 0) {
+    if (absl::Status s = ChargeDedicatedLocked(dedicated_pages); !s.ok()) {
+      *over_capacity = true;
+      return s;
+    }
+  }
+  // The hold is counted against the lease's limit from now on, so that
+  // concurrent Allocates cannot all pass the check.
+  ++(*lease)->info.holds;
+  Pending pending;
+  pending.lease = (*lease)->info.id;
+  pending.handle = next_handle_++;
+  BufferRecord& record = buffers_[pending.handle];
+  BufferInfo& info = record.info;
+  info.handle = pending.handle;
+  info.name = spec.name;
+  info.size = spec.size;
+  info.charged_bytes = dedicated_pages;
+  info.backing = spec.backing;
+  info.owner = clients_.at(client).identity;
+  info.share = spec.share;
+  info.created = clock_->Now();
+  if (spec.backing == Backing::kPosix) {
+    info.shm_name = absl::StrCat(options_.shm_prefix, ".", pending.handle);
+  }
+  if (!spec.name.empty()) names_[spec.name] = pending.handle;
+  pending.memory.backing = spec.backing;
+  pending.memory.size = spec.size;
+  pending.memory.shm_name = info.shm_name;
+  pending.memory.owner_uid = info.owner.uid;
+  pending.memory.owner_gid = info.owner.gid;
+  pending.memory.label = absl::StrCat("shmbroker-", pending.handle);
+  return pending;
+}
+
+absl::StatusOr<Grant> Registry::FinishAllocateLocked(
+    Handle handle, LeaseId lease_id,
+    const std::shared_ptr<const MemoryObject>& memory,
+    const PooledBlock* block) {
+  BufferRecord& record = buffers_.at(handle);
+  if (block != nullptr) {
+    record.info.kind = BufferKind::kPooled;
+    record.info.arena_id = block->arena_id;
+    record.info.offset = block->offset;
+    record.info.charged_bytes = block->charged;
+    allocated_bytes_ += block->charged;
+    observer_->OnUsage(allocated_bytes_, options_.capacity_bytes);
+  }
+  LeaseRecord* lease = leases_.Find(lease_id);
+  if (lease == nullptr) {
+    // Its lease ended while the memory was being made.
+    EraseBufferLocked(handle);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "lease ", lease_id,
+        " ended while allocating: ", LeaseGoneLocked(lease_id).message()));
+  }
+  --lease->info.holds;  // the reservation becomes a real hold
+  AddHoldLocked(*lease, handle);
+  record.memory = memory;
+  return Grant{record.info, AccessMode::kReadWrite, lease_id, memory, {}};
+}
+
+absl::Status Registry::EnablePooling(PooledAllocatorOptions options) {
+  if (pool_ != nullptr) {
+    return absl::FailedPreconditionError("pooling is already enabled");
+  }
+  absl::StatusOr<std::unique_ptr<PooledAllocator>> pool =
+      PooledAllocator::Create(options, &budget_, clock_);
+  if (!pool.ok()) return pool.status();
+  pool_ = std::move(*pool);
+  return absl::OkStatus();
+}
+
+ScavengeResult Registry::Scavenge() {
+  if (pool_ == nullptr) return {};
+  return pool_->Scavenge(clock_->Now());
+}
+
+absl::Status Registry::ArenaBudget::TryReserve(TenantId tenant,
+                                               uint64_t bytes) {
+  Registry& r = *registry_;
+  absl::MutexLock lock(&r.mu_);
+  const uint64_t committed = r.dedicated_bytes_ + r.arena_bytes_;
+  if (committed + bytes > r.options_.capacity_bytes) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "over capacity: a %d-byte arena for uid %d does not fit, %d of %d "
+        "bytes in use (--capacity)",
+        bytes, tenant, committed, r.options_.capacity_bytes));
+  }
+  r.arena_bytes_ += bytes;
+  return absl::OkStatus();
+}
+
+void Registry::ArenaBudget::Return(TenantId, uint64_t bytes) {
+  absl::MutexLock lock(&registry_->mu_);
+  registry_->arena_bytes_ -= bytes;
+}
+
+}  // namespace shmbroker
