@@ -36,7 +36,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/arena.h"
-#include "core/capacity_budget.h"
+#include "core/capacity.h"
 #include "core/memory_object.h"
 #include "core/pooled_allocator.h"
 #include "core/size_classes.h"
@@ -108,7 +108,7 @@ class ArenaViews {
 // the pooled counterpart of BM_DedicatedFirstUse.
 void PooledAllocFree(benchmark::State& state, bool use) {
   const auto size = static_cast<uint64_t>(state.range(0));
-  FixedCapacity budget(uint64_t{1} << 30);
+  Capacity budget(uint64_t{1} << 30);
   std::unique_ptr<PooledAllocator> allocator = MakeAllocator(&budget);
   ArenaViews views;
   // Some live neighbours, so the arena is not trivially empty.

@@ -1,28 +1,69 @@
-// Framing of the fd channel: a SOCK_SEQPACKET Unix socket beside the gRPC
-// socket. Every message is exactly one Frame (fixed size, host byte order:
-// both ends are on one host). Header-only; part of the daemon/client contract.
+// The fd channel protocol: the messages between the daemon and a client
+// library on the fd channel, and the rules that order them against gRPC
+// calls. Header-only, libc and Abseil only; part of the daemon/client
+// contract (docs/api.md, "The fd channel").
 //
-//   daemon -> client  kHello    once, on connect: session id and token
-//   daemon -> client  kFd       one per grant, with the fd in SCM_RIGHTS
-//   daemon -> client  kError    then the daemon closes the channel
-//   client -> daemon  kRelease  drop one hold on `handle` (one-way; the daemon
-//                               processes it before the client's next call)
-//   client -> daemon  kForgetArena  the client closed its fds of arena `id`:
-//                               send it again with the next grant in it
-//                               (one-way, ordered like kRelease)
+// Why a second socket. gRPC cannot carry file descriptors, so beside the
+// gRPC socket P the daemon listens on P.fds, a SOCK_SEQPACKET Unix socket:
+// one message is one fixed-size Frame, and a descriptor rides with the frame
+// it belongs to (SCM_RIGHTS). Connecting it opens a *client connection*: the
+// daemon reads the peer's pid/uid/gid from the kernel (SO_PEERCRED), opens a
+// client connection in its registry with a default lease, and greets with a
+// Hello carrying the connection's token. The client sends that token as gRPC
+// metadata (kConnectionTokenKey) on every call, and the daemon accepts it
+// only from the process it was issued to. The socket closing, for any reason
+// (exit, crash, SIGKILL), is the daemon's signal that the process is gone.
 //
-// Anything else a client sends (bad size, magic, version or type, or any
-// ancillary data) is a protocol error: the daemon answers kError and closes
-// that client connection, dropping its holds.
+//   daemon -> client  Hello        once, on connect
+//   daemon -> client  FdGrant      one per grant that carries an fd
+//   daemon -> client  ErrorText    then the daemon closes the channel
+//   client -> daemon  Release      drop one hold (one-way)
+//   client -> daemon  ForgetArena  "I closed my fd of this arena" (one-way)
+//
+// Anything else a client sends (a bad size, magic, version or type, or any
+// descriptor) is a protocol error: the daemon answers ErrorText and closes
+// the client connection, dropping its holds.
+//
+// Ordering. Three rules make the two sockets behave like one ordered stream:
+//
+//  1. The fd goes before the reply. A call that grants memory (Allocate,
+//     Attach) sends the FdGrant frame first and then the gRPC reply, which
+//     names the grant id. So when the client reads the reply, the fd is
+//     already waiting; the client takes it by id and keeps any other fds it
+//     reads on the way for their own calls (calls may run concurrently).
+//
+//  2. One-way frames go before the next call. The client counts the
+//     one-way frames it has sent and puts the count on every call
+//     (kFramesSentKey). Before handling a call, the daemon applies frames
+//     from that connection until it has applied that many, so a Release sent
+//     before a call is applied before it, without a round trip of its own.
+//     Without the count, the daemon reads everything waiting.
+//
+//  3. An arena fd is sent once per connection and mode, and a forget never
+//     overtakes a grant. A pooled buffer's grant carries its arena's fd only
+//     the first time the connection needs that arena (ArenaKey); later
+//     grants say grant id 0 and the client uses the mapping it has. When the
+//     client unmaps an arena it sends ForgetArena, and the daemon sends the
+//     fd again next time. The client holds a lock shared from sending any
+//     call that may grant pooled memory until the grant's arena is found,
+//     and exclusively while it forgets arenas, so the daemon is never told
+//     to forget an arena whose fd a grant in flight relies on.
 #ifndef SHMBROKER_COMMON_FD_CHANNEL_PROTOCOL_H_
 #define SHMBROKER_COMMON_FD_CHANNEL_PROTOCOL_H_
 
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <utility>
+#include <variant>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 
 namespace shmbroker::fdchannel {
 
@@ -30,60 +71,16 @@ inline constexpr uint32_t kMagic = 0x424d4853;  // "SHMB" little-endian
 inline constexpr uint16_t kVersion = 1;
 inline constexpr size_t kTokenBytes = 16;
 inline constexpr size_t kTextBytes = 128;
-// gRPC metadata key carrying the hex session token on every call.
-inline constexpr char kSessionMetadataKey[] = "shmbroker-session";
-// Optional gRPC metadata: how many frames (kRelease and kForgetArena) the
-// client has sent on this session so far (decimal). The daemon reads the fd
-// channel before the call only when some of them are not applied yet; without
-// it, it always does.
-inline constexpr char kReleasesSentMetadataKey[] = "shmbroker-releases-sent";
 
-enum class FrameType : uint16_t {
-  kHello = 1,
-  kFd = 2,
-  kError = 3,
-  kRelease = 4,
-  kForgetArena = 5,
-};
+// gRPC metadata on every call of a client connection: its token (hex).
+inline constexpr char kConnectionTokenKey[] = "shmbroker-connection";
+// Optional gRPC metadata: how many one-way frames (Release, ForgetArena)
+// the client has sent on this connection so far, in decimal (rule 2).
+inline constexpr char kFramesSentKey[] = "shmbroker-frames-sent";
 
-struct Frame {
-  uint32_t magic = kMagic;
-  uint16_t version = kVersion;
-  FrameType type = FrameType::kError;
-  // kHello: session id. kFd: grant id. kRelease: buffer handle.
-  // kForgetArena: arena id.
-  uint64_t id = 0;
-  // kHello: the connection's default lease id. kFd: buffer handle.
-  // kRelease: the lease the hold is under (0: the daemon picks, as for the
-  // Release RPC). kForgetArena: 1 for the arena's writable fd, 0 for its
-  // read-only one.
-  uint64_t handle = 0;
-  // kHello: session token.
-  uint8_t token[kTokenBytes] = {};
-  // kError: NUL-terminated message.
-  char text[kTextBytes] = {};
-};
-static_assert(sizeof(Frame) == 168);
+using Token = std::array<uint8_t, kTokenBytes>;
 
-inline Frame MakeFrame(FrameType type, uint64_t id, uint64_t handle = 0) {
-  Frame f;
-  f.type = type;
-  f.id = id;
-  f.handle = handle;
-  return f;
-}
-
-inline Frame MakeErrorFrame(const std::string& message) {
-  Frame f = MakeFrame(FrameType::kError, 0);
-  std::strncpy(f.text, message.c_str(), kTextBytes - 1);
-  return f;
-}
-
-inline bool HasValidHeader(const Frame& f) {
-  return f.magic == kMagic && f.version == kVersion;
-}
-
-inline std::string TokenToHex(const uint8_t (&token)[kTokenBytes]) {
+inline std::string TokenToHex(const Token& token) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(2 * kTokenBytes);
@@ -94,57 +91,157 @@ inline std::string TokenToHex(const uint8_t (&token)[kTokenBytes]) {
   return out;
 }
 
-// Sends one frame, with `fd` as SCM_RIGHTS unless it is negative. Returns
-// what sendmsg returns (-1 and errno on failure).
-inline ssize_t SendFrame(int sock, const Frame& frame, int fd, int flags) {
-  iovec iov{const_cast<Frame*>(&frame), sizeof(frame)};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  if (fd >= 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-  }
-  return ::sendmsg(sock, &msg, flags | MSG_NOSIGNAL);
-}
+// One pooled arena's fd in one mode: a connection holds at most one of each.
+struct ArenaKey {
+  uint64_t arena_id = 0;
+  bool writable = false;
 
-// What one recvmsg of a frame brought.
-struct Received {
-  ssize_t bytes = 0;  // recvmsg's result (-1: see errno, 0: end of stream)
-  int msg_flags = 0;  // MSG_TRUNC / MSG_CTRUNC tell of oversize input
-  int fds[4] = {-1, -1, -1, -1};  // received descriptors (O_CLOEXEC); the
-  int fd_count = 0;               // caller owns and must close them
+  friend bool operator==(const ArenaKey&, const ArenaKey&) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const ArenaKey& key) {
+    return H::combine(std::move(h), key.arena_id, key.writable);
+  }
 };
 
-// Receives one frame and any descriptors sent with it.
-inline Received RecvFrame(int sock, Frame* frame, int flags) {
-  Received out;
-  iovec iov{frame, sizeof(*frame)};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(out.fds))] = {};
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  out.bytes = ::recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
-  if (out.bytes < 0) return out;
-  out.msg_flags = msg.msg_flags;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr;
-       c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < n && out.fd_count < 4; ++i) {
-      std::memcpy(&out.fds[out.fd_count++], CMSG_DATA(c) + i * sizeof(int),
-                  sizeof(int));
-    }
+// The messages, one struct each.
+struct Hello {
+  uint64_t connection_id = 0;
+  uint64_t default_lease = 0;
+  Token token{};
+};
+struct FdGrant {  // the fd itself travels with the frame
+  uint64_t grant_id = 0;
+  uint64_t handle = 0;
+};
+struct ErrorText {
+  std::string text;
+};
+struct Release {
+  uint64_t handle = 0;
+  uint64_t lease = 0;  // 0: the daemon picks, as for the Release RPC
+};
+struct ForgetArena {
+  ArenaKey arena;
+};
+
+// What each side accepts from the other.
+using FromDaemon = std::variant<Hello, FdGrant, ErrorText>;
+using FromClient = std::variant<Release, ForgetArena>;
+
+enum class FrameType : uint16_t {
+  kHello = 1,
+  kFd = 2,
+  kError = 3,
+  kRelease = 4,
+  kForgetArena = 5,
+};
+
+// The wire form: 168 bytes, host byte order (both ends are on one host).
+// Build one with Encode and read one with Decode*; the two payload words
+// mean different things per type, so nothing else should touch them.
+struct Frame {
+  uint32_t magic = kMagic;
+  uint16_t version = kVersion;
+  FrameType type = FrameType::kError;
+  uint64_t word0 = 0;
+  uint64_t word1 = 0;
+  uint8_t token[kTokenBytes] = {};
+  char text[kTextBytes] = {};  // NUL-terminated
+};
+static_assert(sizeof(Frame) == 168);
+
+inline Frame MakeFrame(FrameType type, uint64_t word0, uint64_t word1) {
+  Frame f;
+  f.type = type;
+  f.word0 = word0;
+  f.word1 = word1;
+  return f;
+}
+
+inline Frame Encode(const Hello& m) {
+  Frame f = MakeFrame(FrameType::kHello, m.connection_id, m.default_lease);
+  std::memcpy(f.token, m.token.data(), kTokenBytes);
+  return f;
+}
+inline Frame Encode(const FdGrant& m) {
+  return MakeFrame(FrameType::kFd, m.grant_id, m.handle);
+}
+inline Frame Encode(const ErrorText& m) {
+  Frame f = MakeFrame(FrameType::kError, 0, 0);
+  std::strncpy(f.text, m.text.c_str(), kTextBytes - 1);
+  return f;
+}
+inline Frame Encode(const Release& m) {
+  return MakeFrame(FrameType::kRelease, m.handle, m.lease);
+}
+inline Frame Encode(const ForgetArena& m) {
+  return MakeFrame(FrameType::kForgetArena, m.arena.arena_id,
+                   m.arena.writable ? 1 : 0);
+}
+
+// How a frame arrived: recvmsg's byte count and flags, and how many
+// descriptors came with it (fd_channel_io.h fills this in).
+struct Envelope {
+  ssize_t bytes = 0;
+  int msg_flags = 0;
+  int fd_count = 0;
+};
+
+// A frame a client sent, or INVALID_ARGUMENT naming what was wrong with it
+// (a protocol error: the daemon closes the connection).
+inline absl::StatusOr<FromClient> DecodeFromClient(const Envelope& envelope,
+                                                   const Frame& f) {
+  if (envelope.fd_count > 0 || envelope.bytes != sizeof(Frame) ||
+      (envelope.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 ||
+      f.magic != kMagic || f.version != kVersion) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "protocol error on the fd channel: expected a %d-byte frame of "
+        "version %d without descriptors, got %d bytes%s",
+        sizeof(Frame), kVersion, envelope.bytes,
+        envelope.fd_count > 0 ? " with descriptors" : ""));
   }
-  return out;
+  switch (f.type) {
+    case FrameType::kRelease:
+      return Release{f.word0, f.word1};
+    case FrameType::kForgetArena:
+      if (f.word1 > 1) break;
+      return ForgetArena{ArenaKey{f.word0, f.word1 == 1}};
+    default:
+      break;
+  }
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "protocol error on the fd channel: frame type %d is not one a client "
+      "may send (release, forget-arena)",
+      static_cast<int>(f.type)));
+}
+
+// A frame the daemon sent, or an error naming what was wrong with it.
+inline absl::StatusOr<FromDaemon> DecodeFromDaemon(const Envelope& envelope,
+                                                   const Frame& f) {
+  if (envelope.bytes != sizeof(Frame) || f.magic != kMagic ||
+      f.version != kVersion) {
+    return absl::InternalError(absl::StrFormat(
+        "unexpected frame on the fd channel (%d bytes): not a shmbrokerd of "
+        "protocol version %d",
+        envelope.bytes, kVersion));
+  }
+  switch (f.type) {
+    case FrameType::kHello: {
+      Hello m{f.word0, f.word1, {}};
+      std::memcpy(m.token.data(), f.token, kTokenBytes);
+      return m;
+    }
+    case FrameType::kFd:
+      if (envelope.fd_count != 1) break;
+      return FdGrant{f.word0, f.word1};
+    case FrameType::kError:
+      return ErrorText{std::string(f.text, strnlen(f.text, kTextBytes))};
+    default:
+      break;
+  }
+  return absl::InternalError(absl::StrFormat(
+      "unexpected frame on the fd channel: type %d with %d descriptors",
+      static_cast<int>(f.type), envelope.fd_count));
 }
 
 }  // namespace shmbroker::fdchannel

@@ -29,7 +29,7 @@ absl::Status ValidateLeaseOptions(const LeaseOptions& options) {
         absl::FormatDuration(options.default_ttl),
         absl::FormatDuration(options.max_ttl)));
   }
-  if (options.max_leases_per_client == 0 ||
+  if (options.max_leases_per_connection == 0 ||
       options.max_detached_leases_per_uid == 0 ||
       options.max_holds_per_lease == 0) {
     return absl::InvalidArgumentError("lease limits must be positive");

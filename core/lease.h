@@ -16,18 +16,16 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/identity.h"
+#include "core/ids.h"
 
 namespace shmbroker {
-
-using LeaseId = uint64_t;
-using ClientId = uint64_t;
 
 struct LeaseOptions {
   absl::Duration min_ttl = absl::Seconds(1);
   absl::Duration default_ttl = absl::Seconds(10);
   absl::Duration max_ttl = absl::Hours(1);
   // Leases a connection may have besides its default one.
-  uint32_t max_leases_per_client = 1024;
+  uint32_t max_leases_per_connection = 1024;
   // Detached leases one uid may have at a time (they outlive connections).
   uint32_t max_detached_leases_per_uid = 1024;
   uint32_t max_holds_per_lease = 65536;
@@ -35,8 +33,8 @@ struct LeaseOptions {
 
 struct LeaseInfo {
   LeaseId id = 0;
-  Identity owner;       // who granted it, as the kernel reported
-  ClientId client = 0;  // its connection; 0 once a detached lease's closed
+  Identity owner;           // who granted it, as the kernel reported
+  ConnectionId client = 0;  // its connection; 0 once a detached lease's closed
   bool detached = false;
   bool connection_default = false;
   absl::Duration granted_ttl;

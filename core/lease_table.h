@@ -18,8 +18,6 @@
 
 namespace shmbroker {
 
-using Handle = uint64_t;
-
 struct LeaseRecord {
   LeaseInfo info;  // info.holds kept current
   absl::flat_hash_map<Handle, uint32_t> holds;

@@ -22,24 +22,6 @@ const char* BackingName(Backing backing) {
   return "unknown";
 }
 
-absl::Status ErrnoToStatus(int err, const std::string& what) {
-  std::string message = absl::StrCat(what, ": ", std::strerror(err));
-  switch (err) {
-    case ENOMEM:
-    case ENOSPC:
-    case EMFILE:
-    case ENFILE:
-      return absl::ResourceExhaustedError(message);
-    case EEXIST:
-      return absl::AlreadyExistsError(message);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(message);
-    default:
-      return absl::InternalError(message);
-  }
-}
-
 absl::StatusOr<UniqueFd> MemoryObject::OpenReadOnly() const {
   // Re-opening through /proc gives a new, read-only open file description;
   // dup() would share the read-write one.

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/errno_status.h"
 #include "common/unique_fd.h"
 
 namespace shmbroker {
@@ -62,9 +63,6 @@ class MemoryObject {
 // a taken shm name, INTERNAL otherwise.
 absl::StatusOr<std::unique_ptr<MemoryObject>> CreateMemoryObject(
     const MemorySpec& spec);
-
-// Maps errno from a failed call to a status with `what` and the errno text.
-absl::Status ErrnoToStatus(int err, const std::string& what);
 
 }  // namespace shmbroker
 

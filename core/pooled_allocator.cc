@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "core/limit.h"
 #include "core/size_classes.h"
 
 namespace shmbroker {
@@ -24,10 +25,10 @@ absl::Status ValidatePooledAllocatorOptions(
         "arena size %d: must be a multiple of %d bytes from %d to %d",
         options.arena_size, kPageSize, kMinArenaSize, kMaxArenaSize));
   }
-  if (options.dedicated_threshold > options.arena_size) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "dedicated threshold %d: must not exceed the arena size %d",
-        options.dedicated_threshold, options.arena_size));
+  if (options.pooled_max_size > options.arena_size) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("pooled max size %d: must not exceed the arena size %d",
+                        options.pooled_max_size, options.arena_size));
   }
   if (options.scavenge_delay < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("scavenge delay must not be negative");
@@ -46,8 +47,8 @@ absl::StatusOr<std::unique_ptr<PooledAllocator>> PooledAllocator::Create(
   if (absl::Status s = ValidatePooledAllocatorOptions(options); !s.ok()) {
     return s;
   }
-  if (options.dedicated_threshold == 0) {
-    options.dedicated_threshold = options.arena_size / 4;
+  if (options.pooled_max_size == 0) {
+    options.pooled_max_size = options.arena_size / 4;
   }
   if (budget == nullptr || clock == nullptr) {
     return absl::InvalidArgumentError(
@@ -114,10 +115,10 @@ absl::StatusOr<std::unique_ptr<Arena>> PooledAllocator::NewArena(
       if (oldest != nullptr) victim = RemoveLocked(oldest->id());
     }
     if (victim == nullptr) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "pooled allocation of %d bytes for uid %d needs a new %d-byte "
-          "arena: %s",
-          size, tenant, arena_size, reserved.message()));
+      return WithContext(
+          reserved, absl::StrFormat("pooled allocation of %d bytes for uid "
+                                    "%d needs a new %d-byte arena: ",
+                                    size, tenant, arena_size));
     }
     Retire(std::move(victim));
     reserved = budget_->TryReserve(tenant, arena_size);
@@ -202,8 +203,8 @@ absl::StatusOr<PooledBlock> PooledAllocator::Allocate(TenantId tenant,
   if (!ShouldPool(size)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "pooled allocation of %d bytes: pooled buffers hold 1 to %d bytes "
-        "(the dedicated threshold); larger ones need a dedicated segment",
-        size, options_.dedicated_threshold));
+        "(the pooled max size); larger ones need a dedicated segment",
+        size, options_.pooled_max_size));
   }
   std::optional<Found> found;
   PooledBlock block;

@@ -21,7 +21,7 @@
 //  - page_heap.h. Each arena's pages are managed by a page heap: free runs
 //    of pages, allocated best-fit and split, coalesced with their neighbours
 //    when freed. Spans come from here, and so do medium buffers (above
-//    32 KiB up to the dedicated threshold), which get a page-aligned run of
+//    32 KiB up to the pooled max size), which get a page-aligned run of
 //    whole pages of their own. Per page the heap knows whether the page is
 //    known-zero and since when it has been free.
 //
@@ -36,7 +36,7 @@
 //    charging a whole arena to the CapacityBudget (capacity_budget.h). When
 //    the budget refuses, it first retires other tenants' unused arenas;
 //    then it refuses with RESOURCE_EXHAUSTED. Buffers above the dedicated
-//    threshold (a quarter of an arena by default) are not pooled at all: the
+//    max size (a quarter of an arena by default) are not pooled at all: the
 //    caller gives them a segment of their own (ShouldPool says which).
 //
 // Zeroing. Memory is never zeroed eagerly. A slot or page is dirty once it
@@ -101,7 +101,7 @@ struct PooledAllocatorOptions {
   uint64_t arena_size = uint64_t{64} << 20;
   // The largest buffer pooled; larger ones get dedicated segments. At most
   // arena_size; 0 means arena_size / 4.
-  uint64_t dedicated_threshold = 0;
+  uint64_t pooled_max_size = 0;
   // How long free memory stays as it is before Scavenge returns it: dirty
   // free pages are punched, cached empty spans and unused arenas released.
   // Five minutes, as Go's scavenger used (scavengelimit): a workload that
@@ -199,12 +199,12 @@ class PooledAllocator {
   PooledAllocator(const PooledAllocator&) = delete;
   PooledAllocator& operator=(const PooledAllocator&) = delete;
 
-  // With dedicated_threshold resolved.
+  // With pooled_max_size resolved.
   const PooledAllocatorOptions& options() const { return options_; }
 
-  // Whether a buffer of `size` bytes is pooled (1 <= size <= threshold).
+  // Whether a buffer of `size` bytes is pooled (1 <= size <= pooled_max_size).
   bool ShouldPool(uint64_t size) const {
-    return size > 0 && size <= options_.dedicated_threshold;
+    return size > 0 && size <= options_.pooled_max_size;
   }
 
   // A block of `size` bytes for `tenant`, in one of its arenas (a new one if

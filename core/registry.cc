@@ -19,7 +19,7 @@ RegistryObserver* NoOpObserver() {
 
 }  // namespace
 
-absl::Status Registry::ClientClosedError(ClientId client) {
+absl::Status Registry::ConnectionClosedError(ConnectionId client) {
   return absl::FailedPreconditionError(
       absl::StrFormat("client connection %d is closed", client));
 }
@@ -49,24 +49,27 @@ Registry::Registry(RegistryOptions options, const Clock* clock,
                    RegistryObserver* observer)
     : options_(std::move(options)),
       clock_(clock),
-      observer_(observer != nullptr ? observer : NoOpObserver()) {}
+      observer_(observer != nullptr ? observer : NoOpObserver()),
+      capacity_(options_.capacity_bytes) {}
 
-// Out of line: pool_ must go before budget_ and mu_ (member order).
+// Out of line: pool_ must go before capacity_ and mu_ (member order).
 Registry::~Registry() = default;
 
-absl::StatusOr<ClientId> Registry::OpenClient(const Identity& identity) {
+absl::StatusOr<ConnectionId> Registry::OpenConnection(
+    const Identity& identity) {
   absl::MutexLock lock(&mu_);
-  auto per_uid = clients_per_uid_.find(identity.uid);
-  const uint32_t open = per_uid == clients_per_uid_.end() ? 0 : per_uid->second;
-  if (open >= options_.max_clients_per_uid) {
-    return absl::ResourceExhaustedError(
-        absl::StrFormat("uid %d already has %d client connections "
-                        "(--max_clients_per_uid=%d)",
-                        identity.uid, open, options_.max_clients_per_uid));
+  auto per_uid = connections_per_uid_.find(identity.uid);
+  const uint32_t open =
+      per_uid == connections_per_uid_.end() ? 0 : per_uid->second;
+  if (open >= options_.max_connections_per_uid) {
+    return LimitReached(Limit::kMaxConnectionsPerUid,
+                        absl::StrFormat("uid %d already has %d client "
+                                        "connections, the most allowed",
+                                        identity.uid, open));
   }
-  ++clients_per_uid_[identity.uid];
-  ClientId id = next_client_++;
-  ClientRecord& record = clients_[id];
+  ++connections_per_uid_[identity.uid];
+  ConnectionId id = next_connection_++;
+  ConnectionRecord& record = connections_[id];
   record.identity = identity;
   absl::StatusOr<LeaseInfo> lease =
       GrantLeaseLocked(record, id, options_.leases.default_ttl,
@@ -75,34 +78,35 @@ absl::StatusOr<ClientId> Registry::OpenClient(const Identity& identity) {
   return id;
 }
 
-absl::StatusOr<LeaseInfo> Registry::DefaultLease(ClientId client) const {
+absl::StatusOr<LeaseInfo> Registry::DefaultLease(ConnectionId client) const {
   absl::MutexLock lock(&mu_);
-  auto it = clients_.find(client);
-  if (it == clients_.end()) return ClientClosedError(client);
+  auto it = connections_.find(client);
+  if (it == connections_.end()) return ConnectionClosedError(client);
   const LeaseRecord* lease = leases_.Find(it->second.default_lease);
   if (lease == nullptr) return LeaseGoneLocked(it->second.default_lease);
   return lease->info;
 }
 
-CloseResult Registry::CloseClient(ClientId client, ReclaimReason reason) {
+CloseResult Registry::CloseConnection(ConnectionId client,
+                                      ReclaimReason reason) {
   CloseResult result;
   Doomed doomed;
   absl::MutexLock lock(&mu_);
   // `doomed` is declared before `lock`, so memory closes unlocked.
-  CloseClientLocked(client, reason, doomed, &result);
+  CloseConnectionLocked(client, reason, doomed, &result);
   return result;
 }
 
-void Registry::CloseClientLocked(ClientId client, ReclaimReason reason,
-                                 Doomed& doomed, CloseResult* result) {
-  auto it = clients_.find(client);
-  if (it == clients_.end()) return;
+void Registry::CloseConnectionLocked(ConnectionId client, ReclaimReason reason,
+                                     Doomed& doomed, CloseResult* result) {
+  auto it = connections_.find(client);
+  if (it == connections_.end()) return;
   // Forget the connection first, so ending its default lease below does not
   // come back here.
-  ClientRecord record = std::move(it->second);
-  clients_.erase(it);
-  if (--clients_per_uid_[record.identity.uid] == 0) {
-    clients_per_uid_.erase(record.identity.uid);
+  ConnectionRecord record = std::move(it->second);
+  connections_.erase(it);
+  if (--connections_per_uid_[record.identity.uid] == 0) {
+    connections_per_uid_.erase(record.identity.uid);
   }
   for (LeaseId id : record.leases) {
     LeaseRecord* lease = leases_.Find(id);
@@ -115,7 +119,8 @@ void Registry::CloseClientLocked(ClientId client, ReclaimReason reason,
   }
 }
 
-absl::StatusOr<Grant> Registry::Attach(ClientId client, const BufferRef& ref,
+absl::StatusOr<Grant> Registry::Attach(ConnectionId client,
+                                       const BufferRef& ref,
                                        AccessRequest request, LeaseId lease) {
   Grant grant;
   {
@@ -127,7 +132,7 @@ absl::StatusOr<Grant> Registry::Attach(ClientId client, const BufferRef& ref,
     BufferRecord& record = buffers_.at(*handle);
     const BufferInfo& info = record.info;
     absl::StatusOr<AccessMode> mode = DecideAccess(
-        clients_.at(client).identity, info.owner, info.share, request);
+        connections_.at(client).identity, info.owner, info.share, request);
     if (!mode.ok()) return mode.status();
     if (absl::Status s = CheckHoldLimitLocked(**under); !s.ok()) return s;
     AddHoldLocked(**under, *handle);
@@ -148,15 +153,15 @@ absl::StatusOr<Grant> Registry::Attach(ClientId client, const BufferRef& ref,
   return grant;
 }
 
-absl::StatusOr<uint32_t> Registry::Release(ClientId client,
+absl::StatusOr<uint32_t> Registry::Release(ConnectionId client,
                                            const BufferRef& ref,
                                            LeaseId lease) {
   Doomed doomed;
   absl::MutexLock lock(&mu_);
   // `doomed` is declared before `lock`, so reclaimed memory closes unlocked.
-  auto it = clients_.find(client);
-  if (it == clients_.end()) return ClientClosedError(client);
-  const ClientRecord& caller = it->second;
+  auto it = connections_.find(client);
+  if (it == connections_.end()) return ConnectionClosedError(client);
+  const ConnectionRecord& caller = it->second;
   absl::StatusOr<Handle> handle = ResolveLocked(ref);
   if (!handle.ok()) return handle.status();
   auto holds_it = [&](const LeaseRecord* l) {
@@ -223,9 +228,10 @@ absl::StatusOr<Handle> Registry::ResolveLocked(const BufferRef& ref) const {
 
 absl::Status Registry::CheckHoldLimitLocked(const LeaseRecord& lease) const {
   if (lease.info.holds >= options_.leases.max_holds_per_lease) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "lease %d has %d holds (--max_holds_per_lease=%d)", lease.info.id,
-        lease.info.holds, options_.leases.max_holds_per_lease));
+    return LimitReached(
+        Limit::kMaxHoldsPerLease,
+        absl::StrFormat("lease %d has %d holds, the most allowed",
+                        lease.info.id, lease.info.holds));
   }
   return absl::OkStatus();
 }
@@ -272,7 +278,7 @@ void Registry::EraseBufferLocked(Handle handle) {
     // It cannot fail: the block lives as long as the record.
     pool_->Free(info.arena_id, info.offset).IgnoreError();
   } else {
-    dedicated_bytes_ -= info.charged_bytes;
+    capacity_.CreditDedicated(info.charged_bytes);
   }
   buffers_.erase(it);
   observer_->OnUsage(allocated_bytes_, options_.capacity_bytes);

@@ -1,16 +1,16 @@
 // Registry: the daemon's authority on buffers, client connections, leases and
 // holds.
 //
-// A client connection (ClientId) is opened with its kernel-verified identity
-// and gets a default lease (core/lease.h has the lease model). Allocate
-// creates a buffer with one hold under a lease (the connection's default one
-// unless another is named); Attach adds a hold (subject to the buffer's ACL);
-// Release drops one. A lease ending (revoked, expired, or its connection
-// closed) drops every hold under it. A buffer is reclaimed (its memory object
-// closed and unlinked, its bytes returned to the capacity) the moment its last
-// hold goes. Counts live here, never in shared pages, so a crashed client
-// cannot leave them wrong. Time comes from the injected Clock; ExpireLeases is
-// driven from outside (the daemon's sweeper, or a test).
+// A client connection (ConnectionId) is opened with its kernel-verified
+// identity and gets a default lease (core/lease.h has the lease model).
+// Allocate creates a buffer with one hold under a lease (the connection's
+// default one unless another is named); Attach adds a hold (subject to the
+// buffer's ACL); Release drops one. A lease ending (revoked, expired, or its
+// connection closed) drops every hold under it. A buffer is reclaimed (its
+// memory object closed and unlinked, its bytes returned to the capacity) the
+// moment its last hold goes. Counts live here, never in shared pages, so a
+// crashed client cannot leave them wrong. Time comes from the injected Clock;
+// ExpireLeases is driven from outside (the daemon's sweeper, or a test).
 //
 // Memory comes in two kinds. A dedicated buffer has a memory object of its
 // own, charged its size in pages against the capacity. With EnablePooling,
@@ -40,10 +40,13 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/access.h"
+#include "core/capacity.h"
 #include "core/clock.h"
 #include "core/identity.h"
+#include "core/ids.h"
 #include "core/lease.h"
 #include "core/lease_table.h"
+#include "core/limit.h"
 #include "core/memory_object.h"
 #include "core/pooled_allocator.h"
 #include "core/registry_observer.h"
@@ -53,7 +56,7 @@ namespace shmbroker {
 struct RegistryOptions {
   uint64_t capacity_bytes = uint64_t{1} << 30;
   uint64_t max_buffers = 100000;
-  uint32_t max_clients_per_uid = 256;
+  uint32_t max_connections_per_uid = 256;
   LeaseOptions leases;
   // POSIX shm names are "<shm_prefix>.<handle>"; must start with '/'.
   std::string shm_prefix = "/shmbroker";
@@ -125,7 +128,7 @@ struct CloseResult {
   uint64_t leases_ended = 0;
   // Connections whose default lease ended: they are closed in the registry,
   // and the transport should hang up on them.
-  std::vector<ClientId> clients_closed;
+  std::vector<ConnectionId> connections_closed;
   // ExpireLeases: the deadlines of the leases it expired, so the caller can
   // measure deadline -> memory free once the memory is gone.
   std::vector<absl::Time> expired_deadlines;
@@ -183,39 +186,39 @@ class Registry {
   ScavengeResult Scavenge();
 
   // Opens a connection and grants its default lease. RESOURCE_EXHAUSTED when
-  // the uid has max_clients_per_uid connections.
-  absl::StatusOr<ClientId> OpenClient(const Identity& identity);
+  // the uid has max_connections_per_uid connections.
+  absl::StatusOr<ConnectionId> OpenConnection(const Identity& identity);
   // The connection's default lease, or NOT_FOUND / FAILED_PRECONDITION.
-  absl::StatusOr<LeaseInfo> DefaultLease(ClientId client) const;
+  absl::StatusOr<LeaseInfo> DefaultLease(ConnectionId client) const;
   // Ends the connection's leases (detached ones live on) and reclaims what
   // nobody else holds. Unknown ids are a no-op (returns zeros).
-  CloseResult CloseClient(ClientId client,
-                          ReclaimReason reason = ReclaimReason::kClientClosed);
+  CloseResult CloseConnection(
+      ConnectionId client, ReclaimReason reason = ReclaimReason::kClientClosed);
 
-  absl::StatusOr<Grant> Allocate(ClientId client, const AllocateSpec& spec);
-  absl::StatusOr<Grant> Attach(ClientId client, const BufferRef& ref,
+  absl::StatusOr<Grant> Allocate(ConnectionId client, const AllocateSpec& spec);
+  absl::StatusOr<Grant> Attach(ConnectionId client, const BufferRef& ref,
                                AccessRequest request, LeaseId lease = 0);
   // Drops one hold on the buffer: under `lease` if given, else under the
   // connection's default lease, its other leases, or a detached lease of the
   // caller's uid, in that order. Returns the holders left.
-  absl::StatusOr<uint32_t> Release(ClientId client, const BufferRef& ref,
+  absl::StatusOr<uint32_t> Release(ConnectionId client, const BufferRef& ref,
                                    LeaseId lease = 0);
-  absl::StatusOr<uint32_t> Release(ClientId client, Handle handle) {
+  absl::StatusOr<uint32_t> Release(ConnectionId client, Handle handle) {
     return Release(client, BufferRef::ByHandle(handle));
   }
 
   // Leases (registry_leases.cc). A connection may use (hold under, renew)
   // the leases it granted and detached leases of its uid; the owner's uid
   // and root may inspect and revoke any lease.
-  absl::StatusOr<LeaseInfo> GrantLease(ClientId client, absl::Duration ttl,
+  absl::StatusOr<LeaseInfo> GrantLease(ConnectionId client, absl::Duration ttl,
                                        bool detached);
   // Renews `lease` (0: the connection's default lease) to a full TTL.
-  absl::StatusOr<LeaseInfo> KeepAlive(ClientId client, LeaseId lease);
+  absl::StatusOr<LeaseInfo> KeepAlive(ConnectionId client, LeaseId lease);
   absl::StatusOr<CloseResult> RevokeLease(const Identity& caller,
                                           LeaseId lease);
   // `client` resolves lease 0 to its default lease; may be 0 otherwise.
   absl::StatusOr<LeaseDetail> LeaseTimeToLive(const Identity& caller,
-                                              ClientId client,
+                                              ConnectionId client,
                                               LeaseId lease) const;
   // Leases owned by the caller's uid (all of them for root) with id >
   // `after`, ascending, at most `limit`; `*more` says whether others follow.
@@ -247,17 +250,7 @@ class Registry {
   };
   // Memory to let go of once the mutex is released.
   using Doomed = std::vector<std::shared_ptr<const MemoryObject>>;
-  // Lets the pooled allocator charge arenas to the capacity.
-  class ArenaBudget final : public CapacityBudget {
-   public:
-    explicit ArenaBudget(Registry* registry) : registry_(registry) {}
-    absl::Status TryReserve(TenantId tenant, uint64_t bytes) override;
-    void Return(TenantId tenant, uint64_t bytes) override;
-
-   private:
-    Registry* const registry_;
-  };
-  struct ClientRecord {
+  struct ConnectionRecord {
     Identity identity;
     LeaseId default_lease = 0;
     // Its leases, default and detached ones included (a detached lease
@@ -270,8 +263,9 @@ class Registry {
     absl::Time when;
   };
 
-  static absl::Status ClientClosedError(ClientId client);
-  absl::StatusOr<Grant> DoAllocate(ClientId client, const AllocateSpec& spec);
+  static absl::Status ConnectionClosedError(ConnectionId client);
+  absl::StatusOr<Grant> DoAllocate(ConnectionId client,
+                                   const AllocateSpec& spec);
   // Whether `spec` gets a pooled buffer; INVALID_ARGUMENT or
   // FAILED_PRECONDITION when it asks for one it cannot have.
   absl::StatusOr<bool> WantsPool(const AllocateSpec& spec) const;
@@ -284,12 +278,13 @@ class Registry {
   };
   // `dedicated_pages` is 0 for a pooled buffer. Sets `*over_capacity` when
   // the capacity refused the pages.
-  absl::StatusOr<Pending> ReserveLocked(ClientId client,
+  absl::StatusOr<Pending> ReserveLocked(ConnectionId client,
                                         const AllocateSpec& spec,
                                         uint64_t dedicated_pages,
                                         bool* over_capacity)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Charges a dedicated buffer's pages, or says why the capacity refuses.
+  // Charges a dedicated buffer's pages to the capacity and to
+  // allocated_bytes_, or says why the capacity refuses.
   absl::Status ChargeDedicatedLocked(uint64_t charged)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fills in the memory of a pending buffer once created; undoes the
@@ -303,7 +298,8 @@ class Registry {
   absl::StatusOr<Handle> ResolveLocked(const BufferRef& ref) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The lease `client` may put holds under: `lease`, or its default for 0.
-  absl::StatusOr<LeaseRecord*> UsableLeaseLocked(ClientId client, LeaseId lease)
+  absl::StatusOr<LeaseRecord*> UsableLeaseLocked(ConnectionId client,
+                                                 LeaseId lease)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // NOT_FOUND naming why `lease` is gone (revoked, expired, ...).
   absl::Status LeaseGoneLocked(LeaseId lease) const
@@ -322,10 +318,11 @@ class Registry {
   // lease this is closes too.
   void EndLeaseLocked(LeaseId lease, ReclaimReason reason, Doomed& doomed,
                       CloseResult* result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CloseClientLocked(ClientId client, ReclaimReason reason, Doomed& doomed,
-                         CloseResult* result)
+  void CloseConnectionLocked(ConnectionId client, ReclaimReason reason,
+                             Doomed& doomed, CloseResult* result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<LeaseInfo> GrantLeaseLocked(ClientRecord& client, ClientId id,
+  absl::StatusOr<LeaseInfo> GrantLeaseLocked(ConnectionRecord& client,
+                                             ConnectionId id,
                                              absl::Duration ttl, bool detached,
                                              bool is_default)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -338,14 +335,14 @@ class Registry {
   mutable absl::Mutex mu_;
   absl::btree_map<Handle, BufferRecord> buffers_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Handle> names_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<ClientId, ClientRecord> clients_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uid_t, uint32_t> clients_per_uid_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<ConnectionId, ConnectionRecord> connections_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uid_t, uint32_t> connections_per_uid_
+      ABSL_GUARDED_BY(mu_);
   uint64_t allocated_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t dedicated_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // incl. pending ones
-  uint64_t arena_bytes_ ABSL_GUARDED_BY(mu_) = 0;      // reserved for arenas
   uint64_t hold_count_ ABSL_GUARDED_BY(mu_) = 0;
   Handle next_handle_ ABSL_GUARDED_BY(mu_) = 1;
-  ClientId next_client_ ABSL_GUARDED_BY(mu_) = 1;
+  ConnectionId next_connection_ ABSL_GUARDED_BY(mu_) = 1;
 
   LeaseTable leases_ ABSL_GUARDED_BY(mu_);
   LeaseId next_lease_ ABSL_GUARDED_BY(mu_) = 1;
@@ -355,9 +352,10 @@ class Registry {
   absl::flat_hash_map<LeaseId, EndedLease> ended_ ABSL_GUARDED_BY(mu_);
   std::deque<LeaseId> ended_order_ ABSL_GUARDED_BY(mu_);
 
+  // Dedicated buffers (pending ones included) and arenas draw on it.
+  Capacity capacity_;
   // Last, so that the allocator (which returns its arenas' bytes to the
-  // budget when destroyed) goes first. Set once by EnablePooling.
-  ArenaBudget budget_{this};
+  // capacity when destroyed) goes first. Set once by EnablePooling.
   std::unique_ptr<PooledAllocator> pool_;
 };
 

@@ -1,7 +1,6 @@
 // Registry: making a buffer's memory. Allocate reserves the buffer under the
 // mutex, then creates a dedicated memory object or takes a pooled block
-// without it, and finishes under the mutex again. Also the capacity both
-// kinds draw on: dedicated pages directly, arenas through ArenaBudget.
+// without it, and finishes under the mutex again.
 #include <unistd.h>
 
 #include <optional>
@@ -22,7 +21,7 @@ uint64_t PageSize() {
 
 }  // namespace
 
-absl::StatusOr<Grant> Registry::Allocate(ClientId client,
+absl::StatusOr<Grant> Registry::Allocate(ConnectionId client,
                                          const AllocateSpec& spec) {
   absl::StatusOr<Grant> grant = DoAllocate(client, spec);
   observer_->OnAllocate(grant.status().code());
@@ -36,8 +35,8 @@ absl::StatusOr<bool> Registry::WantsPool(const AllocateSpec& spec) const {
            pool_->ShouldPool(spec.size);
   }
   if (pool_ == nullptr) {
-    return absl::FailedPreconditionError(
-        "pooled buffers are off on this daemon (--pooling=false)");
+    return LimitError(absl::StatusCode::kFailedPrecondition, Limit::kPoolingOff,
+                      "pooled buffers are off on this daemon");
   }
   if (!eligible) {
     // An arena's fd exposes the whole arena, so only buffers that nobody
@@ -48,38 +47,33 @@ absl::StatusOr<bool> Registry::WantsPool(const AllocateSpec& spec) const {
         "buffers)");
   }
   if (!pool_->ShouldPool(spec.size)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "bad size for a pooled buffer: %d bytes (pooled buffers hold 1 to %d "
-        "bytes, --pooled_max_size)",
-        spec.size, pool_->options().dedicated_threshold));
+    return LimitError(
+        absl::StatusCode::kInvalidArgument, Limit::kPooledMaxSize,
+        absl::StrFormat("bad size for a pooled buffer: %d bytes (pooled "
+                        "buffers hold 1 to %d bytes)",
+                        spec.size, pool_->options().pooled_max_size));
   }
   return true;
 }
 
 absl::Status Registry::ChargeDedicatedLocked(uint64_t charged) {
-  if (dedicated_bytes_ + arena_bytes_ + charged > options_.capacity_bytes) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "over capacity: %d bytes requested, %d of %d bytes in use "
-        "(--capacity; %d of them in pooled arenas)",
-        charged, dedicated_bytes_ + arena_bytes_, options_.capacity_bytes,
-        arena_bytes_));
-  }
-  dedicated_bytes_ += charged;
+  if (absl::Status s = capacity_.ChargeDedicated(charged); !s.ok()) return s;
   allocated_bytes_ += charged;
   observer_->OnUsage(allocated_bytes_, options_.capacity_bytes);
   return absl::OkStatus();
 }
 
-absl::StatusOr<Grant> Registry::DoAllocate(ClientId client,
+absl::StatusOr<Grant> Registry::DoAllocate(ConnectionId client,
                                            const AllocateSpec& spec) {
   if (spec.size == 0) {
     return absl::InvalidArgumentError("bad size: 0 (must be at least 1 byte)");
   }
   if (spec.size > options_.capacity_bytes) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "over capacity: %d bytes requested, capacity is %d bytes "
-        "(--capacity)",
-        spec.size, options_.capacity_bytes));
+    return LimitReached(
+        Limit::kCapacity,
+        absl::StrFormat(
+            "over capacity: %d bytes requested, capacity is %d bytes",
+            spec.size, options_.capacity_bytes));
   }
   if (!spec.name.empty()) {
     if (absl::Status s = ValidateBufferName(spec.name); !s.ok()) return s;
@@ -151,15 +145,17 @@ absl::StatusOr<Grant> Registry::DoAllocate(ClientId client,
 }
 
 absl::StatusOr<Registry::Pending> Registry::ReserveLocked(
-    ClientId client, const AllocateSpec& spec, uint64_t dedicated_pages,
+    ConnectionId client, const AllocateSpec& spec, uint64_t dedicated_pages,
     bool* over_capacity) {
   *over_capacity = false;
   absl::StatusOr<LeaseRecord*> lease = UsableLeaseLocked(client, spec.lease);
   if (!lease.ok()) return lease.status();
   if (absl::Status s = CheckHoldLimitLocked(**lease); !s.ok()) return s;
   if (buffers_.size() >= options_.max_buffers) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "too many buffers: %d live (--max_buffers)", buffers_.size()));
+    return LimitReached(Limit::kMaxBuffers,
+                        absl::StrFormat("too many buffers: %d live, the most "
+                                        "allowed",
+                                        buffers_.size()));
   }
   if (!spec.name.empty()) {
     if (auto taken = names_.find(spec.name); taken != names_.end()) {
@@ -186,7 +182,7 @@ absl::StatusOr<Registry::Pending> Registry::ReserveLocked(
   info.size = spec.size;
   info.charged_bytes = dedicated_pages;
   info.backing = spec.backing;
-  info.owner = clients_.at(client).identity;
+  info.owner = connections_.at(client).identity;
   info.share = spec.share;
   info.created = clock_->Now();
   if (spec.backing == Backing::kPosix) {
@@ -234,7 +230,7 @@ absl::Status Registry::EnablePooling(PooledAllocatorOptions options) {
     return absl::FailedPreconditionError("pooling is already enabled");
   }
   absl::StatusOr<std::unique_ptr<PooledAllocator>> pool =
-      PooledAllocator::Create(options, &budget_, clock_);
+      PooledAllocator::Create(options, &capacity_, clock_);
   if (!pool.ok()) return pool.status();
   pool_ = std::move(*pool);
   return absl::OkStatus();
@@ -243,26 +239,6 @@ absl::Status Registry::EnablePooling(PooledAllocatorOptions options) {
 ScavengeResult Registry::Scavenge() {
   if (pool_ == nullptr) return {};
   return pool_->Scavenge(clock_->Now());
-}
-
-absl::Status Registry::ArenaBudget::TryReserve(TenantId tenant,
-                                               uint64_t bytes) {
-  Registry& r = *registry_;
-  absl::MutexLock lock(&r.mu_);
-  const uint64_t committed = r.dedicated_bytes_ + r.arena_bytes_;
-  if (committed + bytes > r.options_.capacity_bytes) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "over capacity: a %d-byte arena for uid %d does not fit, %d of %d "
-        "bytes in use (--capacity)",
-        bytes, tenant, committed, r.options_.capacity_bytes));
-  }
-  r.arena_bytes_ += bytes;
-  return absl::OkStatus();
-}
-
-void Registry::ArenaBudget::Return(TenantId, uint64_t bytes) {
-  absl::MutexLock lock(&registry_->mu_);
-  registry_->arena_bytes_ -= bytes;
 }
 
 }  // namespace shmbroker

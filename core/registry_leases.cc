@@ -18,20 +18,20 @@ bool MayManage(const Identity& caller, const LeaseInfo& lease) {
 
 }  // namespace
 
-absl::StatusOr<LeaseInfo> Registry::GrantLease(ClientId client,
+absl::StatusOr<LeaseInfo> Registry::GrantLease(ConnectionId client,
                                                absl::Duration ttl,
                                                bool detached) {
   absl::StatusOr<absl::Duration> granted = ClampTtl(options_.leases, ttl);
   if (!granted.ok()) return granted.status();
   absl::MutexLock lock(&mu_);
-  auto it = clients_.find(client);
-  if (it == clients_.end()) return ClientClosedError(client);
+  auto it = connections_.find(client);
+  if (it == connections_.end()) return ConnectionClosedError(client);
   return GrantLeaseLocked(it->second, client, *granted, detached,
                           /*is_default=*/false);
 }
 
-absl::StatusOr<LeaseInfo> Registry::GrantLeaseLocked(ClientRecord& client,
-                                                     ClientId id,
+absl::StatusOr<LeaseInfo> Registry::GrantLeaseLocked(ConnectionRecord& client,
+                                                     ConnectionId id,
                                                      absl::Duration ttl,
                                                      bool detached,
                                                      bool is_default) {
@@ -39,17 +39,20 @@ absl::StatusOr<LeaseInfo> Registry::GrantLeaseLocked(ClientRecord& client,
   const uid_t uid = client.identity.uid;
   if (!is_default) {
     // The default lease is in the set too, hence the + 1.
-    if (client.leases.size() >= limits.max_leases_per_client + 1) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "client connection has %d leases (--max_leases_per_client=%d)",
-          client.leases.size() - 1, limits.max_leases_per_client));
+    if (client.leases.size() >= limits.max_leases_per_connection + 1) {
+      return LimitReached(
+          Limit::kMaxLeasesPerConnection,
+          absl::StrFormat("client connection has %d leases besides its "
+                          "default one, the most allowed",
+                          client.leases.size() - 1));
     }
     auto per_uid = detached_per_uid_.find(uid);
     if (detached && per_uid != detached_per_uid_.end() &&
         per_uid->second >= limits.max_detached_leases_per_uid) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "uid %d has %d detached leases (--max_detached_leases_per_uid=%d)",
-          uid, per_uid->second, limits.max_detached_leases_per_uid));
+      return LimitReached(
+          Limit::kMaxDetachedLeasesPerUid,
+          absl::StrFormat("uid %d has %d detached leases, the most allowed",
+                          uid, per_uid->second));
     }
   }
   const absl::Time now = clock_->Now();
@@ -69,11 +72,11 @@ absl::StatusOr<LeaseInfo> Registry::GrantLeaseLocked(ClientRecord& client,
   return info;
 }
 
-absl::StatusOr<LeaseRecord*> Registry::UsableLeaseLocked(ClientId client,
+absl::StatusOr<LeaseRecord*> Registry::UsableLeaseLocked(ConnectionId client,
                                                          LeaseId lease) {
-  auto it = clients_.find(client);
-  if (it == clients_.end()) return ClientClosedError(client);
-  const ClientRecord& caller = it->second;
+  auto it = connections_.find(client);
+  if (it == connections_.end()) return ConnectionClosedError(client);
+  const ConnectionRecord& caller = it->second;
   const LeaseId id = lease == 0 ? caller.default_lease : lease;
   LeaseRecord* record = leases_.Find(id);
   if (record == nullptr) return LeaseGoneLocked(id);
@@ -117,7 +120,8 @@ absl::Status Registry::LeaseGoneLocked(LeaseId lease) const {
                                        absl::UTCTimeZone())));
 }
 
-absl::StatusOr<LeaseInfo> Registry::KeepAlive(ClientId client, LeaseId lease) {
+absl::StatusOr<LeaseInfo> Registry::KeepAlive(ConnectionId client,
+                                              LeaseId lease) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<LeaseRecord*> record = UsableLeaseLocked(client, lease);
   if (!record.ok()) return record.status();
@@ -143,12 +147,12 @@ absl::StatusOr<CloseResult> Registry::RevokeLease(const Identity& caller,
 }
 
 absl::StatusOr<LeaseDetail> Registry::LeaseTimeToLive(const Identity& caller,
-                                                      ClientId client,
+                                                      ConnectionId client,
                                                       LeaseId lease) const {
   absl::MutexLock lock(&mu_);
   if (lease == 0) {
-    auto it = clients_.find(client);
-    if (it == clients_.end()) {
+    auto it = connections_.find(client);
+    if (it == connections_.end()) {
       return absl::InvalidArgumentError(
           "bad lease id 0: the default lease needs a client connection");
     }
@@ -235,14 +239,14 @@ void Registry::EndLeaseLocked(LeaseId id, ReclaimReason reason, Doomed& doomed,
     ended_.erase(ended_order_.front());
     ended_order_.pop_front();
   }
-  auto client = clients_.find(info.client);
-  if (client == clients_.end()) return;
+  auto client = connections_.find(info.client);
+  if (client == connections_.end()) return;
   client->second.leases.erase(id);
   if (info.connection_default) {
     // Without its default lease a connection is over (it stopped renewing,
     // or an operator revoked it): end it as if it had hung up.
-    result->clients_closed.push_back(info.client);
-    CloseClientLocked(info.client, reason, doomed, result);
+    result->connections_closed.push_back(info.client);
+    CloseConnectionLocked(info.client, reason, doomed, result);
   }
 }
 

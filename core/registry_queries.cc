@@ -48,7 +48,7 @@ RegistryStats Registry::Stats() const {
   RegistryStats stats;
   stats.capacity_bytes = options_.capacity_bytes;
   stats.allocated_bytes = allocated_bytes_;
-  stats.committed_bytes = dedicated_bytes_ + arena_bytes_;
+  stats.committed_bytes = capacity_.committed();
   for (const auto& [handle, record] : buffers_) {
     if (!record.memory) continue;
     ++stats.buffers;
@@ -56,7 +56,7 @@ RegistryStats Registry::Stats() const {
     ++(record.info.backing == Backing::kPosix ? stats.posix_buffers
                                               : stats.memfd_buffers);
   }
-  stats.clients = clients_.size();
+  stats.clients = connections_.size();
   stats.holds = hold_count_;
   stats.leases = leases_.size();
   for (const auto& [uid, count] : detached_per_uid_) {

@@ -1,10 +1,11 @@
 // BrokerService implements shmbroker.v1.Broker (callback API) on top of the
-// core Registry. For each call it resolves who the caller is (kernel identity
-// of the gRPC connection, plus the client connection named by the session
-// token, which must belong to the same process), applies the client's pending
-// fd-channel frames first so one-way releases are ordered before the call,
-// and pushes granted fds over the fd channel before replying. Buffer calls
-// are in broker_service.cc, lease calls in broker_service_leases.cc.
+// core Registry. For each call it identifies the caller (the kernel identity
+// of the gRPC connection, and the client connection its token names), applies
+// the client's one-way fd-channel frames sent before the call, converts the
+// request, calls the Registry, and pushes granted fds over the fd channel
+// before replying (common/fd_channel_protocol.h has the ordering rules).
+// Buffer calls are in broker_service.cc, lease calls in
+// broker_service_leases.cc. Thread-safe: gRPC runs calls concurrently.
 #ifndef SHMBROKER_SERVER_BROKER_SERVICE_H_
 #define SHMBROKER_SERVER_BROKER_SERVICE_H_
 
@@ -14,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/registry.h"
+#include "server/client_connection.h"
 #include "server/fd_channel.h"
 #include "server/logging.h"
 #include "server/metrics.h"
@@ -27,7 +29,6 @@ namespace shmbroker {
 struct ServiceOptions {
   uint32_t list_default_page_size = 100;
   uint32_t list_max_page_size = 1000;
-  uint32_t keepalive_max_per_second = 1000;
   std::string version;
   absl::Time started;
 };
@@ -86,47 +87,26 @@ class BrokerService final : public v1::Broker::CallbackService {
  private:
   struct Caller {
     Identity identity;
-    std::shared_ptr<Session> session;  // null for calls without a token
+    // Null for calls without a connection token.
+    std::shared_ptr<ClientConnection> connection;
   };
   // Runs `body`, records it, and finishes the call with its status.
   template <typename Body>
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx,
                                    const char* method, Body body);
-  absl::StatusOr<Caller> Resolve(grpc::CallbackServerContext* ctx,
-                                 bool need_session);
+  // Who is calling: the kernel identity of the gRPC connection, and the
+  // client connection its token names (which must be the same process's).
+  // FAILED_PRECONDITION without a token when `need_connection`.
+  absl::StatusOr<Caller> Identify(grpc::CallbackServerContext* ctx,
+                                  bool need_connection);
+  // Identify, then apply the one-way frames the caller sent before this
+  // call (common/fd_channel_protocol.h, rule 2): what every call that reads
+  // or changes holds does first.
+  absl::StatusOr<Caller> Begin(grpc::CallbackServerContext* ctx,
+                               bool need_connection);
   // Sends the grant's fd and fills `out`; on failure drops the new hold.
-  absl::Status Deliver(Session& session, Grant& grant, v1::Buffer* buffer,
-                       v1::Grant* out);
-
-  absl::Status DoAllocate(grpc::CallbackServerContext* ctx,
-                          const v1::AllocateRequest& request,
-                          v1::AllocateResponse* response);
-  absl::Status DoAttach(grpc::CallbackServerContext* ctx,
-                        const v1::AttachRequest& request,
-                        v1::AttachResponse* response);
-  absl::Status DoRelease(grpc::CallbackServerContext* ctx,
-                         const v1::ReleaseRequest& request,
-                         v1::ReleaseResponse* response);
-  absl::Status DoDescribe(grpc::CallbackServerContext* ctx,
-                          const v1::DescribeRequest& request,
-                          v1::DescribeResponse* response);
-  absl::Status DoList(grpc::CallbackServerContext* ctx,
-                      const v1::ListRequest& request,
-                      v1::ListResponse* response);
-  absl::Status DoStatus(grpc::CallbackServerContext* ctx,
-                        v1::StatusResponse* response);
-  absl::Status DoGrantLease(grpc::CallbackServerContext* ctx,
-                            const v1::GrantLeaseRequest& request,
-                            v1::GrantLeaseResponse* response);
-  absl::Status DoRevokeLease(grpc::CallbackServerContext* ctx,
-                             const v1::RevokeLeaseRequest& request,
-                             v1::RevokeLeaseResponse* response);
-  absl::Status DoLeaseTimeToLive(grpc::CallbackServerContext* ctx,
-                                 const v1::LeaseTimeToLiveRequest& request,
-                                 v1::LeaseTimeToLiveResponse* response);
-  absl::Status DoListLeases(grpc::CallbackServerContext* ctx,
-                            const v1::ListLeasesRequest& request,
-                            v1::ListLeasesResponse* response);
+  absl::Status Deliver(ClientConnection& connection, Grant& grant,
+                       v1::Buffer* buffer, v1::Grant* out);
   // A page of List or ListLeases: after the id in `token`, at most `size`
   // (0: the default; capped at the maximum).
   struct Page {

@@ -9,124 +9,103 @@ namespace shmbroker {
 grpc::ServerUnaryReactor* BrokerService::GrantLease(
     grpc::CallbackServerContext* ctx, const v1::GrantLeaseRequest* request,
     v1::GrantLeaseResponse* response) {
-  return Finish(ctx, "GrantLease",
-                [&] { return DoGrantLease(ctx, *request, response); });
+  return Finish(ctx, "GrantLease", [&]() -> absl::Status {
+    absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/true);
+    if (!caller.ok()) return caller.status();
+    absl::StatusOr<absl::Duration> ttl = FromProto(request->ttl());
+    if (!ttl.ok()) return ttl.status();
+    absl::StatusOr<LeaseInfo> lease = registry_->GrantLease(
+        caller->connection->id, *ttl, request->detached());
+    if (!lease.ok()) return lease.status();
+    ToProto(*lease, absl::Now(), response->mutable_lease());
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerBidiReactor<v1::KeepAliveRequest, v1::KeepAliveResponse>*
 BrokerService::KeepAlive(grpc::CallbackServerContext* ctx) {
-  absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/true);
+  absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/true);
   // gRPC's callback API owns reactors by raw pointer: each deletes itself in
   // OnDone.
   return new KeepAliveReactor(
-      registry_, metrics_, caller.ok() ? caller->session : nullptr,
-      caller.ok() ? caller->identity : Identity{}, caller.status(),
-      options_.keepalive_max_per_second);
+      registry_, metrics_, caller.ok() ? caller->connection : nullptr,
+      caller.ok() ? caller->identity : Identity{}, caller.status());
 }
 
 grpc::ServerUnaryReactor* BrokerService::RevokeLease(
     grpc::CallbackServerContext* ctx, const v1::RevokeLeaseRequest* request,
     v1::RevokeLeaseResponse* response) {
-  return Finish(ctx, "RevokeLease",
-                [&] { return DoRevokeLease(ctx, *request, response); });
+  return Finish(ctx, "RevokeLease", [&]() -> absl::Status {
+    absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/false);
+    if (!caller.ok()) return caller.status();
+    if (request->lease_id() == 0) {
+      return absl::InvalidArgumentError("bad lease id: 0");
+    }
+    absl::StatusOr<CloseResult> result =
+        registry_->RevokeLease(caller->identity, request->lease_id());
+    if (!result.ok()) return result.status();
+    HangUpOn(*result, absl::StrCat("its default lease ", request->lease_id(),
+                                   " was revoked by pid ", caller->identity.pid,
+                                   " uid ", caller->identity.uid));
+    spdlog::info("lease {} revoked by pid {} uid {}: reclaimed {} buffers",
+                 request->lease_id(), caller->identity.pid,
+                 caller->identity.uid, result->buffers_reclaimed);
+    response->set_holds_dropped(result->holds_dropped);
+    response->set_buffers_reclaimed(result->buffers_reclaimed);
+    response->set_bytes_reclaimed(result->bytes_reclaimed);
+    return absl::OkStatus();
+  });
+}
+
+void BrokerService::HangUpOn(const CloseResult& result,
+                             const std::string& why) {
+  for (ConnectionId id : result.connections_closed) {
+    fd_channel_->Hangup(id, why);
+  }
 }
 
 grpc::ServerUnaryReactor* BrokerService::LeaseTimeToLive(
     grpc::CallbackServerContext* ctx, const v1::LeaseTimeToLiveRequest* request,
     v1::LeaseTimeToLiveResponse* response) {
-  return Finish(ctx, "LeaseTimeToLive",
-                [&] { return DoLeaseTimeToLive(ctx, *request, response); });
+  return Finish(ctx, "LeaseTimeToLive", [&]() -> absl::Status {
+    absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/false);
+    if (!caller.ok()) return caller.status();
+    const ConnectionId connection =
+        caller->connection != nullptr ? caller->connection->id : 0;
+    absl::StatusOr<LeaseDetail> detail = registry_->LeaseTimeToLive(
+        caller->identity, connection, request->lease_id());
+    if (!detail.ok()) return detail.status();
+    ToProto(detail->info, absl::Now(), response->mutable_lease());
+    for (const auto& [handle, count] : detail->holds) {
+      v1::LeaseHold* hold = response->add_holds();
+      hold->set_handle(handle);
+      hold->set_count(count);
+    }
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* BrokerService::ListLeases(
     grpc::CallbackServerContext* ctx, const v1::ListLeasesRequest* request,
     v1::ListLeasesResponse* response) {
-  return Finish(ctx, "ListLeases",
-                [&] { return DoListLeases(ctx, *request, response); });
-}
-
-absl::Status BrokerService::DoGrantLease(grpc::CallbackServerContext* ctx,
-                                         const v1::GrantLeaseRequest& request,
-                                         v1::GrantLeaseResponse* response) {
-  absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/true);
-  if (!caller.ok()) return caller.status();
-  absl::StatusOr<absl::Duration> ttl = FromProto(request.ttl());
-  if (!ttl.ok()) return ttl.status();
-  absl::StatusOr<LeaseInfo> lease =
-      registry_->GrantLease(caller->session->client, *ttl, request.detached());
-  if (!lease.ok()) return lease.status();
-  ToProto(*lease, absl::Now(), response->mutable_lease());
-  return absl::OkStatus();
-}
-
-absl::Status BrokerService::DoRevokeLease(grpc::CallbackServerContext* ctx,
-                                          const v1::RevokeLeaseRequest& request,
-                                          v1::RevokeLeaseResponse* response) {
-  absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/false);
-  if (!caller.ok()) return caller.status();
-  if (request.lease_id() == 0) {
-    return absl::InvalidArgumentError("bad lease id: 0");
-  }
-  absl::StatusOr<CloseResult> result =
-      registry_->RevokeLease(caller->identity, request.lease_id());
-  if (!result.ok()) return result.status();
-  HangUpOn(*result, absl::StrCat("its default lease ", request.lease_id(),
-                                 " was revoked by pid ", caller->identity.pid,
-                                 " uid ", caller->identity.uid));
-  spdlog::info("lease {} revoked by pid {} uid {}: reclaimed {} buffers",
-               request.lease_id(), caller->identity.pid, caller->identity.uid,
-               result->buffers_reclaimed);
-  response->set_holds_dropped(result->holds_dropped);
-  response->set_buffers_reclaimed(result->buffers_reclaimed);
-  response->set_bytes_reclaimed(result->bytes_reclaimed);
-  return absl::OkStatus();
-}
-
-void BrokerService::HangUpOn(const CloseResult& result,
-                             const std::string& why) {
-  for (ClientId client : result.clients_closed) {
-    fd_channel_->Hangup(client, why);
-  }
-}
-
-absl::Status BrokerService::DoLeaseTimeToLive(
-    grpc::CallbackServerContext* ctx, const v1::LeaseTimeToLiveRequest& request,
-    v1::LeaseTimeToLiveResponse* response) {
-  absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/false);
-  if (!caller.ok()) return caller.status();
-  const ClientId client =
-      caller->session != nullptr ? caller->session->client : 0;
-  absl::StatusOr<LeaseDetail> detail =
-      registry_->LeaseTimeToLive(caller->identity, client, request.lease_id());
-  if (!detail.ok()) return detail.status();
-  ToProto(detail->info, absl::Now(), response->mutable_lease());
-  for (const auto& [handle, count] : detail->holds) {
-    v1::LeaseHold* hold = response->add_holds();
-    hold->set_handle(handle);
-    hold->set_count(count);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status BrokerService::DoListLeases(grpc::CallbackServerContext* ctx,
-                                         const v1::ListLeasesRequest& request,
-                                         v1::ListLeasesResponse* response) {
-  absl::StatusOr<Caller> caller = Resolve(ctx, /*need_session=*/false);
-  if (!caller.ok()) return caller.status();
-  absl::StatusOr<Page> wanted =
-      ParsePage(request.page_size(), request.page_token());
-  if (!wanted.ok()) return wanted.status();
-  bool more = false;
-  std::vector<LeaseInfo> page = registry_->ListLeases(
-      caller->identity, wanted->after, wanted->limit, &more);
-  const absl::Time now = absl::Now();
-  for (const LeaseInfo& info : page) {
-    ToProto(info, now, response->add_leases());
-  }
-  if (more && !page.empty()) {
-    response->set_next_page_token(absl::StrCat(page.back().id));
-  }
-  return absl::OkStatus();
+  return Finish(ctx, "ListLeases", [&]() -> absl::Status {
+    absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/false);
+    if (!caller.ok()) return caller.status();
+    absl::StatusOr<Page> wanted =
+        ParsePage(request->page_size(), request->page_token());
+    if (!wanted.ok()) return wanted.status();
+    bool more = false;
+    std::vector<LeaseInfo> page = registry_->ListLeases(
+        caller->identity, wanted->after, wanted->limit, &more);
+    const absl::Time now = absl::Now();
+    for (const LeaseInfo& info : page) {
+      ToProto(info, now, response->add_leases());
+    }
+    if (more && !page.empty()) {
+      response->set_next_page_token(absl::StrCat(page.back().id));
+    }
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace shmbroker

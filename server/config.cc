@@ -106,6 +106,28 @@ absl::StatusOr<gid_t> ResolveGroup(const std::string& group) {
 
 }  // namespace
 
+const char* FlagFor(Limit limit) {
+  switch (limit) {
+    case Limit::kCapacity:
+      return "--capacity";
+    case Limit::kMaxBuffers:
+      return "--max_buffers";
+    case Limit::kMaxConnectionsPerUid:
+      return "--max_clients_per_uid";
+    case Limit::kMaxHoldsPerLease:
+      return "--max_holds_per_lease";
+    case Limit::kMaxLeasesPerConnection:
+      return "--max_leases_per_client";
+    case Limit::kMaxDetachedLeasesPerUid:
+      return "--max_detached_leases_per_uid";
+    case Limit::kPooledMaxSize:
+      return "--pooled_max_size";
+    case Limit::kPoolingOff:
+      return "--pooling=false";
+  }
+  return "a daemon flag";
+}
+
 uint64_t DefaultCapacity() {
   const uint64_t pages = static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES));
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
@@ -136,7 +158,7 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   leases.min_ttl = absl::GetFlag(FLAGS_lease_min_ttl);
   leases.default_ttl = absl::GetFlag(FLAGS_lease_default_ttl);
   leases.max_ttl = absl::GetFlag(FLAGS_lease_max_ttl);
-  leases.max_leases_per_client = absl::GetFlag(FLAGS_max_leases_per_client);
+  leases.max_leases_per_connection = absl::GetFlag(FLAGS_max_leases_per_client);
   leases.max_detached_leases_per_uid =
       absl::GetFlag(FLAGS_max_detached_leases_per_uid);
   leases.max_holds_per_lease = absl::GetFlag(FLAGS_max_holds_per_lease);
@@ -150,7 +172,7 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   config.lease_sweep_batch = absl::GetFlag(FLAGS_lease_sweep_batch);
   config.keepalive_max_per_second =
       absl::GetFlag(FLAGS_keepalive_max_per_second);
-  config.registry.max_clients_per_uid =
+  config.registry.max_connections_per_uid =
       absl::GetFlag(FLAGS_max_clients_per_uid);
   const std::string prefix = absl::GetFlag(FLAGS_shm_prefix);
   if (prefix.size() > 64 || !ValidateBufferName(prefix).ok()) {
@@ -162,7 +184,7 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   config.pooling = absl::GetFlag(FLAGS_pooling);
   PooledAllocatorOptions& pool = config.pool;
   pool.arena_size = absl::GetFlag(FLAGS_arena_size).bytes;
-  pool.dedicated_threshold = absl::GetFlag(FLAGS_pooled_max_size).bytes;
+  pool.pooled_max_size = absl::GetFlag(FLAGS_pooled_max_size).bytes;
   pool.scavenge_delay = absl::GetFlag(FLAGS_scavenge_delay);
   pool.scavenge_max_pages = static_cast<uint32_t>(std::min<uint64_t>(
       absl::GetFlag(FLAGS_scavenge_max_bytes).bytes / kPageSize, 1u << 30));
@@ -186,7 +208,7 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
         "of it, and at least 1MiB)";
   } else if (pool.arena_size > share) {
     pool.arena_size = share;
-    pool.dedicated_threshold = std::min(pool.dedicated_threshold, share);
+    pool.pooled_max_size = std::min(pool.pooled_max_size, share);
   }
   config.list_max_page_size = absl::GetFlag(FLAGS_list_max_page_size);
   config.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes).bytes;
@@ -199,7 +221,7 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
         absl::StrCat("--log_format=", config.log_format, ": use text or json"));
   }
   if (config.registry.max_buffers == 0 ||
-      config.registry.max_clients_per_uid == 0 ||
+      config.registry.max_connections_per_uid == 0 ||
       config.list_max_page_size == 0 || config.lease_sweep_batch == 0 ||
       config.keepalive_max_per_second == 0 || config.max_request_bytes < 1024) {
     return absl::InvalidArgumentError(

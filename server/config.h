@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "core/limit.h"
 #include "core/registry.h"
 
 namespace shmbroker {
@@ -34,6 +35,9 @@ struct ServerConfig {
 // Reads the flags parsed by absl::ParseCommandLine; INVALID_ARGUMENT names
 // the bad flag.
 absl::StatusOr<ServerConfig> ConfigFromFlags();
+
+// The flag that sets a limit the core enforces, e.g. "--max_buffers".
+const char* FlagFor(Limit limit);
 
 // A quarter of physical memory: the --capacity default.
 uint64_t DefaultCapacity();

@@ -11,33 +11,32 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/errno_status.h"
+#include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
-#include "core/memory_object.h"
 #include "server/logging.h"
 #include "server/peer_credentials.h"
 
 namespace shmbroker {
 namespace {
 
-using fdchannel::Frame;
-using fdchannel::FrameType;
-
 constexpr uint64_t kListenerTag = 0;
 constexpr uint64_t kWakeTag = ~uint64_t{0};
 
 void SendError(int sock, const std::string& message) {
-  fdchannel::SendFrame(sock, fdchannel::MakeErrorFrame(message), -1,
-                       MSG_DONTWAIT);
+  fdchannel::SendFrame(sock, fdchannel::Encode(fdchannel::ErrorText{message}),
+                       -1, MSG_DONTWAIT);
 }
 
 }  // namespace
 
 FdChannel::FdChannel(Registry* registry, int listener, Metrics* metrics,
-                     ReclaimLatencies* latencies)
+                     ReclaimLatencies* latencies, uint32_t keepalive_per_second)
     : registry_(registry),
       listener_(listener),
       metrics_(metrics),
-      latencies_(latencies) {}
+      latencies_(latencies),
+      keepalive_per_second_(keepalive_per_second) {}
 
 FdChannel::~FdChannel() { Stop(); }
 
@@ -69,13 +68,13 @@ void FdChannel::Stop() {
     }
     thread_.join();
   }
-  std::vector<std::shared_ptr<Session>> sessions;
+  std::vector<std::shared_ptr<ClientConnection>> open;
   {
     absl::MutexLock lock(&mu_);
-    for (auto& [id, session] : by_id_) sessions.push_back(session);
+    for (auto& [id, connection] : by_id_) open.push_back(connection);
   }
-  for (auto& session : sessions) {
-    Close(session, CloseReason::kShutdown, "daemon stopping");
+  for (auto& connection : open) {
+    Close(connection, CloseReason::kShutdown, "daemon stopping");
   }
 }
 
@@ -95,231 +94,214 @@ void FdChannel::Run() {
         Accept();
         continue;
       }
-      std::shared_ptr<Session> session = FindById(tag);
-      if (session == nullptr) continue;
-      // Input, hang-up or error: draining tells which (EOF reads as 0).
-      Drain(*session).IgnoreError();
+      // Input, hang-up or error: reading tells which (EOF reads as 0).
+      if (std::shared_ptr<ClientConnection> connection = FindById(tag)) {
+        ApplyPending(*connection, std::nullopt).IgnoreError();
+      }
     }
   }
 }
 
 void FdChannel::Accept() {
   for (;;) {
-    UniqueFd sock(
+    UniqueFd socket(
         ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-    if (!sock.valid()) {
+    if (!socket.valid()) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) {
         spdlog::error("fd channel: accept: {}", std::strerror(errno));
       }
       return;
     }
-    absl::StatusOr<Identity> identity = PeerCredentials(sock.get());
-    if (!identity.ok()) {
-      spdlog::warn("fd channel: {}", identity.status().ToString());
-      continue;
-    }
-    absl::StatusOr<ClientId> client = registry_->OpenClient(*identity);
-    if (!client.ok()) {
-      spdlog::warn("fd channel: refused pid {} uid {}: {}", identity->pid,
-                   identity->uid, client.status().message());
-      SendError(sock.get(), client.status().ToString());
-      continue;
-    }
-    absl::StatusOr<LeaseInfo> lease = registry_->DefaultLease(*client);
-    if (!lease.ok()) {  // only if it ended already: a daemon bug
-      spdlog::error("fd channel: {}", lease.status().ToString());
-      registry_->CloseClient(*client);
-      continue;
-    }
-    auto session = std::make_shared<Session>();
-    session->client = *client;
-    session->default_lease = lease->id;
-    session->identity = *identity;
-    Frame hello = fdchannel::MakeFrame(FrameType::kHello, 0, lease->id);
-    if (::getrandom(hello.token, sizeof(hello.token), 0) !=
-        static_cast<ssize_t>(sizeof(hello.token))) {
-      spdlog::error("fd channel: getrandom: {}", std::strerror(errno));
-      registry_->CloseClient(*client);
-      continue;
-    }
-    session->token_hex = fdchannel::TokenToHex(hello.token);
-    {
-      absl::MutexLock lock(&mu_);
-      session->id = next_session_++;
-      by_id_[session->id] = session;
-      by_token_[session->token_hex] = session;
-      by_client_[session->client] = session;
-    }
-    hello.id = session->id;
-    session->socket = std::move(sock);
-    epoll_event event{EPOLLIN | EPOLLRDHUP, {.u64 = session->id}};
-    if (fdchannel::SendFrame(session->socket.get(), hello, -1, MSG_DONTWAIT) !=
-            static_cast<ssize_t>(sizeof(hello)) ||
-        ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, session->socket.get(),
-                    &event) != 0) {
-      Close(session, CloseReason::kHangup,
-            absl::StrFormat("setup failed: %s", std::strerror(errno)));
-      continue;
-    }
+    absl::StatusOr<std::shared_ptr<ClientConnection>> connection =
+        Open(std::move(socket));
+    if (!connection.ok()) continue;  // Open logged why
     metrics_->ClientOpened();
     spdlog::debug("client connection {} opened: pid {} uid {} gid {}",
-                  session->id, identity->pid, identity->uid, identity->gid);
+                  (*connection)->id, (*connection)->identity.pid,
+                  (*connection)->identity.uid, (*connection)->identity.gid);
   }
 }
 
-absl::Status FdChannel::DrainIfBehind(Session& session,
-                                      std::optional<uint64_t> releases_sent) {
-  if (releases_sent && *releases_sent <= session.releases_applied.load() &&
-      !session.closed.load()) {
-    return absl::OkStatus();
+absl::StatusOr<std::shared_ptr<ClientConnection>> FdChannel::Open(
+    UniqueFd socket) {
+  absl::StatusOr<Identity> identity = PeerCredentials(socket.get());
+  if (!identity.ok()) {
+    spdlog::warn("fd channel: {}", identity.status().ToString());
+    return identity.status();
   }
-  return Drain(session, releases_sent);
+  absl::StatusOr<ConnectionId> id = registry_->OpenConnection(*identity);
+  if (!id.ok()) {
+    spdlog::warn("fd channel: refused pid {} uid {}: {}", identity->pid,
+                 identity->uid, id.status().message());
+    SendError(socket.get(), id.status().ToString());
+    return id.status();
+  }
+  absl::StatusOr<LeaseInfo> lease = registry_->DefaultLease(*id);
+  fdchannel::Hello hello;
+  if (lease.ok() && ::getrandom(hello.token.data(), hello.token.size(), 0) !=
+                        static_cast<ssize_t>(hello.token.size())) {
+    lease = ErrnoToStatus(errno, "getrandom");
+  }
+  if (!lease.ok()) {
+    spdlog::error("fd channel: {}", lease.status().ToString());
+    registry_->CloseConnection(*id);
+    return lease.status();
+  }
+  hello.connection_id = *id;
+  hello.default_lease = lease->id;
+  auto connection = std::make_shared<ClientConnection>(
+      *id, lease->id, *identity, fdchannel::TokenToHex(hello.token),
+      std::move(socket), keepalive_per_second_);
+  {
+    absl::MutexLock lock(&mu_);
+    by_id_[connection->id] = connection;
+    by_token_[connection->token_hex] = connection;
+  }
+  epoll_event event{EPOLLIN | EPOLLRDHUP, {.u64 = connection->id}};
+  if (!fdchannel::SentWhole(fdchannel::SendFrame(connection->socket.get(),
+                                                 fdchannel::Encode(hello), -1,
+                                                 MSG_DONTWAIT)) ||
+      ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, connection->socket.get(),
+                  &event) != 0) {
+    absl::Status failed = ErrnoToStatus(errno, "greeting the client");
+    Close(connection, CloseReason::kHangup, std::string(failed.message()));
+    return failed;
+  }
+  return connection;
 }
 
-absl::Status FdChannel::Drain(Session& session,
-                              std::optional<uint64_t> releases_sent) {
-  if (session.closed.load()) {
+absl::Status FdChannel::ApplyPending(ClientConnection& connection,
+                                     std::optional<uint64_t> frames_sent) {
+  if (connection.closed.load()) {
     return absl::FailedPreconditionError("client connection is closed");
   }
-  std::string error;
-  DrainResult result;
+  if (frames_sent && *frames_sent <= connection.frames_applied.load()) {
+    return absl::OkStatus();  // the common case: no syscall at all
+  }
+  absl::Status why;
   {
-    absl::MutexLock lock(&session.read_mu);
-    result = DrainLocked(session, releases_sent, &error);
+    absl::MutexLock lock(&connection.read_mu);
+    why = ApplyLocked(connection, frames_sent);
   }
-  if (result == DrainResult::kOk) return absl::OkStatus();
-  std::shared_ptr<Session> shared = FindById(session.id);
-  if (result == DrainResult::kProtocolError) {
-    spdlog::warn("client connection {} (pid {} uid {}): {}", session.id,
-                 session.identity.pid, session.identity.uid, error);
-    SendError(session.socket.get(), error);
+  if (why.ok()) return why;
+  const bool protocol_error = absl::IsInvalidArgument(why);
+  if (protocol_error) {
+    spdlog::warn("client connection {} (pid {} uid {}): {}", connection.id,
+                 connection.identity.pid, connection.identity.uid,
+                 why.message());
+    SendError(connection.socket.get(), std::string(why.message()));
   }
-  if (shared != nullptr) {
+  if (std::shared_ptr<ClientConnection> shared = FindById(connection.id)) {
     Close(shared,
-          result == DrainResult::kProtocolError ? CloseReason::kProtocolError
-                                                : CloseReason::kHangup,
-          error);
+          protocol_error ? CloseReason::kProtocolError : CloseReason::kHangup,
+          std::string(why.message()));
   }
   return absl::FailedPreconditionError(
-      absl::StrCat("client connection closed: ", error));
+      absl::StrCat("client connection closed: ", why.message()));
 }
 
-FdChannel::DrainResult FdChannel::DrainLocked(
-    Session& session, std::optional<uint64_t> releases_sent,
-    std::string* error) {
+absl::Status FdChannel::ApplyLocked(ClientConnection& connection,
+                                    std::optional<uint64_t> frames_sent) {
   for (;;) {
-    // The client sent its frames before the call, and the socket keeps
-    // them in order: once that many are applied, skip the final recvmsg
-    // that would only say EAGAIN (one syscall less per call after a
-    // release).
-    if (releases_sent.has_value() &&
-        session.releases_applied.load() >= *releases_sent) {
-      return DrainResult::kOk;
+    // Once the frames the client counted are applied, skip the final
+    // recvmsg that would only say EAGAIN.
+    if (frames_sent && connection.frames_applied.load() >= *frames_sent) {
+      return absl::OkStatus();
     }
-    Frame frame;
+    fdchannel::Frame frame;
     fdchannel::Received got =
-        fdchannel::RecvFrame(session.socket.get(), &frame, MSG_DONTWAIT);
-    // Never keep a descriptor a client sends.
-    for (int i = 0; i < got.fd_count; ++i) ::close(got.fds[i]);
-    if (got.bytes < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return DrainResult::kOk;
+        fdchannel::RecvFrame(connection.socket.get(), &frame, MSG_DONTWAIT);
+    // A descriptor a client sends is closed with `got`: the daemon never
+    // keeps one.
+    if (got.envelope.bytes < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return absl::OkStatus();
       if (errno == EINTR) continue;
-      *error = absl::StrFormat("receive failed: %s", std::strerror(errno));
-      return DrainResult::kClosed;
+      return ErrnoToStatus(errno, "receive");
     }
-    if (got.bytes == 0) {
-      *error = "peer closed the fd channel";
-      return DrainResult::kClosed;
+    if (got.envelope.bytes == 0) {
+      return absl::UnavailableError("peer closed the fd channel");
     }
-    if (got.fd_count > 0 || (got.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-        got.bytes != static_cast<ssize_t>(sizeof(Frame)) ||
-        !fdchannel::HasValidHeader(frame) ||
-        (frame.type != FrameType::kRelease &&
-         frame.type != FrameType::kForgetArena)) {
-      *error = absl::StrFormat(
-          "protocol error on the fd channel: expected a %d-byte release or "
-          "forget-arena frame without descriptors, got %d bytes%s",
-          sizeof(Frame), got.bytes,
-          got.fd_count > 0 ? " with descriptors" : "");
-      return DrainResult::kProtocolError;
-    }
-    if (frame.type == FrameType::kForgetArena) {
-      {
-        absl::MutexLock lock(&session.send_mu);
-        session.arenas_sent.erase(frame.id * 2 + (frame.handle != 0 ? 1 : 0));
-      }
-      session.releases_applied.fetch_add(1);
-      continue;
-    }
-    session.releases_applied.fetch_add(1);
-    absl::StatusOr<uint32_t> released = registry_->Release(
-        session.client, BufferRef::ByHandle(frame.id), frame.handle);
-    if (!released.ok()) {
-      spdlog::warn("client connection {}: release over the fd channel: {}",
-                   session.id, released.status().message());
-    }
+    absl::StatusOr<fdchannel::FromClient> message =
+        fdchannel::DecodeFromClient(got.envelope, frame);
+    if (!message.ok()) return message.status();
+    connection.frames_applied.fetch_add(1);
+    Apply(connection, *message);
   }
 }
 
-absl::StatusOr<uint64_t> FdChannel::SendFd(Session& session, Handle handle,
-                                           int fd) {
-  absl::MutexLock lock(&session.send_mu);
-  return SendFdLocked(session, handle, fd);
+void FdChannel::Apply(ClientConnection& connection,
+                      const fdchannel::FromClient& frame) {
+  if (const auto* forget = std::get_if<fdchannel::ForgetArena>(&frame)) {
+    absl::MutexLock lock(&connection.send_mu);
+    connection.arenas_sent.erase(forget->arena);
+    return;
+  }
+  const auto& release = std::get<fdchannel::Release>(frame);
+  absl::StatusOr<uint32_t> released = registry_->Release(
+      connection.id, BufferRef::ByHandle(release.handle), release.lease);
+  if (!released.ok()) {
+    spdlog::warn("client connection {}: release over the fd channel: {}",
+                 connection.id, released.status().message());
+  }
 }
 
-absl::StatusOr<uint64_t> FdChannel::SendArenaFd(Session& session, Handle handle,
-                                                uint64_t arena_id,
-                                                bool writable, int fd) {
-  const uint64_t key = arena_id * 2 + (writable ? 1 : 0);
+absl::StatusOr<uint64_t> FdChannel::SendFd(ClientConnection& connection,
+                                           Handle handle, int fd) {
+  absl::MutexLock lock(&connection.send_mu);
+  return SendFdLocked(connection, handle, fd);
+}
+
+absl::StatusOr<uint64_t> FdChannel::SendArenaFd(ClientConnection& connection,
+                                                Handle handle,
+                                                fdchannel::ArenaKey arena,
+                                                int fd) {
   // Under send_mu, so that concurrent grants in one arena send it once.
-  absl::MutexLock lock(&session.send_mu);
-  if (session.arenas_sent.contains(key)) return 0;
-  absl::StatusOr<uint64_t> grant = SendFdLocked(session, handle, fd);
-  if (grant.ok()) session.arenas_sent.insert(key);
+  absl::MutexLock lock(&connection.send_mu);
+  if (connection.arenas_sent.contains(arena)) return 0;
+  absl::StatusOr<uint64_t> grant = SendFdLocked(connection, handle, fd);
+  if (grant.ok()) connection.arenas_sent.insert(arena);
   return grant;
 }
 
-absl::StatusOr<uint64_t> FdChannel::SendFdLocked(Session& session,
+absl::StatusOr<uint64_t> FdChannel::SendFdLocked(ClientConnection& connection,
                                                  Handle handle, int fd) {
-  if (session.closed.load()) {
+  if (connection.closed.load()) {
     return absl::FailedPreconditionError("client connection is closed");
   }
-  uint64_t grant = session.next_grant.fetch_add(1);
-  Frame frame = fdchannel::MakeFrame(FrameType::kFd, grant, handle);
-  if (fdchannel::SendFrame(session.socket.get(), frame, fd, MSG_DONTWAIT) ==
-      static_cast<ssize_t>(sizeof(frame))) {
+  const uint64_t grant = connection.next_grant.fetch_add(1);
+  if (fdchannel::SentWhole(fdchannel::SendFrame(
+          connection.socket.get(),
+          fdchannel::Encode(fdchannel::FdGrant{grant, handle}), fd,
+          MSG_DONTWAIT))) {
     return grant;
   }
   if (errno == EAGAIN || errno == EWOULDBLOCK) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "fd channel of client connection %d is full: the client is not "
         "receiving its descriptors",
-        session.id));
+        connection.id));
   }
   return absl::FailedPreconditionError(
-      absl::StrFormat("cannot send fd to client connection %d: %s", session.id,
-                      std::strerror(errno)));
+      absl::StrFormat("cannot send fd to client connection %d: %s",
+                      connection.id, std::strerror(errno)));
 }
 
-void FdChannel::Close(const std::shared_ptr<Session>& session,
+void FdChannel::Close(const std::shared_ptr<ClientConnection>& connection,
                       CloseReason reason, const std::string& why) {
-  if (session->closed.exchange(true)) return;
+  if (connection->closed.exchange(true)) return;
   const absl::Time noticed = absl::Now();
   {
     absl::MutexLock lock(&mu_);
-    by_id_.erase(session->id);
-    by_token_.erase(session->token_hex);
-    by_client_.erase(session->client);
+    by_id_.erase(connection->id);
+    by_token_.erase(connection->token_hex);
   }
-  if (session->socket.valid()) {
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, session->socket.get(), nullptr);
-    ::shutdown(session->socket.get(), SHUT_RDWR);
-  }
-  CloseResult result = registry_->CloseClient(
-      session->client, reason == CloseReason::kShutdown
-                           ? ReclaimReason::kShutdown
-                           : ReclaimReason::kClientClosed);
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, connection->socket.get(), nullptr);
+  ::shutdown(connection->socket.get(), SHUT_RDWR);
+  CloseResult result = registry_->CloseConnection(
+      connection->id, reason == CloseReason::kShutdown
+                          ? ReclaimReason::kShutdown
+                          : ReclaimReason::kClientClosed);
   const absl::Duration reclaim = absl::Now() - noticed;
   metrics_->ClientClosed(reason, result.holds_dropped > 0, reclaim);
   if (result.holds_dropped > 0 && reason != CloseReason::kShutdown) {
@@ -330,31 +312,28 @@ void FdChannel::Close(const std::shared_ptr<Session>& session,
   spdlog::log(level,
               "client connection {} (pid {} uid {}) closed ({}): dropped {} "
               "holds, reclaimed {} buffers ({} bytes) in {}",
-              session->id, session->identity.pid, session->identity.uid, why,
-              result.holds_dropped, result.buffers_reclaimed,
-              result.bytes_reclaimed, absl::FormatDuration(reclaim));
+              connection->id, connection->identity.pid,
+              connection->identity.uid, why, result.holds_dropped,
+              result.buffers_reclaimed, result.bytes_reclaimed,
+              absl::FormatDuration(reclaim));
 }
 
-void FdChannel::Hangup(ClientId client, const std::string& why) {
-  std::shared_ptr<Session> session;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = by_client_.find(client);
-    if (it == by_client_.end()) return;
-    session = it->second;
-  }
-  SendError(session->socket.get(),
+void FdChannel::Hangup(ConnectionId id, const std::string& why) {
+  std::shared_ptr<ClientConnection> connection = FindById(id);
+  if (connection == nullptr) return;
+  SendError(connection->socket.get(),
             absl::StrCat("shmbrokerd closed this client connection: ", why));
-  Close(session, CloseReason::kLeaseEnded, why);
+  Close(connection, CloseReason::kLeaseEnded, why);
 }
 
-std::shared_ptr<Session> FdChannel::Find(const std::string& token_hex) const {
+std::shared_ptr<ClientConnection> FdChannel::Find(
+    const std::string& token_hex) const {
   absl::MutexLock lock(&mu_);
   auto it = by_token_.find(token_hex);
   return it == by_token_.end() ? nullptr : it->second;
 }
 
-std::shared_ptr<Session> FdChannel::FindById(uint64_t id) const {
+std::shared_ptr<ClientConnection> FdChannel::FindById(ConnectionId id) const {
   absl::MutexLock lock(&mu_);
   auto it = by_id_.find(id);
   return it == by_id_.end() ? nullptr : it->second;

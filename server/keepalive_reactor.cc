@@ -10,14 +10,12 @@
 namespace shmbroker {
 
 KeepAliveReactor::KeepAliveReactor(Registry* registry, Metrics* metrics,
-                                   std::shared_ptr<Session> session,
-                                   Identity caller, const absl::Status& setup,
-                                   uint32_t max_per_second)
+                                   std::shared_ptr<ClientConnection> connection,
+                                   Identity caller, const absl::Status& setup)
     : registry_(registry),
       metrics_(metrics),
-      session_(std::move(session)),
-      caller_(caller),
-      max_per_second_(max_per_second) {
+      connection_(std::move(connection)),
+      caller_(caller) {
   if (!setup.ok()) {
     metrics_->RpcDone("KeepAlive", setup.code(), absl::ZeroDuration());
     Finish(ToGrpcStatus(setup));
@@ -26,34 +24,16 @@ KeepAliveReactor::KeepAliveReactor(Registry* registry, Metrics* metrics,
   StartRead(&request_);
 }
 
-bool KeepAliveReactor::TakeToken() {
-  const absl::Time now = absl::Now();
-  absl::MutexLock lock(&session_->keepalive_mu);
-  double& tokens = session_->keepalive_tokens;
-  if (tokens < 0) {
-    tokens = max_per_second_;
-  } else {
-    tokens = std::min(
-        max_per_second_,
-        tokens + absl::ToDoubleSeconds(now - session_->keepalive_refilled) *
-                     max_per_second_);
-  }
-  session_->keepalive_refilled = now;
-  if (tokens < 1) return false;
-  tokens -= 1;
-  return true;
-}
-
 void KeepAliveReactor::OnReadDone(bool ok) {
   if (!ok) {  // the client half-closed (or went away)
     Finish(grpc::Status::OK);
     return;
   }
-  if (!TakeToken()) {
+  if (!connection_->keepalive_rate.TryTake()) {
     const absl::Status over = absl::ResourceExhaustedError(absl::StrFormat(
         "KeepAlive over %d messages per second for this client connection "
         "(--keepalive_max_per_second); renew each lease about every TTL/3",
-        static_cast<int>(max_per_second_)));
+        static_cast<int>(connection_->keepalive_rate.rate())));
     spdlog::warn("KeepAlive: pid {} uid {}: {}", caller_.pid, caller_.uid,
                  over.message());
     metrics_->RpcDone("KeepAlive", over.code(), absl::ZeroDuration());
@@ -68,7 +48,7 @@ void KeepAliveReactor::Renew() {
   const absl::Time start = absl::Now();
   response_.Clear();
   absl::StatusOr<LeaseInfo> lease =
-      registry_->KeepAlive(session_->client, request_.lease_id());
+      registry_->KeepAlive(connection_->id, request_.lease_id());
   if (lease.ok()) {
     response_.set_lease_id(lease->id);
     ToProto(lease->deadline - absl::Now(), response_.mutable_ttl());
@@ -76,10 +56,10 @@ void KeepAliveReactor::Renew() {
   } else {
     absl::Status error = lease.status();
     response_.set_lease_id(request_.lease_id());
-    if (session_->closed.load()) {
+    if (connection_->closed.load()) {
       // Say why the connection is gone: its default lease's fate.
       absl::StatusOr<LeaseDetail> gone =
-          registry_->LeaseTimeToLive(caller_, 0, session_->default_lease);
+          registry_->LeaseTimeToLive(caller_, 0, connection_->default_lease);
       error = absl::FailedPreconditionError(absl::StrCat(
           "client connection closed: ", gone.ok()
                                             ? absl::string_view("it hung up")

@@ -15,7 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "core/registry.h"
-#include "server/fd_channel.h"
+#include "server/client_connection.h"
 #include "server/metrics.h"
 #include "shmbroker/v1/broker.grpc.pb.h"
 
@@ -28,23 +28,20 @@ class KeepAliveReactor final
   // With a non-OK `setup` (the caller could not be resolved), the stream
   // ends at once with it.
   KeepAliveReactor(Registry* registry, Metrics* metrics,
-                   std::shared_ptr<Session> session, Identity caller,
-                   const absl::Status& setup, uint32_t max_per_second);
+                   std::shared_ptr<ClientConnection> connection,
+                   Identity caller, const absl::Status& setup);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
   void OnDone() override;
 
  private:
-  // Takes one token; false when the stream is over its rate.
-  bool TakeToken();
   void Renew();
 
   Registry* const registry_;
   Metrics* const metrics_;
-  const std::shared_ptr<Session> session_;
+  const std::shared_ptr<ClientConnection> connection_;
   const Identity caller_;
-  const double max_per_second_;
   v1::KeepAliveRequest request_;
   v1::KeepAliveResponse response_;
 };

@@ -63,7 +63,7 @@ void LeaseSweeper::SweepDue() {
       latencies_->lease_expiry.Add(latency);
       metrics_->LeaseExpiryReclaimed(latency);
     }
-    for (ClientId client : step.clients_closed) {
+    for (ConnectionId client : step.connections_closed) {
       fd_channel_->Hangup(client,
                           "its default lease expired: the client stopped "
                           "renewing it (hung, stopped, or too slow)");

@@ -84,7 +84,8 @@ int Run(const ServerConfig& config) {
   (*metrics)->AddStateSource(&registry);
   ReclaimLatencies latencies;
   FdChannel fd_channel(&registry, (*files)->fd_channel_listener(),
-                       metrics->get(), &latencies);
+                       metrics->get(), &latencies,
+                       config.keepalive_max_per_second);
   if (absl::Status s = fd_channel.Start(); !s.ok()) {
     spdlog::critical("fd channel: {}", s.message());
     return 1;
@@ -97,7 +98,6 @@ int Run(const ServerConfig& config) {
   PeerTable peers;
   ServiceOptions service_options;
   service_options.list_max_page_size = config.list_max_page_size;
-  service_options.keepalive_max_per_second = config.keepalive_max_per_second;
   service_options.version = SHMBROKER_VERSION;
   service_options.started = absl::Now();
   BrokerService service(&registry, &fd_channel, &peers, metrics->get(),
@@ -125,7 +125,7 @@ int Run(const ServerConfig& config) {
                FormatByteSize(config.registry.capacity_bytes));
   if (const PooledAllocator* pool = registry.pool()) {
     spdlog::info("pooling buffers of up to {} in arenas of {}",
-                 FormatByteSize(pool->options().dedicated_threshold),
+                 FormatByteSize(pool->options().pooled_max_size),
                  FormatByteSize(pool->options().arena_size));
   } else {
     spdlog::info("pooling is off: {}", config.pooling_off_reason);

@@ -18,12 +18,9 @@
 #include "absl/time/time.h"
 #include "core/registry.h"
 #include "core/registry_observer.h"
+#include "server/client_connection.h"
 
 namespace shmbroker {
-
-// Why the daemon closed a client connection. kLeaseEnded: its default lease
-// expired or was revoked.
-enum class CloseReason { kHangup, kProtocolError, kShutdown, kLeaseEnded };
 
 struct MetricsOptions {
   std::string address;      // host:port; empty: do not serve

@@ -8,7 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "core/memory_object.h"
+#include "common/errno_status.h"
 
 namespace shmbroker {
 

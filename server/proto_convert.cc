@@ -5,13 +5,18 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "core/limit.h"
+#include "server/config.h"
 
 namespace shmbroker {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
+  std::string message(status.message());
+  if (std::optional<Limit> limit = LimitOf(status)) {
+    absl::StrAppend(&message, " (", FlagFor(*limit), ")");
+  }
   // absl::StatusCode and grpc::StatusCode share their numbering.
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), message);
 }
 
 absl::StatusOr<Backing> FromProto(v1::Backing backing) {
@@ -198,6 +203,41 @@ void ToProto(const PooledAllocatorStats& stats, v1::PoolStatus* out) {
     tenant->set_arenas(t.arenas);
     tenant->set_in_use_bytes(t.in_use_bytes);
   }
+}
+
+absl::StatusOr<AllocateSpec> FromProto(const v1::AllocateRequest& request) {
+  AllocateSpec spec;
+  spec.size = request.size();
+  spec.name = request.name();
+  absl::StatusOr<Backing> backing = FromProto(request.backing());
+  if (!backing.ok()) return backing.status();
+  spec.backing = *backing;
+  absl::StatusOr<std::vector<ShareRule>> share = FromProto(request.share());
+  if (!share.ok()) return share.status();
+  spec.share = std::move(*share);
+  spec.lease = request.lease_id();
+  absl::StatusOr<std::optional<BufferKind>> kind = FromProto(request.kind());
+  if (!kind.ok()) return kind.status();
+  spec.kind = *kind;
+  spec.zeroed = !request.uninitialized();
+  return spec;
+}
+
+void ToProto(const RegistryStats& stats, v1::StatusResponse* out) {
+  out->set_capacity_bytes(stats.capacity_bytes);
+  out->set_allocated_bytes(stats.allocated_bytes);
+  out->set_committed_bytes(stats.committed_bytes);
+  out->set_buffers(stats.buffers);
+  out->set_clients(stats.clients);
+  out->set_holds(stats.holds);
+  out->set_leases(stats.leases);
+  out->set_detached_leases(stats.detached_leases);
+}
+
+void ToProto(const TenantUsage& usage, v1::TenantUsage* out) {
+  out->set_uid(usage.uid);
+  out->set_allocated_bytes(usage.allocated_bytes);
+  out->set_buffers(usage.buffers);
 }
 
 }  // namespace shmbroker

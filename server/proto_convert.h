@@ -26,6 +26,7 @@ absl::StatusOr<std::vector<ShareRule>> FromProto(
 absl::StatusOr<AccessRequest> FromProto(v1::AccessMode mode);
 // nullopt for UNSPECIFIED (the daemon's choice).
 absl::StatusOr<std::optional<BufferKind>> FromProto(v1::BufferKind kind);
+absl::StatusOr<AllocateSpec> FromProto(const v1::AllocateRequest& request);
 
 void ToProto(const BufferInfo& info, v1::Buffer* out);
 v1::AccessMode ToProto(AccessMode mode);
@@ -37,6 +38,9 @@ absl::StatusOr<absl::Duration> FromProto(const google::protobuf::Duration& d);
 void ToProto(const LeaseInfo& info, absl::Time now, v1::Lease* out);
 void ToProto(const LatencySummary& summary, v1::ReclaimLatency* out);
 void ToProto(const PooledAllocatorStats& stats, v1::PoolStatus* out);
+// The registry's figures in a StatusResponse.
+void ToProto(const RegistryStats& stats, v1::StatusResponse* out);
+void ToProto(const TenantUsage& usage, v1::TenantUsage* out);
 
 }  // namespace shmbroker
 

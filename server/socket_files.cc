@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/default_socket.h"
-#include "core/memory_object.h"
+#include "common/errno_status.h"
 
 namespace shmbroker {
 namespace {

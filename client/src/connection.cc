@@ -10,13 +10,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/default_socket.h"
+#include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
 
 namespace shmbroker::client {
 namespace {
 
 using fdchannel::Frame;
-using fdchannel::FrameType;
 
 absl::Status ConnectError(int err, const std::string& socket_path) {
   std::string cause = std::strerror(err);
@@ -86,28 +86,30 @@ absl::Status Connection::Handshake() {
     return absl::DeadlineExceededError(absl::StrCat(
         "daemon at ", socket_path_, " did not greet on the fd channel"));
   }
-  Frame hello;
-  fdchannel::Received got = fdchannel::RecvFrame(fd_channel_.get(), &hello, 0);
-  for (int i = 0; i < got.fd_count; ++i) ::close(got.fds[i]);
-  if (got.bytes == static_cast<ssize_t>(sizeof(hello)) &&
-      fdchannel::HasValidHeader(hello) && hello.type == FrameType::kError) {
-    hello.text[fdchannel::kTextBytes - 1] = '\0';
-    return absl::UnavailableError(
-        absl::StrCat("daemon refused the connection: ", hello.text));
+  Frame frame;
+  fdchannel::Received got = fdchannel::RecvFrame(fd_channel_.get(), &frame, 0);
+  absl::StatusOr<fdchannel::FromDaemon> greeting =
+      fdchannel::DecodeFromDaemon(got.envelope, frame);
+  if (greeting.ok()) {
+    if (const auto* error = std::get_if<fdchannel::ErrorText>(&*greeting)) {
+      return absl::UnavailableError(
+          absl::StrCat("daemon refused the connection: ", error->text));
+    }
   }
-  if (got.bytes != static_cast<ssize_t>(sizeof(hello)) ||
-      !fdchannel::HasValidHeader(hello) || hello.type != FrameType::kHello) {
+  const auto* hello =
+      greeting.ok() ? std::get_if<fdchannel::Hello>(&*greeting) : nullptr;
+  if (hello == nullptr) {
     return absl::UnavailableError(absl::StrCat(
         "unexpected greeting on ", path, ": not a shmbrokerd of this version"));
   }
-  token_hex_ = fdchannel::TokenToHex(hello.token);
-  default_lease_ = hello.handle;
+  token_hex_ = fdchannel::TokenToHex(hello->token);
+  default_lease_ = hello->default_lease;
   return absl::OkStatus();
 }
 
 void Connection::PrepareStream(grpc::ClientContext* ctx) const {
   if (!token_hex_.empty()) {
-    ctx->AddMetadata(fdchannel::kSessionMetadataKey, token_hex_);
+    ctx->AddMetadata(fdchannel::kConnectionTokenKey, token_hex_);
   }
 }
 
@@ -117,9 +119,9 @@ absl::Status Connection::LeaseStatus(uint64_t lease) const {
 
 void Connection::Prepare(grpc::ClientContext* ctx) const {
   if (!token_hex_.empty()) {
-    ctx->AddMetadata(fdchannel::kSessionMetadataKey, token_hex_);
-    ctx->AddMetadata(fdchannel::kReleasesSentMetadataKey,
-                     absl::StrCat(releases_sent_.load()));
+    ctx->AddMetadata(fdchannel::kConnectionTokenKey, token_hex_);
+    ctx->AddMetadata(fdchannel::kFramesSentKey,
+                     absl::StrCat(frames_sent_.load()));
   }
   ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
 }
@@ -151,7 +153,7 @@ absl::StatusOr<UniqueFd> Connection::TakeFd(uint64_t grant_id) {
     Frame frame;
     fdchannel::Received got =
         fdchannel::RecvFrame(fd_channel_.get(), &frame, MSG_DONTWAIT);
-    if (got.bytes < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    if (got.envelope.bytes < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       const int64_t wait_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
       pollfd p{fd_channel_.get(), POLLIN, 0};
       if (wait_ms <= 0 || ::poll(&p, 1, static_cast<int>(wait_ms)) == 0) {
@@ -160,33 +162,31 @@ absl::StatusOr<UniqueFd> Connection::TakeFd(uint64_t grant_id) {
       }
       continue;
     }
-    UniqueFd fd(got.fd_count > 0 ? got.fds[0] : -1);
-    for (int i = 1; i < got.fd_count; ++i) ::close(got.fds[i]);
-    if (got.bytes <= 0) {
+    if (got.envelope.bytes <= 0) {
       return absl::UnavailableError(
           "the daemon closed the fd channel (daemon stopped?)");
     }
-    if (!fdchannel::HasValidHeader(frame)) {
-      return absl::InternalError("malformed frame on the fd channel");
-    }
-    if (frame.type == FrameType::kError) {
-      frame.text[fdchannel::kTextBytes - 1] = '\0';
+    absl::StatusOr<fdchannel::FromDaemon> message =
+        fdchannel::DecodeFromDaemon(got.envelope, frame);
+    if (!message.ok()) return message.status();
+    if (const auto* error = std::get_if<fdchannel::ErrorText>(&*message)) {
       return absl::UnavailableError(
-          absl::StrCat("the daemon closed the fd channel: ", frame.text));
+          absl::StrCat("the daemon closed the fd channel: ", error->text));
     }
-    if (frame.type == FrameType::kFd && fd.valid()) {
-      unclaimed_[frame.id] = std::move(fd);
+    if (const auto* grant = std::get_if<fdchannel::FdGrant>(&*message)) {
+      unclaimed_[grant->grant_id] = std::move(got.fd);
     }
   }
 }
 
 void Connection::ReleaseAsync(uint64_t handle, uint64_t lease) {
   if (!LeaseStatus(lease).ok()) return;
-  Frame frame = fdchannel::MakeFrame(FrameType::kRelease, handle, lease);
   if (fd_channel_.valid() &&
-      fdchannel::SendFrame(fd_channel_.get(), frame, -1, MSG_DONTWAIT) ==
-          static_cast<ssize_t>(sizeof(frame))) {
-    releases_sent_.fetch_add(1);
+      fdchannel::SentWhole(fdchannel::SendFrame(
+          fd_channel_.get(),
+          fdchannel::Encode(fdchannel::Release{handle, lease}), -1,
+          MSG_DONTWAIT))) {
+    frames_sent_.fetch_add(1);
     return;
   }
   // A full channel (or a daemon that is gone): ask over gRPC instead; if that
@@ -195,14 +195,13 @@ void Connection::ReleaseAsync(uint64_t handle, uint64_t lease) {
 }
 
 bool Connection::ForgetArena(uint64_t arena_id, bool writable) {
-  Frame frame =
-      fdchannel::MakeFrame(FrameType::kForgetArena, arena_id, writable ? 1 : 0);
+  const fdchannel::ForgetArena forget{{arena_id, writable}};
   if (!fd_channel_.valid() ||
-      fdchannel::SendFrame(fd_channel_.get(), frame, -1, MSG_DONTWAIT) !=
-          static_cast<ssize_t>(sizeof(frame))) {
+      !fdchannel::SentWhole(fdchannel::SendFrame(
+          fd_channel_.get(), fdchannel::Encode(forget), -1, MSG_DONTWAIT))) {
     return false;  // keep it; a later Trim can try again
   }
-  releases_sent_.fetch_add(1);
+  frames_sent_.fetch_add(1);
   return true;
 }
 

@@ -72,8 +72,8 @@ class Connection {
   std::unique_ptr<v1::Broker::Stub> stub_;
   UniqueFd fd_channel_;
   uint64_t default_lease_ = 0;
-  // kRelease and kForgetArena frames sent.
-  std::atomic<uint64_t> releases_sent_{0};
+  // One-way frames (Release, ForgetArena) sent, for the daemon's ordering.
+  std::atomic<uint64_t> frames_sent_{0};
   ArenaCache arenas_;
 
   absl::Mutex fd_mu_;

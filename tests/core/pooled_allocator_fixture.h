@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "absl/time/time.h"
+#include "core/capacity.h"
 #include "core/pooled_allocator.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -48,7 +49,7 @@ inline bool AllBytesAre(const char* data, uint64_t length, char value) {
 class PooledAllocatorTest : public ::testing::Test {
  protected:
   explicit PooledAllocatorTest(uint64_t capacity = 4 * kArena)
-      : capacity_(capacity, "--capacity"), clock_(kStart) {}
+      : capacity_(capacity), clock_(kStart) {}
 
   void SetUp() override { Make(Options()); }
 
@@ -84,7 +85,7 @@ class PooledAllocatorTest : public ::testing::Test {
     return mapping;
   }
 
-  FixedCapacity capacity_;
+  Capacity capacity_;
   FakeClock clock_;
   std::unique_ptr<PooledAllocator> allocator_;
 };

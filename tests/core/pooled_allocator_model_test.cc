@@ -15,6 +15,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "core/capacity.h"
 #include "core/pooled_allocator.h"
 #include "core/size_classes.h"
 #include "gmock/gmock.h"
@@ -42,8 +43,7 @@ struct LiveBlock {
 class PooledAllocatorModelTest : public ::testing::TestWithParam<uint32_t> {
  protected:
   PooledAllocatorModelTest()
-      : capacity_(kCapacity, "--capacity"),
-        clock_(absl::FromUnixSeconds(1'700'000'000)) {}
+      : capacity_(kCapacity), clock_(absl::FromUnixSeconds(1'700'000'000)) {}
 
   void SetUp() override {
     PooledAllocatorOptions options;
@@ -84,7 +84,7 @@ class PooledAllocatorModelTest : public ::testing::TestWithParam<uint32_t> {
       case 6:
         return kMaxSmallSize + 1 + rng() % (128 * 1024);
       default:
-        return allocator_->options().dedicated_threshold - rng() % 4096;
+        return allocator_->options().pooled_max_size - rng() % 4096;
     }
   }
 
@@ -130,7 +130,7 @@ class PooledAllocatorModelTest : public ::testing::TestWithParam<uint32_t> {
     ASSERT_EQ(stats.arena_bytes,
               stats.in_use_bytes + stats.free_bytes + stats.span_tail_bytes);
     ASSERT_EQ(stats.arena_bytes, stats.arenas * kArena);
-    ASSERT_EQ(capacity_.reserved(), stats.arena_bytes);
+    ASSERT_EQ(capacity_.committed(), stats.arena_bytes);
     ASSERT_LE(stats.largest_free_run_bytes, stats.free_page_bytes);
     for (int c = 0; c < kNumSizeClasses; ++c) {
       ASSERT_EQ(stats.size_classes[c].live_slots, slots[c]) << c;
@@ -143,7 +143,7 @@ class PooledAllocatorModelTest : public ::testing::TestWithParam<uint32_t> {
     ASSERT_EQ(arenas, stats.arenas);
   }
 
-  FixedCapacity capacity_;
+  Capacity capacity_;
   FakeClock clock_;
   std::unique_ptr<PooledAllocator> allocator_;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Mapping>> views_;
@@ -231,7 +231,7 @@ TEST_P(PooledAllocatorModelTest, RandomWalkMatchesTheModel) {
   const PooledAllocatorStats end = allocator_->Stats();
   EXPECT_EQ(end.live_blocks, 0u);
   EXPECT_EQ(end.arenas, 0u);
-  EXPECT_EQ(capacity_.reserved(), 0u);
+  EXPECT_EQ(capacity_.committed(), 0u);
   EXPECT_EQ(end.arenas_created_total, end.arenas_released_total);
 }
 

@@ -21,6 +21,7 @@ namespace {
 
 using ::shmbroker::testing::IsOk;
 using ::shmbroker::testing::Mapping;
+using ::shmbroker::testing::RefusedBy;
 using ::shmbroker::testing::StatusIs;
 using ::shmbroker::testing::pooled::AllBytesAre;
 using ::shmbroker::testing::pooled::Blocks;
@@ -46,9 +47,9 @@ TEST_F(PooledAllocatorTest, RejectsBadOptions) {
   EXPECT_THAT(create(options),
               StatusIs(Code::kInvalidArgument, HasSubstr("arena size")));
   options = Options();
-  options.dedicated_threshold = kArena + 1;
-  EXPECT_THAT(create(options), StatusIs(Code::kInvalidArgument,
-                                        HasSubstr("dedicated threshold")));
+  options.pooled_max_size = kArena + 1;
+  EXPECT_THAT(create(options),
+              StatusIs(Code::kInvalidArgument, HasSubstr("pooled max size")));
   options = Options();
   options.scavenge_delay = absl::Seconds(-1);
   EXPECT_THAT(create(options),
@@ -60,14 +61,14 @@ TEST_F(PooledAllocatorTest, RejectsBadOptions) {
 }
 
 TEST_F(PooledAllocatorTest, PoolsUpToAQuarterArenaByDefault) {
-  EXPECT_EQ(allocator_->options().dedicated_threshold, kArena / 4);
+  EXPECT_EQ(allocator_->options().pooled_max_size, kArena / 4);
   EXPECT_FALSE(allocator_->ShouldPool(0));
   EXPECT_TRUE(allocator_->ShouldPool(1));
   EXPECT_TRUE(allocator_->ShouldPool(kArena / 4));
   EXPECT_FALSE(allocator_->ShouldPool(kArena / 4 + 1));
   auto refused =
       StatusIs(Code::kInvalidArgument,
-               AllOf(HasSubstr("dedicated threshold"), HasSubstr("262144")));
+               AllOf(HasSubstr("pooled max size"), HasSubstr("262144")));
   EXPECT_THAT(allocator_->Allocate(kAlice, 0, false), refused);
   EXPECT_THAT(allocator_->Allocate(kAlice, kArena / 4 + 1, false), refused);
   EXPECT_EQ(allocator_->Stats().arenas, 0u);
@@ -114,14 +115,14 @@ TEST_F(PooledAllocatorTest, ArenasGrowToCapacityAndNoFurther) {
   PooledAllocatorStats stats = allocator_->Stats();
   EXPECT_EQ(stats.arenas, 4u);
   EXPECT_EQ(stats.arena_bytes, 4 * kArena);
-  EXPECT_EQ(capacity_.reserved(), 4 * kArena);
+  EXPECT_EQ(capacity_.committed(), 4 * kArena);
   EXPECT_EQ(stats.in_use_bytes, 4 * kArena);
   EXPECT_EQ(stats.free_bytes, 0u);
 
   EXPECT_THAT(allocator_->Allocate(kAlice, 64, false),
-              StatusIs(Code::kResourceExhausted,
-                       AllOf(HasSubstr("needs a new 1048576-byte arena"),
-                             HasSubstr("--capacity"))));
+              AllOf(StatusIs(Code::kResourceExhausted,
+                             HasSubstr("needs a new 1048576-byte arena")),
+                    RefusedBy(Limit::kCapacity)));
   EXPECT_EQ(allocator_->Stats().arenas, 4u);
 
   // Freed room is used again without a new arena.
@@ -159,7 +160,7 @@ TEST_F(PooledAllocatorTest, AnEmptyArenaStaysWithItsTenantForTheDelay) {
   EXPECT_EQ(result.arenas_released, 1u);
   EXPECT_EQ(allocator_->Stats().arenas, 0u);
   EXPECT_EQ(allocator_->Stats().arenas_released_total, 1u);
-  EXPECT_EQ(capacity_.reserved(), 0u);
+  EXPECT_EQ(capacity_.committed(), 0u);
   // Its memfd stays open while a block refers to it.
   EXPECT_GE(second.arena_memory->fd(), 0);
 }
@@ -186,14 +187,14 @@ TEST_F(TightCapacityTest, AnotherTenantsUnusedArenaMakesRoom) {
   EXPECT_EQ(stats.arenas, 1u);
   EXPECT_EQ(stats.arenas_released_total, 1u);
   EXPECT_EQ(stats.zeroed_bytes_total, 0u) << "a new memfd needs no zeroing";
-  EXPECT_EQ(capacity_.reserved(), kArena);
+  EXPECT_EQ(capacity_.committed(), kArena);
 }
 
 TEST_F(TightCapacityTest, AnArenaInUseIsNeverTaken) {
   const PooledBlock alice = MustAllocate(kAlice, 64);
   EXPECT_THAT(allocator_->Allocate(kBob, 64, false),
-              StatusIs(Code::kResourceExhausted,
-                       AllOf(HasSubstr("uid 1001"), HasSubstr("--capacity"))));
+              AllOf(StatusIs(Code::kResourceExhausted, HasSubstr("uid 1001")),
+                    RefusedBy(Limit::kCapacity)));
   MustFree(alice);
   EXPECT_THAT(allocator_->Allocate(kBob, 64, false), IsOk());
 }
@@ -249,9 +250,9 @@ TEST(PooledAllocatorMetadataTest, PerBufferRecordsAreSmall) {
 TEST_F(PooledAllocatorTest, DestructionReturnsTheCapacity) {
   MustAllocate(kAlice, 64);
   MustAllocate(kBob, 64);
-  EXPECT_EQ(capacity_.reserved(), 2 * kArena);
+  EXPECT_EQ(capacity_.committed(), 2 * kArena);
   allocator_.reset();
-  EXPECT_EQ(capacity_.reserved(), 0u);
+  EXPECT_EQ(capacity_.committed(), 0u);
 }
 
 TEST_F(PooledAllocatorTest, ConcurrentUseKeepsBlocksApart) {
@@ -296,7 +297,7 @@ TEST_F(PooledAllocatorTest, ConcurrentUseKeepsBlocksApart) {
   const PooledAllocatorStats stats = allocator_->Stats();
   EXPECT_EQ(stats.live_blocks, 0u);
   EXPECT_EQ(stats.in_use_bytes, 0u);
-  EXPECT_EQ(capacity_.reserved(), stats.arena_bytes);
+  EXPECT_EQ(capacity_.committed(), stats.arena_bytes);
 }
 
 }  // namespace

@@ -49,8 +49,8 @@ class RegistryAccessTest : public ::shmbroker::testing::RegistryTestBase {
 };
 
 TEST_F(RegistryAccessTest, StrangerCannotAttachOrDescribeOwnerOnlyBuffer) {
-  ClientId alice = Open(kAlice);
-  ClientId bob = Open(kBob);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId bob = Open(kBob);
   Handle h = Alloc(alice, 1, "private");
   EXPECT_THAT(
       registry_->Attach(bob, BufferRef::ByHandle(h), AccessRequest::kReadOnly),
@@ -66,8 +66,8 @@ TEST_F(RegistryAccessTest, StrangerCannotAttachOrDescribeOwnerOnlyBuffer) {
 }
 
 TEST_F(RegistryAccessTest, RootAttachesAndDescribesAnything) {
-  ClientId alice = Open(kAlice);
-  ClientId root = Open(kRootId);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId root = Open(kRootId);
   Handle h = Alloc(alice, 1);
   absl::StatusOr<Grant> grant = registry_->Attach(root, BufferRef::ByHandle(h),
                                                   AccessRequest::kReadWrite);
@@ -78,8 +78,8 @@ TEST_F(RegistryAccessTest, RootAttachesAndDescribesAnything) {
 }
 
 TEST_F(RegistryAccessTest, ReadOnlyShareGivesAnFdThatCannotBeMappedWritable) {
-  ClientId alice = Open(kAlice);
-  ClientId bob = Open(kBob);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId bob = Open(kBob);
   absl::StatusOr<Grant> owner =
       registry_->Allocate(alice, Spec(5000, "pub", {kAllReadOnly}));
   ASSERT_THAT(owner, IsOk());
@@ -109,8 +109,8 @@ TEST_F(RegistryAccessTest, ReadOnlyShareGivesAnFdThatCannotBeMappedWritable) {
 }
 
 TEST_F(RegistryAccessTest, ReadWriteShareAndOwnerReadOnlyRequest) {
-  ClientId alice = Open(kAlice);
-  ClientId bob = Open(kBob);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId bob = Open(kBob);
   Handle h = Alloc(alice, 1, "", {kAllReadWrite});
   absl::StatusOr<Grant> rw = registry_->Attach(bob, BufferRef::ByHandle(h),
                                                AccessRequest::kBestAllowed);
@@ -129,7 +129,7 @@ TEST_F(RegistryAccessTest, ReadWriteShareAndOwnerReadOnlyRequest) {
 }
 
 TEST_F(RegistryAccessTest, DescribeShowsSharedBuffersToStrangers) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   Handle h = Alloc(alice, 1, "shared",
                    {ShareRule{.scope = ShareRule::Scope::kUid,
                               .id = kBob.uid,
@@ -147,8 +147,8 @@ TEST_F(RegistryAccessTest, DescribeShowsSharedBuffersToStrangers) {
 }
 
 TEST_F(RegistryAccessTest, ListShowsOnlyWhatTheCallerMaySee) {
-  ClientId alice = Open(kAlice);
-  ClientId bob = Open(kBob);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId bob = Open(kBob);
   Handle alice_private = Alloc(alice, 1);
   Handle alice_shared = Alloc(alice, 1, "", {kAllReadOnly});
   Handle bob_private = Alloc(bob, 1);
@@ -161,7 +161,7 @@ TEST_F(RegistryAccessTest, ListShowsOnlyWhatTheCallerMaySee) {
 }
 
 TEST_F(RegistryAccessTest, ListPagesThroughManyBuffersInHandleOrder) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   std::vector<Handle> all;
   for (int i = 0; i < 25; ++i) all.push_back(Alloc(alice, 1));
 
@@ -185,7 +185,7 @@ TEST_F(RegistryAccessTest, ListPagesThroughManyBuffersInHandleOrder) {
 }
 
 TEST_F(RegistryAccessTest, ListMoreIgnoresBuffersTheCallerCannotSee) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   std::vector<Handle> visible;
   for (int i = 0; i < 6; ++i) {
     Handle shared = Alloc(alice, 1, "", {kAllReadOnly});
@@ -205,8 +205,8 @@ TEST_F(RegistryAccessTest, ListMoreIgnoresBuffersTheCallerCannotSee) {
 }
 
 TEST_F(RegistryAccessTest, PosixBufferIsNamedAfterPrefixAndHandle) {
-  ClientId alice = Open(kAlice);
-  ClientId alice2 = Open(::shmbroker::testing::kAlice2);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId alice2 = Open(::shmbroker::testing::kAlice2);
   absl::StatusOr<Grant> grant =
       registry_->Allocate(alice, Spec(6000, "", {}, Backing::kPosix));
   ASSERT_THAT(grant, IsOk());
@@ -233,19 +233,19 @@ TEST_F(RegistryAccessTest, PosixBufferIsNamedAfterPrefixAndHandle) {
 }
 
 TEST_F(RegistryAccessTest, PosixNameIsUnlinkedWhenTheClientCloses) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   absl::StatusOr<Grant> grant =
       registry_->Allocate(alice, Spec(1, "", {}, Backing::kPosix));
   ASSERT_THAT(grant, IsOk());
   const std::string name = grant->buffer.shm_name;
   grant->memory.reset();
   ASSERT_TRUE(ShmExists(name));
-  EXPECT_EQ(registry_->CloseClient(alice).buffers_reclaimed, 1u);
+  EXPECT_EQ(registry_->CloseConnection(alice).buffers_reclaimed, 1u);
   EXPECT_FALSE(ShmExists(name));
 }
 
 TEST_F(RegistryAccessTest, MemfdBufferHasNoShmName) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   absl::StatusOr<Grant> grant = AllocSpec(alice, 1);
   ASSERT_THAT(grant, IsOk());
   EXPECT_EQ(grant->buffer.shm_name, "");
@@ -261,7 +261,7 @@ TEST_F(RegistryAccessTest, FailedSegmentCreationGivesEverythingBack) {
   absl::StatusOr<std::unique_ptr<MemoryObject>> squatter =
       CreateMemoryObject(squatter_spec);
   ASSERT_THAT(squatter, IsOk());
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   EXPECT_THAT(
       registry_->Allocate(alice, Spec(1, "wanted", {}, Backing::kPosix)),
       StatusIs(Code::kAlreadyExists, HasSubstr(stale)));
@@ -274,7 +274,7 @@ TEST_F(RegistryAccessTest, FailedSegmentCreationGivesEverythingBack) {
 }
 
 TEST_F(RegistryAccessTest, CreatedTimeComesFromTheInjectedClock) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   Handle first = Alloc(alice, 1);
   clock_.Advance(absl::Seconds(90));
   absl::StatusOr<Grant> second = AllocSpec(alice, 1);

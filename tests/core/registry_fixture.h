@@ -38,14 +38,14 @@ class RegistryTestBase : public ::testing::Test {
     registry_ = std::make_unique<Registry>(std::move(options), &clock_);
   }
 
-  ClientId Open(const Identity& identity) {
-    absl::StatusOr<ClientId> client = registry_->OpenClient(identity);
+  ConnectionId Open(const Identity& identity) {
+    absl::StatusOr<ConnectionId> client = registry_->OpenConnection(identity);
     EXPECT_THAT(client, IsOk());
     return client.value_or(0);
   }
 
   // Allocates and returns the handle (0 after a failure, which is reported).
-  Handle Alloc(ClientId client, uint64_t size, std::string name = "",
+  Handle Alloc(ConnectionId client, uint64_t size, std::string name = "",
                std::vector<ShareRule> share = {},
                Backing backing = Backing::kMemfd) {
     absl::StatusOr<Grant> grant = registry_->Allocate(
@@ -54,7 +54,7 @@ class RegistryTestBase : public ::testing::Test {
     return grant.ok() ? grant->buffer.handle : 0;
   }
 
-  absl::StatusOr<Grant> AllocSpec(ClientId client, uint64_t size,
+  absl::StatusOr<Grant> AllocSpec(ConnectionId client, uint64_t size,
                                   std::string name = "") {
     return registry_->Allocate(client, Spec(size, std::move(name)));
   }

@@ -14,6 +14,7 @@ using ::shmbroker::testing::kAlice;
 using ::shmbroker::testing::kAlice2;
 using ::shmbroker::testing::kBob;
 using ::shmbroker::testing::kRootId;
+using ::shmbroker::testing::RefusedBy;
 using ::shmbroker::testing::StatusIs;
 using ::testing::_;
 using ::testing::AllOf;
@@ -24,13 +25,14 @@ using Code = absl::StatusCode;
 
 class RegistryLeaseTest : public testing::RegistryTestBase {
  protected:
-  LeaseId GrantOk(ClientId client, absl::Duration ttl, bool detached = false) {
+  LeaseId GrantOk(ConnectionId client, absl::Duration ttl,
+                  bool detached = false) {
     absl::StatusOr<LeaseInfo> lease =
         registry_->GrantLease(client, ttl, detached);
     EXPECT_THAT(lease, IsOk());
     return lease.ok() ? lease->id : 0;
   }
-  Handle AllocUnder(ClientId client, LeaseId lease, uint64_t size,
+  Handle AllocUnder(ConnectionId client, LeaseId lease, uint64_t size,
                     std::string name = "") {
     AllocateSpec spec = Spec(size, std::move(name));
     spec.lease = lease;
@@ -41,7 +43,7 @@ class RegistryLeaseTest : public testing::RegistryTestBase {
     }
     return grant.ok() ? grant->buffer.handle : 0;
   }
-  LeaseId DefaultOf(ClientId client) {
+  LeaseId DefaultOf(ConnectionId client) {
     absl::StatusOr<LeaseInfo> lease = registry_->DefaultLease(client);
     EXPECT_THAT(lease, IsOk());
     return lease.ok() ? lease->id : 0;
@@ -49,7 +51,7 @@ class RegistryLeaseTest : public testing::RegistryTestBase {
 };
 
 TEST_F(RegistryLeaseTest, EveryConnectionGetsADefaultLeaseThatHoldsItsBuffers) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   absl::StatusOr<LeaseInfo> lease = registry_->DefaultLease(alice);
   ASSERT_THAT(lease, IsOk());
   EXPECT_TRUE(lease->connection_default);
@@ -67,7 +69,7 @@ TEST_F(RegistryLeaseTest, EveryConnectionGetsADefaultLeaseThatHoldsItsBuffers) {
 }
 
 TEST_F(RegistryLeaseTest, GrantClampsTheTtl) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   EXPECT_EQ(
       registry_->GrantLease(alice, absl::Milliseconds(5), false)->granted_ttl,
       absl::Seconds(1));
@@ -83,8 +85,8 @@ TEST_F(RegistryLeaseTest, GrantClampsTheTtl) {
 }
 
 TEST_F(RegistryLeaseTest, ExpiryDropsHoldsAndReclaimsInDeadlineOrder) {
-  ClientId alice = Open(kAlice);
-  ClientId bob = Open(kBob);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId bob = Open(kBob);
   LeaseId slow = GrantOk(alice, absl::Seconds(30));
   LeaseId fast = GrantOk(alice, absl::Seconds(5));
   Handle a = AllocUnder(alice, slow, Pages(1));
@@ -109,7 +111,7 @@ TEST_F(RegistryLeaseTest, ExpiryDropsHoldsAndReclaimsInDeadlineOrder) {
   EXPECT_EQ(expired.bytes_reclaimed, Pages(3));
   EXPECT_THAT(expired.expired_deadlines,
               ElementsAre(kStart + absl::Seconds(5)));
-  EXPECT_TRUE(expired.clients_closed.empty());
+  EXPECT_TRUE(expired.connections_closed.empty());
   EXPECT_FALSE(expired.more_due);
   EXPECT_EQ(Holders(a), 1);
   EXPECT_EQ(Holders(b), -1);
@@ -129,7 +131,7 @@ TEST_F(RegistryLeaseTest, ExpiryDropsHoldsAndReclaimsInDeadlineOrder) {
 }
 
 TEST_F(RegistryLeaseTest, KeepAliveRenewsToAFullTtl) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   LeaseId lease = GrantOk(alice, absl::Seconds(3));
   Handle h = AllocUnder(alice, lease, 1);
   for (int i = 0; i < 10; ++i) {
@@ -144,8 +146,8 @@ TEST_F(RegistryLeaseTest, KeepAliveRenewsToAFullTtl) {
 }
 
 TEST_F(RegistryLeaseTest, RevokeDropsHoldsAndLaterUseSaysItWasRevoked) {
-  ClientId alice = Open(kAlice);
-  ClientId bob = Open(kBob);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId bob = Open(kBob);
   LeaseId lease = GrantOk(alice, absl::Seconds(60));
   Handle h = AllocUnder(alice, lease, Pages(1), "r");
   EXPECT_THAT(registry_->RevokeLease(kBob, lease),
@@ -168,9 +170,9 @@ TEST_F(RegistryLeaseTest, RevokeDropsHoldsAndLaterUseSaysItWasRevoked) {
 }
 
 TEST_F(RegistryLeaseTest, LeasesOfAConnectionAreItsOwnUnlessDetached) {
-  ClientId alice = Open(kAlice);
-  ClientId alice2 = Open(kAlice2);
-  ClientId bob = Open(kBob);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId alice2 = Open(kAlice2);
+  ConnectionId bob = Open(kBob);
   LeaseId attached = GrantOk(alice, absl::Seconds(60));
   LeaseId detached = GrantOk(alice, absl::Seconds(60), /*detached=*/true);
   EXPECT_THAT(registry_->KeepAlive(alice2, attached),
@@ -196,14 +198,14 @@ TEST_F(RegistryLeaseTest, LeasesOfAConnectionAreItsOwnUnlessDetached) {
 }
 
 TEST_F(RegistryLeaseTest, ClosingAConnectionEndsItsLeasesButNotDetachedOnes) {
-  ClientId producer = Open(kAlice);
+  ConnectionId producer = Open(kAlice);
   LeaseId detached = GrantOk(producer, absl::Seconds(30), /*detached=*/true);
   LeaseId attached = GrantOk(producer, absl::Seconds(30));
   Handle handoff = AllocUnder(producer, detached, Pages(1), "handoff");
   Handle scratch = AllocUnder(producer, attached, Pages(1));
   Handle temp = Alloc(producer, Pages(1));
 
-  CloseResult closed = registry_->CloseClient(producer);
+  CloseResult closed = registry_->CloseConnection(producer);
   EXPECT_EQ(closed.leases_ended, 2u);  // default and attached
   EXPECT_EQ(closed.buffers_reclaimed, 2u);
   EXPECT_EQ(Holders(scratch), -1);
@@ -215,7 +217,7 @@ TEST_F(RegistryLeaseTest, ClosingAConnectionEndsItsLeasesButNotDetachedOnes) {
   EXPECT_EQ(orphan->info.client, 0u);
 
   // A consumer attaches within the TTL and keeps the buffer past it.
-  ClientId consumer = Open(kAlice2);
+  ConnectionId consumer = Open(kAlice2);
   ASSERT_THAT(registry_->Attach(consumer, BufferRef::ByName("handoff"),
                                 AccessRequest::kBestAllowed),
               IsOk());
@@ -229,16 +231,16 @@ TEST_F(RegistryLeaseTest, ClosingAConnectionEndsItsLeasesButNotDetachedOnes) {
   EXPECT_EQ(expired.leases_ended, 1u);
   EXPECT_EQ(expired.buffers_reclaimed, 0u);
   EXPECT_EQ(Holders(handoff), 1);
-  registry_->CloseClient(consumer);
+  registry_->CloseConnection(consumer);
   EXPECT_EQ(registry_->Stats().buffers, 0u);
   EXPECT_EQ(registry_->Stats().detached_leases, 0u);
 }
 
 TEST_F(RegistryLeaseTest, ExpiryReclaimsAProducersDetachedBufferNobodyTook) {
-  ClientId producer = Open(kAlice);
+  ConnectionId producer = Open(kAlice);
   LeaseId detached = GrantOk(producer, absl::Seconds(5), /*detached=*/true);
   AllocUnder(producer, detached, Pages(2), "never-taken");
-  registry_->CloseClient(producer);
+  registry_->CloseConnection(producer);
   EXPECT_EQ(registry_->Stats().allocated_bytes, Pages(2));
   clock_.Advance(absl::Seconds(5));
   CloseResult expired = registry_->ExpireLeases(100);
@@ -248,21 +250,21 @@ TEST_F(RegistryLeaseTest, ExpiryReclaimsAProducersDetachedBufferNobodyTook) {
 }
 
 TEST_F(RegistryLeaseTest, ReleaseByNameFindsADetachedLeaseOfTheCallersUid) {
-  ClientId producer = Open(kAlice);
+  ConnectionId producer = Open(kAlice);
   LeaseId detached = GrantOk(producer, absl::Seconds(60), /*detached=*/true);
   Handle h = AllocUnder(producer, detached, 1, "left-behind");
-  registry_->CloseClient(producer);
-  ClientId bob = Open(kBob);
+  registry_->CloseConnection(producer);
+  ConnectionId bob = Open(kBob);
   EXPECT_THAT(registry_->Release(bob, BufferRef::ByName("left-behind")),
               StatusIs(Code::kPermissionDenied, HasSubstr("holds no")));
-  ClientId cli = Open(kAlice2);
+  ConnectionId cli = Open(kAlice2);
   EXPECT_THAT(registry_->Release(cli, BufferRef::ByName("left-behind")),
               IsOkAndHolds(0u));
   EXPECT_EQ(Holders(h), -1);
 }
 
 TEST_F(RegistryLeaseTest, ADefaultLeaseThatExpiresEndsItsConnection) {
-  ClientId stopped = Open(kAlice);
+  ConnectionId stopped = Open(kAlice);
   LeaseId detached = GrantOk(stopped, absl::Seconds(60), /*detached=*/true);
   LeaseId attached = GrantOk(stopped, absl::Seconds(60));
   Alloc(stopped, Pages(1));
@@ -270,7 +272,7 @@ TEST_F(RegistryLeaseTest, ADefaultLeaseThatExpiresEndsItsConnection) {
   Handle kept = AllocUnder(stopped, detached, Pages(1));
   clock_.Advance(absl::Seconds(10));
   CloseResult expired = registry_->ExpireLeases(100);
-  EXPECT_THAT(expired.clients_closed, ElementsAre(stopped));
+  EXPECT_THAT(expired.connections_closed, ElementsAre(stopped));
   EXPECT_EQ(expired.leases_ended, 2u);
   EXPECT_EQ(expired.buffers_reclaimed, 2u);
   EXPECT_EQ(Holders(kept), 1);
@@ -283,19 +285,20 @@ TEST_F(RegistryLeaseTest, ADefaultLeaseThatExpiresEndsItsConnection) {
 
 TEST_F(RegistryLeaseTest, LeaseCountsAreLimited) {
   RegistryOptions options = DefaultOptions();
-  options.leases.max_leases_per_client = 2;
+  options.leases.max_leases_per_connection = 2;
   options.leases.max_detached_leases_per_uid = 1;
   Reset(options);
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   GrantOk(alice, absl::Seconds(5));
   LeaseId second = GrantOk(alice, absl::Seconds(5), /*detached=*/true);
+  EXPECT_THAT(registry_->GrantLease(alice, absl::Seconds(5), false),
+              AllOf(StatusIs(Code::kResourceExhausted, HasSubstr("2 leases")),
+                    RefusedBy(Limit::kMaxLeasesPerConnection)));
+  ConnectionId alice2 = Open(kAlice2);
   EXPECT_THAT(
-      registry_->GrantLease(alice, absl::Seconds(5), false),
-      StatusIs(Code::kResourceExhausted, HasSubstr("max_leases_per_client=2")));
-  ClientId alice2 = Open(kAlice2);
-  EXPECT_THAT(registry_->GrantLease(alice2, absl::Seconds(5), true),
-              StatusIs(Code::kResourceExhausted,
-                       HasSubstr("max_detached_leases_per_uid=1")));
+      registry_->GrantLease(alice2, absl::Seconds(5), true),
+      AllOf(StatusIs(Code::kResourceExhausted, HasSubstr("1 detached leases")),
+            RefusedBy(Limit::kMaxDetachedLeasesPerUid)));
   ASSERT_THAT(registry_->RevokeLease(kAlice, second), IsOk());
   EXPECT_THAT(registry_->GrantLease(alice2, absl::Seconds(5), true), IsOk());
   EXPECT_THAT(registry_->GrantLease(alice, absl::Seconds(5), false), IsOk());
@@ -304,9 +307,9 @@ TEST_F(RegistryLeaseTest, LeaseCountsAreLimited) {
 TEST_F(RegistryLeaseTest, AMassExpiryIsSweptInBoundedBatches) {
   RegistryOptions options = DefaultOptions();
   options.capacity_bytes = Pages(4096);
-  options.leases.max_leases_per_client = 5000;
+  options.leases.max_leases_per_connection = 5000;
   Reset(options);
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   constexpr int kLeases = 1000;
   for (int i = 0; i < kLeases; ++i) {
     LeaseId lease = GrantOk(alice, absl::Seconds(2) + absl::Milliseconds(i));
@@ -335,8 +338,8 @@ TEST_F(RegistryLeaseTest, AMassExpiryIsSweptInBoundedBatches) {
 }
 
 TEST_F(RegistryLeaseTest, HoldsMayBeTakenOnlyUnderUsableLeases) {
-  ClientId alice = Open(kAlice);
-  ClientId bob = Open(kBob);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId bob = Open(kBob);
   LeaseId bobs = GrantOk(bob, absl::Seconds(30));
   Handle h = Alloc(alice, 1, "", {testing::kAllReadWrite});
   EXPECT_THAT(registry_->Attach(alice, BufferRef::ByHandle(h),

@@ -72,7 +72,7 @@ TEST_F(RegistryModelTest, RandomOperationsMatchTheModel) {
       {.pid = 2, .uid = 1000, .gid = 1000},
       {.pid = 3, .uid = 2000, .gid = 2000},
       {.pid = 4, .uid = 2000, .gid = 2000}};
-  std::vector<ClientId> clients;
+  std::vector<ConnectionId> clients;
   for (const Identity& id : identities) clients.push_back(Open(id));
   Model model;
   model.holds.resize(clients.size());
@@ -88,7 +88,7 @@ TEST_F(RegistryModelTest, RandomOperationsMatchTheModel) {
   for (int step = 0; step < 3000; ++step) {
     SCOPED_TRACE(absl::StrCat("step ", step));
     const size_t slot = pick(clients.size());
-    const ClientId client = clients[slot];
+    const ConnectionId client = clients[slot];
     const int op = static_cast<int>(pick(100));
     if (op < 30) {  // allocate
       const uint64_t size = sizes[pick(sizes.size())];
@@ -160,7 +160,7 @@ TEST_F(RegistryModelTest, RandomOperationsMatchTheModel) {
           expected.bytes_reclaimed += charged;
         }
       }
-      CloseResult closed = registry_->CloseClient(client);
+      CloseResult closed = registry_->CloseConnection(client);
       ASSERT_EQ(closed.holds_dropped, expected.holds_dropped);
       ASSERT_EQ(closed.buffers_reclaimed, expected.buffers_reclaimed);
       ASSERT_EQ(closed.bytes_reclaimed, expected.bytes_reclaimed);
@@ -191,7 +191,7 @@ TEST_F(RegistryModelTest, RandomOperationsMatchTheModel) {
   EXPECT_GT(exhausted, 10);
   EXPECT_GT(reclaimed_by_close, 10);
 
-  for (ClientId client : clients) registry_->CloseClient(client);
+  for (ConnectionId client : clients) registry_->CloseConnection(client);
   const RegistryStats stats = registry_->Stats();
   EXPECT_EQ(stats.buffers, 0u);
   EXPECT_EQ(stats.allocated_bytes, 0u);
@@ -204,7 +204,7 @@ TEST_F(RegistryModelTest, ConcurrentUseKeepsTotalsConsistent) {
   RegistryOptions options = DefaultOptions();
   options.capacity_bytes = Pages(32);
   Reset(options);
-  ClientId hub_owner = Open(::shmbroker::testing::kAlice);
+  ConnectionId hub_owner = Open(::shmbroker::testing::kAlice);
   const Handle hub = Alloc(hub_owner, 1, "hub", {kAllReadWrite});
   ASSERT_NE(hub, 0u);
 
@@ -216,7 +216,7 @@ TEST_F(RegistryModelTest, ConcurrentUseKeepsTotalsConsistent) {
       const Identity me{.pid = 500 + t, .uid = uid_t(3000 + t), .gid = 3000};
       std::mt19937 rng(7 + t);
       std::multiset<Handle> held;  // this thread's holds
-      absl::StatusOr<ClientId> client = registry_->OpenClient(me);
+      absl::StatusOr<ConnectionId> client = registry_->OpenConnection(me);
       ASSERT_THAT(client, IsOk());
       start.arrive_and_wait();
       for (int i = 0; i < 400; ++i) {
@@ -240,15 +240,15 @@ TEST_F(RegistryModelTest, ConcurrentUseKeepsTotalsConsistent) {
           EXPECT_THAT(registry_->Release(*client, *it), IsOk());
           held.erase(it);
         } else {
-          CloseResult closed = registry_->CloseClient(*client);
+          CloseResult closed = registry_->CloseConnection(*client);
           EXPECT_EQ(closed.holds_dropped, held.size());
           held.clear();
-          client = registry_->OpenClient(me);
+          client = registry_->OpenConnection(me);
           ASSERT_THAT(client, IsOk());
         }
         ++successes[t];
       }
-      EXPECT_EQ(registry_->CloseClient(*client).holds_dropped, held.size());
+      EXPECT_EQ(registry_->CloseConnection(*client).holds_dropped, held.size());
     });
   }
   for (std::thread& thread : threads) thread.join();
@@ -264,7 +264,7 @@ TEST_F(RegistryModelTest, ConcurrentUseKeepsTotalsConsistent) {
 
 TEST_F(RegistryModelTest, ConcurrentAllocationsOfOneNameHaveOneWinner) {
   constexpr int kThreads = 6;
-  std::vector<ClientId> clients;
+  std::vector<ConnectionId> clients;
   for (int t = 0; t < kThreads; ++t) {
     clients.push_back(
         Open({.pid = 600 + t, .uid = uid_t(4000 + t), .gid = 4000}));
@@ -307,7 +307,7 @@ TEST_F(RegistryModelTest, ConcurrentAllocationsNeverOvercommitCapacity) {
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
-      ClientId client =
+      ConnectionId client =
           Open({.pid = 700 + t, .uid = uid_t(5000 + t), .gid = 5000});
       start.arrive_and_wait();
       for (int i = 0; i < 10; ++i) {

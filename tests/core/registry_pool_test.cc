@@ -32,7 +32,7 @@ class RegistryPoolTest : public RegistryTestBase {
 };
 
 TEST_F(RegistryPoolTest, SmallOwnerOnlyMemfdBuffersArePooled) {
-  const ClientId alice = Open(kAlice);
+  const ConnectionId alice = Open(kAlice);
   absl::StatusOr<Grant> small = registry_->Allocate(alice, Spec(100));
   ASSERT_THAT(small, IsOk());
   EXPECT_EQ(small->buffer.kind, BufferKind::kPooled);
@@ -55,21 +55,22 @@ TEST_F(RegistryPoolTest, SmallOwnerOnlyMemfdBuffersArePooled) {
 }
 
 TEST_F(RegistryPoolTest, AskingForPooledWhereItCannotBeIsRefused) {
-  const ClientId alice = Open(kAlice);
+  const ConnectionId alice = Open(kAlice);
   AllocateSpec shared = Kind(100, BufferKind::kPooled);
   shared.share = {{ShareRule::Scope::kAll, 0, AccessMode::kReadOnly}};
   EXPECT_THAT(registry_->Allocate(alice, shared),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("owner-only memfd")));
   EXPECT_THAT(registry_->Allocate(alice, Kind(kMiB, BufferKind::kPooled)),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("--pooled_max_size")));
+              AllOf(StatusIs(absl::StatusCode::kInvalidArgument,
+                             HasSubstr("pooled buffers hold 1 to")),
+                    RefusedBy(Limit::kPooledMaxSize)));
   EXPECT_EQ(registry_->Stats().buffers, 0u);
 }
 
 TEST_F(RegistryPoolTest, ArenasAndDedicatedPagesShareOneCapacity) {
-  const ClientId alice = Open(kAlice);
-  const ClientId bob = Open(kBob);
+  const ConnectionId alice = Open(kAlice);
+  const ConnectionId bob = Open(kBob);
   Alloc(alice, 100);  // Alice's arena: 1 MiB committed
   RegistryStats stats = registry_->Stats();
   EXPECT_EQ(stats.committed_bytes, kMiB);
@@ -92,8 +93,8 @@ TEST_F(RegistryPoolTest, ArenasAndDedicatedPagesShareOneCapacity) {
 }
 
 TEST_F(RegistryPoolTest, TheDaemonsChoiceFallsBackToDedicated) {
-  const ClientId alice = Open(kAlice);
-  const ClientId bob = Open(kBob);
+  const ConnectionId alice = Open(kAlice);
+  const ConnectionId bob = Open(kBob);
   ASSERT_THAT(registry_->Allocate(
                   bob, Kind(3 * kMiB + kMiB / 2, BufferKind::kDedicated)),
               IsOk());
@@ -107,8 +108,8 @@ TEST_F(RegistryPoolTest, TheDaemonsChoiceFallsBackToDedicated) {
 }
 
 TEST_F(RegistryPoolTest, UnusedArenasAreRetiredToMakeRoom) {
-  const ClientId alice = Open(kAlice);
-  const ClientId bob = Open(kBob);
+  const ConnectionId alice = Open(kAlice);
+  const ConnectionId bob = Open(kBob);
   const Handle pooled = Alloc(alice, 100);
   ASSERT_THAT(registry_->Release(alice, pooled), IsOkAndHolds(0u));
   EXPECT_EQ(registry_->pool()->Stats().arenas, 1u) << "kept for reuse";
@@ -120,8 +121,8 @@ TEST_F(RegistryPoolTest, UnusedArenasAreRetiredToMakeRoom) {
 }
 
 TEST_F(RegistryPoolTest, TheLastHoldFreesTheSlotAndTenantsGetTheirOwnArenas) {
-  const ClientId alice = Open(kAlice);
-  const ClientId bob = Open(kBob);
+  const ConnectionId alice = Open(kAlice);
+  const ConnectionId bob = Open(kBob);
   absl::StatusOr<Grant> a = registry_->Allocate(alice, Spec(5000));
   absl::StatusOr<Grant> b = registry_->Allocate(bob, Spec(5000));
   ASSERT_THAT(a, IsOk());
@@ -130,7 +131,7 @@ TEST_F(RegistryPoolTest, TheLastHoldFreesTheSlotAndTenantsGetTheirOwnArenas) {
   Alloc(alice, uint64_t{64} << 10);  // a page run
   EXPECT_EQ(registry_->pool()->Stats().live_blocks, 3u);
 
-  CloseResult closed = registry_->CloseClient(alice);
+  CloseResult closed = registry_->CloseConnection(alice);
   EXPECT_EQ(closed.buffers_reclaimed, 2u);
   PooledAllocatorStats pool = registry_->pool()->Stats();
   EXPECT_EQ(pool.live_blocks, 1u);

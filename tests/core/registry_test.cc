@@ -16,6 +16,7 @@ using ::shmbroker::testing::IsOk;
 using ::shmbroker::testing::kAlice;
 using ::shmbroker::testing::kAlice2;
 using ::shmbroker::testing::kBob;
+using ::shmbroker::testing::RefusedBy;
 using ::shmbroker::testing::StatusIs;
 using ::testing::_;
 using ::testing::AllOf;
@@ -26,7 +27,7 @@ using Code = absl::StatusCode;
 class RegistryTest : public ::shmbroker::testing::RegistryTestBase {};
 
 TEST_F(RegistryTest, AllocateGivesOneReadWriteHoldToTheCaller) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   absl::StatusOr<Grant> grant = AllocSpec(alice, 5000, "frame");
   ASSERT_THAT(grant, IsOk());
   EXPECT_NE(grant->buffer.handle, 0u);
@@ -50,8 +51,8 @@ TEST_F(RegistryTest, AllocateGivesOneReadWriteHoldToTheCaller) {
 }
 
 TEST_F(RegistryTest, AttachAddsHoldsAndReleaseReturnsHoldersLeft) {
-  ClientId alice = Open(kAlice);
-  ClientId alice2 = Open(kAlice2);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId alice2 = Open(kAlice2);
   Handle h = Alloc(alice, 100);
   absl::StatusOr<Grant> second = registry_->Attach(
       alice2, BufferRef::ByHandle(h), AccessRequest::kBestAllowed);
@@ -74,7 +75,7 @@ TEST_F(RegistryTest, AttachAddsHoldsAndReleaseReturnsHoldersLeft) {
 }
 
 TEST_F(RegistryTest, AttachByNameReachesTheSameBufferAsByHandle) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   Handle h = Alloc(alice, 100, "shared-input");
   absl::StatusOr<Grant> by_name = registry_->Attach(
       alice, BufferRef::ByName("shared-input"), AccessRequest::kBestAllowed);
@@ -88,7 +89,7 @@ TEST_F(RegistryTest, AttachByNameReachesTheSameBufferAsByHandle) {
 }
 
 TEST_F(RegistryTest, LastReleaseReclaimsBytesBufferAndMemory) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   absl::StatusOr<Grant> grant = AllocSpec(alice, 3 * 4096 + 1);
   ASSERT_THAT(grant, IsOk());
   const Handle h = grant->buffer.handle;
@@ -108,8 +109,8 @@ TEST_F(RegistryTest, LastReleaseReclaimsBytesBufferAndMemory) {
 }
 
 TEST_F(RegistryTest, CloseClientDropsAllItsHoldsAndReclaimsOnlyUnheldBuffers) {
-  ClientId alice = Open(kAlice);
-  ClientId alice2 = Open(kAlice2);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId alice2 = Open(kAlice2);
   Handle a = Alloc(alice, 1);                  // held by alice 3 times
   Handle b = Alloc(alice, Pages(2));           // also held by alice2
   Handle c = Alloc(alice, Pages(3) + 1, "c");  // alice only
@@ -123,7 +124,7 @@ TEST_F(RegistryTest, CloseClientDropsAllItsHoldsAndReclaimsOnlyUnheldBuffers) {
                                 AccessRequest::kBestAllowed),
               IsOk());
 
-  CloseResult closed = registry_->CloseClient(alice);
+  CloseResult closed = registry_->CloseConnection(alice);
   EXPECT_EQ(closed.holds_dropped, 5u);  // 3 on a, 1 on b, 1 on c
   EXPECT_EQ(closed.buffers_reclaimed, 2u);
   EXPECT_EQ(closed.bytes_reclaimed, Pages(1) + Pages(4));
@@ -139,16 +140,16 @@ TEST_F(RegistryTest, CloseClientDropsAllItsHoldsAndReclaimsOnlyUnheldBuffers) {
   EXPECT_THAT(AllocSpec(alice2, 1, "c"), IsOk());  // the name is free again
 
   // Closing twice, or an id never opened, is a no-op.
-  CloseResult again = registry_->CloseClient(alice);
+  CloseResult again = registry_->CloseConnection(alice);
   EXPECT_EQ(
       again.holds_dropped + again.buffers_reclaimed + again.bytes_reclaimed,
       0u);
-  EXPECT_EQ(registry_->CloseClient(987654).holds_dropped, 0u);
+  EXPECT_EQ(registry_->CloseConnection(987654).holds_dropped, 0u);
   EXPECT_EQ(registry_->Stats().buffers, 3u);
 }
 
 TEST_F(RegistryTest, ChargesWholePages) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   struct Case {
     uint64_t size;
     uint64_t charged;
@@ -167,7 +168,7 @@ TEST_F(RegistryTest, ChargesWholePages) {
 }
 
 TEST_F(RegistryTest, SingleRequestLargerThanCapacityIsResourceExhausted) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   EXPECT_THAT(AllocSpec(alice, Pages(64) + 1),
               StatusIs(Code::kResourceExhausted, HasSubstr("capacity")));
   EXPECT_THAT(AllocSpec(alice, uint64_t{1} << 62),
@@ -180,7 +181,7 @@ TEST_F(RegistryTest, SizeThatFitsOnlyBeforeRoundingIsResourceExhausted) {
   RegistryOptions options = DefaultOptions();
   options.capacity_bytes = Pages(2) + 100;  // not a whole number of pages
   Reset(options);
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   EXPECT_THAT(AllocSpec(alice, Pages(2) + 50),
               StatusIs(Code::kResourceExhausted, HasSubstr("capacity")));
   EXPECT_EQ(registry_->Stats().allocated_bytes, 0u);
@@ -190,7 +191,7 @@ TEST_F(RegistryTest, SumOverCapacityIsResourceExhaustedUntilBytesComeBack) {
   RegistryOptions options = DefaultOptions();
   options.capacity_bytes = Pages(4);
   Reset(options);
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   Handle big = Alloc(alice, Pages(3));
   EXPECT_THAT(AllocSpec(alice, Pages(1) + 1),
               StatusIs(Code::kResourceExhausted,
@@ -210,15 +211,15 @@ TEST_F(RegistryTest, SumOverCapacityIsResourceExhaustedUntilBytesComeBack) {
 }
 
 TEST_F(RegistryTest, SizeZeroIsInvalidArgument) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   EXPECT_THAT(AllocSpec(alice, 0),
               StatusIs(Code::kInvalidArgument, HasSubstr("size")));
   EXPECT_EQ(registry_->Stats().buffers, 0u);
 }
 
 TEST_F(RegistryTest, TakenNameIsAlreadyExistsAndFreeAgainAfterReclaim) {
-  ClientId alice = Open(kAlice);
-  ClientId bob = Open(kBob);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId bob = Open(kBob);
   Handle first = Alloc(alice, 10, "model-weights");
   EXPECT_THAT(AllocSpec(bob, 10, "model-weights"),
               StatusIs(Code::kAlreadyExists,
@@ -237,7 +238,7 @@ TEST_F(RegistryTest, TakenNameIsAlreadyExistsAndFreeAgainAfterReclaim) {
 }
 
 TEST_F(RegistryTest, BadNamesAreInvalidArgument) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   EXPECT_THAT(AllocSpec(alice, 10, "../etc/passwd"),
               StatusIs(Code::kInvalidArgument, HasSubstr("bad name")));
   EXPECT_THAT(registry_->Attach(alice, BufferRef::ByName("a b"),
@@ -249,7 +250,7 @@ TEST_F(RegistryTest, BadNamesAreInvalidArgument) {
 }
 
 TEST_F(RegistryTest, BadShareRulesAreInvalidArgument) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   absl::StatusOr<Grant> grant = registry_->Allocate(
       alice, Spec(1, "",
                   {ShareRule{.scope = ShareRule::Scope::kAll,
@@ -260,7 +261,7 @@ TEST_F(RegistryTest, BadShareRulesAreInvalidArgument) {
 }
 
 TEST_F(RegistryTest, UnknownHandleOrNameIsNotFound) {
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   Alloc(alice, 1, "exists");
   EXPECT_THAT(registry_->Attach(alice, BufferRef::ByHandle(424242),
                                 AccessRequest::kBestAllowed),
@@ -274,8 +275,8 @@ TEST_F(RegistryTest, UnknownHandleOrNameIsNotFound) {
 }
 
 TEST_F(RegistryTest, ReleasingAHoldOfAnotherConnectionIsDenied) {
-  ClientId alice = Open(kAlice);
-  ClientId alice2 = Open(kAlice2);  // same uid: ownership is not a hold
+  ConnectionId alice = Open(kAlice);
+  ConnectionId alice2 = Open(kAlice2);  // same uid: ownership is not a hold
   Handle h = Alloc(alice, 1);
   EXPECT_THAT(
       registry_->Release(alice2, h),
@@ -286,11 +287,11 @@ TEST_F(RegistryTest, ReleasingAHoldOfAnotherConnectionIsDenied) {
 }
 
 TEST_F(RegistryTest, ClosedOrUnknownClientIsFailedPrecondition) {
-  ClientId alice = Open(kAlice);
-  ClientId bob = Open(kBob);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId bob = Open(kBob);
   Handle h = Alloc(bob, 1, "bobs");
-  registry_->CloseClient(alice);
-  for (ClientId gone : {alice, ClientId{777777}}) {
+  registry_->CloseConnection(alice);
+  for (ConnectionId gone : {alice, ConnectionId{777777}}) {
     EXPECT_THAT(AllocSpec(gone, 1),
                 StatusIs(Code::kFailedPrecondition, HasSubstr("closed")));
     EXPECT_THAT(registry_->Attach(gone, BufferRef::ByHandle(h),
@@ -305,28 +306,28 @@ TEST_F(RegistryTest, ClosedOrUnknownClientIsFailedPrecondition) {
 
 TEST_F(RegistryTest, MaxClientsPerUidIsResourceExhaustedPerUid) {
   RegistryOptions options = DefaultOptions();
-  options.max_clients_per_uid = 2;
+  options.max_connections_per_uid = 2;
   Reset(options);
-  ClientId first = Open(kAlice);
+  ConnectionId first = Open(kAlice);
   Open(kAlice2);
-  EXPECT_THAT(
-      registry_->OpenClient(kAlice),
-      StatusIs(Code::kResourceExhausted,
-               AllOf(HasSubstr("uid 1000"), HasSubstr("max_clients_per_uid"))));
-  EXPECT_THAT(registry_->OpenClient(kBob), IsOk());  // other uids unaffected
-  registry_->CloseClient(first);
-  EXPECT_THAT(registry_->OpenClient(kAlice), IsOk());
+  EXPECT_THAT(registry_->OpenConnection(kAlice),
+              AllOf(StatusIs(Code::kResourceExhausted, HasSubstr("uid 1000")),
+                    RefusedBy(Limit::kMaxConnectionsPerUid)));
+  EXPECT_THAT(registry_->OpenConnection(kBob),
+              IsOk());  // other uids unaffected
+  registry_->CloseConnection(first);
+  EXPECT_THAT(registry_->OpenConnection(kAlice), IsOk());
   EXPECT_EQ(registry_->Stats().clients, 3u);
 }
 
 TEST_F(RegistryTest, ZeroMaxClientsPerUidRefusesEveryConnection) {
   RegistryOptions options = DefaultOptions();
-  options.max_clients_per_uid = 0;
+  options.max_connections_per_uid = 0;
   Reset(options);
-  EXPECT_THAT(registry_->OpenClient(kAlice),
-              StatusIs(Code::kResourceExhausted,
-                       AllOf(HasSubstr("already has 0"),
-                             HasSubstr("max_clients_per_uid=0"))));
+  EXPECT_THAT(
+      registry_->OpenConnection(kAlice),
+      AllOf(StatusIs(Code::kResourceExhausted, HasSubstr("already has 0")),
+            RefusedBy(Limit::kMaxConnectionsPerUid)));
   EXPECT_EQ(registry_->Stats().clients, 0u);
 }
 
@@ -334,17 +335,17 @@ TEST_F(RegistryTest, MaxHoldsPerLeaseIsResourceExhausted) {
   RegistryOptions options = DefaultOptions();
   options.leases.max_holds_per_lease = 3;
   Reset(options);
-  ClientId alice = Open(kAlice);
-  ClientId alice2 = Open(kAlice2);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId alice2 = Open(kAlice2);
   Handle h = Alloc(alice, 1);
   Alloc(alice, 1);
   ASSERT_THAT(registry_->Attach(alice, BufferRef::ByHandle(h),
                                 AccessRequest::kBestAllowed),
               IsOk());
-  EXPECT_THAT(
-      registry_->Attach(alice, BufferRef::ByHandle(h),
-                        AccessRequest::kBestAllowed),
-      StatusIs(Code::kResourceExhausted, HasSubstr("max_holds_per_lease=3")));
+  EXPECT_THAT(registry_->Attach(alice, BufferRef::ByHandle(h),
+                                AccessRequest::kBestAllowed),
+              AllOf(StatusIs(Code::kResourceExhausted, HasSubstr("3 holds")),
+                    RefusedBy(Limit::kMaxHoldsPerLease)));
   EXPECT_THAT(AllocSpec(alice, 1),
               StatusIs(Code::kResourceExhausted, HasSubstr("3 holds")));
   EXPECT_EQ(Holders(h), 2);
@@ -363,11 +364,13 @@ TEST_F(RegistryTest, MaxBuffersIsResourceExhausted) {
   RegistryOptions options = DefaultOptions();
   options.max_buffers = 2;
   Reset(options);
-  ClientId alice = Open(kAlice);
+  ConnectionId alice = Open(kAlice);
   Handle first = Alloc(alice, 1);
   Alloc(alice, 1);
-  EXPECT_THAT(AllocSpec(alice, 1),
-              StatusIs(Code::kResourceExhausted, HasSubstr("max_buffers")));
+  EXPECT_THAT(
+      AllocSpec(alice, 1),
+      AllOf(StatusIs(Code::kResourceExhausted, HasSubstr("too many buffers")),
+            RefusedBy(Limit::kMaxBuffers)));
   ASSERT_EQ(registry_->Release(alice, first).value(), 0u);
   EXPECT_THAT(AllocSpec(alice, 1), IsOk());
   EXPECT_EQ(registry_->Stats().buffers, 2u);

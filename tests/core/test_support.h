@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/clock.h"
+#include "core/limit.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -44,6 +45,14 @@ MATCHER_P(IsOkAndHolds, value_matcher, "is OK and holds a matching value") {
     return false;
   }
   return ::testing::ExplainMatchResult(value_matcher, *arg, result_listener);
+}
+
+// Matches an absl::Status or StatusOr that says `limit` refused it
+// (core/limit.h).
+MATCHER_P(RefusedBy, limit, "is refused by a configured limit") {
+  const absl::Status& status = GetStatus(arg);
+  *result_listener << "status is " << status;
+  return LimitOf(status) == limit;
 }
 
 // Matches an absl::Status or StatusOr with `code` and a message matching

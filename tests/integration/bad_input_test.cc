@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -58,12 +59,12 @@ class BadInputTest : public DaemonTest {
   // end of stream.
   std::string ReadErrorThenEof(int fd) {
     fdchannel::Frame frame;
-    auto got = fdchannel::RecvFrame(fd, &frame, 0);
-    EXPECT_EQ(got.bytes, static_cast<ssize_t>(sizeof(frame)));
+    fdchannel::Received got = fdchannel::RecvFrame(fd, &frame, 0);
+    EXPECT_EQ(got.envelope.bytes, static_cast<ssize_t>(sizeof(frame)));
     EXPECT_EQ(frame.type, fdchannel::FrameType::kError);
     frame.text[fdchannel::kTextBytes - 1] = '\0';
     fdchannel::Frame after;
-    EXPECT_EQ(fdchannel::RecvFrame(fd, &after, 0).bytes, 0);
+    EXPECT_EQ(fdchannel::RecvFrame(fd, &after, 0).envelope.bytes, 0);
     return frame.text;
   }
 };
@@ -158,8 +159,7 @@ TEST_F(BadInputTest, GarbageOnTheFdChannelClosesOnlyThatConnection) {
 
 TEST_F(BadInputTest, DescriptorsSentToTheDaemonAreRefusedAndClosed) {
   const int fd = RawFdChannel();
-  fdchannel::Frame release =
-      fdchannel::MakeFrame(fdchannel::FrameType::kRelease, 1);
+  fdchannel::Frame release = fdchannel::Encode(fdchannel::Release{1, 0});
   ASSERT_GT(fdchannel::SendFrame(fd, release, STDERR_FILENO, 0), 0);
   EXPECT_THAT(ReadErrorThenEof(fd), HasSubstr("descriptors"));
   ::close(fd);
@@ -168,8 +168,7 @@ TEST_F(BadInputTest, DescriptorsSentToTheDaemonAreRefusedAndClosed) {
 TEST_F(BadInputTest, OversizedAndWrongVersionFramesAreProtocolErrors) {
   for (int variant = 0; variant < 2; ++variant) {
     const int fd = RawFdChannel();
-    fdchannel::Frame frame =
-        fdchannel::MakeFrame(fdchannel::FrameType::kRelease, 1);
+    fdchannel::Frame frame = fdchannel::Encode(fdchannel::Release{1, 0});
     if (variant == 0) {
       char big[sizeof(frame) + 64] = {};
       std::memcpy(big, &frame, sizeof(frame));
@@ -198,7 +197,7 @@ TEST_F(BadInputTest, RawGrpcCallsWithoutOrWithABogusSessionAreRefused) {
   }
   {
     grpc::ClientContext ctx;
-    ctx.AddMetadata(fdchannel::kSessionMetadataKey, std::string(32, 'a'));
+    ctx.AddMetadata(fdchannel::kConnectionTokenKey, std::string(32, 'a'));
     grpc::Status s = stub->Allocate(&ctx, request, &response);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }
@@ -209,7 +208,7 @@ TEST_F(BadInputTest, RawGrpcCallsWithoutOrWithABogusSessionAreRefused) {
     ASSERT_TRUE(stub->Status(&ctx, v1::StatusRequest(), &status).ok());
     EXPECT_EQ(status.caller_pid(), ::getpid());
     EXPECT_EQ(status.caller_uid(), ::getuid());
-    EXPECT_FALSE(status.caller_has_session());
+    EXPECT_FALSE(status.caller_has_connection());
   }
   {
     grpc::ClientContext ctx;
@@ -238,7 +237,7 @@ TEST_F(BadInputTest, BadEnumValuesAreInvalidArgument) {
       "unix:" + daemon_->socket(), grpc::InsecureChannelCredentials()));
   auto allocate = [&](const v1::AllocateRequest& request) {
     grpc::ClientContext ctx;
-    ctx.AddMetadata(fdchannel::kSessionMetadataKey, token);
+    ctx.AddMetadata(fdchannel::kConnectionTokenKey, token);
     v1::AllocateResponse response;
     return stub->Allocate(&ctx, request, &response);
   };

@@ -64,7 +64,7 @@ class LeaseTest : public DaemonTest {
           stub(test.RawStub()) {}
     ~RawSession() { ::close(fd); }
     void Prepare(grpc::ClientContext* ctx) const {
-      ctx->AddMetadata(fdchannel::kSessionMetadataKey, token);
+      ctx->AddMetadata(fdchannel::kConnectionTokenKey, token);
     }
     std::string token;
     int fd;
@@ -301,7 +301,9 @@ TEST_F(LeaseTest, FloodsOfKeepAlivesAndGrantsAreBoundedAndOthersAreServed) {
   }
   EXPECT_EQ(granted, 64);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_THAT(refused.error_message(), HasSubstr("max_leases_per_client=64"));
+  EXPECT_THAT(refused.error_message(),
+              HasSubstr("64 leases besides its default one, the most allowed "
+                        "(--max_leases_per_client)"));
 
   // Others were served all along and still are.
   EXPECT_TRUE(client_->GrantLease(absl::Seconds(1)).ok());

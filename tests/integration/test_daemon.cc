@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
 
 namespace shmbroker::testing {
@@ -104,11 +105,15 @@ int ConnectRawFdChannel(const std::string& socket, std::string* token) {
   const std::string path = socket + ".fds";
   std::strcpy(addr.sun_path, path.c_str());
   EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  fdchannel::Frame hello;
-  auto got = fdchannel::RecvFrame(fd, &hello, 0);
-  EXPECT_EQ(got.bytes, static_cast<ssize_t>(sizeof(hello)));
-  EXPECT_EQ(hello.type, fdchannel::FrameType::kHello);
-  if (token != nullptr) *token = fdchannel::TokenToHex(hello.token);
+  fdchannel::Frame frame;
+  fdchannel::Received got = fdchannel::RecvFrame(fd, &frame, 0);
+  absl::StatusOr<fdchannel::FromDaemon> hello =
+      fdchannel::DecodeFromDaemon(got.envelope, frame);
+  EXPECT_TRUE(hello.ok()) << hello.status();
+  EXPECT_TRUE(hello.ok() && std::holds_alternative<fdchannel::Hello>(*hello));
+  if (token != nullptr && hello.ok()) {
+    *token = fdchannel::TokenToHex(std::get<fdchannel::Hello>(*hello).token);
+  }
   return fd;
 }
 

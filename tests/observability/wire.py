@@ -122,7 +122,7 @@ class FdSession:
         self.token_hex = token.hex()
 
     def metadata(self):
-        return (("shmbroker-session", self.token_hex),)
+        return (("shmbroker-connection", self.token_hex),)
 
     def close(self):
         self.sock.close()

@@ -1,0 +1,68 @@
+// Limit: the configured limits the core enforces. A refusal because one was
+// reached carries the limit (LimitError), so that the edge can tell the
+// caller how it is set: the daemon names its flag (server/limit_flags.h),
+// which the core knows nothing about.
+#ifndef SHMBROKER_CORE_LIMIT_H_
+#define SHMBROKER_CORE_LIMIT_H_
+
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace shmbroker {
+
+enum class Limit {
+  kCapacity,                 // RegistryOptions::capacity_bytes
+  kMaxBuffers,               // RegistryOptions::max_buffers
+  kMaxConnectionsPerUid,     // RegistryOptions::max_connections_per_uid
+  kMaxHoldsPerLease,         // LeaseOptions::max_holds_per_lease
+  kMaxLeasesPerConnection,   // LeaseOptions::max_leases_per_connection
+  kMaxDetachedLeasesPerUid,  // LeaseOptions::max_detached_leases_per_uid
+  kPooledMaxSize,            // PooledAllocatorOptions::pooled_max_size
+  kPoolingOff,               // the Registry has no pooled allocator
+};
+
+inline constexpr char kLimitPayloadUrl[] = "type.shmbroker/limit";
+
+// A status with `code` and `message` that says `limit` refused it.
+inline absl::Status LimitError(absl::StatusCode code, Limit limit,
+                               std::string message) {
+  absl::Status status(code, message);
+  status.SetPayload(kLimitPayloadUrl,
+                    absl::Cord(absl::StrCat(static_cast<int>(limit))));
+  return status;
+}
+
+// RESOURCE_EXHAUSTED, the usual code for a limit reached.
+inline absl::Status LimitReached(Limit limit, std::string message) {
+  return LimitError(absl::StatusCode::kResourceExhausted, limit,
+                    std::move(message));
+}
+
+// `status` with `context` before its message, keeping its code and limit.
+inline absl::Status WithContext(const absl::Status& status,
+                                absl::string_view context) {
+  absl::Status out(status.code(), absl::StrCat(context, status.message()));
+  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
+    out.SetPayload(url, payload);
+  });
+  return out;
+}
+
+// The limit a status says refused it, if any.
+inline std::optional<Limit> LimitOf(const absl::Status& status) {
+  absl::optional<absl::Cord> payload = status.GetPayload(kLimitPayloadUrl);
+  int value = 0;
+  if (!payload || !absl::SimpleAtoi(std::string(*payload), &value)) {
+    return std::nullopt;
+  }
+  return static_cast<Limit>(value);
+}
+
+}  // namespace shmbroker
+
+#endif  // SHMBROKER_CORE_LIMIT_H_
