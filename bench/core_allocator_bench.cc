@@ -16,7 +16,7 @@
 //                  ZeroPunch includes the client touching the pages again.
 //   Punch16MiB     one Scavenge call's worth of punching (4096 pages).
 // After the usual table it prints each CPU time as a ratio to Dedicated of
-// the same size (DESIGN.md "Performance": absolute numbers on shared machines
+// the same size (docs/performance.md: absolute numbers on shared machines
 // say little). Run with interleaved repetitions to tame the noise:
 //
 //   shmbroker-core-bench --benchmark_repetitions=5

@@ -2,8 +2,8 @@
 //
 // Reports p50/p99 latency and throughput per mode, and each mode's latency as
 // a ratio to Ping's measured in the same run (modes are interleaved, see
-// load_runner.h): absolute numbers on shared VMs say little (DESIGN.md,
-// "Performance"). Not a test: nothing runs it automatically.
+// load_runner.h): absolute numbers on shared VMs say little
+// (docs/performance.md). Not a test: nothing runs it automatically.
 //
 //   shmbroker-bench --spawn_daemon --threads=2 --duration=10s --size=1MiB
 #include <cstdio>

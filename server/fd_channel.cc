@@ -74,6 +74,9 @@ void FdChannel::Stop() {
     for (auto& [id, connection] : by_id_) open.push_back(connection);
   }
   for (auto& connection : open) {
+    SendError(connection->socket.get(),
+              "shmbrokerd is stopping: this client connection ends, and with "
+              "it the holds under its leases");
     Close(connection, CloseReason::kShutdown, "daemon stopping");
   }
 }

@@ -17,42 +17,7 @@ LeaseSweeper::LeaseSweeper(Registry* registry, FdChannel* fd_channel,
       max_sleep_(
           std::min(registry->options().leases.min_ttl / 2, absl::Seconds(1))) {}
 
-LeaseSweeper::~LeaseSweeper() { Stop(); }
-
-void LeaseSweeper::Start() {
-  thread_ = std::thread([this] { Run(); });
-}
-
-void LeaseSweeper::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-    wake_.Signal();
-  }
-  if (thread_.joinable()) thread_.join();
-}
-
-void LeaseSweeper::Run() {
-  for (;;) {
-    // New leases are due at least min_ttl from now, and we look again
-    // within max_sleep_ < min_ttl, so no deadline is missed.
-    const absl::Time now = absl::Now();
-    absl::Time until = now + max_sleep_;
-    if (std::optional<absl::Time> next = registry_->NextLeaseDeadline()) {
-      until = std::min(until, *next);
-    }
-    {
-      absl::MutexLock lock(&mu_);
-      while (!stopping_ && absl::Now() < until) {
-        wake_.WaitWithDeadline(&mu_, until);
-      }
-      if (stopping_) return;
-    }
-    SweepDue();
-  }
-}
-
-void LeaseSweeper::SweepDue() {
+absl::Time LeaseSweeper::SweepDue() {
   CloseResult step;
   do {
     step = registry_->ExpireLeases(batch_);
@@ -76,6 +41,13 @@ void LeaseSweeper::SweepDue() {
           step.buffers_reclaimed, step.bytes_reclaimed);
     }
   } while (step.more_due);
+  // New leases are due at least min_ttl from now, and we look again within
+  // max_sleep_ < min_ttl, so no deadline is missed.
+  absl::Time next = absl::Now() + max_sleep_;
+  if (std::optional<absl::Time> due = registry_->NextLeaseDeadline()) {
+    next = std::min(next, *due);
+  }
+  return next;
 }
 
 }  // namespace shmbroker

@@ -3,19 +3,16 @@
 // lease granted meanwhile is never late), then expires what is due in
 // batches of --lease_sweep_batch, letting calls in between. Connections whose
 // default lease ended are hung up on. Records deadline -> memory-free
-// latency. Thread: one of its own, from Start() to Stop().
+// latency. Thread: a TimerThread of its own, from Start() to Stop().
 #ifndef SHMBROKER_SERVER_LEASE_SWEEPER_H_
 #define SHMBROKER_SERVER_LEASE_SWEEPER_H_
 
-#include <thread>
-
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/registry.h"
 #include "server/fd_channel.h"
 #include "server/metrics.h"
 #include "server/reclaim_latency.h"
+#include "server/timer_thread.h"
 
 namespace shmbroker {
 
@@ -24,16 +21,15 @@ class LeaseSweeper {
   // Nothing is owned; all must outlive the sweeper.
   LeaseSweeper(Registry* registry, FdChannel* fd_channel, Metrics* metrics,
                ReclaimLatencies* latencies, size_t batch);
-  ~LeaseSweeper();  // Stop()s
   LeaseSweeper(const LeaseSweeper&) = delete;
   LeaseSweeper& operator=(const LeaseSweeper&) = delete;
 
-  void Start();
-  void Stop();
+  void Start() { thread_.Start(); }
+  void Stop() { thread_.Stop(); }
 
  private:
-  void Run();
-  void SweepDue();
+  // Expires what is due; returns when to look again.
+  absl::Time SweepDue();
 
   Registry* const registry_;
   FdChannel* const fd_channel_;
@@ -41,11 +37,7 @@ class LeaseSweeper {
   ReclaimLatencies* const latencies_;
   const size_t batch_;
   const absl::Duration max_sleep_;
-  std::thread thread_;
-
-  absl::Mutex mu_;
-  absl::CondVar wake_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  TimerThread thread_{[this] { return SweepDue(); }};
 };
 
 }  // namespace shmbroker

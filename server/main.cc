@@ -144,16 +144,23 @@ int Run(const ServerConfig& config) {
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}; stopping", strsignal(signal_number));
   health.Stopping();
+  const RegistryStats held = registry.Stats();
+  spdlog::info(
+      "stopping with {} buffers ({} bytes) held by {} client connections: "
+      "each is told and closed, and its holds end",
+      held.buffers, held.allocated_bytes, held.clients);
   acceptor.Stop();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // Cancel what is in flight at once: KeepAlive streams never end by
+  // themselves, so any grace period would always be waited out in full.
+  server->Shutdown(std::chrono::system_clock::now());
   sweeper.Stop();
   scavenger.Stop();
-  fd_channel.Stop();  // closes every client connection, dropping its holds
+  fd_channel.Stop();          // tells and closes every client connection
   (*metrics)->StopServing();  // no scrape may outlive the registry
-  RegistryStats stats = registry.Stats();
+  const RegistryStats left = registry.Stats();
   files->reset();  // removes the sockets
-  spdlog::info("stopped; {} buffers, {} bytes still allocated", stats.buffers,
-               stats.allocated_bytes);
+  spdlog::info("stopped; {} buffers, {} bytes still allocated", left.buffers,
+               left.allocated_bytes);
   return 0;
 }
 

@@ -11,48 +11,24 @@ Scavenger::Scavenger(Registry* registry, absl::Duration scavenge_delay)
       period_(std::clamp(scavenge_delay / 4, absl::Milliseconds(100),
                          absl::Seconds(30))) {}
 
-Scavenger::~Scavenger() { Stop(); }
-
-void Scavenger::Start() {
-  thread_ = std::thread([this] { Run(); });
-}
-
-void Scavenger::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-    wake_.Signal();
+absl::Time Scavenger::ScavengeIdle() {
+  ScavengeResult total;
+  ScavengeResult step;
+  do {
+    // Each step punches without the allocator's lock, and allocations go
+    // on between steps.
+    step = registry_->Scavenge();
+    total.scavenged_bytes += step.scavenged_bytes;
+    total.spans_released += step.spans_released;
+    total.arenas_released += step.arenas_released;
+  } while (step.more);
+  if (total.scavenged_bytes > 0 || total.arenas_released > 0) {
+    spdlog::info(
+        "scavenger: returned {} idle bytes to the OS, released {} spans "
+        "and {} arenas",
+        total.scavenged_bytes, total.spans_released, total.arenas_released);
   }
-  if (thread_.joinable()) thread_.join();
-}
-
-void Scavenger::Run() {
-  for (;;) {
-    {
-      absl::MutexLock lock(&mu_);
-      const absl::Time until = absl::Now() + period_;
-      while (!stopping_ && absl::Now() < until) {
-        wake_.WaitWithDeadline(&mu_, until);
-      }
-      if (stopping_) return;
-    }
-    ScavengeResult total;
-    ScavengeResult step;
-    do {
-      // Each step punches without the allocator's lock, and allocations go
-      // on between steps.
-      step = registry_->Scavenge();
-      total.scavenged_bytes += step.scavenged_bytes;
-      total.spans_released += step.spans_released;
-      total.arenas_released += step.arenas_released;
-    } while (step.more);
-    if (total.scavenged_bytes > 0 || total.arenas_released > 0) {
-      spdlog::info(
-          "scavenger: returned {} idle bytes to the OS, released {} spans "
-          "and {} arenas",
-          total.scavenged_bytes, total.spans_released, total.arenas_released);
-    }
-  }
+  return absl::Now() + period_;
 }
 
 }  // namespace shmbroker

@@ -240,7 +240,8 @@ TEST_F(PooledAllocatorTest, PrefaultedArenasAreResidentAndKnownZero) {
   EXPECT_EQ(Blocks(block), kArena);
 }
 
-// DESIGN.md: metadata per live buffer stays small and constant (<= 128 B).
+// docs/architecture.md ("Memory"): metadata per live buffer stays small and
+// constant (<= 128 B).
 TEST(PooledAllocatorMetadataTest, PerBufferRecordsAreSmall) {
   EXPECT_LE(sizeof(PooledBlock), 48u);
   // A span's record, shared by all its slots; a slot itself is two bits.
