@@ -112,19 +112,6 @@ absl::Status BrokerService::Deliver(ClientConnection& connection, Grant& grant,
   return absl::OkStatus();
 }
 
-absl::StatusOr<BrokerService::Page> BrokerService::ParsePage(
-    uint32_t size, const std::string& token) const {
-  Page page;
-  if (!token.empty() && !absl::SimpleAtoi(token, &page.after)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bad page_token \"", token,
-                     "\": pass next_page_token from the previous page"));
-  }
-  page.limit = std::min(size == 0 ? options_.list_default_page_size : size,
-                        options_.list_max_page_size);
-  return page;
-}
-
 grpc::ServerUnaryReactor* BrokerService::Ping(grpc::CallbackServerContext* ctx,
                                               const v1::PingRequest*,
                                               v1::PingResponse*) {
@@ -209,14 +196,14 @@ grpc::ServerUnaryReactor* BrokerService::List(grpc::CallbackServerContext* ctx,
     absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/false);
     if (!caller.ok()) return caller.status();
     absl::StatusOr<Page> wanted =
-        ParsePage(request->page_size(), request->page_token());
+        ParsePage(request->page_size(), request->page_token(), options_.pages);
     if (!wanted.ok()) return wanted.status();
     bool more = false;
     std::vector<BufferInfo> page =
         registry_->List(caller->identity, wanted->after, wanted->limit, &more);
     for (const BufferInfo& info : page) ToProto(info, response->add_buffers());
-    if (more && !page.empty()) {
-      response->set_next_page_token(absl::StrCat(page.back().handle));
+    if (!page.empty()) {
+      response->set_next_page_token(NextPageToken(more, page.back().handle));
     }
     return absl::OkStatus();
   });

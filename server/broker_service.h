@@ -19,6 +19,7 @@
 #include "server/fd_channel.h"
 #include "server/logging.h"
 #include "server/metrics.h"
+#include "server/page.h"
 #include "server/peer_credentials.h"
 #include "server/proto_convert.h"
 #include "server/reclaim_latency.h"
@@ -27,8 +28,7 @@
 namespace shmbroker {
 
 struct ServiceOptions {
-  uint32_t list_default_page_size = 100;
-  uint32_t list_max_page_size = 1000;
+  PageOptions pages;
   std::string version;
   absl::Time started;
 };
@@ -107,13 +107,6 @@ class BrokerService final : public v1::Broker::CallbackService {
   // Sends the grant's fd and fills `out`; on failure drops the new hold.
   absl::Status Deliver(ClientConnection& connection, Grant& grant,
                        v1::Buffer* buffer, v1::Grant* out);
-  // A page of List or ListLeases: after the id in `token`, at most `size`
-  // (0: the default; capped at the maximum).
-  struct Page {
-    uint64_t after = 0;
-    uint32_t limit = 0;
-  };
-  absl::StatusOr<Page> ParsePage(uint32_t size, const std::string& token) const;
   // Hangs up on connections whose default lease a call ended.
   void HangUpOn(const CloseResult& result, const std::string& why);
 

@@ -92,7 +92,7 @@ grpc::ServerUnaryReactor* BrokerService::ListLeases(
     absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/false);
     if (!caller.ok()) return caller.status();
     absl::StatusOr<Page> wanted =
-        ParsePage(request->page_size(), request->page_token());
+        ParsePage(request->page_size(), request->page_token(), options_.pages);
     if (!wanted.ok()) return wanted.status();
     bool more = false;
     std::vector<LeaseInfo> page = registry_->ListLeases(
@@ -101,8 +101,8 @@ grpc::ServerUnaryReactor* BrokerService::ListLeases(
     for (const LeaseInfo& info : page) {
       ToProto(info, now, response->add_leases());
     }
-    if (more && !page.empty()) {
-      response->set_next_page_token(absl::StrCat(page.back().id));
+    if (!page.empty()) {
+      response->set_next_page_token(NextPageToken(more, page.back().id));
     }
     return absl::OkStatus();
   });

@@ -97,7 +97,7 @@ int Run(const ServerConfig& config) {
   if (config.pooling) scavenger.Start();
   PeerTable peers;
   ServiceOptions service_options;
-  service_options.list_max_page_size = config.list_max_page_size;
+  service_options.pages.max_size = config.list_max_page_size;
   service_options.version = SHMBROKER_VERSION;
   service_options.started = absl::Now();
   BrokerService service(&registry, &fd_channel, &peers, metrics->get(),

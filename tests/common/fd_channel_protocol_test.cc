@@ -1,0 +1,154 @@
+// The fd-channel protocol: every message survives Encode and Decode, the
+// daemon refuses whatever a client may not send (naming why), and frames
+// with their descriptors cross a real socketpair.
+#include "common/fd_channel_protocol.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <variant>
+
+#include "absl/container/flat_hash_set.h"
+#include "common/fd_channel_io.h"
+#include "common/unique_fd.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace shmbroker::fdchannel {
+namespace {
+
+using ::testing::HasSubstr;
+
+Envelope Whole(int fds = 0) {
+  return Envelope{static_cast<ssize_t>(sizeof(Frame)), 0, fds};
+}
+
+TEST(FdChannelProtocolTest, ClientMessagesRoundTrip) {
+  auto release = DecodeFromClient(Whole(), Encode(Release{7, 9}));
+  ASSERT_TRUE(release.ok()) << release.status();
+  EXPECT_EQ(std::get<Release>(*release).handle, 7u);
+  EXPECT_EQ(std::get<Release>(*release).lease, 9u);
+  for (bool writable : {false, true}) {
+    auto forget =
+        DecodeFromClient(Whole(), Encode(ForgetArena{{12, writable}}));
+    ASSERT_TRUE(forget.ok()) << forget.status();
+    EXPECT_EQ(std::get<ForgetArena>(*forget).arena, (ArenaKey{12, writable}));
+  }
+}
+
+TEST(FdChannelProtocolTest, DaemonMessagesRoundTrip) {
+  Hello hello{3, 4, {}};
+  for (size_t i = 0; i < hello.token.size(); ++i) hello.token[i] = i * 17;
+  auto got = DecodeFromDaemon(Whole(), Encode(hello));
+  ASSERT_TRUE(got.ok()) << got.status();
+  const Hello& back = std::get<Hello>(*got);
+  EXPECT_EQ(back.connection_id, 3u);
+  EXPECT_EQ(back.default_lease, 4u);
+  EXPECT_EQ(back.token, hello.token);
+  EXPECT_EQ(TokenToHex(back.token).size(), 32u);
+  EXPECT_EQ(TokenToHex(back.token).substr(0, 6), "001122");
+
+  auto fd = DecodeFromDaemon(Whole(1), Encode(FdGrant{5, 6}));
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  EXPECT_EQ(std::get<FdGrant>(*fd).grant_id, 5u);
+  EXPECT_EQ(std::get<FdGrant>(*fd).handle, 6u);
+
+  // An error text longer than the frame holds is cut, never overrun.
+  auto error =
+      DecodeFromDaemon(Whole(), Encode(ErrorText{std::string(500, 'x')}));
+  ASSERT_TRUE(error.ok()) << error.status();
+  EXPECT_EQ(std::get<ErrorText>(*error).text, std::string(kTextBytes - 1, 'x'));
+}
+
+TEST(FdChannelProtocolTest, TheDaemonRefusesWhatAClientMayNotSend) {
+  const Frame release = Encode(Release{1, 0});
+  EXPECT_THAT(DecodeFromClient(Whole(1), release).status().message(),
+              HasSubstr("with descriptors"));
+  EXPECT_THAT(
+      DecodeFromClient({static_cast<ssize_t>(sizeof(Frame)) - 1, 0, 0}, release)
+          .status()
+          .message(),
+      HasSubstr("167 bytes"));
+  EXPECT_FALSE(DecodeFromClient({sizeof(Frame), MSG_TRUNC, 0}, release).ok());
+  Frame bad = release;
+  bad.magic = 0;
+  EXPECT_FALSE(DecodeFromClient(Whole(), bad).ok());
+  bad = release;
+  bad.version = kVersion + 1;
+  EXPECT_THAT(DecodeFromClient(Whole(), bad).status().message(),
+              HasSubstr("protocol error"));
+  // Frames only the daemon sends.
+  for (const Frame& f :
+       {Encode(Hello{}), Encode(FdGrant{1, 1}), Encode(ErrorText{"x"})}) {
+    absl::Status s = DecodeFromClient(Whole(), f).status();
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+    EXPECT_THAT(s.message(), HasSubstr("not one a client may send"));
+  }
+  // A forget-arena mode other than 0 or 1.
+  Frame forget = Encode(ForgetArena{{1, true}});
+  forget.word1 = 2;
+  EXPECT_FALSE(DecodeFromClient(Whole(), forget).ok());
+}
+
+TEST(FdChannelProtocolTest, TheClientRefusesAnFdFrameWithoutItsFd) {
+  EXPECT_FALSE(DecodeFromDaemon(Whole(0), Encode(FdGrant{1, 1})).ok());
+  EXPECT_FALSE(DecodeFromDaemon(Whole(), Encode(Release{1, 1})).ok());
+  EXPECT_FALSE(DecodeFromDaemon({10, 0, 0}, Encode(Hello{})).ok());
+}
+
+TEST(FdChannelProtocolTest, ArenaKeysAreDistinctPerMode) {
+  absl::flat_hash_set<ArenaKey> keys = {{1, false}, {1, true}, {2, false}};
+  EXPECT_EQ(keys.size(), 3u);
+  EXPECT_TRUE(keys.contains(ArenaKey{1, true}));
+  EXPECT_FALSE(keys.contains(ArenaKey{2, true}));
+}
+
+TEST(FdChannelIoTest, AFrameAndItsDescriptorCrossASocketpair) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
+  UniqueFd a(pair[0]), b(pair[1]);
+  UniqueFd memfd(::memfd_create("fd-channel-test", MFD_CLOEXEC));
+  ASSERT_TRUE(memfd.valid());
+  ASSERT_EQ(::ftruncate(memfd.get(), 4096), 0);
+
+  ASSERT_TRUE(
+      SentWhole(SendFrame(a.get(), Encode(FdGrant{8, 9}), memfd.get(), 0)));
+  Frame frame;
+  Received got = RecvFrame(b.get(), &frame, 0);
+  ASSERT_EQ(got.envelope.fd_count, 1);
+  ASSERT_TRUE(got.fd.valid());
+  auto message = DecodeFromDaemon(got.envelope, frame);
+  ASSERT_TRUE(message.ok()) << message.status();
+  EXPECT_EQ(std::get<FdGrant>(*message).grant_id, 8u);
+  // The very same object arrived, close-on-exec.
+  struct stat sent {
+  }, received{};
+  ASSERT_EQ(::fstat(memfd.get(), &sent), 0);
+  ASSERT_EQ(::fstat(got.fd.get(), &received), 0);
+  EXPECT_EQ(sent.st_ino, received.st_ino);
+  EXPECT_EQ(sent.st_dev, received.st_dev);
+  EXPECT_NE(::fcntl(got.fd.get(), F_GETFD) & FD_CLOEXEC, 0);
+
+  // A frame without a descriptor, and end of stream.
+  ASSERT_TRUE(SentWhole(SendFrame(a.get(), Encode(Release{1, 2}), -1, 0)));
+  got = RecvFrame(b.get(), &frame, 0);
+  EXPECT_EQ(got.envelope.fd_count, 0);
+  EXPECT_FALSE(got.fd.valid());
+  EXPECT_TRUE(DecodeFromClient(got.envelope, frame).ok());
+  a.reset();
+  EXPECT_EQ(RecvFrame(b.get(), &frame, 0).envelope.bytes, 0);
+}
+
+TEST(FdChannelIoTest, SendingToAClosedPeerFailsWithoutSigpipe) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
+  UniqueFd a(pair[0]);
+  ::close(pair[1]);
+  EXPECT_FALSE(SentWhole(SendFrame(a.get(), Encode(Release{1, 0}), -1, 0)));
+  EXPECT_EQ(errno, EPIPE);
+}
+
+}  // namespace
+}  // namespace shmbroker::fdchannel
