@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "absl/strings/str_cat.h"
 #include "common/fd_channel_protocol.h"
 
 namespace shmbroker::testing {
@@ -30,6 +31,7 @@ TestDaemon::TestDaemon(const std::vector<std::string>& flags,
                                    "--metrics_address=127.0.0.1:0"};
   argv.insert(argv.end(), flags.begin(), flags.end());
   process_ = std::make_unique<Subprocess>(argv);
+  pid_ = process_->pid();
   std::optional<std::string> out =
       process_->WaitForOutput("listening on", absl::Seconds(20));
   started_ = out.has_value();
@@ -41,6 +43,10 @@ TestDaemon::TestDaemon(const std::vector<std::string>& flags,
 
 TestDaemon::~TestDaemon() {
   if (started_) Stop();
+  if (finished_.has_value()) {
+    EXPECT_TRUE(ExitedCleanly(*finished_))
+        << "shmbrokerd on " << socket() << " (pid " << pid_ << ")";
+  }
   if (owns_dir_) {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
@@ -50,7 +56,33 @@ TestDaemon::~TestDaemon() {
 Finished TestDaemon::Stop() {
   started_ = false;
   process_->Signal(SIGTERM);
-  return process_->Wait(absl::Seconds(20));
+  finished_ = process_->Wait(absl::Seconds(20));
+  return *finished_;
+}
+
+::testing::AssertionResult ExitedCleanly(const Finished& f) {
+  std::string why;
+  if (f.signal != 0) {
+    why = absl::StrCat(
+        "killed by signal ", f.signal, " (", strsignal(f.signal),
+        f.signal == SIGKILL ? "; Stop() sends it after 20 s" : "", ")");
+  } else if (f.exit_code != 0) {
+    why = absl::StrCat("exit status ", f.exit_code);
+  }
+  for (const char* report :
+       {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"}) {
+    if (f.err.find(report) != std::string::npos) {
+      absl::StrAppend(&why, why.empty() ? "" : "; ", "\"", report,
+                      "\" on stderr");
+    }
+  }
+  if (why.empty()) return ::testing::AssertionSuccess();
+  constexpr size_t kTail = 6000;
+  const size_t from = f.err.size() > kTail ? f.err.size() - kTail : 0;
+  return ::testing::AssertionFailure()
+         << "did not exit cleanly: " << why << "; stderr"
+         << (from > 0 ? " (tail)" : "") << ":\n"
+         << f.err.substr(from);
 }
 
 absl::StatusOr<std::unique_ptr<client::Client>> TestDaemon::Connect() const {
