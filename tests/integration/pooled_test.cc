@@ -3,7 +3,7 @@
 // connection, arenas never shared between uids, recycled memory zeroed, a
 // killed client's pooled buffers reclaimed and its arena reused, the
 // scavenger returning idle memory, and the kind rules. The uid tests need
-// root (as CI has).
+// root (as CI has), and fail without it.
 #include <dirent.h>
 #include <signal.h>
 #include <unistd.h>
@@ -133,7 +133,7 @@ TEST_F(PooledTest, AConnectionGetsEachArenaFdOnceAndTrimReturnsIt) {
 }
 
 TEST_F(PooledTest, TwoUidsNeverShareAnArena) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uids";
+  ASSERT_TRUE(RunningAsRoot());
   ShareCliWithOtherUids(*daemon_);
   auto mine = client_->Allocate(Pooled(4096, "root-slot"));
   ASSERT_TRUE(mine.ok()) << mine.status();
@@ -163,7 +163,7 @@ TEST_F(PooledTest, TwoUidsNeverShareAnArena) {
 }
 
 TEST_F(PooledTest, RecycledMemoryNeverShowsAnotherTenantsData) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uids";
+  ASSERT_TRUE(RunningAsRoot());
   ShareCliWithOtherUids(*daemon_);
   // nobody fills pooled buffers with its secret and exits (releasing them).
   for (int i = 0; i < 4; ++i) {

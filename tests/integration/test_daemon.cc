@@ -85,6 +85,13 @@ Finished TestDaemon::Stop() {
          << f.err.substr(from);
 }
 
+::testing::AssertionResult RunningAsRoot() {
+  if (::geteuid() == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "needs root to switch uids: run as root, as CI does (euid "
+         << ::geteuid() << ")";
+}
+
 absl::StatusOr<std::unique_ptr<client::Client>> TestDaemon::Connect() const {
   client::ClientOptions options;
   options.socket_path = socket();

@@ -57,6 +57,10 @@ class TestDaemon {
 // tail of stderr.
 ::testing::AssertionResult ExitedCleanly(const Finished& f);
 
+// Tests that switch uids need root. Run as a user, they fail with this
+// rather than pass without testing anything: ASSERT_TRUE(RunningAsRoot()).
+::testing::AssertionResult RunningAsRoot();
+
 // A fixture with a started daemon (daemon_) and a connected client (client_).
 // Override DaemonFlags() for other flags.
 class DaemonTest : public ::testing::Test {
