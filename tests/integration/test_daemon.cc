@@ -110,6 +110,32 @@ Finished TestDaemon::Cli(const std::vector<std::string>& args,
   return RunToEnd(CliArgs(args), input);
 }
 
+std::string StatusText(const client::DaemonStatus& s) {
+  return absl::StrCat(
+      "buffers=", s.buffers, " allocated=", s.allocated_bytes,
+      " committed=", s.committed_bytes, " holds=", s.holds,
+      " clients=", s.clients, " leases=", s.leases,
+      " detached=", s.detached_leases, " arenas=", s.arenas.arenas,
+      " pooled_live=", s.arenas.live_buffers,
+      " pooled_in_use=", s.arenas.in_use_bytes,
+      " scavenged_total=", s.arenas.scavenged_bytes_total,
+      " arenas_released_total=", s.arenas.arenas_released_total);
+}
+
+::testing::AssertionResult WaitForStatus(
+    client::Client& client, const std::string& what,
+    const std::function<bool(const client::DaemonStatus&)>& condition) {
+  return WaitFor(what, [&](std::string* seen) {
+    auto status = client.Status();
+    if (!status.ok()) {
+      *seen = status.status().ToString();
+      return false;
+    }
+    *seen = StatusText(*status);
+    return condition(*status);
+  });
+}
+
 void ShareCliWithOtherUids(const TestDaemon& daemon) {
   namespace fs = std::filesystem;
   const fs::path dir = daemon.dir();

@@ -6,6 +6,7 @@
 #ifndef SHMBROKER_TESTS_INTEGRATION_TEST_DAEMON_H_
 #define SHMBROKER_TESTS_INTEGRATION_TEST_DAEMON_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "shmbroker/client.h"
 #include "tests/integration/subprocess.h"
+#include "tests/integration/wait_for.h"
 
 namespace shmbroker::testing {
 
@@ -60,6 +62,14 @@ class TestDaemon {
 // Tests that switch uids need root. Run as a user, they fail with this
 // rather than pass without testing anything: ASSERT_TRUE(RunningAsRoot()).
 ::testing::AssertionResult RunningAsRoot();
+
+// The counts of a status, for failure messages.
+std::string StatusText(const client::DaemonStatus& s);
+
+// Polls `client`'s Status() until `condition` holds (see WaitFor).
+::testing::AssertionResult WaitForStatus(
+    client::Client& client, const std::string& what,
+    const std::function<bool(const client::DaemonStatus&)>& condition);
 
 // A fixture with a started daemon (daemon_) and a connected client (client_).
 // Override DaemonFlags() for other flags.
