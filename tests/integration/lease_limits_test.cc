@@ -1,7 +1,8 @@
-// Lease limits with real connections: a KeepAlive flood is cut with
-// RESOURCE_EXHAUSTED, grants are bounded per connection, others are served
-// all along; and lease calls without a session or with bad input fail
-// clearly.
+// Lease limits with real connections: a KeepAlive flood is held to
+// --keepalive_max_per_second (a token bucket per connection with a
+// one-second burst) and cut with RESOURCE_EXHAUSTED, renewals below that rate
+// are never cut, grants are bounded per connection, others are served all
+// along; and lease calls without a session or with bad input fail clearly.
 #include <grpcpp/grpcpp.h>
 
 #include <string>
@@ -16,42 +17,71 @@ namespace {
 
 using ::testing::HasSubstr;
 
+using KeepAliveStream =
+    grpc::ClientReaderWriter<v1::KeepAliveRequest, v1::KeepAliveResponse>;
+
+// Renews the session's default lease on `stream` until the daemon cuts it
+// (or `at_most` renewals). Returns how many it answered with a TTL; sets
+// `refused_sent` to when the message it refused was written (the daemon
+// refused it after that).
+int RenewUntilCut(KeepAliveStream& stream, int at_most,
+                  absl::Time* refused_sent,
+                  const std::function<void(int)>& between = nullptr) {
+  v1::KeepAliveRequest request;  // lease 0: the session's default lease
+  v1::KeepAliveResponse response;
+  int accepted = 0;
+  for (int i = 0; i < at_most; ++i) {
+    *refused_sent = absl::Now();
+    if (!stream.Write(request) || !stream.Read(&response)) break;
+    EXPECT_EQ(response.error_code(), 0) << response.error_message();
+    EXPECT_GT(response.ttl().seconds() + response.ttl().nanos(), 0);
+    ++accepted;
+    if (between) between(i);
+  }
+  return accepted;
+}
+
 TEST_F(LeaseTest, FloodsOfKeepAlivesAndGrantsAreBoundedAndOthersAreServed) {
   // Someone else holds a buffer under its default lease throughout.
   Subprocess bystander(
       daemon_->CliArgs({"alloc", "4KiB", "--name=bystander", "--hold=60s"}));
   ASSERT_TRUE(bystander.WaitForOutput("bystander", absl::Seconds(10)));
 
+  // A flood: renewals as fast as one stream goes. The bucket starts full
+  // (one second's worth) and refills at the rate, so what the daemon
+  // answers over the flood's wall-clock time is at least the burst and at
+  // most the burst plus the rate times that time.
   RawSession raw(*this);
   grpc::ClientContext ctx;
   raw.Prepare(&ctx);
+  const absl::Time start = absl::Now();
   auto stream = raw.stub->KeepAlive(&ctx);
-  v1::KeepAliveRequest request;
-  v1::KeepAliveResponse response;
-  int answered = 0;
-  for (int i = 0; i < 100000; ++i) {
-    if (!stream->Write(request) || !stream->Read(&response)) break;
-    ++answered;
-    if (i % 100 == 0) {
-      ASSERT_TRUE(client_->Ping().ok());
-    }
-  }
+  absl::Time refused_sent;
+  const int accepted =
+      RenewUntilCut(*stream, 100000, &refused_sent, [&](int i) {
+        if (i % 100 == 0) EXPECT_TRUE(client_->Ping().ok()) << "renewal " << i;
+      });
   grpc::Status ended = stream->Finish();
-  EXPECT_EQ(ended.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << ended.error_message() << " after " << accepted << " renewals";
   EXPECT_THAT(ended.error_message(), HasSubstr("keepalive_max_per_second"));
-  EXPECT_LT(answered, 100000);
+  EXPECT_GE(accepted, kKeepAlivesPerSecond) << "the burst is one second's";
+  EXPECT_LE(accepted, kKeepAlivesPerSecond * (1 + elapsed) + 1)
+      << "over " << elapsed << " s at " << kKeepAlivesPerSecond << "/s";
 
-  // The budget is the connection's: a new stream does not refill it.
+  // The budget is the connection's: a new stream does not refill it. Since
+  // the refused message the bucket refilled for at most the time since it
+  // was written (a fresh budget would answer a burst of 200).
   grpc::ClientContext again_ctx;
   raw.Prepare(&again_ctx);
   auto again = raw.stub->KeepAlive(&again_ctx);
-  int answered_again = 0;
-  for (int i = 0; i < 1000; ++i) {
-    if (!again->Write(request) || !again->Read(&response)) break;
-    ++answered_again;
-  }
+  absl::Time refused_again;
+  const int accepted_again = RenewUntilCut(*again, 1000, &refused_again);
   EXPECT_EQ(again->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_LT(answered_again, 200);  // the burst a fresh budget would allow
+  const double refilling = absl::ToDoubleSeconds(absl::Now() - refused_sent);
+  EXPECT_LE(accepted_again, 1 + kKeepAlivesPerSecond * refilling + 1)
+      << "in the " << refilling << " s since the first stream was cut";
 
   // Grants: bounded per connection, with the flag named.
   grpc::Status refused;
@@ -73,6 +103,28 @@ TEST_F(LeaseTest, FloodsOfKeepAlivesAndGrantsAreBoundedAndOthersAreServed) {
   auto described = client_->Describe("bystander");
   ASSERT_TRUE(described.ok()) << described.status();
   EXPECT_EQ(described->holders, 1u);
+}
+
+TEST_F(LeaseTest, KeepAlivesBelowTheRateAreNeverCut) {
+  // 300 renewals, half again the burst, each sent at least 1/150 s after the
+  // previous answer: three quarters of the rate at most, so the bucket
+  // refills faster than they drain it and none may be refused. (The pause
+  // paces what we send; a slow machine only sends slower. Nothing waits for
+  // a result here.)
+  constexpr int kRenewals = 300;
+  const absl::Duration spacing =
+      absl::Seconds(1) / (0.75 * kKeepAlivesPerSecond);
+  RawSession raw(*this);
+  grpc::ClientContext ctx;
+  raw.Prepare(&ctx);
+  auto stream = raw.stub->KeepAlive(&ctx);
+  absl::Time last_sent;
+  const int accepted = RenewUntilCut(*stream, kRenewals, &last_sent,
+                                     [&](int) { absl::SleepFor(spacing); });
+  EXPECT_EQ(accepted, kRenewals);
+  stream->WritesDone();
+  grpc::Status ended = stream->Finish();
+  EXPECT_TRUE(ended.ok()) << ended.error_message();
 }
 
 TEST_F(LeaseTest, LeaseCallsWithoutASessionOrWithBadInputFailClearly) {
