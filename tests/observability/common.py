@@ -13,14 +13,18 @@ Binaries:
 A test is a function passed to run_test(): it raises Failure (via check() /
 fail()) on failure; run_test() prints "FAIL: ..." plus the logs of every
 daemon it started and exits 1, or prints one "PASS: ..." line and exits 0.
+Every shmbrokerd must end cleanly: Daemon.stop() fails unless it exits 0
+with no sanitizer report on stderr, and run_test() stops (and so checks)
+every daemon the test left running before it says PASS.
 Every process and temporary directory started through this module is
 cleaned up on the way out, also on failure, on SIGTERM/SIGINT, and (through
 PR_SET_PDEATHSIG via setpriv) if this interpreter is killed outright.
 
 This module holds the daemon and the CLI; processes.py processes,
 temporary directories and polling; checks.py the failures; exposition.py
-HTTP and the Prometheus text format; wire.py gRPC and fd-channel sessions
-by hand. The tests import all of it from here.
+HTTP and the Prometheus text format; metrics_doc.py docs/metrics.md;
+wire.py gRPC and fd-channel sessions by hand. The tests import all of it
+from here.
 """
 
 import json
@@ -52,6 +56,9 @@ METRICS_RE = re.compile(r"^shmbrokerd: metrics on (http://[^\s/]+:(\d+)/metrics)
 
 _daemons = []     # Daemon objects (and others with logs), shown on failure
 
+# What AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer print.
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
 
 def _on_signal(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
@@ -64,6 +71,9 @@ def run_test(name, body):
     status = 1
     try:
         summary = body()
+        for d in _daemons:
+            if isinstance(d, Daemon) and not d.stopped:
+                d.stop()
         status = 0
         print(f"PASS: {name}: {summary}" if summary else f"PASS: {name}")
     except Failure as e:
@@ -92,6 +102,9 @@ def show_logs_on_failure(obj):
 
 def _dump_daemon_logs():
     for d in _daemons:
+        rc = d.proc.poll() if d.proc is not None else None
+        print(f"--- {d.label}: {'running' if rc is None else f'exit status {rc}'}",
+              file=sys.stderr)
         print(f"--- {d.label} stdout ({d.stdout_path}):\n{tail(read_text(d.stdout_path))}",
               file=sys.stderr)
         print(f"--- {d.label} stderr ({d.stderr_path}):\n{tail(read_text(d.stderr_path))}",
@@ -148,6 +161,7 @@ class Daemon:
         self.expect_metrics = expect_metrics
         self.label = label
         self.proc = None
+        self.stopped = False
         self.metrics_url = None
         self.metrics_port = None
         self.stdout_lines = []
@@ -195,8 +209,19 @@ class Daemon:
         return read_text(self.stderr_path)
 
     def stop(self, timeout=20):
-        """SIGTERM and wait; returns the exit status."""
-        return stop_process(self.proc, signal.SIGTERM, timeout)
+        """SIGTERM and wait; fails unless the daemon exits 0 with no
+        sanitizer report on stderr (also when it had died already)."""
+        self.stopped = True
+        rc = stop_process(self.proc, signal.SIGTERM, timeout)
+        stderr = self.stderr_text()
+        problems = [f"exit status {rc}"] if rc > 0 else []
+        if rc < 0:
+            problems.append(f"killed by signal {-rc}" +
+                            (" (it did not stop in time)" if rc == -signal.SIGKILL else ""))
+        problems += [f"{r!r} on stderr" for r in SANITIZER_REPORTS if r in stderr]
+        check(not problems, f"{self.label} did not exit cleanly on SIGTERM: "
+              f"{'; '.join(problems)}; stderr:\n{tail(stderr, 80)}")
+        return rc
 
     # -- CLI against this daemon ------------------------------------------
 
@@ -300,4 +325,8 @@ class Holder:
         return stop_process(self.proc, signal.SIGKILL)
 
     def terminate(self):
-        return stop_process(self.proc, signal.SIGTERM)
+        """SIGTERM: the CLI releases what it holds and exits 0 (docs/cli.md)."""
+        rc = stop_process(self.proc, signal.SIGTERM)
+        check_eq(rc, 0, f"exit status of {self.label} on SIGTERM (stderr "
+                 f"{read_text(self.stderr_path).strip()!r})")
+        return rc

@@ -93,7 +93,7 @@ def body():
                             f"({os.path.basename(doc_path)}:{docs[name][1]}), exported as "
                             f"{expo.types[name]}")
     check(not problems, f"{doc_path} and /metrics disagree:\n  " + "\n  ".join(problems))
-    check_eq(d.stop(), 0, "shmbrokerd exit status on SIGTERM")
+    d.stop()
     return f"{len(documented)} metric families documented and exported"
 
 
