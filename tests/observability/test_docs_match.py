@@ -66,17 +66,20 @@ def body():
     d.cli_ok("alloc", "4KiB", "--hold=0s")
     session = FdSession(d.socket)
     channel = grpc_channel(d.socket)
-    grpc_unary(channel, "/shmbroker.v1.Broker/Release", encode_release_request(keeper.handle),
-               metadata=session.metadata())
+    code, _, details = grpc_unary(channel, "/shmbroker.v1.Broker/Release",
+                                  encode_release_request(keeper.handle),
+                                  metadata=session.metadata())
+    check_eq(code.name, "PERMISSION_DENIED",
+             f"Release of another connection's hold (details {details!r})")
     channel.close()
     session.close()
     victim.kill()
 
     def death_seen():
         e = d.scrape()
-        return e if e.total("shmbroker_client_deaths_total") >= 1 else None
+        return e if e.total("shmbroker_client_deaths_total") == 1 else None
 
-    expo = poll_until(death_seen, timeout=20, what="shmbroker_client_deaths_total >= 1")
+    expo = poll_until(death_seen, timeout=20, what="shmbroker_client_deaths_total == 1")
 
     exported = set(expo.types)
     documented = set(docs)
