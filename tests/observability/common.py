@@ -41,6 +41,7 @@ from checks import Failure, Fatal, check, check_eq, check_ge, fail, fatal  # noq
 from exposition import (ALLOWED_FOREIGN_FAMILIES, CONTRACT_FAMILIES,  # noqa: F401
                         Exposition, check_histogram, family_of, http_get,
                         http_get_json, parse_prometheus, promtool_check_metrics)
+from metrics_doc import documented_families, documented_queries, metrics_doc_path  # noqa: F401
 from processes import (cleanup, make_temp_dir, pdeathsig_prefix, poll_until,  # noqa: F401
                        read_text, spawn, stop_process, tail)
 from wire import (HEALTH_CHECK, NOT_SERVING, SERVING, FdSession,  # noqa: F401
