@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,27 @@ constexpr char kUsage[] =
     "  release NAME      drop this uid's hold under a detached lease\n"
     "SIZE: 4096, 4KiB, 1MiB, 1GiB. DURATION: 500ms, 30s, 5m.";
 
+// absl::ParseCommandLine prints why it refuses a flag and exits 1, but a
+// usage error exits 2 here (docs/cli.md). While it parses, an exit is such
+// a refusal, unless a help flag was given (then it exits after the usage).
+bool parsing_flags = false;
+
+void UsageErrorsExitTwo() {
+  if (parsing_flags) std::_Exit(2);
+}
+
+bool AsksForHelp(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (absl::StartsWith(arg, "--help") || absl::StartsWith(arg, "-help") ||
+        arg == "--version" || arg == "-version") {
+      return true;
+    }
+  }
+  return false;
+}
+
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "shmbroker: %s\n(run shmbroker --help for usage)\n",
                message.c_str());
@@ -81,7 +103,10 @@ int main(int argc, char** argv) {
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
+  parsing_flags = !AsksForHelp(argc, argv);
+  std::atexit(UsageErrorsExitTwo);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  parsing_flags = false;
   if (args.size() < 2) return UsageError("no command given");
   const std::string command = args[1];
   const std::vector<std::string> operands(args.begin() + 2, args.end());

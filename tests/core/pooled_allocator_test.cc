@@ -3,7 +3,9 @@
 #include "core/pooled_allocator.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -161,8 +163,11 @@ TEST_F(PooledAllocatorTest, AnEmptyArenaStaysWithItsTenantForTheDelay) {
   EXPECT_EQ(allocator_->Stats().arenas, 0u);
   EXPECT_EQ(allocator_->Stats().arenas_released_total, 1u);
   EXPECT_EQ(capacity_.committed(), 0u);
-  // Its memfd stays open while a block refers to it.
-  EXPECT_GE(second.arena_memory->fd(), 0);
+  // Its memfd stays open while a block refers to it: the fd is still an
+  // open memfd of the arena's size.
+  struct stat st {};
+  ASSERT_EQ(::fstat(second.arena_memory->fd(), &st), 0) << std::strerror(errno);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), kArena);
 }
 
 class TightCapacityTest : public PooledAllocatorTest {

@@ -35,12 +35,15 @@ class BadInputTest : public DaemonTest {
       EXPECT_TRUE(buffer.ok()) << buffer.status();
     }  // the buffer, then its client, go: and their holds with them
     client_.reset();
-    EXPECT_TRUE(Eventually([&] {
+    {
       auto observer = daemon_->Connect();
-      auto status = (*observer)->Status();
-      return status.ok() && status->buffers == 0 &&
-             status->allocated_bytes == 0;
-    }));
+      ASSERT_TRUE(observer.ok()) << observer.status();
+      EXPECT_TRUE(WaitForStatus(**observer, "every buffer reclaimed",
+                                [](const client::DaemonStatus& s) {
+                                  return s.buffers == 0 &&
+                                         s.allocated_bytes == 0;
+                                }));
+    }
     DaemonTest::TearDown();
   }
 

@@ -1,7 +1,10 @@
 // lease_worker: a client process for the lease and pooling tests, to be killed
 // at awkward moments. Prints "ready" once it is in the state the test wants.
-//   lease_worker SOCKET alloc-loop        allocate and release without pause
-//   lease_worker SOCKET keepalive N TTL   N leases of TTL (e.g. 300ms), one
+//   lease_worker SOCKET alloc-loop N      hold one buffer, then allocate and
+//                                         release without pause; "ready"
+//                                         after N rounds, looping on until
+//                                         killed
+//   lease_worker SOCKET keepalive N TTL   N leases of TTL (e.g. 3s), one
 //                                         64KiB buffer under each, renewed by
 //                                         the library until killed
 //   lease_worker SOCKET hold-pooled N     N pooled buffers of growing sizes,
@@ -70,12 +73,16 @@ int main(int argc, char** argv) {
   auto client = shmbroker::Client::Connect(options);
   if (!client.ok()) return Fail("connect", client.status());
 
-  if (mode == "alloc-loop") {
-    Ready();
-    for (uint64_t i = 0;; ++i) {
+  if (mode == "alloc-loop" && argc == 4) {
+    const int rounds = std::atoi(argv[3]);
+    // Held throughout, so that the kill is always a death with memory.
+    auto kept = (*client)->Allocate(Sized(4096, 0));
+    if (!kept.ok()) return Fail("allocate", kept.status());
+    for (int i = 0;; ++i) {
+      if (i == rounds) Ready();
       auto buffer = (*client)->Allocate(Sized(256 << 10, 0));
       if (!buffer.ok()) return Fail("allocate", buffer.status());
-      std::memset(buffer->data(), static_cast<int>(i), 4096);
+      std::memset(buffer->data(), i, 4096);
     }
   }
   if (mode == "keepalive" && argc == 5) {

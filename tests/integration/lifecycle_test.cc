@@ -45,10 +45,10 @@ TEST_F(LifecycleTest, HolderKilledWithSigkillHasItsMemoryReclaimed) {
   EXPECT_EQ(holder.Wait().signal, SIGKILL);
   EXPECT_EQ(posix_holder.Wait().signal, SIGKILL);
   // The fd channel's hang-up reaches the daemon asynchronously.
-  EXPECT_TRUE(Eventually([&] {
-    nlohmann::json s = StatusJson(*daemon_);
-    return s["buffers"] == 0 && s["allocated_bytes"] == 0;
-  })) << StatusJson(*daemon_).dump();
+  EXPECT_TRUE(WaitForStatus(*client_, "both killed holders' memory reclaimed",
+                            [](const client::DaemonStatus& s) {
+                              return s.buffers == 0 && s.allocated_bytes == 0;
+                            }));
   EXPECT_EQ(::shm_open(shm_name.c_str(), O_RDONLY, 0), -1);
   EXPECT_EQ(errno, ENOENT);
 }
@@ -61,10 +61,13 @@ TEST_F(LifecycleTest, KilledHolderLeavesBuffersOthersStillHold) {
   ASSERT_TRUE(mine.ok()) << mine.status();
   holder.Signal(SIGKILL);
   holder.Wait();
-  ASSERT_TRUE(Eventually([&] {
-    auto info = client_->Describe("shared");
-    return info.ok() && info->holders == 1;
-  }));
+  ASSERT_TRUE(
+      WaitFor("the killed holder's hold dropped", [&](std::string* seen) {
+        auto info = client_->Describe("shared");
+        *seen = info.ok() ? absl::StrCat(info->holders, " holders")
+                          : info.status().ToString();
+        return info.ok() && info->holders == 1;
+      }));
   EXPECT_EQ(std::string(reinterpret_cast<char*>(mine->data()), mine->size()),
             "still here");
 }

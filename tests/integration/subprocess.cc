@@ -11,6 +11,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "absl/time/clock.h"
+
 extern char** environ;
 
 namespace shmbroker::testing {

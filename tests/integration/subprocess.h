@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace shmbroker::testing {
@@ -56,18 +55,6 @@ class Subprocess {
 Finished RunToEnd(const std::vector<std::string>& argv,
                   const std::string& input = "",
                   const std::vector<std::string>& env = {});
-
-// Polls `condition` every 10 ms until it holds or `timeout` passes.
-template <typename Condition>
-bool Eventually(Condition condition,
-                absl::Duration timeout = absl::Seconds(10)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (condition()) return true;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return condition();
-}
 
 }  // namespace shmbroker::testing
 

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "absl/strings/str_cat.h"
 #include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
 
@@ -31,6 +32,7 @@ TestDaemon::TestDaemon(const std::vector<std::string>& flags,
                                    "--metrics_address=127.0.0.1:0"};
   argv.insert(argv.end(), flags.begin(), flags.end());
   process_ = std::make_unique<Subprocess>(argv);
+  pid_ = process_->pid();
   std::optional<std::string> out =
       process_->WaitForOutput("listening on", absl::Seconds(20));
   started_ = out.has_value();
@@ -42,6 +44,10 @@ TestDaemon::TestDaemon(const std::vector<std::string>& flags,
 
 TestDaemon::~TestDaemon() {
   if (started_) Stop();
+  if (finished_.has_value()) {
+    EXPECT_TRUE(ExitedCleanly(*finished_))
+        << "shmbrokerd on " << socket() << " (pid " << pid_ << ")";
+  }
   if (owns_dir_) {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
@@ -51,7 +57,40 @@ TestDaemon::~TestDaemon() {
 Finished TestDaemon::Stop() {
   started_ = false;
   process_->Signal(SIGTERM);
-  return process_->Wait(absl::Seconds(20));
+  finished_ = process_->Wait(absl::Seconds(20));
+  return *finished_;
+}
+
+::testing::AssertionResult ExitedCleanly(const Finished& f) {
+  std::string why;
+  if (f.signal != 0) {
+    why = absl::StrCat(
+        "killed by signal ", f.signal, " (", strsignal(f.signal),
+        f.signal == SIGKILL ? "; Stop() sends it after 20 s" : "", ")");
+  } else if (f.exit_code != 0) {
+    why = absl::StrCat("exit status ", f.exit_code);
+  }
+  for (const char* report :
+       {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"}) {
+    if (f.err.find(report) != std::string::npos) {
+      absl::StrAppend(&why, why.empty() ? "" : "; ", "\"", report,
+                      "\" on stderr");
+    }
+  }
+  if (why.empty()) return ::testing::AssertionSuccess();
+  constexpr size_t kTail = 6000;
+  const size_t from = f.err.size() > kTail ? f.err.size() - kTail : 0;
+  return ::testing::AssertionFailure()
+         << "did not exit cleanly: " << why << "; stderr"
+         << (from > 0 ? " (tail)" : "") << ":\n"
+         << f.err.substr(from);
+}
+
+::testing::AssertionResult RunningAsRoot() {
+  if (::geteuid() == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "needs root to switch uids: run as root, as CI does (euid "
+         << ::geteuid() << ")";
 }
 
 absl::StatusOr<std::unique_ptr<client::Client>> TestDaemon::Connect() const {
@@ -70,6 +109,32 @@ std::vector<std::string> TestDaemon::CliArgs(
 Finished TestDaemon::Cli(const std::vector<std::string>& args,
                          const std::string& input) const {
   return RunToEnd(CliArgs(args), input);
+}
+
+std::string StatusText(const client::DaemonStatus& s) {
+  return absl::StrCat(
+      "buffers=", s.buffers, " allocated=", s.allocated_bytes,
+      " committed=", s.committed_bytes, " holds=", s.holds,
+      " clients=", s.clients, " leases=", s.leases,
+      " detached=", s.detached_leases, " arenas=", s.arenas.arenas,
+      " pooled_live=", s.arenas.live_buffers,
+      " pooled_in_use=", s.arenas.in_use_bytes,
+      " scavenged_total=", s.arenas.scavenged_bytes_total,
+      " arenas_released_total=", s.arenas.arenas_released_total);
+}
+
+::testing::AssertionResult WaitForStatus(
+    client::Client& client, const std::string& what,
+    const std::function<bool(const client::DaemonStatus&)>& condition) {
+  return WaitFor(what, [&](std::string* seen) {
+    auto status = client.Status();
+    if (!status.ok()) {
+      *seen = status.status().ToString();
+      return false;
+    }
+    *seen = StatusText(*status);
+    return condition(*status);
+  });
 }
 
 void ShareCliWithOtherUids(const TestDaemon& daemon) {

@@ -1,16 +1,21 @@
 // TestDaemon: the real shmbrokerd on a socket in a fresh temporary directory,
 // stopped with SIGTERM at the end (a test may also stop it and check how it
-// exited). Also runs the real CLI against it.
+// exited). However it was stopped, the destructor fails the test if the
+// daemon did not exit cleanly: a non-zero status, death by a signal, or a
+// sanitizer report on its stderr. Also runs the real CLI against it.
 #ifndef SHMBROKER_TESTS_INTEGRATION_TEST_DAEMON_H_
 #define SHMBROKER_TESTS_INTEGRATION_TEST_DAEMON_H_
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "shmbroker/client.h"
 #include "tests/integration/subprocess.h"
+#include "tests/integration/wait_for.h"
 
 namespace shmbroker::testing {
 
@@ -28,9 +33,9 @@ class TestDaemon {
   const std::string& startup_output() const { return startup_output_; }
   const std::string& dir() const { return dir_; }
   std::string socket() const { return dir_ + "/run/broker.sock"; }
-  pid_t pid() const { return process_->pid(); }
+  pid_t pid() const { return pid_; }
 
-  // SIGTERM and wait.
+  // SIGTERM and wait. The destructor checks how it ended.
   Finished Stop();
 
   absl::StatusOr<std::unique_ptr<client::Client>> Connect() const;
@@ -43,9 +48,28 @@ class TestDaemon {
   std::string dir_;
   bool owns_dir_ = false;
   std::unique_ptr<Subprocess> process_;
+  pid_t pid_ = -1;
   bool started_ = false;
   std::string startup_output_;
+  std::optional<Finished> finished_;  // set by Stop()
 };
+
+// Exit status 0, no signal, and no AddressSanitizer, LeakSanitizer or
+// UndefinedBehaviorSanitizer report on stderr. The failure message has the
+// tail of stderr.
+::testing::AssertionResult ExitedCleanly(const Finished& f);
+
+// Tests that switch uids need root. Run as a user, they fail with this
+// rather than pass without testing anything: ASSERT_TRUE(RunningAsRoot()).
+::testing::AssertionResult RunningAsRoot();
+
+// The counts of a status, for failure messages.
+std::string StatusText(const client::DaemonStatus& s);
+
+// Polls `client`'s Status() until `condition` holds (see WaitFor).
+::testing::AssertionResult WaitForStatus(
+    client::Client& client, const std::string& what,
+    const std::function<bool(const client::DaemonStatus&)>& condition);
 
 // A fixture with a started daemon (daemon_) and a connected client (client_).
 // Override DaemonFlags() for other flags.
@@ -61,10 +85,7 @@ class DaemonTest : public ::testing::Test {
   }
   void TearDown() override {
     client_.reset();
-    if (daemon_ != nullptr && daemon_->started()) {
-      Finished f = daemon_->Stop();
-      EXPECT_EQ(f.exit_code, 0) << "daemon did not stop cleanly:\n" << f.err;
-    }
+    daemon_.reset();  // stops it and checks how it exited
   }
 
   std::unique_ptr<TestDaemon> daemon_;

@@ -13,25 +13,27 @@ Binaries:
 A test is a function passed to run_test(): it raises Failure (via check() /
 fail()) on failure; run_test() prints "FAIL: ..." plus the logs of every
 daemon it started and exits 1, or prints one "PASS: ..." line and exits 0.
+Every shmbrokerd must end cleanly: Daemon.stop() fails unless it exits 0
+with no sanitizer report on stderr, and run_test() stops (and so checks)
+every daemon the test left running before it says PASS.
 Every process and temporary directory started through this module is
 cleaned up on the way out, also on failure, on SIGTERM/SIGINT, and (through
 PR_SET_PDEATHSIG via setpriv) if this interpreter is killed outright.
 
-This module holds processes, the daemon and the CLI; checks.py the
-failures, exposition.py HTTP and the Prometheus text format, wire.py gRPC
-and fd-channel sessions by hand. The tests import all of it from here.
+This module holds the daemon and the CLI; processes.py processes,
+temporary directories and polling; checks.py the failures; exposition.py
+HTTP and the Prometheus text format; metrics_doc.py docs/metrics.md;
+wire.py gRPC and fd-channel sessions by hand. The tests import all of it
+from here.
 """
 
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import time
 import traceback
 
 # The tests import everything from here; the pieces live in their own modules.
@@ -39,6 +41,9 @@ from checks import Failure, Fatal, check, check_eq, check_ge, fail, fatal  # noq
 from exposition import (ALLOWED_FOREIGN_FAMILIES, CONTRACT_FAMILIES,  # noqa: F401
                         Exposition, check_histogram, family_of, http_get,
                         http_get_json, parse_prometheus, promtool_check_metrics)
+from metrics_doc import documented_families, documented_queries, metrics_doc_path  # noqa: F401
+from processes import (cleanup, make_temp_dir, pdeathsig_prefix, poll_until,  # noqa: F401
+                       read_text, spawn, stop_process, tail)
 from wire import (HEALTH_CHECK, NOT_SERVING, SERVING, FdSession,  # noqa: F401
                   decode_fields, encode_release_request, encode_varint,
                   grpc_channel, grpc_unary, health_status, import_grpc)
@@ -50,92 +55,14 @@ READY_RE = re.compile(r"^shmbrokerd: listening on (\S+)\s*$")
 METRICS_RE = re.compile(r"^shmbrokerd: metrics on (http://[^\s/]+:(\d+)/metrics)\s*$")
 
 
-# ---------------------------------------------------------------------------
-# Cleanup of everything this process started.
+_daemons = []     # Daemon objects (and others with logs), shown on failure
 
-_processes = []   # Popen objects, stopped in reverse order
-_dirs = []        # temporary directories, removed at the end
-_daemons = []     # Daemon objects, whose logs are shown on failure
-_SETPRIV = shutil.which("setpriv")
-
-
-def _pdeathsig_prefix(sig_name):
-    # setpriv sets PR_SET_PDEATHSIG and execs: the child keeps its pid and is
-    # signalled if this interpreter dies without cleaning up (e.g. SIGKILL
-    # from a CTest timeout).
-    if _SETPRIV:
-        return [_SETPRIV, f"--pdeathsig={sig_name}", "--"]
-    return []
-
-
-def make_temp_dir(prefix="shmbroker-obs-"):
-    path = tempfile.mkdtemp(prefix=prefix)
-    os.chmod(path, 0o711)
-    _dirs.append(path)
-    return path
-
-
-def spawn(argv, stdout_path, stderr_path, env=None, stdin=subprocess.DEVNULL,
-          pdeathsig="TERM"):
-    """Starts argv with stdout and stderr going to files; tracked for cleanup."""
-    out = open(stdout_path, "wb")
-    err = open(stderr_path, "wb") if stderr_path != stdout_path else out
-    try:
-        proc = subprocess.Popen(_pdeathsig_prefix(pdeathsig) + list(argv),
-                                stdin=stdin, stdout=out, stderr=err, env=env,
-                                close_fds=True)
-    finally:
-        out.close()
-        if err is not out:
-            err.close()
-    proc.argv_for_messages = list(argv)
-    _processes.append(proc)
-    return proc
-
-
-def stop_process(proc, sig=signal.SIGTERM, timeout=20):
-    """Signals proc (if still running) and reaps it; SIGKILL after timeout."""
-    if proc.poll() is None:
-        try:
-            proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    return proc.returncode
-
-
-def cleanup():
-    while _processes:
-        proc = _processes.pop()
-        try:
-            stop_process(proc, signal.SIGTERM, timeout=15)
-        except Exception as e:  # keep cleaning up the rest
-            print(f"cleanup: could not stop pid {proc.pid}: {e}", file=sys.stderr)
-    while _dirs:
-        shutil.rmtree(_dirs.pop(), ignore_errors=True)
+# What AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer print.
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
 def _on_signal(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def read_text(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
-
-
-def tail(text, lines=40):
-    parts = text.splitlines()
-    if len(parts) > lines:
-        return "\n".join([f"... ({len(parts) - lines} earlier lines)"] + parts[-lines:])
-    return "\n".join(parts)
 
 
 def run_test(name, body):
@@ -145,6 +72,9 @@ def run_test(name, body):
     status = 1
     try:
         summary = body()
+        for d in _daemons:
+            if isinstance(d, Daemon) and not d.stopped:
+                d.stop()
         status = 0
         print(f"PASS: {name}: {summary}" if summary else f"PASS: {name}")
     except Failure as e:
@@ -173,40 +103,13 @@ def show_logs_on_failure(obj):
 
 def _dump_daemon_logs():
     for d in _daemons:
+        rc = d.proc.poll() if d.proc is not None else None
+        print(f"--- {d.label}: {'running' if rc is None else f'exit status {rc}'}",
+              file=sys.stderr)
         print(f"--- {d.label} stdout ({d.stdout_path}):\n{tail(read_text(d.stdout_path))}",
               file=sys.stderr)
         print(f"--- {d.label} stderr ({d.stderr_path}):\n{tail(read_text(d.stderr_path))}",
               file=sys.stderr)
-
-
-# ---------------------------------------------------------------------------
-# Polling: never a fixed sleep for correctness.
-
-def poll_until(fn, timeout=20.0, interval=0.05, what="condition"):
-    """Calls fn() until it returns a truthy value, which is returned.
-
-    Exceptions from fn count as "not yet". At the deadline, raises Failure
-    naming `what` and the last value or exception seen.
-    """
-    deadline = time.monotonic() + timeout
-    last = None
-    delay = interval
-    while True:
-        try:
-            value = fn()
-            if value:
-                return value
-            last = f"last value: {value!r}"
-        except Fatal:
-            raise
-        except Failure as e:
-            last = f"last check: {e}"
-        except Exception as e:  # noqa: BLE001 - retried until the deadline
-            last = f"last error: {type(e).__name__}: {e}"
-        if time.monotonic() >= deadline:
-            raise Failure(f"timed out after {timeout:g}s waiting for {what} ({last})")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
 
 
 # ---------------------------------------------------------------------------
@@ -259,6 +162,7 @@ class Daemon:
         self.expect_metrics = expect_metrics
         self.label = label
         self.proc = None
+        self.stopped = False
         self.metrics_url = None
         self.metrics_port = None
         self.stdout_lines = []
@@ -306,8 +210,19 @@ class Daemon:
         return read_text(self.stderr_path)
 
     def stop(self, timeout=20):
-        """SIGTERM and wait; returns the exit status."""
-        return stop_process(self.proc, signal.SIGTERM, timeout)
+        """SIGTERM and wait; fails unless the daemon exits 0 with no
+        sanitizer report on stderr (also when it had died already)."""
+        self.stopped = True
+        rc = stop_process(self.proc, signal.SIGTERM, timeout)
+        stderr = self.stderr_text()
+        problems = [f"exit status {rc}"] if rc > 0 else []
+        if rc < 0:
+            problems.append(f"killed by signal {-rc}" +
+                            (" (it did not stop in time)" if rc == -signal.SIGKILL else ""))
+        problems += [f"{r!r} on stderr" for r in SANITIZER_REPORTS if r in stderr]
+        check(not problems, f"{self.label} did not exit cleanly on SIGTERM: "
+              f"{'; '.join(problems)}; stderr:\n{tail(stderr, 80)}")
+        return rc
 
     # -- CLI against this daemon ------------------------------------------
 
@@ -364,7 +279,7 @@ def run_cli(socket_path, *args, timeout=30, input_bytes=None):
     """Runs the CLI to the end with --socket first; returns a CliResult."""
     argv = [cli_path(), f"--socket={socket_path}"] + [str(a) for a in args]
     try:
-        r = subprocess.run(_pdeathsig_prefix("KILL") + argv, input=input_bytes,
+        r = subprocess.run(pdeathsig_prefix("KILL") + argv, input=input_bytes,
                            stdin=None if input_bytes is not None else subprocess.DEVNULL,
                            capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -411,4 +326,8 @@ class Holder:
         return stop_process(self.proc, signal.SIGKILL)
 
     def terminate(self):
-        return stop_process(self.proc, signal.SIGTERM)
+        """SIGTERM: the CLI releases what it holds and exits 0 (docs/cli.md)."""
+        rc = stop_process(self.proc, signal.SIGTERM)
+        check_eq(rc, 0, f"exit status of {self.label} on SIGTERM (stderr "
+                 f"{read_text(self.stderr_path).strip()!r})")
+        return rc

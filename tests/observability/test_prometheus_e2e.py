@@ -7,23 +7,25 @@ config (scrape_interval 1s, the daemon as the static target of job
 "shmbroker", TSDB in a temp dir). Drives allocations and kills a holder, then
 polls Prometheus' HTTP API until the values arrive (deadline 60 s), and
 checks /api/v1/targets (target up, no scrape error) and /api/v1/metadata,
-and runs the PromQL examples of docs/metrics.md (if present).
+finds series in Prometheus for every family docs/metrics.md documents (as
+many as the daemon exports, and more than 20), and runs the PromQL of its
+"Useful queries".
 
 Usage: /usr/bin/python3 test_prometheus_e2e.py [SHMBROKERD]
 (env: SHMBROKERD, SHMBROKER_CLI, PROMETHEUS)
 """
 
 import os
-import re
 import shutil
 import urllib.parse
 import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
-from common import (SOURCE_ROOT, Daemon, Failure, check, check_eq, fail, fatal, free_port, http_get,
-                    http_get_json, make_temp_dir, poll_until, read_text, run_test,
-                    show_logs_on_failure, spawn, tail)
+from common import (Daemon, Failure, check, check_eq, documented_families, documented_queries,
+                    fail, fatal, free_port, http_get, http_get_json, make_temp_dir,
+                    metrics_doc_path, poll_until, read_text, run_test, show_logs_on_failure,
+                    spawn, tail)
 
 JOB = "shmbroker"
 MiB = 1 << 20
@@ -113,23 +115,6 @@ scrape_configs:
                           what=f"Prometheus to report {description}")[0]
 
 
-def documented_queries():
-    """The backticked PromQL in the last cell of docs/metrics.md table rows
-    that mention shmbroker_ but do not start with a metric name."""
-    path = os.environ.get("SHMBROKER_METRICS_DOC") or os.path.join(SOURCE_ROOT, "docs",
-                                                                   "metrics.md")
-    if not os.path.exists(path):
-        return []
-    queries = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if (len(cells) >= 2 and not cells[0].startswith("`")
-                    and re.fullmatch(r"`[^`]*shmbroker_[^`]*`", cells[-1])):
-                queries.append(cells[-1].strip("`"))
-    return queries
-
-
 def body():
     d = Daemon(["--metrics_address=127.0.0.1:0", "--capacity=64MiB"]).start()
     target = urllib.parse.urlsplit(d.metrics_url).netloc
@@ -150,8 +135,8 @@ def body():
 
     prom.wait_value(f"shmbroker_allocated_bytes{sel}", lambda v: v == 2 * MiB,
                     "shmbroker_allocated_bytes == 2MiB after the kill")
-    prom.wait_value(f"shmbroker_client_deaths_total{sel}", lambda v: v >= 1,
-                    "shmbroker_client_deaths_total >= 1")
+    prom.wait_value(f"shmbroker_client_deaths_total{sel}", lambda v: v == 1,
+                    "shmbroker_client_deaths_total == 1")
     prom.wait_value(f'shmbroker_allocations_total{{job="{JOB}",result="ok"}}',
                     lambda v: v == 3, 'shmbroker_allocations_total{result="ok"} == 3')
     prom.wait_value(f'shmbroker_allocations_total{{job="{JOB}",result="resource_exhausted"}}',
@@ -159,15 +144,20 @@ def body():
                     'shmbroker_allocations_total{result="resource_exhausted"} == 1')
     prom.wait_value(f'sum(shmbroker_buffers{sel})', lambda v: v == 2,
                     "sum(shmbroker_buffers) == 2")
-    prom.wait_value(f"shmbroker_reclaim_latency_seconds_count{sel}", lambda v: v >= 1,
-                    "shmbroker_reclaim_latency_seconds_count >= 1")
+    # One sample per death.
+    prom.wait_value(f"shmbroker_reclaim_latency_seconds_count{sel}", lambda v: v == 1,
+                    "shmbroker_reclaim_latency_seconds_count == 1")
     prom.wait_value(
         f'sum(shmbroker_rpc_duration_seconds_count{{job="{JOB}",method="Allocate",code="OK"}})',
-        lambda v: v >= 3, 'rpc_duration_seconds_count{method="Allocate",code="OK"} >= 3')
-    # The histogram is usable by PromQL: a quantile over its buckets.
+        lambda v: v == 3, 'rpc_duration_seconds_count{method="Allocate",code="OK"} == 3')
+    # The histogram is usable by PromQL: the median of the three Allocate
+    # calls lies inside the buckets (25 µs to 1 s). NaN (no observations),
+    # 0, or a value past the last bucket (e.g. buckets in the wrong unit)
+    # fail.
     prom.wait_value(
-        f'histogram_quantile(0.5, sum by (le) (shmbroker_rpc_duration_seconds_bucket{sel}))',
-        lambda v: v >= 0, "histogram_quantile over shmbroker_rpc_duration_seconds_bucket")
+        f'histogram_quantile(0.5, sum by (le) '
+        f'(shmbroker_rpc_duration_seconds_bucket{{job="{JOB}",method="Allocate",code="OK"}}))',
+        lambda v: 0 < v < 1, "a median Allocate latency in (0, 1 s)")
 
     # /api/v1/targets: our target, healthy, scraping the advertised URL.
     targets = http_get_json(prom.base + "/api/v1/targets")["data"]["activeTargets"]
@@ -186,10 +176,28 @@ def body():
     check_eq(entries[0].get("type"), "counter", "metadata type of shmbroker_client_deaths_total")
     check(entries[0].get("help"), "metadata help of shmbroker_client_deaths_total is empty")
 
+    # Every documented family reached Prometheus: as many as the daemon
+    # exports (test_docs_match.py checks they are the same ones).
+    doc = metrics_doc_path()
+    families = sorted(documented_families(doc))
+    exported = d.scrape().types
+    check(len(families) >= len(exported) and len(families) > 20,
+          f"{doc} documents {len(families)} families; the daemon exports {len(exported)} "
+          "(want at least as many, and more than 20)")
+    missing = list(families)
+
+    def all_scraped():
+        missing[:] = [f for f in missing if not prom.query(
+            f'{{__name__=~"{f}(_bucket|_count|_sum)?",job="{JOB}"}}')]
+        return not missing or fail(f"no series yet: {missing}")
+
+    poll_until(all_scraped, timeout=DEADLINE, interval=0.5,
+               what="a series in Prometheus of every documented family")
+
     # The PromQL of docs/metrics.md ("| question | `query` |" rows) is valid
     # and finds series.
     # (rate() needs two samples of a series born late: poll.)
-    queries = documented_queries()
+    queries = documented_queries(doc)
     pending = list(queries)
 
     def all_answered():
@@ -199,9 +207,9 @@ def body():
     poll_until(all_answered, timeout=DEADLINE, interval=0.5,
                what="every documented PromQL query to return series")
 
-    check_eq(d.stop(), 0, "shmbrokerd exit status on SIGTERM")
-    return (f"Prometheus scraped {target}: target up, allocated 2MiB, deaths >= 1; "
-            f"{len(queries)} documented queries run")
+    d.stop()
+    return (f"Prometheus scraped {target}: target up, allocated 2MiB, deaths == 1; "
+            f"{len(families)} documented families found, {len(queries)} documented queries run")
 
 
 if __name__ == "__main__":
