@@ -17,10 +17,11 @@
 namespace shmbroker::cli {
 namespace {
 
+// `fd_channel`: open a client connection (needed to hold buffers).
 absl::StatusOr<std::unique_ptr<client::Client>> Connect(const Options& options,
-                                                        bool session) {
+                                                        bool fd_channel) {
   client::ClientOptions connect = options.connect;
-  connect.open_session = session;
+  connect.open_client_connection = fd_channel;
   return client::Client::Connect(connect);
 }
 
@@ -124,7 +125,7 @@ absl::Status HoldAndFinish(const Options& options, client::Buffer& buffer) {
 }  // namespace
 
 absl::Status Alloc(const Options& options, uint64_t size) {
-  auto c = Connect(options, /*session=*/true);
+  auto c = Connect(options, /*fd_channel=*/true);
   if (!c.ok()) return c.status();
   absl::StatusOr<client::Buffer> buffer = AllocateUnderLease(
       options, **c, {size, options.name, options.backing, options.share});
@@ -154,7 +155,7 @@ absl::Status Put(const Options& options, const std::string& name) {
     return absl::InvalidArgumentError(
         "bad size: the input is empty, nothing to put");
   }
-  auto c = Connect(options, /*session=*/true);
+  auto c = Connect(options, /*fd_channel=*/true);
   if (!c.ok()) return c.status();
   absl::StatusOr<client::Buffer> buffer = AllocateUnderLease(
       options, **c, {data.size(), name, options.backing, options.share});
@@ -166,7 +167,7 @@ absl::Status Put(const Options& options, const std::string& name) {
 }
 
 absl::Status Cat(const Options& options, const std::string& name) {
-  auto c = Connect(options, /*session=*/true);
+  auto c = Connect(options, /*fd_channel=*/true);
   if (!c.ok()) return c.status();
   absl::StatusOr<client::Buffer> buffer = (*c)->Attach(name);
   if (!buffer.ok()) return buffer.status();
@@ -178,7 +179,7 @@ absl::Status Cat(const Options& options, const std::string& name) {
 }
 
 absl::Status Ls(const Options& options) {
-  auto c = Connect(options, /*session=*/false);
+  auto c = Connect(options, /*fd_channel=*/false);
   if (!c.ok()) return c.status();
   absl::StatusOr<std::vector<client::BufferInfo>> buffers = (*c)->List();
   if (!buffers.ok()) return buffers.status();
@@ -193,7 +194,7 @@ absl::Status Ls(const Options& options) {
 }
 
 absl::Status Status(const Options& options) {
-  auto c = Connect(options, /*session=*/false);
+  auto c = Connect(options, /*fd_channel=*/false);
   if (!c.ok()) return c.status();
   absl::StatusOr<client::DaemonStatus> status = (*c)->Status();
   if (!status.ok()) return status.status();
@@ -202,7 +203,7 @@ absl::Status Status(const Options& options) {
 }
 
 absl::Status Tenants(const Options& options) {
-  auto c = Connect(options, /*session=*/false);
+  auto c = Connect(options, /*fd_channel=*/false);
   if (!c.ok()) return c.status();
   absl::StatusOr<client::DaemonStatus> status = (*c)->Status();
   if (!status.ok()) return status.status();
@@ -215,7 +216,7 @@ absl::Status Tenants(const Options& options) {
 }
 
 absl::Status Health(const Options& options) {
-  auto c = Connect(options, /*session=*/false);
+  auto c = Connect(options, /*fd_channel=*/false);
   if (!c.ok()) return c.status();
   absl::StatusOr<bool> serving = (*c)->Serving();
   if (!serving.ok()) return serving.status();
@@ -229,7 +230,7 @@ absl::Status Health(const Options& options) {
 }
 
 absl::Status Leases(const Options& options) {
-  auto c = Connect(options, /*session=*/false);
+  auto c = Connect(options, /*fd_channel=*/false);
   if (!c.ok()) return c.status();
   absl::StatusOr<std::vector<client::LeaseInfo>> leases = (*c)->ListLeases();
   if (!leases.ok()) return leases.status();
@@ -239,7 +240,7 @@ absl::Status Leases(const Options& options) {
 }
 
 absl::Status Revoke(const Options& options, uint64_t lease_id) {
-  auto c = Connect(options, /*session=*/false);
+  auto c = Connect(options, /*fd_channel=*/false);
   if (!c.ok()) return c.status();
   absl::StatusOr<uint64_t> reclaimed = (*c)->RevokeLease(lease_id);
   if (!reclaimed.ok()) return reclaimed.status();
@@ -253,7 +254,7 @@ absl::Status Revoke(const Options& options, uint64_t lease_id) {
 }
 
 absl::Status Release(const Options& options, const std::string& name) {
-  auto c = Connect(options, /*session=*/true);
+  auto c = Connect(options, /*fd_channel=*/true);
   if (!c.ok()) return c.status();
   absl::StatusOr<uint32_t> holders = (*c)->ReleaseByName(name);
   if (!holders.ok()) return holders.status();

@@ -5,13 +5,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "client/src/connection.h"
+#include "client/src/proto_convert.h"
+#include "client/src/test_hooks.h"
 
 namespace shmbroker::client {
 namespace {
 
 // Stream errors after which renewing can never work again on this
-// connection (it was closed, or the daemon refuses the session).
+// connection (it was closed, or the daemon refuses its token).
 bool ConnectionIsGone(const grpc::Status& status) {
   return status.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
          status.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
@@ -134,7 +135,9 @@ bool LeaseKeeper::RenewDue(
     v1::KeepAliveRequest request;
     request.set_lease_id(id);
     v1::KeepAliveResponse response;
-    if (!stream.Write(request) || !stream.Read(&response)) return false;
+    if (!stream.Write(request)) return false;
+    PausePoint("keepalive_sent");
+    if (!stream.Read(&response)) return false;
     if (response.error_code() != 0) {
       MarkLost(
           id, absl::Status(static_cast<absl::StatusCode>(response.error_code()),

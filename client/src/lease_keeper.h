@@ -29,9 +29,9 @@ using LeaseLossCallback =
 
 class LeaseKeeper {
  public:
-  // `stub` must outlive the keeper; `prepare` adds the session metadata to
-  // each stream's context. `on_lost` (may be empty) runs on the keeper's
-  // thread.
+  // `stub` must outlive the keeper; `prepare` adds the client connection's
+  // token to each stream's context. `on_lost` (may be empty) runs on the
+  // keeper's thread.
   LeaseKeeper(v1::Broker::Stub* stub,
               std::function<void(grpc::ClientContext*)> prepare,
               LeaseLossCallback on_lost);

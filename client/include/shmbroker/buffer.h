@@ -27,6 +27,7 @@ namespace shmbroker::client {
 
 class Connection;
 class ArenaMapping;
+class Grants;
 
 class Buffer {
  public:
@@ -60,7 +61,7 @@ class Buffer {
   void Disown();
 
  private:
-  friend class Client;
+  friend class Grants;  // makes Buffers from the daemon's grants
   Buffer(std::shared_ptr<Connection> connection, BufferInfo info,
          uint64_t lease_id, int fd, Mapping mapping);
   Buffer(std::shared_ptr<Connection> connection, BufferInfo info,

@@ -29,12 +29,6 @@
 #include "shmbroker/buffer.h"
 #include "shmbroker/types.h"
 
-namespace shmbroker::v1 {
-class AttachRequest;
-class Buffer;
-class Grant;
-}  // namespace shmbroker::v1
-
 namespace shmbroker::client {
 
 struct ClientOptions {
@@ -43,9 +37,10 @@ struct ClientOptions {
   std::string socket_path;
   // Deadline of each call.
   absl::Duration timeout = absl::Seconds(10);
-  // Open the fd channel (a client connection). Without it only Ping,
-  // Describe, List and Status work; Allocate and Attach need it.
-  bool open_session = true;
+  // Open the fd channel, that is, a client connection. Without one, Ping,
+  // Describe, List, Status, RevokeLease, LeaseTimeToLive (of an id) and
+  // ListLeases work; Allocate, Attach, Release and GrantLease need it.
+  bool open_client_connection = true;
   // Called (on the lease-keeping thread) once for each lease the daemon
   // ended while this client still wanted it, e.g. NOT_FOUND "lease 7 expired
   // (not renewed within its TTL) at ...". Must not block for long.
@@ -89,7 +84,7 @@ class Client {
   absl::StatusOr<LeaseInfo> LeaseTimeToLive(uint64_t lease_id);
   // The leases of this uid (all of them for root).
   absl::StatusOr<std::vector<LeaseInfo>> ListLeases();
-  // This connection's default lease id (0 without a session).
+  // This connection's default lease id (0 without a client connection).
   uint64_t default_lease() const;
   absl::StatusOr<BufferInfo> Describe(const std::string& name);
   // Every buffer this process may see (all pages).
@@ -105,17 +100,6 @@ class Client {
 
  private:
   explicit Client(std::shared_ptr<Connection> connection);
-  absl::StatusOr<Buffer> AttachWith(const v1::AttachRequest& request);
-  // With the arena cache's grants_mu held (shared) by the caller.
-  absl::StatusOr<Buffer> AttachUnlocked(const v1::AttachRequest& request,
-                                        bool may_recover);
-  // `may_recover`: a pooled grant whose arena fd is missing here may be
-  // fetched again once (MakePooledBuffer).
-  template <typename Response>
-  absl::StatusOr<Buffer> MakeBuffer(const Response& response, bool may_recover);
-  absl::StatusOr<Buffer> MakePooledBuffer(const v1::Buffer& info,
-                                          const v1::Grant& grant,
-                                          bool may_recover);
 
   std::shared_ptr<Connection> connection_;
 };
