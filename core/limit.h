@@ -24,6 +24,7 @@ enum class Limit {
   kMaxDetachedLeasesPerUid,  // LeaseOptions::max_detached_leases_per_uid
   kPooledMaxSize,            // PooledAllocatorOptions::pooled_max_size
   kPoolingOff,               // the Registry has no pooled allocator
+  kMaxWaitersPerConnection,  // RegistryOptions::max_waiters_per_connection
 };
 
 inline constexpr char kLimitPayloadUrl[] = "type.shmbroker/limit";

@@ -26,12 +26,30 @@ absl::StatusOr<std::unique_ptr<MemoryObject>> MemfdObject::Create(
   if (::ftruncate(fd.get(), static_cast<off_t>(spec.size)) != 0) {
     return ErrnoToStatus(errno, "ftruncate");
   }
-  if (::fcntl(fd.get(), F_ADD_SEALS,
-              F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+  const int seals =
+      F_SEAL_SHRINK | F_SEAL_GROW | (spec.sealable ? 0 : F_SEAL_SEAL);
+  if (::fcntl(fd.get(), F_ADD_SEALS, seals) != 0) {
     return ErrnoToStatus(errno, "seal memfd");
   }
   return std::unique_ptr<MemoryObject>(
       new MemfdObject(std::move(fd), spec.size));
+}
+
+absl::Status MemfdObject::SealWrites() const {
+  if (::fcntl(fd(), F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SEAL) == 0) {
+    return absl::OkStatus();
+  }
+  if (errno == EBUSY) {
+    return absl::FailedPreconditionError(
+        "a process still maps it writable: every writer must unmap it "
+        "before it can be sealed");
+  }
+  if (errno == EPERM) {
+    return absl::FailedPreconditionError(
+        "its seals are locked (a holder with write access added seals of "
+        "its own)");
+  }
+  return ErrnoToStatus(errno, "F_SEAL_WRITE");
 }
 
 }  // namespace shmbroker

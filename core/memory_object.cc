@@ -22,6 +22,11 @@ const char* BackingName(Backing backing) {
   return "unknown";
 }
 
+absl::Status MemoryObject::SealWrites() const {
+  return absl::UnimplementedError(absl::StrCat(
+      BackingName(backing()), " memory cannot be sealed by the kernel"));
+}
+
 absl::StatusOr<UniqueFd> MemoryObject::OpenReadOnly() const {
   // Re-opening through /proc gives a new, read-only open file description;
   // dup() would share the read-write one.

@@ -32,6 +32,10 @@ struct MemorySpec {
   gid_t owner_gid = 0;
   // Label shown in /proc/PID/fd for memfds (debugging aid only).
   std::string label = "shmbroker";
+  // For kMemfd: leave the seals open so that SealWrites can add
+  // F_SEAL_WRITE later (a dedicated buffer's seal). Otherwise F_SEAL_SEAL
+  // locks them at creation.
+  bool sealable = false;
 };
 
 class MemoryObject {
@@ -49,6 +53,12 @@ class MemoryObject {
   // A new O_RDONLY file description of the same object (through
   // /proc/self/fd), for read-only holders: mapping it writable fails.
   absl::StatusOr<UniqueFd> OpenReadOnly() const;
+
+  // Makes the memory immutable for everyone, the daemon and root included:
+  // F_SEAL_WRITE (and F_SEAL_SEAL) on a sealable memfd. FAILED_PRECONDITION
+  // while any process maps it writable (EBUSY), or when its seals are
+  // locked; UNIMPLEMENTED for objects the kernel cannot seal.
+  virtual absl::Status SealWrites() const;
 
  protected:
   MemoryObject(UniqueFd fd, uint64_t size) : fd_(std::move(fd)), size_(size) {}

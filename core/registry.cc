@@ -90,21 +90,26 @@ absl::StatusOr<LeaseInfo> Registry::DefaultLease(ConnectionId client) const {
 CloseResult Registry::CloseConnection(ConnectionId client,
                                       ReclaimReason reason) {
   CloseResult result;
-  Doomed doomed;
+  Deferred deferred(this);
   absl::MutexLock lock(&mu_);
-  // `doomed` is declared before `lock`, so memory closes unlocked.
-  CloseConnectionLocked(client, reason, doomed, &result);
+  // `deferred` is declared before `lock`: memory closes unlocked.
+  CloseConnectionLocked(client, reason, deferred, &result);
   return result;
 }
 
 void Registry::CloseConnectionLocked(ConnectionId client, ReclaimReason reason,
-                                     Doomed& doomed, CloseResult* result) {
+                                     Deferred& deferred, CloseResult* result) {
   auto it = connections_.find(client);
   if (it == connections_.end()) return;
   // Forget the connection first, so ending its default lease below does not
   // come back here.
   ConnectionRecord record = std::move(it->second);
   connections_.erase(it);
+  for (WaiterId id : waiters_.ForConnection(client)) {
+    std::optional<Waiter<absl::StatusOr<Grant>>> waiter = waiters_.Remove(id);
+    deferred.Wake(client, std::move(waiter->done),
+                  ConnectionClosedError(client));
+  }
   if (--connections_per_uid_[record.identity.uid] == 0) {
     connections_per_uid_.erase(record.identity.uid);
   }
@@ -114,7 +119,7 @@ void Registry::CloseConnectionLocked(ConnectionId client, ReclaimReason reason,
     if (lease->info.detached) {
       lease->info.client = 0;  // it lives on, by TTL
     } else {
-      EndLeaseLocked(id, reason, doomed, result);
+      EndLeaseLocked(id, reason, deferred, result);
     }
   }
 }
@@ -122,43 +127,63 @@ void Registry::CloseConnectionLocked(ConnectionId client, ReclaimReason reason,
 absl::StatusOr<Grant> Registry::Attach(ConnectionId client,
                                        const BufferRef& ref,
                                        AccessRequest request, LeaseId lease) {
-  Grant grant;
+  absl::StatusOr<Grant> grant;
   {
     absl::MutexLock lock(&mu_);
-    absl::StatusOr<LeaseRecord*> under = UsableLeaseLocked(client, lease);
-    if (!under.ok()) return under.status();
     absl::StatusOr<Handle> handle = ResolveLocked(ref);
-    if (!handle.ok()) return handle.status();
-    BufferRecord& record = buffers_.at(*handle);
-    const BufferInfo& info = record.info;
-    absl::StatusOr<AccessMode> mode = DecideAccess(
-        connections_.at(client).identity, info.owner, info.share, request);
-    if (!mode.ok()) return mode.status();
-    if (absl::Status s = CheckHoldLimitLocked(**under); !s.ok()) return s;
-    AddHoldLocked(**under, *handle);
-    grant.buffer = info;
-    grant.mode = *mode;
-    grant.lease = (*under)->info.id;
-    grant.memory = record.memory;
+    grant = handle.ok() ? AttachLocked(client, *handle, request, lease)
+                        : handle.status();
   }
-  if (grant.mode == AccessMode::kReadOnly) {
-    absl::StatusOr<UniqueFd> ro = grant.memory->OpenReadOnly();
-    if (!ro.ok()) {
-      Release(client, BufferRef::ByHandle(grant.buffer.handle), grant.lease)
-          .IgnoreError();
-      return ro.status();
+  return FinishGrant(client, std::move(grant));
+}
+
+absl::StatusOr<Grant> Registry::AttachLocked(ConnectionId client, Handle handle,
+                                             AccessRequest request,
+                                             LeaseId lease) {
+  absl::StatusOr<LeaseRecord*> under = UsableLeaseLocked(client, lease);
+  if (!under.ok()) return under.status();
+  const BufferRecord& record = buffers_.at(handle);
+  const BufferInfo& info = record.info;
+  absl::StatusOr<AccessMode> mode = DecideAccess(
+      connections_.at(client).identity, info.owner, info.share, request);
+  if (!mode.ok()) return mode.status();
+  if (info.sealed) {
+    if (request == AccessRequest::kReadWrite) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "buffer %d is sealed: it can only be attached read-only",
+          info.handle));
     }
-    grant.read_only_fd = std::move(*ro);
+    mode = AccessMode::kReadOnly;
   }
+  if (absl::Status s = CheckHoldLimitLocked(**under); !s.ok()) return s;
+  AddHoldLocked(**under, handle);
+  Grant grant;
+  grant.buffer = info;
+  grant.mode = *mode;
+  grant.lease = (*under)->info.id;
+  grant.memory = record.memory;
+  return grant;
+}
+
+absl::StatusOr<Grant> Registry::FinishGrant(ConnectionId client,
+                                            absl::StatusOr<Grant> grant) {
+  if (!grant.ok() || grant->mode != AccessMode::kReadOnly) return grant;
+  absl::StatusOr<UniqueFd> ro = grant->memory->OpenReadOnly();
+  if (!ro.ok()) {
+    Release(client, BufferRef::ByHandle(grant->buffer.handle), grant->lease)
+        .IgnoreError();
+    return ro.status();
+  }
+  grant->read_only_fd = std::move(*ro);
   return grant;
 }
 
 absl::StatusOr<uint32_t> Registry::Release(ConnectionId client,
                                            const BufferRef& ref,
                                            LeaseId lease) {
-  Doomed doomed;
+  Deferred deferred(this);
   absl::MutexLock lock(&mu_);
-  // `doomed` is declared before `lock`, so reclaimed memory closes unlocked.
+  // `deferred` is declared before `lock`: reclaimed memory closes unlocked.
   auto it = connections_.find(client);
   if (it == connections_.end()) return ConnectionClosedError(client);
   const ConnectionRecord& caller = it->second;
@@ -203,7 +228,7 @@ absl::StatusOr<uint32_t> Registry::Release(ConnectionId client,
         "its detached lease)",
         *handle, caller.identity.uid));
   }
-  return DropHoldsLocked(*from, *handle, 1, doomed, ReclaimReason::kRelease,
+  return DropHoldsLocked(*from, *handle, 1, deferred, ReclaimReason::kRelease,
                          nullptr);
 }
 
@@ -244,7 +269,7 @@ void Registry::AddHoldLocked(LeaseRecord& lease, Handle handle) {
 }
 
 uint32_t Registry::DropHoldsLocked(LeaseRecord& lease, Handle handle,
-                                   uint32_t count, Doomed& doomed,
+                                   uint32_t count, Deferred& deferred,
                                    ReclaimReason reason, CloseResult* result) {
   observer_->OnHoldsDropped(reason, count);
   auto held = lease.holds.find(handle);
@@ -261,7 +286,7 @@ uint32_t Registry::DropHoldsLocked(LeaseRecord& lease, Handle handle,
     result->bytes_reclaimed += record.info.charged_bytes;
   }
   observer_->OnReclaim(reason, record.info.charged_bytes);
-  doomed.push_back(std::move(record.memory));
+  deferred.Free(std::move(record.memory));
   EraseBufferLocked(handle);
   return 0;
 }

@@ -27,9 +27,11 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -50,6 +52,7 @@
 #include "core/memory_object.h"
 #include "core/pooled_allocator.h"
 #include "core/registry_observer.h"
+#include "core/waiter_table.h"
 
 namespace shmbroker {
 
@@ -57,6 +60,8 @@ struct RegistryOptions {
   uint64_t capacity_bytes = uint64_t{1} << 30;
   uint64_t max_buffers = 100000;
   uint32_t max_connections_per_uid = 256;
+  // Attach calls one client connection may have waiting at once.
+  uint32_t max_waiters_per_connection = 64;
   LeaseOptions leases;
   // POSIX shm names are "<shm_prefix>.<handle>"; must start with '/'.
   std::string shm_prefix = "/shmbroker";
@@ -102,6 +107,8 @@ struct BufferInfo {
   absl::Time created;
   uint32_t holders = 0;
   std::string shm_name;
+  // Immutable from now on (Registry::Seal): later grants are read-only.
+  bool sealed = false;
 };
 
 // A hold just taken, with what the caller needs to pass the memory on.
@@ -207,6 +214,37 @@ class Registry {
     return Release(client, BufferRef::ByHandle(handle));
   }
 
+  // Seals a buffer the caller holds and may write (a handoff's producer
+  // says "complete"): from then on every grant of it is read-only, and
+  // asking to attach it read-write is FAILED_PRECONDITION. The kernel
+  // enforces it for a dedicated memfd buffer (MemoryObject::SealWrites):
+  // that fails with FAILED_PRECONDITION while any process maps it writable.
+  // A pooled or POSIX buffer is sealed in the daemon's books only: holders
+  // that could write it still can (docs/api.md, "Seal"). Sealing a sealed
+  // buffer is OK. Wakes the waiters for it.
+  absl::StatusOr<BufferInfo> Seal(ConnectionId client, const BufferRef& ref);
+
+  // Handoff waits (core/waiter_table.h). What a waiter finally gets: the
+  // grant, or why not (DEADLINE_EXCEEDED naming the buffer and what was
+  // awaited; FAILED_PRECONDITION when its connection closed; CANCELLED).
+  using WaitDone = std::function<void(absl::StatusOr<Grant>)>;
+  // Attaches buffer `name` as Attach does, once it exists (or exists and is
+  // sealed) and the caller may see it: now, returning the grant, or later,
+  // returning a waiter id and calling `done` exactly once, without the
+  // Registry's lock, on the thread that created or sealed the buffer (or
+  // expired, closed or cancelled the wait). Until then the caller learns
+  // nothing of a buffer it may not see. RESOURCE_EXHAUSTED beyond
+  // max_waiters_per_connection.
+  absl::StatusOr<std::variant<Grant, WaiterId>> AttachOrWait(
+      ConnectionId client, const std::string& name, AccessRequest request,
+      LeaseId lease, WaitFor until, absl::Time deadline, WaitDone done);
+  // Forgets a waiter without calling it; false when its callback already ran
+  // or is about to.
+  bool CancelWait(WaiterId waiter);
+  // Ends waits whose deadline passed (DEADLINE_EXCEEDED).
+  void ExpireWaiters();
+  std::optional<absl::Time> NextWaiterDeadline() const;
+
   // Leases (registry_leases.cc). A connection may use (hold under, renew)
   // the leases it granted and detached leases of its uid; the owner's uid
   // and root may inspect and revoke any lease.
@@ -248,8 +286,32 @@ class Registry {
     // Null while being created. Pooled: the arena's memory.
     std::shared_ptr<const MemoryObject> memory;
   };
-  // Memory to let go of once the mutex is released.
-  using Doomed = std::vector<std::shared_ptr<const MemoryObject>>;
+  // What must happen once the mutex is released: memory to let go of, and
+  // waiters to call. Declared before the MutexLock, so its destructor runs
+  // after the unlock.
+  class Deferred {
+   public:
+    explicit Deferred(Registry* registry) : registry_(registry) {}
+    ~Deferred();
+    Deferred(const Deferred&) = delete;
+    Deferred& operator=(const Deferred&) = delete;
+    void Free(std::shared_ptr<const MemoryObject> memory) {
+      memory_.push_back(std::move(memory));
+    }
+    void Wake(ConnectionId client, WaitDone done, absl::StatusOr<Grant> grant) {
+      wakeups_.push_back({client, std::move(done), std::move(grant)});
+    }
+
+   private:
+    struct Wakeup {
+      ConnectionId client;
+      WaitDone done;
+      absl::StatusOr<Grant> grant;
+    };
+    Registry* const registry_;
+    std::vector<std::shared_ptr<const MemoryObject>> memory_;
+    std::vector<Wakeup> wakeups_;
+  };
   struct ConnectionRecord {
     Identity identity;
     LeaseId default_lease = 0;
@@ -292,7 +354,22 @@ class Registry {
   absl::StatusOr<Grant> FinishAllocateLocked(
       Handle handle, LeaseId lease_id,
       const std::shared_ptr<const MemoryObject>& memory,
-      const PooledBlock* block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+      const PooledBlock* block, Deferred& deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds a hold on a live buffer for `client` under `lease`, with the access
+  // the ACL and its seal allow; the read-only fd is opened by FinishGrant.
+  absl::StatusOr<Grant> AttachLocked(ConnectionId client, Handle handle,
+                                     AccessRequest request, LeaseId lease)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Completes a grant without the lock: opens its read-only fd, dropping the
+  // hold again if that fails.
+  absl::StatusOr<Grant> FinishGrant(ConnectionId client,
+                                    absl::StatusOr<Grant> grant)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Hands the buffer to the waiters for its name whose condition it now
+  // meets and who may see it.
+  void WakeWaitersLocked(const BufferInfo& info, Deferred& deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The handle of the live (not pending) buffer `ref` names, or NOT_FOUND /
   // INVALID_ARGUMENT (bad name).
   absl::StatusOr<Handle> ResolveLocked(const BufferRef& ref) const
@@ -309,17 +386,17 @@ class Registry {
   void AddHoldLocked(LeaseRecord& lease, Handle handle)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops `count` holds of `lease` on `handle`; moves the memory of a
-  // reclaimed buffer to `doomed` so it is destroyed after unlocking.
+  // reclaimed buffer to `deferred` so it is destroyed after unlocking.
   uint32_t DropHoldsLocked(LeaseRecord& lease, Handle handle, uint32_t count,
-                           Doomed& doomed, ReclaimReason reason,
+                           Deferred& deferred, ReclaimReason reason,
                            CloseResult* result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops every hold of the lease and forgets it; a connection whose default
   // lease this is closes too.
-  void EndLeaseLocked(LeaseId lease, ReclaimReason reason, Doomed& doomed,
+  void EndLeaseLocked(LeaseId lease, ReclaimReason reason, Deferred& deferred,
                       CloseResult* result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseConnectionLocked(ConnectionId client, ReclaimReason reason,
-                             Doomed& doomed, CloseResult* result)
+                             Deferred& deferred, CloseResult* result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<LeaseInfo> GrantLeaseLocked(ConnectionRecord& client,
                                              ConnectionId id,
@@ -351,6 +428,7 @@ class Registry {
   // why its lease is gone.
   absl::flat_hash_map<LeaseId, EndedLease> ended_ ABSL_GUARDED_BY(mu_);
   std::deque<LeaseId> ended_order_ ABSL_GUARDED_BY(mu_);
+  WaiterTable<absl::StatusOr<Grant>> waiters_ ABSL_GUARDED_BY(mu_);
 
   // Dedicated buffers (pending ones included) and arenas draw on it.
   Capacity capacity_;

@@ -132,6 +132,7 @@ absl::StatusOr<Grant> Registry::DoAllocate(ConnectionId client,
     }
   }
 
+  Deferred deferred(this);  // wakes waiters for the new buffer, unlocked
   absl::MutexLock lock(&mu_);
   if (!failed.ok()) {
     // The pending record is invisible to Attach/Describe/List and to other
@@ -141,7 +142,7 @@ absl::StatusOr<Grant> Registry::DoAllocate(ConnectionId client,
     return failed;
   }
   return FinishAllocateLocked(handle, lease_id, memory,
-                              block.has_value() ? &*block : nullptr);
+                              block.has_value() ? &*block : nullptr, deferred);
 }
 
 absl::StatusOr<Registry::Pending> Registry::ReserveLocked(
@@ -192,6 +193,8 @@ absl::StatusOr<Registry::Pending> Registry::ReserveLocked(
   pending.memory.backing = spec.backing;
   pending.memory.size = spec.size;
   pending.memory.shm_name = info.shm_name;
+  // A dedicated memfd may be sealed later (Registry::Seal).
+  pending.memory.sealable = true;
   pending.memory.owner_uid = info.owner.uid;
   pending.memory.owner_gid = info.owner.gid;
   pending.memory.label = absl::StrCat("shmbroker-", pending.handle);
@@ -200,8 +203,8 @@ absl::StatusOr<Registry::Pending> Registry::ReserveLocked(
 
 absl::StatusOr<Grant> Registry::FinishAllocateLocked(
     Handle handle, LeaseId lease_id,
-    const std::shared_ptr<const MemoryObject>& memory,
-    const PooledBlock* block) {
+    const std::shared_ptr<const MemoryObject>& memory, const PooledBlock* block,
+    Deferred& deferred) {
   BufferRecord& record = buffers_.at(handle);
   if (block != nullptr) {
     record.info.kind = BufferKind::kPooled;
@@ -222,6 +225,7 @@ absl::StatusOr<Grant> Registry::FinishAllocateLocked(
   --lease->info.holds;  // the reservation becomes a real hold
   AddHoldLocked(*lease, handle);
   record.memory = memory;
+  WakeWaitersLocked(record.info, deferred);
   return Grant{record.info, AccessMode::kReadWrite, lease_id, memory, {}};
 }
 

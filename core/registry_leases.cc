@@ -133,7 +133,7 @@ absl::StatusOr<LeaseInfo> Registry::KeepAlive(ConnectionId client,
 absl::StatusOr<CloseResult> Registry::RevokeLease(const Identity& caller,
                                                   LeaseId lease) {
   CloseResult result;
-  Doomed doomed;
+  Deferred deferred(this);
   absl::MutexLock lock(&mu_);
   const LeaseRecord* record = leases_.Find(lease);
   if (record == nullptr) return LeaseGoneLocked(lease);
@@ -142,7 +142,7 @@ absl::StatusOr<CloseResult> Registry::RevokeLease(const Identity& caller,
         "permission denied: uid %d may not revoke lease %d of uid %d",
         caller.uid, lease, record->info.owner.uid));
   }
-  EndLeaseLocked(lease, ReclaimReason::kLeaseRevoked, doomed, &result);
+  EndLeaseLocked(lease, ReclaimReason::kLeaseRevoked, deferred, &result);
   return result;
 }
 
@@ -191,7 +191,7 @@ std::vector<LeaseInfo> Registry::ListLeases(const Identity& caller,
 
 CloseResult Registry::ExpireLeases(size_t max_leases) {
   CloseResult result;
-  Doomed doomed;
+  Deferred deferred(this);
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_->Now();
   // One more than asked tells whether the sweep must come back at once.
@@ -204,7 +204,7 @@ CloseResult Registry::ExpireLeases(size_t max_leases) {
     const LeaseRecord* record = leases_.Find(id);
     if (record == nullptr) continue;
     result.expired_deadlines.push_back(record->info.deadline);
-    EndLeaseLocked(id, ReclaimReason::kLeaseExpired, doomed, &result);
+    EndLeaseLocked(id, ReclaimReason::kLeaseExpired, deferred, &result);
   }
   return result;
 }
@@ -214,15 +214,15 @@ std::optional<absl::Time> Registry::NextLeaseDeadline() const {
   return leases_.NextDeadline();
 }
 
-void Registry::EndLeaseLocked(LeaseId id, ReclaimReason reason, Doomed& doomed,
-                              CloseResult* result) {
+void Registry::EndLeaseLocked(LeaseId id, ReclaimReason reason,
+                              Deferred& deferred, CloseResult* result) {
   LeaseRecord* record = leases_.Find(id);
   if (record == nullptr) return;
   // Copy: DropHoldsLocked edits record->holds.
   const std::vector<std::pair<Handle, uint32_t>> holds(record->holds.begin(),
                                                        record->holds.end());
   for (const auto& [handle, count] : holds) {
-    DropHoldsLocked(*record, handle, count, doomed, reason, result);
+    DropHoldsLocked(*record, handle, count, deferred, reason, result);
   }
   const LeaseInfo info = record->info;
   leases_.Erase(id);
@@ -246,7 +246,7 @@ void Registry::EndLeaseLocked(LeaseId id, ReclaimReason reason, Doomed& doomed,
     // Without its default lease a connection is over (it stopped renewing,
     // or an operator revoked it): end it as if it had hung up.
     result->connections_closed.push_back(info.client);
-    CloseConnectionLocked(info.client, reason, doomed, result);
+    CloseConnectionLocked(info.client, reason, deferred, result);
   }
 }
 

@@ -6,6 +6,7 @@
 #ifndef SHMBROKER_CORE_REGISTRY_OBSERVER_H_
 #define SHMBROKER_CORE_REGISTRY_OBSERVER_H_
 
+#include <cstddef>
 #include <cstdint>
 
 #include "absl/status/status.h"
@@ -39,6 +40,10 @@ class RegistryObserver {
   // kLeaseRevoked or kShutdown).
   virtual void OnLeaseEnded(ReclaimReason reason) {}
   virtual void OnKeepAlive() {}
+  // A buffer was sealed.
+  virtual void OnSeal() {}
+  // The number of waiting Attach calls changed to `waiting`.
+  virtual void OnWaiters(size_t waiting) {}
 };
 
 }  // namespace shmbroker

@@ -124,6 +124,8 @@ const char* FlagFor(Limit limit) {
       return "--pooled_max_size";
     case Limit::kPoolingOff:
       return "--pooling=false";
+    case Limit::kMaxWaitersPerConnection:
+      return "--max_waiters_per_connection";
   }
   return "a daemon flag";
 }

@@ -1,0 +1,151 @@
+// Registry: the handoff. A producer seals a buffer; consumers wait, without
+// a thread each, for it to be created or sealed (core/waiter_table.h), and
+// are handed a grant the moment it is.
+#include <fcntl.h>
+
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "core/buffer_name.h"
+#include "core/limit.h"
+#include "core/registry.h"
+
+namespace shmbroker {
+
+Registry::Deferred::~Deferred() {
+  for (Wakeup& w : wakeups_) {
+    w.done(registry_->FinishGrant(w.client, std::move(w.grant)));
+  }
+}
+
+absl::StatusOr<BufferInfo> Registry::Seal(ConnectionId client,
+                                          const BufferRef& ref) {
+  Deferred deferred(this);
+  absl::MutexLock lock(&mu_);
+  auto caller = connections_.find(client);
+  if (caller == connections_.end()) return ConnectionClosedError(client);
+  absl::StatusOr<Handle> handle = ResolveLocked(ref);
+  if (!handle.ok()) return handle.status();
+  BufferRecord& record = buffers_.at(*handle);
+  BufferInfo& info = record.info;
+  // Only a holder may seal: the connection's leases, or a detached lease of
+  // its uid (a producer that handed its hold to one).
+  bool holds = false;
+  for (const auto& [id, lease] : leases_.all()) {
+    const bool usable = lease.info.client == client ||
+                        (lease.info.detached &&
+                         lease.info.owner.uid == caller->second.identity.uid);
+    if (usable && lease.holds.contains(*handle)) {
+      holds = true;
+      break;
+    }
+  }
+  if (!holds) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "permission denied: this client connection holds no reference to "
+        "buffer %d (only a holder with write access may seal it)",
+        *handle));
+  }
+  absl::StatusOr<AccessMode> mode =
+      DecideAccess(caller->second.identity, info.owner, info.share,
+                   AccessRequest::kReadWrite);
+  if (!mode.ok()) return mode.status();
+  if (info.sealed) return info;
+  if (info.kind == BufferKind::kDedicated && info.backing == Backing::kMemfd) {
+    if (absl::Status s = record.memory->SealWrites(); !s.ok()) {
+      return absl::Status(s.code(), absl::StrFormat("cannot seal buffer %d: %s",
+                                                    *handle, s.message()));
+    }
+  }
+  info.sealed = true;
+  observer_->OnSeal();
+  WakeWaitersLocked(info, deferred);
+  return info;
+}
+
+absl::StatusOr<std::variant<Grant, WaiterId>> Registry::AttachOrWait(
+    ConnectionId client, const std::string& name, AccessRequest request,
+    LeaseId lease, WaitFor until, absl::Time deadline, WaitDone done) {
+  if (absl::Status s = ValidateBufferName(name); !s.ok()) return s;
+  absl::StatusOr<Grant> now;
+  {
+    absl::MutexLock lock(&mu_);
+    auto caller = connections_.find(client);
+    if (caller == connections_.end()) return ConnectionClosedError(client);
+    // Fail now for what waiting cannot mend: a lease that is not usable.
+    if (absl::StatusOr<LeaseRecord*> under = UsableLeaseLocked(client, lease);
+        !under.ok()) {
+      return under.status();
+    }
+    auto named = names_.find(name);
+    const BufferRecord* record =
+        named == names_.end() ? nullptr : &buffers_.at(named->second);
+    const bool ready =
+        record != nullptr && record->memory &&
+        (until == WaitFor::kExists || record->info.sealed) &&
+        MaySee(caller->second.identity, record->info.owner, record->info.share);
+    if (ready) {
+      now = AttachLocked(client, named->second, request, lease);
+    } else {
+      if (waiters_.CountFor(client) >= options_.max_waiters_per_connection) {
+        return LimitReached(
+            Limit::kMaxWaitersPerConnection,
+            absl::StrFormat("client connection has %d waiting Attach calls, "
+                            "the most allowed",
+                            waiters_.CountFor(client)));
+      }
+      observer_->OnWaiters(waiters_.size() + 1);
+      return waiters_.Add(
+          {client, name, until, request, lease, deadline, std::move(done)});
+    }
+  }
+  absl::StatusOr<Grant> grant = FinishGrant(client, std::move(now));
+  if (!grant.ok()) return grant.status();
+  return std::move(*grant);
+}
+
+bool Registry::CancelWait(WaiterId waiter) {
+  absl::MutexLock lock(&mu_);
+  const bool removed = waiters_.Remove(waiter).has_value();
+  if (removed) observer_->OnWaiters(waiters_.size());
+  return removed;
+}
+
+void Registry::ExpireWaiters() {
+  Deferred deferred(this);
+  absl::MutexLock lock(&mu_);
+  for (WaiterId id : waiters_.Due(clock_->Now())) {
+    std::optional<Waiter<absl::StatusOr<Grant>>> w = waiters_.Remove(id);
+    deferred.Wake(
+        w->connection, std::move(w->done),
+        absl::DeadlineExceededError(absl::StrFormat(
+            "deadline passed waiting for buffer \"%s\" to be %s", w->name,
+            w->until == WaitFor::kSealed ? "created and sealed" : "created")));
+  }
+  observer_->OnWaiters(waiters_.size());
+}
+
+std::optional<absl::Time> Registry::NextWaiterDeadline() const {
+  absl::MutexLock lock(&mu_);
+  return waiters_.NextDeadline();
+}
+
+void Registry::WakeWaitersLocked(const BufferInfo& info, Deferred& deferred) {
+  if (info.name.empty()) return;
+  for (WaiterId id : waiters_.ForName(info.name)) {
+    const Waiter<absl::StatusOr<Grant>>& w = *waiters_.Find(id);
+    if (w.until == WaitFor::kSealed && !info.sealed) continue;
+    // A waiter learns nothing of a buffer it may not see: it waits on.
+    if (!MaySee(connections_.at(w.connection).identity, info.owner,
+                info.share)) {
+      continue;
+    }
+    absl::StatusOr<Grant> grant =
+        AttachLocked(w.connection, info.handle, w.access, w.lease);
+    std::optional<Waiter<absl::StatusOr<Grant>>> woken = waiters_.Remove(id);
+    deferred.Wake(woken->connection, std::move(woken->done), std::move(grant));
+  }
+  observer_->OnWaiters(waiters_.size());
+}
+
+}  // namespace shmbroker
