@@ -235,7 +235,9 @@ inline absl::StatusOr<FromDaemon> DecodeFromDaemon(const Envelope& envelope,
       if (envelope.fd_count != 1) break;
       return FdGrant{f.word0, f.word1};
     case FrameType::kError:
-      return ErrorText{std::string(f.text, strnlen(f.text, kTextBytes))};
+      // At most kTextBytes - 1: what Encode sends (a peer that leaves out
+      // the NUL gets its text cut there, as if it had sent one).
+      return ErrorText{std::string(f.text, strnlen(f.text, kTextBytes - 1))};
     default:
       break;
   }

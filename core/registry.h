@@ -163,6 +163,7 @@ struct RegistryStats {
   uint64_t holds = 0;
   uint64_t leases = 0;
   uint64_t detached_leases = 0;
+  uint64_t waiters = 0;  // waiting Attach calls
 };
 
 // What one tenant (an owner uid) has allocated.

@@ -58,6 +58,7 @@ RegistryStats Registry::Stats() const {
   }
   stats.clients = connections_.size();
   stats.holds = hold_count_;
+  stats.waiters = waiters_.size();
   stats.leases = leases_.size();
   for (const auto& [uid, count] : detached_per_uid_) {
     stats.detached_leases += count;

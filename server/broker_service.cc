@@ -137,6 +137,9 @@ grpc::ServerUnaryReactor* BrokerService::Allocate(
 grpc::ServerUnaryReactor* BrokerService::Attach(
     grpc::CallbackServerContext* ctx, const v1::AttachRequest* request,
     v1::AttachResponse* response) {
+  if (request->wait() != v1::WAIT_FOR_NOTHING) {
+    return AttachWaiting(ctx, *request, response);
+  }
   return Finish(ctx, "Attach", [&]() -> absl::Status {
     absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/true);
     if (!caller.ok()) return caller.status();

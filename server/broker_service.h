@@ -17,6 +17,7 @@
 #include "core/registry.h"
 #include "server/client_connection.h"
 #include "server/fd_channel.h"
+#include "server/lease_sweeper.h"
 #include "server/logging.h"
 #include "server/metrics.h"
 #include "server/page.h"
@@ -36,14 +37,16 @@ struct ServiceOptions {
 class BrokerService final : public v1::Broker::CallbackService {
  public:
   // Pointers are not owned and must outlive the service.
+  // `sweeper` ends waiting Attach calls at their deadline.
   BrokerService(Registry* registry, FdChannel* fd_channel, PeerTable* peers,
                 Metrics* metrics, const ReclaimLatencies* latencies,
-                ServiceOptions options)
+                LeaseSweeper* sweeper, ServiceOptions options)
       : registry_(registry),
         fd_channel_(fd_channel),
         peers_(peers),
         metrics_(metrics),
         latencies_(latencies),
+        sweeper_(sweeper),
         options_(std::move(options)) {}
 
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx,
@@ -64,6 +67,9 @@ class BrokerService final : public v1::Broker::CallbackService {
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx,
                                  const v1::ListRequest* request,
                                  v1::ListResponse* response) override;
+  grpc::ServerUnaryReactor* Seal(grpc::CallbackServerContext* ctx,
+                                 const v1::SealRequest* request,
+                                 v1::SealResponse* response) override;
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx,
                                    const v1::StatusRequest* request,
                                    v1::StatusResponse* response) override;
@@ -85,6 +91,7 @@ class BrokerService final : public v1::Broker::CallbackService {
       v1::ListLeasesResponse* response) override;
 
  private:
+  friend class AttachWaitReactor;
   struct Caller {
     Identity identity;
     // Null for calls without a connection token.
@@ -107,6 +114,10 @@ class BrokerService final : public v1::Broker::CallbackService {
   // Sends the grant's fd and fills `out`; on failure drops the new hold.
   absl::Status Deliver(ClientConnection& connection, Grant& grant,
                        v1::Buffer* buffer, v1::Grant* out);
+  // An Attach that waits (broker_service_handoff.cc).
+  grpc::ServerUnaryReactor* AttachWaiting(grpc::CallbackServerContext* ctx,
+                                          const v1::AttachRequest& request,
+                                          v1::AttachResponse* response);
   // Hangs up on connections whose default lease a call ended.
   void HangUpOn(const CloseResult& result, const std::string& why);
 
@@ -115,6 +126,7 @@ class BrokerService final : public v1::Broker::CallbackService {
   PeerTable* const peers_;
   Metrics* const metrics_;
   const ReclaimLatencies* const latencies_;
+  LeaseSweeper* const sweeper_;
   const ServiceOptions options_;
 };
 

@@ -47,6 +47,9 @@ ABSL_FLAG(uint32_t, keepalive_max_per_second, 1000,
           "stream ends with RESOURCE_EXHAUSTED");
 ABSL_FLAG(uint32_t, max_clients_per_uid, 256,
           "open client connections (fd channels) per uid at most");
+ABSL_FLAG(uint32_t, max_waiters_per_connection, 64,
+          "Attach calls one client connection may have waiting for a buffer "
+          "to be created or sealed at once");
 ABSL_FLAG(uint32_t, list_max_page_size, 1000, "buffers per List page at most");
 ABSL_FLAG(shmbroker::ByteSize, max_request_bytes, shmbroker::ByteSize{64 << 10},
           "largest gRPC request accepted");
@@ -176,6 +179,8 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
       absl::GetFlag(FLAGS_keepalive_max_per_second);
   config.registry.max_connections_per_uid =
       absl::GetFlag(FLAGS_max_clients_per_uid);
+  config.registry.max_waiters_per_connection =
+      absl::GetFlag(FLAGS_max_waiters_per_connection);
   const std::string prefix = absl::GetFlag(FLAGS_shm_prefix);
   if (prefix.size() > 64 || !ValidateBufferName(prefix).ok()) {
     return absl::InvalidArgumentError(absl::StrFormat(

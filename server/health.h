@@ -40,6 +40,8 @@ class HealthReporter : public RegistryObserver {
     next_->OnLeaseEnded(reason);
   }
   void OnKeepAlive() override { next_->OnKeepAlive(); }
+  void OnSeal() override { next_->OnSeal(); }
+  void OnWaiters(size_t waiting) override { next_->OnWaiters(waiting); }
 
  private:
   void Publish() ABSL_LOCKS_EXCLUDED(mu_);

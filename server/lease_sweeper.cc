@@ -43,9 +43,11 @@ absl::Time LeaseSweeper::SweepDue() {
   } while (step.more_due);
   // New leases are due at least min_ttl from now, and we look again within
   // max_sleep_ < min_ttl, so no deadline is missed.
+  registry_->ExpireWaiters();
   absl::Time next = absl::Now() + max_sleep_;
-  if (std::optional<absl::Time> due = registry_->NextLeaseDeadline()) {
-    next = std::min(next, *due);
+  for (std::optional<absl::Time> due :
+       {registry_->NextLeaseDeadline(), registry_->NextWaiterDeadline()}) {
+    if (due) next = std::min(next, *due);
   }
   return next;
 }

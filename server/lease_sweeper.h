@@ -1,4 +1,5 @@
-// LeaseSweeper: the one timer that expires leases. It sleeps until the
+// LeaseSweeper: the one timer that expires leases (and ends waiting Attach
+// calls at their deadline). It sleeps until the
 // earliest lease deadline (and never longer than half the shortest TTL, so a
 // lease granted meanwhile is never late), then expires what is due in
 // batches of --lease_sweep_batch, letting calls in between. Connections whose
@@ -26,6 +27,9 @@ class LeaseSweeper {
 
   void Start() { thread_.Start(); }
   void Stop() { thread_.Stop(); }
+  // A wait with a deadline was added: look again now, so that it is not
+  // late by up to a sleep.
+  void Wake() { thread_.Wake(); }
 
  private:
   // Expires what is due; returns when to look again.

@@ -101,7 +101,7 @@ int Run(const ServerConfig& config) {
   service_options.version = SHMBROKER_VERSION;
   service_options.started = absl::Now();
   BrokerService service(&registry, &fd_channel, &peers, metrics->get(),
-                        &latencies, service_options);
+                        &latencies, &sweeper, service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -143,6 +143,18 @@ struct Metrics::Impl {
           .Help("Lease renewals (KeepAlive messages answered with a TTL).")
           .Register(*registry)
           .Add({});
+  prometheus::Counter& seals =
+      prometheus::BuildCounter()
+          .Name("shmbroker_seals_total")
+          .Help("Buffers sealed (made immutable by their producer).")
+          .Register(*registry)
+          .Add({});
+  prometheus::Gauge& waiters =
+      prometheus::BuildGauge()
+          .Name("shmbroker_waiters")
+          .Help("Attach calls waiting for a buffer to be created or sealed.")
+          .Register(*registry)
+          .Add({});
   prometheus::Family<prometheus::Counter>& denials =
       prometheus::BuildCounter()
           .Name("shmbroker_permission_denials_total")
@@ -290,6 +302,12 @@ void Metrics::OnLeaseEnded(ReclaimReason reason) {
 }
 
 void Metrics::OnKeepAlive() { impl_->keepalives.Increment(); }
+
+void Metrics::OnSeal() { impl_->seals.Increment(); }
+
+void Metrics::OnWaiters(size_t waiting) {
+  impl_->waiters.Set(static_cast<double>(waiting));
+}
 
 void Metrics::LeaseExpiryReclaimed(absl::Duration latency) {
   impl_->lease_expiry_latency.Observe(absl::ToDoubleSeconds(latency));

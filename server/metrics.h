@@ -51,6 +51,8 @@ class Metrics : public RegistryObserver {
   void OnLeaseGranted(bool detached) override;
   void OnLeaseEnded(ReclaimReason reason) override;
   void OnKeepAlive() override;
+  void OnSeal() override;
+  void OnWaiters(size_t waiting) override;
 
   // From a lease's deadline to its memory being free (the lease sweeper).
   void LeaseExpiryReclaimed(absl::Duration latency);

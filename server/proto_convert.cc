@@ -127,6 +127,7 @@ void ToProto(const BufferInfo& info, v1::Buffer* out) {
                                                  : v1::BUFFER_KIND_DEDICATED);
   out->set_arena_id(info.arena_id);
   out->set_offset(info.offset);
+  out->set_sealed(info.sealed);
 }
 
 void ToProto(absl::Time time, google::protobuf::Timestamp* out) {
@@ -232,6 +233,7 @@ void ToProto(const RegistryStats& stats, v1::StatusResponse* out) {
   out->set_holds(stats.holds);
   out->set_leases(stats.leases);
   out->set_detached_leases(stats.detached_leases);
+  out->set_waiters(stats.waiters);
 }
 
 void ToProto(const TenantUsage& usage, v1::TenantUsage* out) {

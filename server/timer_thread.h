@@ -29,6 +29,11 @@ class TimerThread {
   void Start() {
     thread_ = std::thread([this] { Run(); });
   }
+  // Runs the step again now (e.g. an earlier deadline came up).
+  void Wake() {
+    absl::MutexLock lock(&mu_);
+    woken_ = true;
+  }
   // Wakes the thread and waits for it to end (a step in progress finishes).
   void Stop() {
     {
@@ -43,8 +48,12 @@ class TimerThread {
     for (;;) {
       const absl::Time next = step_();
       absl::MutexLock lock(&mu_);
-      mu_.AwaitWithDeadline(absl::Condition(&stopping_), next);
+      auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || woken_;
+      };
+      mu_.AwaitWithDeadline(absl::Condition(&woken), next);
       if (stopping_) return;
+      woken_ = false;
     }
   }
 
@@ -52,6 +61,7 @@ class TimerThread {
   std::thread thread_;
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool woken_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace shmbroker

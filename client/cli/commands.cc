@@ -162,20 +162,59 @@ absl::Status Put(const Options& options, const std::string& name) {
   if (!buffer.ok()) return buffer.status();
   std::memcpy(buffer->data(), data.data(), data.size());
   data.clear();
+  if (options.seal) {
+    if (absl::Status s = buffer->Seal(); !s.ok()) return s;
+  }
   PrintBuffer(options, buffer->info());
   return HoldAndFinish(options, *buffer);
 }
 
 absl::Status Cat(const Options& options, const std::string& name) {
+  Options no_wait = options;
+  no_wait.wait = absl::ZeroDuration();
+  no_wait.sealed = false;
+  return Get(no_wait, name);
+}
+
+absl::Status Get(const Options& options, const std::string& name) {
   auto c = Connect(options, /*fd_channel=*/true);
   if (!c.ok()) return c.status();
-  absl::StatusOr<client::Buffer> buffer = (*c)->Attach(name);
+  client::WaitOptions wait;
+  wait.timeout = options.wait;
+  wait.until = options.sealed ? client::WaitOptions::Until::kSealed
+                              : client::WaitOptions::Until::kCreated;
+  absl::StatusOr<client::Buffer> buffer =
+      options.wait > absl::ZeroDuration() || options.sealed
+          ? (*c)->AttachWhen(name, wait)
+          : (*c)->Attach(name);
   if (!buffer.ok()) return buffer.status();
   if (absl::Status s = WriteAll(STDOUT_FILENO, buffer->data(), buffer->size());
       !s.ok()) {
     return s;
   }
   return buffer->Release();
+}
+
+absl::Status Seal(const Options& options, const std::string& name) {
+  auto c = Connect(options, /*fd_channel=*/true);
+  if (!c.ok()) return c.status();
+  // The CLI holds nothing: seal a hold of this uid's, i.e. under a detached
+  // lease (a `put --detach` that exited) by attaching it first.
+  absl::StatusOr<client::Buffer> held = (*c)->Attach(name);
+  if (!held.ok()) return held.status();
+  absl::Status sealed = held->Seal();
+  if (!sealed.ok()) return sealed;
+  PrintBuffer(options, held->info());
+  return held->Release();
+}
+
+absl::Status Describe(const Options& options, const std::string& name) {
+  auto c = Connect(options, /*fd_channel=*/false);
+  if (!c.ok()) return c.status();
+  absl::StatusOr<client::BufferInfo> info = (*c)->Describe(name);
+  if (!info.ok()) return info.status();
+  PrintBuffer(options, *info);
+  return absl::OkStatus();
 }
 
 absl::Status Ls(const Options& options) {

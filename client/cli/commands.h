@@ -27,6 +27,11 @@ struct Options {
   absl::Duration ttl = absl::ZeroDuration();
   bool detach = false;
   std::string file;
+  // put: seal after filling. get: wait this long for the buffer (zero: do
+  // not wait), until it is sealed if `sealed`.
+  bool seal = false;
+  absl::Duration wait = absl::ZeroDuration();
+  bool sealed = false;
   // Blocked in every thread; Hold() waits for them. Includes SIGUSR2, which
   // the client raises when a lease is lost.
   sigset_t stop_signals;
@@ -35,6 +40,10 @@ struct Options {
 absl::Status Alloc(const Options& options, uint64_t size);
 absl::Status Put(const Options& options, const std::string& name);
 absl::Status Cat(const Options& options, const std::string& name);
+// Like cat, but waits (options.wait) for the buffer to be created or sealed.
+absl::Status Get(const Options& options, const std::string& name);
+absl::Status Seal(const Options& options, const std::string& name);
+absl::Status Describe(const Options& options, const std::string& name);
 absl::Status Ls(const Options& options);
 absl::Status Status(const Options& options);
 absl::Status Tenants(const Options& options);

@@ -39,6 +39,14 @@ ABSL_FLAG(std::string, file, "",
 ABSL_FLAG(absl::Duration, ttl, absl::ZeroDuration(),
           "alloc, put: TTL of the lease the buffer is held under (the client "
           "renews it while it runs); default: the connection's default lease");
+ABSL_FLAG(bool, seal, false,
+          "put: seal the buffer once filled (immutable from then on; "
+          "waiters for its seal get it)");
+ABSL_FLAG(absl::Duration, wait, absl::ZeroDuration(),
+          "get: wait up to this long for the buffer to be created (or, with "
+          "--sealed, sealed); 0: do not wait");
+ABSL_FLAG(bool, sealed, false,
+          "get: wait until the buffer is sealed, not only created");
 ABSL_FLAG(bool, detach, false,
           "alloc, put: hold under a detached lease, so the buffer outlives "
           "this command for the TTL; without --hold, return at once");
@@ -55,7 +63,12 @@ constexpr char kUsage[] =
     "  put NAME [--file=PATH] [--backing=...] [--share=...] [--kind=...]\n"
     "             [--hold=...] [--ttl=...] [--detach]\n"
     "             allocate a buffer sized to the input, fill it, hold it\n"
+    "  put NAME --seal   ... and seal it once filled\n"
     "  cat NAME   write a buffer's bytes to stdout\n"
+    "  get NAME [--wait=DURATION] [--sealed]\n"
+    "             like cat, but waits for the buffer to be created (sealed)\n"
+    "  seal NAME  make a buffer immutable (this uid must hold it)\n"
+    "  describe NAME     one buffer, as ls shows it\n"
     "  ls         list buffers\n"
     "  status     daemon-wide figures\n"
     "  tenants    bytes and buffers per owner uid\n"
@@ -119,6 +132,12 @@ int main(int argc, char** argv) {
   options.file = absl::GetFlag(FLAGS_file);
   options.ttl = absl::GetFlag(FLAGS_ttl);
   options.detach = absl::GetFlag(FLAGS_detach);
+  options.seal = absl::GetFlag(FLAGS_seal);
+  options.wait = absl::GetFlag(FLAGS_wait);
+  options.sealed = absl::GetFlag(FLAGS_sealed);
+  if (options.wait < absl::ZeroDuration()) {
+    return UsageError("--wait must not be negative");
+  }
   if (options.ttl < absl::ZeroDuration()) {
     return UsageError("--ttl must not be negative");
   }
@@ -173,6 +192,15 @@ int main(int argc, char** argv) {
   } else if (command == "cat") {
     if (int rc = want(1, "one NAME")) return rc;
     status = shmbroker::cli::Cat(options, operands[0]);
+  } else if (command == "get") {
+    if (int rc = want(1, "one NAME")) return rc;
+    status = shmbroker::cli::Get(options, operands[0]);
+  } else if (command == "seal") {
+    if (int rc = want(1, "one NAME")) return rc;
+    status = shmbroker::cli::Seal(options, operands[0]);
+  } else if (command == "describe") {
+    if (int rc = want(1, "one NAME")) return rc;
+    status = shmbroker::cli::Describe(options, operands[0]);
   } else if (command == "ls") {
     if (int rc = want(0, "no arguments")) return rc;
     status = shmbroker::cli::Ls(options);

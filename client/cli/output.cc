@@ -28,6 +28,7 @@ nlohmann::json BufferJson(const client::BufferInfo& info) {
       {"charged_bytes", info.charged_bytes},
       {"shm_name", info.shm_name},
       {"share", share},
+      {"sealed", info.sealed},
   };
   if (info.kind == client::Kind::kPooled) {
     out["arena"] = info.arena_id;
@@ -125,6 +126,7 @@ nlohmann::json StatusJson(const client::DaemonStatus& status) {
       {"holds", status.holds},
       {"leases", status.leases},
       {"detached_leases", status.detached_leases},
+      {"waiters", status.waiters},
       {"connection_close_reclaim",
        LatencyJson(status.connection_close_reclaim)},
       {"lease_expiry_reclaim", LatencyJson(status.lease_expiry_reclaim)},

@@ -82,6 +82,33 @@ absl::Status Buffer::Release() {
   return connection->ReleaseSync(info_.handle, "", lease_id_).status();
 }
 
+absl::Status Buffer::Seal() {
+  if (connection_ == nullptr) {
+    return absl::FailedPreconditionError("buffer already released");
+  }
+  const bool remap = arena_ == nullptr && writable_;
+  if (remap) mapping_.Unmap();
+  v1::SealRequest request;
+  request.set_handle(info_.handle);
+  absl::StatusOr<v1::SealResponse> sealed =
+      connection_->Call(&v1::Broker::Stub::Seal, request);
+  if (remap) {
+    // Read-only once sealed; as it was if sealing failed.
+    absl::StatusOr<Mapping> again =
+        Mapping::Map(fd_, 0, info_.size, /*writable=*/!sealed.ok());
+    if (!again.ok()) {
+      data_ = nullptr;
+      size_ = 0;
+      return again.status();
+    }
+    SetMapping(std::move(*again));
+  }
+  if (!sealed.ok()) return sealed.status();
+  info_.sealed = true;
+  if (arena_ == nullptr) writable_ = false;
+  return absl::OkStatus();
+}
+
 absl::Status Buffer::lease_status() const {
   if (connection_ == nullptr) {
     return absl::FailedPreconditionError("buffer already released");

@@ -83,6 +83,28 @@ absl::StatusOr<Buffer> Client::AttachHandle(uint64_t handle, Access access) {
   return Grants::Attach(connection_, request);
 }
 
+absl::StatusOr<Buffer> Client::AttachWhen(const std::string& name,
+                                          const WaitOptions& options) {
+  v1::AttachRequest request;
+  request.set_name(name);
+  request.set_mode(ToProto(options.access));
+  request.set_lease_id(options.lease_id);
+  request.set_wait(options.until == WaitOptions::Until::kSealed
+                       ? v1::WAIT_FOR_SEALED
+                       : v1::WAIT_FOR_CREATED);
+  ToProto(options.timeout, request.mutable_wait_timeout());
+  return Grants::Attach(connection_, request, options.timeout);
+}
+
+absl::StatusOr<BufferInfo> Client::Seal(const std::string& name) {
+  v1::SealRequest request;
+  request.set_name(name);
+  absl::StatusOr<v1::SealResponse> sealed =
+      connection_->Call(&v1::Broker::Stub::Seal, request);
+  if (!sealed.ok()) return sealed.status();
+  return FromProto(sealed->buffer());
+}
+
 absl::StatusOr<uint32_t> Client::Release(uint64_t handle) {
   return connection_->ReleaseSync(handle, "", 0);
 }

@@ -54,13 +54,13 @@ void Connection::PrepareStream(grpc::ClientContext* ctx) const {
   }
 }
 
-void Connection::Prepare(grpc::ClientContext* ctx) const {
+void Connection::Prepare(grpc::ClientContext* ctx, absl::Duration wait) const {
   PrepareStream(ctx);
   if (fd_channel_ != nullptr) {
     ctx->AddMetadata(fdchannel::kFramesSentKey,
                      absl::StrCat(fd_channel_->frames_sent()));
   }
-  ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout_ + wait));
 }
 
 absl::Status Connection::ToStatus(const grpc::Status& status) const {

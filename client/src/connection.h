@@ -43,12 +43,15 @@ class Connection {
 
   // One unary call on `stub` (the Broker's by default). Errors are the
   // daemon's status, or UNAVAILABLE naming the socket when none answers.
+  // `wait`: how much longer than the timeout the call may take (an Attach
+  // that waits).
   template <typename Stub, typename Request, typename Response>
-  absl::StatusOr<Response> Call(Stub& stub,
-                                UnaryMethod<Stub, Request, Response> method,
-                                const Request& request) const {
+  absl::StatusOr<Response> Call(
+      Stub& stub, UnaryMethod<Stub, Request, Response> method,
+      const Request& request,
+      absl::Duration wait = absl::ZeroDuration()) const {
     grpc::ClientContext ctx;
-    Prepare(&ctx);
+    Prepare(&ctx, wait);
     Response response;
     if (absl::Status s = ToStatus((stub.*method)(&ctx, request, &response));
         !s.ok()) {
@@ -59,8 +62,9 @@ class Connection {
   template <typename Request, typename Response>
   absl::StatusOr<Response> Call(
       UnaryMethod<v1::Broker::Stub, Request, Response> method,
-      const Request& request) const {
-    return Call(*stub_, method, request);
+      const Request& request,
+      absl::Duration wait = absl::ZeroDuration()) const {
+    return Call(*stub_, method, request, wait);
   }
 
   // The fd the daemon sent for `grant_id`, within the call timeout.
@@ -88,7 +92,8 @@ class Connection {
   Connection() = default;
   // Adds the token and the one-way frame count (without them the daemon
   // sees a call from no client connection) and the deadline.
-  void Prepare(grpc::ClientContext* ctx) const;
+  void Prepare(grpc::ClientContext* ctx,
+               absl::Duration wait = absl::ZeroDuration()) const;
   // The token only: a KeepAlive stream lives on past any deadline.
   void PrepareStream(grpc::ClientContext* ctx) const;
   absl::Status ToStatus(const grpc::Status& status) const;

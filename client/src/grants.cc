@@ -17,18 +17,18 @@ absl::StatusOr<Buffer> Grants::Allocate(
 
 absl::StatusOr<Buffer> Grants::Attach(
     const std::shared_ptr<Connection>& connection,
-    const v1::AttachRequest& request) {
+    const v1::AttachRequest& request, absl::Duration wait) {
   return Finish(connection, Send(connection, &v1::Broker::Stub::Attach, request,
-                                 "attach_reply"));
+                                 "attach_reply", wait));
 }
 
 template <typename Request, typename Response>
 absl::StatusOr<Grants::Outcome> Grants::Send(
     const std::shared_ptr<Connection>& connection,
     UnaryMethod<v1::Broker::Stub, Request, Response> method,
-    const Request& request, const char* pause_point) {
+    const Request& request, const char* pause_point, absl::Duration wait) {
   absl::ReaderMutexLock grants(&connection->arenas().grants_mu());
-  absl::StatusOr<Response> reply = connection->Call(method, request);
+  absl::StatusOr<Response> reply = connection->Call(method, request, wait);
   if (!reply.ok()) return reply.status();
   PausePoint(pause_point);
   return Claim(connection, reply->buffer(), reply->grant());

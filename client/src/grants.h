@@ -31,9 +31,11 @@ class Grants {
   static absl::StatusOr<Buffer> Allocate(
       const std::shared_ptr<Connection>& connection,
       const v1::AllocateRequest& request);
+  // `wait`: how long the daemon may wait for the buffer (request.wait).
   static absl::StatusOr<Buffer> Attach(
       const std::shared_ptr<Connection>& connection,
-      const v1::AttachRequest& request);
+      const v1::AttachRequest& request,
+      absl::Duration wait = absl::ZeroDuration());
 
  private:
   // A pooled grant without an fd, in an arena this process has not mapped.
@@ -50,7 +52,8 @@ class Grants {
   static absl::StatusOr<Outcome> Send(
       const std::shared_ptr<Connection>& connection,
       UnaryMethod<v1::Broker::Stub, Request, Response> method,
-      const Request& request, const char* pause_point);
+      const Request& request, const char* pause_point,
+      absl::Duration wait = absl::ZeroDuration());
   // What Send gave, after fetching a missing arena fd once.
   static absl::StatusOr<Buffer> Finish(
       const std::shared_ptr<Connection>& connection,

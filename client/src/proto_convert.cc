@@ -124,6 +124,7 @@ BufferInfo FromProto(const v1::Buffer& buffer) {
                                                       : Kind::kDedicated;
   info.arena_id = buffer.arena_id();
   info.offset = buffer.offset();
+  info.sealed = buffer.sealed();
   return info;
 }
 
@@ -197,6 +198,7 @@ DaemonStatus FromProto(const v1::StatusResponse& status) {
   }
   out.leases = status.leases();
   out.detached_leases = status.detached_leases();
+  out.waiters = status.waiters();
   out.connection_close_reclaim = FromProto(status.connection_close_reclaim());
   out.lease_expiry_reclaim = FromProto(status.lease_expiry_reclaim());
   out.arenas = FromProto(status.arenas());

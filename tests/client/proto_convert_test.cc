@@ -145,6 +145,7 @@ TEST(ProtoConvertTest, Buffer) {
   wire.set_kind(v1::BUFFER_KIND_POOLED);
   wire.set_arena_id(2);
   wire.set_offset(65536);
+  wire.set_sealed(true);
   CheckEveryFieldSet(wire);
 
   const BufferInfo info = FromProto(wire);
@@ -167,6 +168,7 @@ TEST(ProtoConvertTest, Buffer) {
   EXPECT_EQ(info.kind, Kind::kPooled);
   EXPECT_EQ(info.arena_id, 2u);
   EXPECT_EQ(info.offset, 65536u);
+  EXPECT_TRUE(info.sealed);
 }
 
 TEST(ProtoConvertTest, BufferDefaults) {
@@ -296,6 +298,7 @@ TEST(ProtoConvertTest, Status) {
   tenant->set_buffers(2);
   wire.set_leases(6);
   wire.set_detached_leases(1);
+  wire.set_waiters(3);
   SetLatency(10, 5, wire.mutable_connection_close_reclaim());
   SetLatency(20, 7, wire.mutable_lease_expiry_reclaim());
   *wire.mutable_arenas() = FullPool();
@@ -323,6 +326,7 @@ TEST(ProtoConvertTest, Status) {
   EXPECT_EQ(status.tenants[0].buffers, 2u);
   EXPECT_EQ(status.leases, 6u);
   EXPECT_EQ(status.detached_leases, 1u);
+  EXPECT_EQ(status.waiters, 3u);
   ExpectLatency(status.connection_close_reclaim, 10, 5);
   ExpectLatency(status.lease_expiry_reclaim, 20, 7);
 

@@ -55,6 +55,16 @@ class Buffer {
   // Unmaps and drops the hold now, waiting for the daemon's answer; fails
   // with the loss when the lease was lost.
   absl::Status Release();
+  // Seals the buffer: it is complete, immutable from now on, and handed to
+  // whoever waits for its seal (Client::AttachWhen). A dedicated buffer's
+  // writable mapping is given up first (the kernel refuses to seal memory
+  // that any process maps writable) and the buffer is mapped again
+  // read-only, so data() changes; after that nobody, root included, can
+  // write its pages. A pooled buffer stays where it is: the daemon grants it
+  // read-only from now on, but this owner's processes map its arena
+  // writable (docs/api.md, "Seal"). FAILED_PRECONDITION while another
+  // process maps it writable (the buffer stays mapped as it was).
+  absl::Status Seal();
   // Unmaps and closes locally but leaves the hold in the daemon, under its
   // lease: with a detached lease, the buffer outlives this process for the
   // lease's TTL (the producer's half of a handoff).

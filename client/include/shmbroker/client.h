@@ -65,6 +65,16 @@ class Client {
                                 uint64_t lease_id = 0);
   absl::StatusOr<Buffer> AttachHandle(uint64_t handle,
                                       Access access = Access::kDefault);
+  // Attach that waits, without polling, until buffer `name` is created (or
+  // created and sealed) and this process may see it, then maps it: the
+  // consumer's half of a handoff. The daemon pushes the fd the moment the
+  // producer creates or seals the buffer. DEADLINE_EXCEEDED after
+  // options.timeout.
+  absl::StatusOr<Buffer> AttachWhen(const std::string& name,
+                                    const WaitOptions& options);
+  // Seals buffer `name` (see Buffer::Seal), which this connection holds,
+  // e.g. under a Disown()ed Buffer. Returns it as sealed.
+  absl::StatusOr<BufferInfo> Seal(const std::string& name);
   // Drops one hold on `handle`: one of this connection's (e.g. one kept by a
   // Buffer that was Disown()ed), else one under a detached lease of this
   // uid. Returns the holders left.

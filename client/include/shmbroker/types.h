@@ -57,6 +57,7 @@ struct BufferInfo {
   Kind kind = Kind::kDedicated;
   uint64_t arena_id = 0;  // pooled only
   uint64_t offset = 0;    // pooled only: where it starts in the arena
+  bool sealed = false;    // immutable; granted read-only (Buffer::Seal)
 };
 
 // The pooled arenas (Status).
@@ -118,6 +119,7 @@ struct DaemonStatus {
   std::vector<TenantUsage> tenants;  // largest first
   uint64_t leases = 0;
   uint64_t detached_leases = 0;
+  uint64_t waiters = 0;  // Attach calls waiting for a buffer
   // From noticing a closed client connection to its memory being free.
   LatencySummary connection_close_reclaim;
   // From a lease's deadline to its memory being free.
@@ -155,6 +157,18 @@ struct AllocateOptions {
   // Pooled only: memory recycled from this uid's earlier buffers is not
   // zeroed (the daemon saves a memset). Never another uid's data.
   bool uninitialized = false;
+};
+
+// How Client::AttachWhen waits for its buffer.
+struct WaitOptions {
+  // kCreated: until a buffer of the name exists (and this process may see
+  // it). kSealed: until it exists and is sealed.
+  enum class Until { kCreated, kSealed };
+  Until until = Until::kCreated;
+  // DEADLINE_EXCEEDED, naming the buffer and what was awaited, after this.
+  absl::Duration timeout = absl::Seconds(10);
+  Access access = Access::kDefault;
+  uint64_t lease_id = 0;  // 0: the connection's default lease
 };
 
 }  // namespace shmbroker::client
