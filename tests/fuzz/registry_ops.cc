@@ -151,13 +151,22 @@ void Allocate(FuzzedDataProvider& in, Registry& registry, Seen& seen,
   seen.handles.push_back(buffer.handle);
 }
 
+// The holders of the buffer `ref` names, 0 when there is none.
+uint32_t HoldersOf(const Registry& registry, const BufferRef& ref) {
+  absl::StatusOr<BufferInfo> info = registry.Describe(kRoot, ref);
+  return info.ok() ? info->holders : 0;
+}
+
 void Attach(FuzzedDataProvider& in, Registry& registry, const Seen& seen,
             ConnectionId client) {
   const BufferRef ref = SomeRef(in, seen);
   const AccessRequest request = SomeRequest(in);
   const LeaseId lease = PickOr<LeaseId>(in, seen.leases, 0);
+  const uint32_t before = HoldersOf(registry, ref);
   absl::StatusOr<Grant> grant = registry.Attach(client, ref, request, lease);
   if (!grant.ok()) return;
+  FUZZ_CHECK(grant->buffer.holders == before + 1);
+  FUZZ_CHECK(HoldersOf(registry, ref) == before + 1);
   // The mode granted is one the buffer's rules allow for this caller.
   const BufferInfo& buffer = grant->buffer;
   absl::StatusOr<AccessMode> allowed = DecideAccess(
@@ -165,6 +174,18 @@ void Attach(FuzzedDataProvider& in, Registry& registry, const Seen& seen,
   FUZZ_CHECK(allowed.ok() && *allowed == grant->mode);
   FUZZ_CHECK(grant->mode == AccessMode::kReadWrite ||
              grant->read_only_fd.valid());
+}
+
+void Release(FuzzedDataProvider& in, Registry& registry, const Seen& seen,
+             ConnectionId client) {
+  const BufferRef ref = SomeRef(in, seen);
+  const LeaseId lease = PickOr<LeaseId>(in, seen.leases, 0);
+  absl::StatusOr<BufferInfo> info = registry.Describe(kRoot, ref);
+  absl::StatusOr<uint32_t> left = registry.Release(client, ref, lease);
+  if (!left.ok()) return;
+  // One hold fewer, and a buffer is gone with its last hold.
+  FUZZ_CHECK(info.ok() && *left == info->holders - 1);
+  FUZZ_CHECK(HoldersOf(registry, BufferRef::ByHandle(info->handle)) == *left);
 }
 
 void Step(FuzzedDataProvider& in, Registry& registry, StepClock& clock,
@@ -200,10 +221,7 @@ void Step(FuzzedDataProvider& in, Registry& registry, StepClock& clock,
       break;
     case 8:
     case 9:
-      registry
-          .Release(client, SomeRef(in, seen),
-                   PickOr<LeaseId>(in, seen.leases, 0))
-          .IgnoreError();
+      Release(in, registry, seen, client);
       break;
     case 10: {
       static constexpr int64_t kTtlSeconds[] = {0, 1, 3, 30, 7200, -1};
