@@ -26,9 +26,9 @@ ctest --test-dir build-asan --output-on-failure --timeout 300 -j2 -LE 'install|i
 
 # Fuzzing smoke: builds the libFuzzer targets with clang-14 (ASan + UBSan,
 # build-fuzz/), replays every input under tests/fuzz/regressions, then
-# fuzzes each target for 10 s from its seed corpus. About 2.5 minutes from
-# a clean build-fuzz/ without ccache on two cores (measured while another
-# build shared them), 40 s once built. A long run is
+# fuzzes each target for 10 s from its seed corpus. 1.5 to 2.5 minutes
+# from a clean build-fuzz/ without ccache on two cores (the slower with
+# another build on the machine), about 40 s once built. A long run is
 # `tests/fuzz/run.sh 1800` (docs/testing.md).
 echo "== fuzzing smoke"
 tests/fuzz/run.sh 10
