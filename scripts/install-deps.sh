@@ -9,6 +9,9 @@ packages=(
   libabsl-dev nlohmann-json3-dev libspdlog-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   util-linux  # setpriv, for the tests that run as a second uid
+  # Fuzzing (tests/fuzz/run.sh): clang with libFuzzer and the sanitizer
+  # runtimes.
+  clang-14 libfuzzer-14-dev libclang-rt-14-dev
   # Observability and deployment tests: a real Prometheus and promtool, a
   # Python gRPC client, curl, systemd-analyze.
   prometheus python3 python3-grpcio curl systemd

@@ -5,7 +5,8 @@
 # container image built and run with podman, the Kubernetes manifests
 # validated and played), then builds again
 # with AddressSanitizer + UndefinedBehaviorSanitizer and runs the tests
-# there too (the daemon the integration tests start is the sanitized one).
+# there too (the daemon the integration tests start is the sanitized one),
+# and last fuzzes for a short smoke (tests/fuzz, docs/testing.md).
 # Run as root: some tests switch to a second uid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,3 +23,12 @@ cmake --build build-asan
 # container image and Kubernetes tests (labels image, k8s): they check
 # manifests and the image's own unsanitized binaries, and take minutes.
 ctest --test-dir build-asan --output-on-failure --timeout 300 -j2 -LE 'install|image|k8s'
+
+# Fuzzing smoke: builds the libFuzzer targets with clang-14 (ASan + UBSan,
+# build-fuzz/), replays every input under tests/fuzz/regressions, then
+# fuzzes each target for 10 s from its seed corpus. 1.5 to 2.5 minutes
+# from a clean build-fuzz/ without ccache on two cores (the slower with
+# another build on the machine), about 40 s once built. A long run is
+# `tests/fuzz/run.sh 1800` (docs/testing.md).
+echo "== fuzzing smoke"
+tests/fuzz/run.sh 10

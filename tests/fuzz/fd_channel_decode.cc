@@ -1,0 +1,136 @@
+// Fuzzes the fd channel's decoders (common/fd_channel_protocol.h): both
+// sides read frames from a peer they do not trust, so no input may crash
+// them, every accepted frame must satisfy the checks the decoder claims to
+// make, and what they accept must survive Encode -> Decode unchanged (the
+// daemon and the client speak through exactly these two functions).
+//
+// Input: 3 bytes of envelope, then up to one frame (zero-padded):
+//   [0] msg_flags bits: 1 MSG_TRUNC, 2 MSG_CTRUNC, 4 MSG_EOR, 8 MSG_OOB
+//   [1] fd_count, as a signed byte
+//   [2] bytes: 0x80 means -1 (recvmsg failed), else 168 + signed byte
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <variant>
+
+#include "absl/status/statusor.h"
+#include "common/fd_channel_protocol.h"
+#include "tests/fuzz/fuzz_check.h"
+
+namespace shmbroker::fdchannel {
+namespace {
+
+constexpr Envelope kClean{
+    .bytes = sizeof(Frame), .msg_flags = 0, .fd_count = 0};
+
+Envelope EnvelopeFrom(const uint8_t* header) {
+  Envelope envelope;
+  const uint8_t flags = header[0];
+  if (flags & 1) envelope.msg_flags |= MSG_TRUNC;
+  if (flags & 2) envelope.msg_flags |= MSG_CTRUNC;
+  if (flags & 4) envelope.msg_flags |= MSG_EOR;
+  if (flags & 8) envelope.msg_flags |= MSG_OOB;
+  envelope.fd_count = static_cast<int8_t>(header[1]);
+  envelope.bytes = header[2] == 0x80 ? -1
+                                     : static_cast<ssize_t>(sizeof(Frame)) +
+                                           static_cast<int8_t>(header[2]);
+  return envelope;
+}
+
+// What survives a trip through the wire: Encode keeps at most
+// kTextBytes - 1 characters of an error text, up to its first NUL.
+std::string WireText(const std::string& text) {
+  return std::string(text.c_str(), strnlen(text.c_str(), kTextBytes - 1));
+}
+
+bool Same(const FromClient& a, const FromClient& b) {
+  if (a.index() != b.index()) return false;
+  if (const auto* ra = std::get_if<Release>(&a)) {
+    const auto& rb = std::get<Release>(b);
+    return ra->handle == rb.handle && ra->lease == rb.lease;
+  }
+  return std::get<ForgetArena>(a).arena == std::get<ForgetArena>(b).arena;
+}
+
+bool Same(const FromDaemon& a, const FromDaemon& b) {
+  if (a.index() != b.index()) return false;
+  if (const auto* ha = std::get_if<Hello>(&a)) {
+    const auto& hb = std::get<Hello>(b);
+    return ha->connection_id == hb.connection_id &&
+           ha->default_lease == hb.default_lease && ha->token == hb.token;
+  }
+  if (const auto* ga = std::get_if<FdGrant>(&a)) {
+    const auto& gb = std::get<FdGrant>(b);
+    return ga->grant_id == gb.grant_id && ga->handle == gb.handle;
+  }
+  // An error text is compared as it comes off the wire (see WireText and
+  // tests/fuzz/regressions/fd_channel_decode/unterminated_error_text).
+  return WireText(std::get<ErrorText>(a).text) == std::get<ErrorText>(b).text;
+}
+
+void CheckFromClient(const Envelope& envelope, const Frame& frame) {
+  absl::StatusOr<FromClient> message = DecodeFromClient(envelope, frame);
+  if (!message.ok()) {
+    FUZZ_CHECK(absl::IsInvalidArgument(message.status()));
+    return;
+  }
+  // What the decoder promises to have checked.
+  FUZZ_CHECK(envelope.fd_count <= 0);
+  FUZZ_CHECK(envelope.bytes == static_cast<ssize_t>(sizeof(Frame)));
+  FUZZ_CHECK((envelope.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0);
+  FUZZ_CHECK(frame.magic == kMagic && frame.version == kVersion);
+  FUZZ_CHECK(frame.type == FrameType::kRelease ||
+             frame.type == FrameType::kForgetArena);
+
+  const Frame encoded =
+      std::visit([](const auto& m) { return Encode(m); }, *message);
+  absl::StatusOr<FromClient> again = DecodeFromClient(kClean, encoded);
+  FUZZ_CHECK(again.ok());
+  FUZZ_CHECK(Same(*message, *again));
+}
+
+void CheckFromDaemon(const Envelope& envelope, const Frame& frame) {
+  absl::StatusOr<FromDaemon> message = DecodeFromDaemon(envelope, frame);
+  if (!message.ok()) {
+    FUZZ_CHECK(absl::IsInternal(message.status()));
+    return;
+  }
+  FUZZ_CHECK(envelope.bytes == static_cast<ssize_t>(sizeof(Frame)));
+  FUZZ_CHECK(frame.magic == kMagic && frame.version == kVersion);
+  // A grant without exactly one descriptor would leave the client waiting
+  // for an fd that never comes.
+  FUZZ_CHECK(!std::holds_alternative<FdGrant>(*message) ||
+             envelope.fd_count == 1);
+  if (const auto* error = std::get_if<ErrorText>(&*message)) {
+    FUZZ_CHECK(error->text.size() <= kTextBytes);
+    FUZZ_CHECK(error->text.find('\0') == std::string::npos);
+  }
+
+  const Frame encoded =
+      std::visit([](const auto& m) { return Encode(m); }, *message);
+  Envelope clean = kClean;
+  if (std::holds_alternative<FdGrant>(*message)) clean.fd_count = 1;
+  absl::StatusOr<FromDaemon> again = DecodeFromDaemon(clean, encoded);
+  FUZZ_CHECK(again.ok());
+  FUZZ_CHECK(Same(*message, *again));
+}
+
+}  // namespace
+}  // namespace shmbroker::fdchannel
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace shmbroker::fdchannel;
+  constexpr size_t kHeader = 3;
+  if (size < kHeader) return 0;
+  const Envelope envelope = EnvelopeFrom(data);
+  Frame frame;
+  std::memset(&frame, 0, sizeof(frame));
+  std::memcpy(&frame, data + kHeader, std::min(size - kHeader, sizeof(frame)));
+  CheckFromClient(envelope, frame);
+  CheckFromDaemon(envelope, frame);
+  return 0;
+}

@@ -1,0 +1,115 @@
+// The bookkeeping invariants of a quiescent core Registry, as the fuzz
+// target registry_ops checks them after every operation. They are stated
+// from the outside (List, ListLeases, LeaseTimeToLive, Stats and the pool's
+// Stats), so that the registry's counters are checked against what it
+// reports item by item, not against themselves.
+#ifndef SHMBROKER_TESTS_FUZZ_REGISTRY_INVARIANTS_H_
+#define SHMBROKER_TESTS_FUZZ_REGISTRY_INVARIANTS_H_
+
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <vector>
+
+#include "core/access.h"
+#include "core/registry.h"
+#include "tests/fuzz/fuzz_check.h"
+
+namespace shmbroker::fuzz {
+
+inline constexpr Identity kRoot{.pid = 1, .uid = 0, .gid = 0};
+inline constexpr size_t kEverything = std::numeric_limits<size_t>::max();
+
+// Holds per buffer, as the live leases report them.
+inline std::map<Handle, uint64_t> HoldsUnderLeases(
+    const Registry& registry, uint64_t* leases, uint64_t* holds,
+    std::vector<ConnectionId>* open) {
+  bool more = true;
+  std::vector<LeaseInfo> listed =
+      registry.ListLeases(kRoot, 0, kEverything, &more);
+  FUZZ_CHECK(!more);
+  std::map<Handle, uint64_t> held;
+  *leases = listed.size();
+  *holds = 0;
+  for (const LeaseInfo& lease : listed) {
+    // An open connection is one whose default lease lives.
+    if (lease.connection_default) open->push_back(lease.client);
+    absl::StatusOr<LeaseDetail> detail =
+        registry.LeaseTimeToLive(kRoot, 0, lease.id);
+    FUZZ_CHECK(detail.ok());
+    uint64_t under_lease = 0;
+    for (const auto& [handle, count] : detail->holds) {
+      FUZZ_CHECK(count > 0);
+      held[handle] += count;
+      under_lease += count;
+    }
+    FUZZ_CHECK(under_lease == lease.holds);
+    *holds += lease.holds;
+  }
+  return held;
+}
+
+// Returns the open connections, which the checks list anyway.
+inline std::vector<ConnectionId> CheckRegistryInvariants(
+    const Registry& registry) {
+  const RegistryStats stats = registry.Stats();
+  bool more = true;
+  const std::vector<BufferInfo> buffers =
+      registry.List(kRoot, 0, kEverything, &more);
+  FUZZ_CHECK(!more);
+  FUZZ_CHECK(stats.buffers == buffers.size());
+
+  std::map<Handle, uint64_t> holders;
+  uint64_t charged = 0, pooled_charged = 0, dedicated_charged = 0;
+  uint64_t pooled = 0;
+  for (const BufferInfo& buffer : buffers) {
+    FUZZ_CHECK(buffer.holders > 0);  // a buffer without holds is reclaimed
+    FUZZ_CHECK(buffer.charged_bytes >= buffer.size);
+    holders[buffer.handle] = buffer.holders;
+    charged += buffer.charged_bytes;
+    if (buffer.kind == BufferKind::kPooled) {
+      ++pooled;
+      pooled_charged += buffer.charged_bytes;
+    } else {
+      dedicated_charged += buffer.charged_bytes;
+    }
+  }
+  FUZZ_CHECK(stats.allocated_bytes == charged);
+  FUZZ_CHECK(stats.pooled_buffers == pooled);
+  FUZZ_CHECK(stats.committed_bytes <= stats.capacity_bytes);
+  if (const PooledAllocator* pool = registry.pool()) {
+    const PooledAllocatorStats pool_stats = pool->Stats();
+    FUZZ_CHECK(pool_stats.live_blocks == pooled);
+    FUZZ_CHECK(pool_stats.in_use_bytes == pooled_charged);
+    // The capacity holds dedicated buffers and whole arenas, nothing else.
+    FUZZ_CHECK(stats.committed_bytes ==
+               dedicated_charged + pool_stats.arena_bytes);
+  }
+
+  // Every hold is under a live lease, and every buffer's holders are
+  // exactly the holds on it under live leases.
+  uint64_t leases = 0, holds = 0;
+  std::vector<ConnectionId> open;
+  FUZZ_CHECK(HoldsUnderLeases(registry, &leases, &holds, &open) == holders);
+  FUZZ_CHECK(stats.leases == leases);
+  FUZZ_CHECK(stats.holds == holds);
+  FUZZ_CHECK(stats.clients == open.size());
+  return open;
+}
+
+// What `caller` may list is what the access rules let it see.
+inline void CheckVisibility(const Registry& registry, const Identity& caller) {
+  bool more = true;
+  for (const BufferInfo& buffer :
+       registry.List(caller, 0, kEverything, &more)) {
+    FUZZ_CHECK(MaySee(caller, buffer.owner, buffer.share));
+  }
+  for (const LeaseInfo& lease :
+       registry.ListLeases(caller, 0, kEverything, &more)) {
+    FUZZ_CHECK(caller.is_root() || lease.owner.uid == caller.uid);
+  }
+}
+
+}  // namespace shmbroker::fuzz
+
+#endif  // SHMBROKER_TESTS_FUZZ_REGISTRY_INVARIANTS_H_
