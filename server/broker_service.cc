@@ -11,26 +11,6 @@
 #include "server/proto_convert.h"
 
 namespace shmbroker {
-namespace {
-
-template <typename Request>
-absl::StatusOr<BufferRef> TargetOf(const Request& request) {
-  switch (request.target_case()) {
-    case Request::kHandle:
-      if (request.handle() == 0) {
-        return absl::InvalidArgumentError("bad handle: 0");
-      }
-      return BufferRef::ByHandle(request.handle());
-    case Request::kName:
-      return BufferRef::ByName(request.name());
-    default:
-      return absl::InvalidArgumentError(
-          "no buffer named: set either handle or name");
-  }
-}
-
-}  // namespace
-
 absl::StatusOr<BrokerService::Caller> BrokerService::Identify(
     grpc::CallbackServerContext* ctx, bool need_connection) {
   absl::StatusOr<Identity> identity = peers_->Lookup(ctx->peer());

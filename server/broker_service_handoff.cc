@@ -11,33 +11,13 @@
 #include "server/broker_service.h"
 
 namespace shmbroker {
-namespace {
-
-template <typename Request>
-absl::StatusOr<BufferRef> SealTarget(const Request& request) {
-  switch (request.target_case()) {
-    case Request::kHandle:
-      if (request.handle() == 0) {
-        return absl::InvalidArgumentError("bad handle: 0");
-      }
-      return BufferRef::ByHandle(request.handle());
-    case Request::kName:
-      return BufferRef::ByName(request.name());
-    default:
-      return absl::InvalidArgumentError(
-          "no buffer named: set either handle or name");
-  }
-}
-
-}  // namespace
-
 grpc::ServerUnaryReactor* BrokerService::Seal(grpc::CallbackServerContext* ctx,
                                               const v1::SealRequest* request,
                                               v1::SealResponse* response) {
   return Finish(ctx, "Seal", [&]() -> absl::Status {
     absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/true);
     if (!caller.ok()) return caller.status();
-    absl::StatusOr<BufferRef> ref = SealTarget(*request);
+    absl::StatusOr<BufferRef> ref = TargetOf(*request);
     if (!ref.ok()) return ref.status();
     absl::StatusOr<BufferInfo> sealed =
         registry_->Seal(caller->connection->id, *ref);

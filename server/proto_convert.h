@@ -27,6 +27,22 @@ absl::StatusOr<AccessRequest> FromProto(v1::AccessMode mode);
 // nullopt for UNSPECIFIED (the daemon's choice).
 absl::StatusOr<std::optional<BufferKind>> FromProto(v1::BufferKind kind);
 absl::StatusOr<AllocateSpec> FromProto(const v1::AllocateRequest& request);
+// The buffer a request's `target` oneof (handle or name) names.
+template <typename Request>
+absl::StatusOr<BufferRef> TargetOf(const Request& request) {
+  switch (request.target_case()) {
+    case Request::kHandle:
+      if (request.handle() == 0) {
+        return absl::InvalidArgumentError("bad handle: 0");
+      }
+      return BufferRef::ByHandle(request.handle());
+    case Request::kName:
+      return BufferRef::ByName(request.name());
+    default:
+      return absl::InvalidArgumentError(
+          "no buffer named: set either handle or name");
+  }
+}
 
 void ToProto(const BufferInfo& info, v1::Buffer* out);
 v1::AccessMode ToProto(AccessMode mode);
