@@ -15,9 +15,13 @@
 // Memory comes in two kinds. A dedicated buffer has a memory object of its
 // own, charged its size in pages against the capacity. With EnablePooling,
 // small owner-only memfd buffers are pooled instead: a slot or page run in
-// an arena of the owner's (core/pooled_allocator.h), and the Registry is the
-// allocator's CapacityBudget, so arenas (charged whole) and dedicated
-// buffers draw on one capacity.
+// an arena of the owner's (core/pooled_allocator.h). Arenas (charged whole)
+// and dedicated buffers draw on one Capacity (core/capacity.h).
+//
+// The handoff (registry_handoff.cc): a holder seals a buffer, and Attach
+// calls may wait for one to be created or sealed (core/waiter_table.h).
+// The value types the Registry takes and returns are in
+// core/registry_types.h.
 //
 // Thread-safe: one mutex guards all state; memory objects and arenas are
 // created, and dedicated memory destroyed, outside it. Lock order: the
@@ -52,126 +56,10 @@
 #include "core/memory_object.h"
 #include "core/pooled_allocator.h"
 #include "core/registry_observer.h"
+#include "core/registry_types.h"
 #include "core/waiter_table.h"
 
 namespace shmbroker {
-
-struct RegistryOptions {
-  uint64_t capacity_bytes = uint64_t{1} << 30;
-  uint64_t max_buffers = 100000;
-  uint32_t max_connections_per_uid = 256;
-  // Attach calls one client connection may have waiting at once.
-  uint32_t max_waiters_per_connection = 64;
-  LeaseOptions leases;
-  // POSIX shm names are "<shm_prefix>.<handle>"; must start with '/'.
-  std::string shm_prefix = "/shmbroker";
-};
-
-// Names a buffer by handle (when non-zero) or by name.
-struct BufferRef {
-  Handle handle = 0;
-  std::string name;
-  static BufferRef ByHandle(Handle h) { return {h, {}}; }
-  static BufferRef ByName(std::string n) { return {0, std::move(n)}; }
-  std::string ToString() const;
-};
-
-enum class BufferKind { kDedicated, kPooled };
-
-struct AllocateSpec {
-  uint64_t size = 0;
-  std::string name;  // empty: unnamed
-  Backing backing = Backing::kMemfd;
-  std::vector<ShareRule> share;
-  LeaseId lease = 0;  // 0: the connection's default lease
-  // Unset: pooled when pooling is on and the buffer is an owner-only memfd
-  // of up to the allocator's threshold, falling back to dedicated when no
-  // arena fits in the capacity.
-  std::optional<BufferKind> kind;
-  // Pooled: zero recycled memory (new memory is zero anyway).
-  bool zeroed = true;
-};
-
-struct BufferInfo {
-  Handle handle = 0;
-  std::string name;
-  uint64_t size = 0;
-  // Dedicated: size rounded up to whole pages. Pooled: its slot or run.
-  uint64_t charged_bytes = 0;
-  Backing backing = Backing::kMemfd;
-  BufferKind kind = BufferKind::kDedicated;
-  uint64_t arena_id = 0;  // pooled only
-  uint64_t offset = 0;    // pooled only: where it starts in the arena
-  Identity owner;
-  std::vector<ShareRule> share;
-  absl::Time created;
-  uint32_t holders = 0;
-  std::string shm_name;
-  // Immutable from now on (Registry::Seal): later grants are read-only.
-  bool sealed = false;
-};
-
-// A hold just taken, with what the caller needs to pass the memory on.
-struct Grant {
-  BufferInfo buffer;
-  AccessMode mode = AccessMode::kReadWrite;
-  LeaseId lease = 0;  // the lease the new hold is under
-  // Keeps the memory object (and its fd) alive while the fd is being sent,
-  // even if the hold is released concurrently. For a pooled buffer, the
-  // whole arena's.
-  std::shared_ptr<const MemoryObject> memory;
-  UniqueFd read_only_fd;  // set for read-only grants
-
-  int fd_to_send() const {
-    return read_only_fd.valid() ? read_only_fd.get() : memory->fd();
-  }
-};
-
-// What ending a connection or leases did.
-struct CloseResult {
-  uint64_t holds_dropped = 0;
-  uint64_t buffers_reclaimed = 0;
-  uint64_t bytes_reclaimed = 0;
-  uint64_t leases_ended = 0;
-  // Connections whose default lease ended: they are closed in the registry,
-  // and the transport should hang up on them.
-  std::vector<ConnectionId> connections_closed;
-  // ExpireLeases: the deadlines of the leases it expired, so the caller can
-  // measure deadline -> memory free once the memory is gone.
-  std::vector<absl::Time> expired_deadlines;
-  // ExpireLeases: whether more leases were already due (call again).
-  bool more_due = false;
-};
-
-// A lease and the buffers held under it (LeaseTimeToLive).
-struct LeaseDetail {
-  LeaseInfo info;
-  std::vector<std::pair<Handle, uint32_t>> holds;  // handle, count
-};
-
-struct RegistryStats {
-  uint64_t capacity_bytes = 0;
-  // Charged for live buffers (pooled ones: their slots and runs).
-  uint64_t allocated_bytes = 0;
-  // What counts against the capacity: dedicated buffers plus whole arenas.
-  uint64_t committed_bytes = 0;
-  uint64_t pooled_buffers = 0;
-  uint64_t buffers = 0;
-  uint64_t memfd_buffers = 0;
-  uint64_t posix_buffers = 0;
-  uint64_t clients = 0;
-  uint64_t holds = 0;
-  uint64_t leases = 0;
-  uint64_t detached_leases = 0;
-  uint64_t waiters = 0;  // waiting Attach calls
-};
-
-// What one tenant (an owner uid) has allocated.
-struct TenantUsage {
-  uid_t uid = 0;
-  uint64_t allocated_bytes = 0;
-  uint64_t buffers = 0;
-};
 
 class Registry {
  public:
