@@ -1,8 +1,6 @@
 // Registry: the handoff. A producer seals a buffer; consumers wait, without
 // a thread each, for it to be created or sealed (core/waiter_table.h), and
 // are handed a grant the moment it is.
-#include <fcntl.h>
-
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -30,15 +28,23 @@ absl::StatusOr<BufferInfo> Registry::Seal(ConnectionId client,
   BufferInfo& info = record.info;
   // Only a holder may seal: the connection's leases, or a detached lease of
   // its uid (a producer that handed its hold to one).
+  // The connection's own leases first; the scan for a detached lease of
+  // its uid only when they hold nothing (rare, as in Release).
+  auto holds_it = [&](const LeaseRecord* lease) {
+    return lease != nullptr && lease->holds.contains(*handle);
+  };
   bool holds = false;
-  for (const auto& [id, lease] : leases_.all()) {
-    const bool usable = lease.info.client == client ||
-                        (lease.info.detached &&
-                         lease.info.owner.uid == caller->second.identity.uid);
-    if (usable && lease.holds.contains(*handle)) {
+  for (LeaseId id : caller->second.leases) {
+    if (holds_it(leases_.Find(id))) {
       holds = true;
       break;
     }
+  }
+  for (auto it = leases_.all().begin(); !holds && it != leases_.all().end();
+       ++it) {
+    const LeaseInfo& info = it->second.info;
+    holds = info.detached && info.owner.uid == caller->second.identity.uid &&
+            holds_it(&it->second);
   }
   if (!holds) {
     return absl::PermissionDeniedError(absl::StrFormat(
