@@ -121,12 +121,15 @@ int main(int argc, char** argv) {
   if (mode == "arena-fd-lost") {
     shmbroker::client::AllocateOptions options = Sized(4096, 0);
     options.kind = shmbroker::client::Kind::kPooled;
-    // Leave too little address space for a 64 MiB arena, but enough for
-    // the call itself.
+    // The test's daemon makes 1 GiB arenas. Leave too little address space
+    // for one, but plenty for the call itself: gRPC may start a thread or a
+    // malloc arena on the way, and either reserves tens of MiB.
+    auto warm = (*client)->Status();
+    if (!warm.ok()) return Fail("status", warm.status());
     rlimit saved{};
     ::getrlimit(RLIMIT_AS, &saved);
     rlimit tight = saved;
-    tight.rlim_cur = VirtualBytes() + (16 << 20);
+    tight.rlim_cur = VirtualBytes() + (uint64_t{384} << 20);
     ::setrlimit(RLIMIT_AS, &tight);
     auto lost = (*client)->Allocate(options);
     ::setrlimit(RLIMIT_AS, &saved);

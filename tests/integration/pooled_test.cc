@@ -237,18 +237,24 @@ TEST_F(PooledTest, KilledClientsPooledBuffersAreReclaimedAndTheArenaReused) {
   EXPECT_TRUE(AllBytesAre(*reused, 0)) << "the dead client's 0xee is gone";
 }
 
-TEST_F(PooledTest, AGrantWhoseArenaFdNeverArrivedIsRecovered) {
+TEST(PooledArenaFdTest, AGrantWhoseArenaFdNeverArrivedIsRecovered) {
   // The daemon sends an arena's fd once per connection. When that first
   // grant fails in the client (here: no address space to map the arena),
   // the next grant in the arena carries no fd; the library must fetch it
   // again rather than fail for good.
+  // 1 GiB arenas, so that the worker can leave hundreds of MiB of headroom
+  // for the call and still be too tight for the arena.
+  TestDaemon daemon({"--capacity=16GiB", "--arena_size=1GiB"});
+  ASSERT_TRUE(daemon.started()) << daemon.startup_output();
+  auto client = daemon.Connect();
+  ASSERT_TRUE(client.ok()) << client.status();
   Finished run =
-      RunToEnd({LEASE_WORKER_PATH, daemon_->socket(), "arena-fd-lost"});
+      RunToEnd({LEASE_WORKER_PATH, daemon.socket(), "arena-fd-lost"});
   EXPECT_EQ(run.exit_code, 0) << run.out << run.err;
   EXPECT_THAT(run.out, HasSubstr("first: "));
   EXPECT_THAT(run.out, HasSubstr("recovered"));
   // The worker's exit reaches the daemon asynchronously.
-  EXPECT_TRUE(WaitForStatus(*client_, "every hold of the worker dropped",
+  EXPECT_TRUE(WaitForStatus(**client, "every hold of the worker dropped",
                             [](const client::DaemonStatus& s) {
                               return s.buffers == 0 && s.holds == 0;
                             }));
