@@ -1,6 +1,7 @@
-// Registry: connections, attaching, releasing and holds. Making a buffer's
-// memory (dedicated or pooled) is in registry_allocate.cc, leases in
-// registry_leases.cc, queries in registry_queries.cc.
+// Registry: client connections and attaching. A buffer's life (allocate,
+// hold, release, erase) is in registry_buffers.cc, leases in
+// registry_leases.cc, the handoff in registry_handoff.cc, queries in
+// registry_queries.cc.
 #include "core/registry.h"
 
 #include <utility>
@@ -178,60 +179,6 @@ absl::StatusOr<Grant> Registry::FinishGrant(ConnectionId client,
   return grant;
 }
 
-absl::StatusOr<uint32_t> Registry::Release(ConnectionId client,
-                                           const BufferRef& ref,
-                                           LeaseId lease) {
-  Deferred deferred(this);
-  absl::MutexLock lock(&mu_);
-  // `deferred` is declared before `lock`: reclaimed memory closes unlocked.
-  auto it = connections_.find(client);
-  if (it == connections_.end()) return ConnectionClosedError(client);
-  const ConnectionRecord& caller = it->second;
-  absl::StatusOr<Handle> handle = ResolveLocked(ref);
-  if (!handle.ok()) return handle.status();
-  auto holds_it = [&](const LeaseRecord* l) {
-    return l != nullptr && l->holds.contains(*handle);
-  };
-  LeaseRecord* from = nullptr;
-  if (lease != 0) {
-    absl::StatusOr<LeaseRecord*> named = UsableLeaseLocked(client, lease);
-    if (!named.ok()) return named.status();
-    if (!holds_it(*named)) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "lease %d holds no reference to buffer %d", lease, *handle));
-    }
-    from = *named;
-  } else if (LeaseRecord* d = leases_.Find(caller.default_lease); holds_it(d)) {
-    from = d;
-  } else {
-    for (LeaseId id : caller.leases) {
-      if (LeaseRecord* l = leases_.Find(id); holds_it(l)) {
-        from = l;
-        break;
-      }
-    }
-    // Else a detached lease of the caller's uid, e.g. one that a producer
-    // left behind. Rare, so a scan is fine.
-    for (const auto& [id, l] : leases_.all()) {
-      if (from != nullptr) break;
-      if (l.info.detached && l.info.owner.uid == caller.identity.uid &&
-          holds_it(&l)) {
-        from = leases_.Find(id);
-      }
-    }
-  }
-  if (from == nullptr) {
-    return absl::PermissionDeniedError(absl::StrFormat(
-        "permission denied: this client connection holds no reference to "
-        "buffer %d, nor does a detached lease of uid %d (a hold can be "
-        "released only by the connection that took it, or by the owner of "
-        "its detached lease)",
-        *handle, caller.identity.uid));
-  }
-  return DropHoldsLocked(*from, *handle, 1, deferred, ReclaimReason::kRelease,
-                         nullptr);
-}
-
 absl::StatusOr<Handle> Registry::ResolveLocked(const BufferRef& ref) const {
   Handle handle = ref.handle;
   if (handle == 0) {
@@ -249,64 +196,6 @@ absl::StatusOr<Handle> Registry::ResolveLocked(const BufferRef& ref) const {
         absl::StrCat("no such buffer: ", ref.ToString()));
   }
   return handle;
-}
-
-absl::Status Registry::CheckHoldLimitLocked(const LeaseRecord& lease) const {
-  if (lease.info.holds >= options_.leases.max_holds_per_lease) {
-    return LimitReached(
-        Limit::kMaxHoldsPerLease,
-        absl::StrFormat("lease %d has %d holds, the most allowed",
-                        lease.info.id, lease.info.holds));
-  }
-  return absl::OkStatus();
-}
-
-void Registry::AddHoldLocked(LeaseRecord& lease, Handle handle) {
-  ++lease.holds[handle];
-  ++lease.info.holds;
-  ++buffers_.at(handle).info.holders;
-  ++hold_count_;
-}
-
-uint32_t Registry::DropHoldsLocked(LeaseRecord& lease, Handle handle,
-                                   uint32_t count, Deferred& deferred,
-                                   ReclaimReason reason, CloseResult* result) {
-  observer_->OnHoldsDropped(reason, count);
-  auto held = lease.holds.find(handle);
-  held->second -= count;
-  if (held->second == 0) lease.holds.erase(held);
-  lease.info.holds -= count;
-  hold_count_ -= count;
-  BufferRecord& record = buffers_.at(handle);
-  record.info.holders -= count;
-  if (result != nullptr) result->holds_dropped += count;
-  if (record.info.holders > 0) return record.info.holders;
-  if (result != nullptr) {
-    ++result->buffers_reclaimed;
-    result->bytes_reclaimed += record.info.charged_bytes;
-  }
-  observer_->OnReclaim(reason, record.info.charged_bytes);
-  deferred.Free(std::move(record.memory));
-  EraseBufferLocked(handle);
-  return 0;
-}
-
-void Registry::EraseBufferLocked(Handle handle) {
-  auto it = buffers_.find(handle);
-  if (it == buffers_.end()) return;
-  const BufferInfo& info = it->second.info;
-  if (!info.name.empty()) names_.erase(info.name);
-  allocated_bytes_ -= info.charged_bytes;
-  if (info.kind == BufferKind::kPooled) {
-    // Cheap (a bitmap or a heap entry) and it never calls the budget, so it
-    // is done right here: the slot is free the moment the last hold goes.
-    // It cannot fail: the block lives as long as the record.
-    pool_->Free(info.arena_id, info.offset).IgnoreError();
-  } else {
-    capacity_.CreditDedicated(info.charged_bytes);
-  }
-  buffers_.erase(it);
-  observer_->OnUsage(allocated_bytes_, options_.capacity_bytes);
 }
 
 }  // namespace shmbroker

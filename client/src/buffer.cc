@@ -4,7 +4,6 @@
 
 #include <utility>
 
-#include "client/src/arena_cache.h"
 #include "client/src/connection.h"
 
 namespace shmbroker::client {

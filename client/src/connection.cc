@@ -1,12 +1,183 @@
 #include "client/src/connection.h"
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+#include <variant>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/src/test_hooks.h"
 #include "common/default_socket.h"
+#include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
 
 namespace shmbroker::client {
+namespace {
+
+absl::Status ConnectError(int err, const std::string& socket_path) {
+  std::string cause = std::strerror(err);
+  if (err == ENOENT || err == ECONNREFUSED) {
+    return absl::UnavailableError(absl::StrFormat(
+        "no daemon at %s (%s); start shmbrokerd or pass --socket", socket_path,
+        cause));
+  }
+  if (err == EACCES || err == EPERM) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "permission denied: cannot connect to %s (%s); the caller must be "
+        "in the socket's group",
+        socket_path, cause));
+  }
+  return absl::UnavailableError(
+      absl::StrFormat("cannot connect to %s: %s", socket_path, cause));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<FdChannel>> FdChannel::Open(
+    const std::string& socket_path, absl::Duration timeout) {
+  std::unique_ptr<FdChannel> channel(new FdChannel());
+  if (absl::Status s = channel->Greet(socket_path, timeout); !s.ok()) return s;
+  return channel;
+}
+
+absl::Status FdChannel::Greet(const std::string& socket_path,
+                              absl::Duration timeout) {
+  const std::string path = FdChannelPath(socket_path);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("socket path too long: ", path));
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  socket_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!socket_.valid()) return ConnectError(errno, socket_path);
+  if (::connect(socket_.get(), reinterpret_cast<sockaddr*>(&addr),
+                sizeof(addr)) != 0) {
+    return ConnectError(errno, socket_path);
+  }
+  pollfd p{socket_.get(), POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout))) !=
+      1) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "daemon at ", socket_path, " did not greet on the fd channel"));
+  }
+  fdchannel::Frame frame;
+  fdchannel::Received got = fdchannel::RecvFrame(socket_.get(), &frame, 0);
+  absl::StatusOr<fdchannel::FromDaemon> greeting =
+      fdchannel::DecodeFromDaemon(got.envelope, frame);
+  if (greeting.ok()) {
+    if (const auto* error = std::get_if<fdchannel::ErrorText>(&*greeting)) {
+      return absl::UnavailableError(
+          absl::StrCat("daemon refused the connection: ", error->text));
+    }
+  }
+  const auto* hello =
+      greeting.ok() ? std::get_if<fdchannel::Hello>(&*greeting) : nullptr;
+  if (hello == nullptr) {
+    return absl::UnavailableError(absl::StrCat(
+        "unexpected greeting on ", path, ": not a shmbrokerd of this version"));
+  }
+  hello_ = *hello;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<UniqueFd> FdChannel::TakeFd(uint64_t grant_id,
+                                           absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  for (;;) {
+    if (auto it = unclaimed_.find(grant_id); it != unclaimed_.end()) {
+      UniqueFd fd = std::move(it->second);
+      unclaimed_.erase(it);
+      return fd;
+    }
+    // Try without blocking first, and poll only if the fd is not there.
+    fdchannel::Frame frame;
+    fdchannel::Received got =
+        fdchannel::RecvFrame(socket_.get(), &frame, MSG_DONTWAIT);
+    if (got.envelope.bytes < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      const int64_t wait_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+      pollfd p{socket_.get(), POLLIN, 0};
+      if (wait_ms <= 0 || ::poll(&p, 1, static_cast<int>(wait_ms)) == 0) {
+        return absl::DeadlineExceededError(absl::StrFormat(
+            "the fd for grant %d did not arrive on the fd channel", grant_id));
+      }
+      continue;
+    }
+    if (got.envelope.bytes <= 0) {
+      return absl::UnavailableError(
+          "the daemon closed the fd channel (daemon stopped?)");
+    }
+    absl::StatusOr<fdchannel::FromDaemon> message =
+        fdchannel::DecodeFromDaemon(got.envelope, frame);
+    if (!message.ok()) return message.status();
+    if (const auto* error = std::get_if<fdchannel::ErrorText>(&*message)) {
+      return absl::UnavailableError(
+          absl::StrCat("the daemon closed the fd channel: ", error->text));
+    }
+    if (const auto* grant = std::get_if<fdchannel::FdGrant>(&*message)) {
+      unclaimed_[grant->grant_id] = std::move(got.fd);
+    }
+  }
+}
+
+bool FdChannel::Send(const fdchannel::FromClient& message) {
+  const fdchannel::Frame frame =
+      std::visit([](const auto& m) { return fdchannel::Encode(m); }, message);
+  if (!fdchannel::SentWhole(
+          fdchannel::SendFrame(socket_.get(), frame, -1, MSG_DONTWAIT))) {
+    return false;
+  }
+  frames_sent_.fetch_add(1);
+  return true;
+}
+
+std::shared_ptr<const ArenaMapping> ArenaCache::Find(uint64_t arena_id,
+                                                     bool writable) {
+  absl::MutexLock lock(&mu_);
+  auto it = arenas_.find(Key(arena_id, writable));
+  return it == arenas_.end() ? nullptr : it->second;
+}
+
+absl::StatusOr<std::shared_ptr<const ArenaMapping>> ArenaCache::Adopt(
+    uint64_t arena_id, bool writable, UniqueFd fd, uint64_t size) {
+  if (std::shared_ptr<const ArenaMapping> cached = Find(arena_id, writable)) {
+    return cached;
+  }
+  // Map without the lock: a 64 MiB mmap is cheap, but it is a syscall.
+  absl::StatusOr<Mapping> mapping = Mapping::Map(fd.get(), 0, size, writable);
+  if (!mapping.ok()) return mapping.status();
+  auto arena = std::make_shared<const ArenaMapping>(arena_id, std::move(fd),
+                                                    std::move(*mapping));
+  absl::MutexLock lock(&mu_);
+  return arenas_.emplace(Key(arena_id, writable), arena).first->second;
+}
+
+size_t ArenaCache::Trim(const std::function<bool(uint64_t, bool)>& forget) {
+  absl::MutexLock grants(&grants_mu_);
+  std::vector<std::shared_ptr<const ArenaMapping>> dropped;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = arenas_.begin(); it != arenas_.end();) {
+      const bool writable = it->first % 2 == 1;
+      // use_count is exact here: Buffers copy it only under grants_mu_
+      // (shared), which Trim holds exclusively.
+      if (it->second.use_count() == 1 && forget(it->second->id(), writable)) {
+        dropped.push_back(std::move(it->second));
+        arenas_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+  }
+  return dropped.size();  // unmapped and closed as `dropped` goes
+}
 
 absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
     const ClientOptions& options) {

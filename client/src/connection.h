@@ -1,12 +1,22 @@
 // Connection: the client's end of one client connection, shared by a Client
 // and its Buffers (so the connection, and the leases kept on it, live while
-// any of them does). It owns:
+// any of them does). Everything the connection holds is declared here:
+//  - FdChannel, the fd channel's socket (common/fd_channel_protocol.h).
+//    Connecting it opens this process's client connection in the daemon,
+//    and its closing (exit, crash, SIGKILL) ends it. It reads the daemon's
+//    Hello, keeps the fds that arrive for grants until their calls claim
+//    them (rule 1), and sends the one-way frames, counting them for the
+//    calls' metadata (rule 2). Absent when
+//    ClientOptions::open_client_connection is off.
 //  - the gRPC channel and stub, and Call(), which sends a call with the
 //    connection's token, its count of one-way frames and the deadline, and
 //    maps the status;
-//  - the fd channel (FdChannel), absent when
-//    ClientOptions::open_client_connection is off;
-//  - the mapped pooled arenas (ArenaCache);
+//  - ArenaCache, the mapped pooled arenas (docs/api.md, "Pooled buffers").
+//    The daemon sends an arena's fd to a connection once (rule 3); the
+//    client maps the whole arena once and every pooled Buffer in it points
+//    into that mapping, which lives while the cache or any such Buffer
+//    holds it. Trim() drops arenas no Buffer uses and tells the daemon (one
+//    kForgetArena frame each) so that it sends the fd again when needed.
 //  - the LeaseKeeper that renews the connection's leases.
 // Internal to the client library. Thread-safe.
 #ifndef SHMBROKER_CLIENT_SRC_CONNECTION_H_
@@ -14,19 +24,102 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "client/src/arena_cache.h"
-#include "client/src/fd_channel.h"
 #include "client/src/lease_keeper.h"
+#include "common/fd_channel_protocol.h"
 #include "common/unique_fd.h"
 #include "shmbroker/client.h"
+#include "shmbroker/mapping.h"
 #include "shmbroker/v1/broker.grpc.pb.h"
 
 namespace shmbroker::client {
+
+class FdChannel {
+ public:
+  // Connects to the fd channel beside `socket_path` and waits up to
+  // `timeout` for the daemon's Hello. UNAVAILABLE or PERMISSION_DENIED
+  // (with a hint) when it cannot connect; UNAVAILABLE when the daemon
+  // refuses or is not of this protocol version.
+  static absl::StatusOr<std::unique_ptr<FdChannel>> Open(
+      const std::string& socket_path, absl::Duration timeout);
+
+  const fdchannel::Hello& hello() const { return hello_; }
+
+  // The fd the daemon sent for `grant_id`, waiting until `deadline` for it
+  // (it is sent before the reply, so it is normally already waiting). Fds
+  // read on the way that belong to other grants are kept for their calls.
+  absl::StatusOr<UniqueFd> TakeFd(uint64_t grant_id, absl::Time deadline);
+  // Sends a one-way frame without blocking; false when the channel cannot
+  // take it now (full, or the daemon is gone).
+  bool Send(const fdchannel::FromClient& message);
+  // How many one-way frames were sent so far.
+  uint64_t frames_sent() const { return frames_sent_.load(); }
+
+ private:
+  FdChannel() = default;
+  absl::Status Greet(const std::string& socket_path, absl::Duration timeout);
+
+  UniqueFd socket_;
+  fdchannel::Hello hello_;
+  std::atomic<uint64_t> frames_sent_{0};
+  absl::Mutex mu_;  // one reader at a time
+  absl::flat_hash_map<uint64_t, UniqueFd> unclaimed_ ABSL_GUARDED_BY(mu_);
+};
+
+// One arena's fd and its mapping in this process.
+class ArenaMapping {
+ public:
+  ArenaMapping(uint64_t id, UniqueFd fd, Mapping mapping)
+      : id_(id), fd_(std::move(fd)), mapping_(std::move(mapping)) {}
+  uint64_t id() const { return id_; }
+  int fd() const { return fd_.get(); }
+  const Mapping& mapping() const { return mapping_; }
+
+ private:
+  const uint64_t id_;
+  const UniqueFd fd_;
+  const Mapping mapping_;
+};
+
+class ArenaCache {
+ public:
+  // Held shared from sending a request that may grant a pooled buffer until
+  // its arena is found or adopted, and exclusively by Trim: so the daemon is
+  // never told to forget an arena while a grant in it is on its way.
+  absl::Mutex& grants_mu() ABSL_LOCK_RETURNED(grants_mu_) { return grants_mu_; }
+
+  // The cached mapping of `arena_id` (writable or read-only), or null.
+  std::shared_ptr<const ArenaMapping> Find(uint64_t arena_id, bool writable);
+  // Maps `size` bytes of `fd` and caches them. If the arena is cached
+  // already (two grants raced), keeps that one and closes `fd`.
+  absl::StatusOr<std::shared_ptr<const ArenaMapping>> Adopt(uint64_t arena_id,
+                                                            bool writable,
+                                                            UniqueFd fd,
+                                                            uint64_t size);
+  // Drops every arena no Buffer uses, after `forget(arena_id, writable)`
+  // accepts telling the daemon; returns how many were dropped.
+  size_t Trim(const std::function<bool(uint64_t, bool)>& forget);
+
+ private:
+  static uint64_t Key(uint64_t arena_id, bool writable) {
+    return arena_id * 2 + (writable ? 1 : 0);
+  }
+
+  absl::Mutex grants_mu_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<const ArenaMapping>> arenas_
+      ABSL_GUARDED_BY(mu_);
+};
 
 // A unary method of a generated gRPC stub, e.g. &v1::Broker::Stub::Allocate.
 template <typename Stub, typename Request, typename Response>
