@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "bench/handoff_peer.h"
 #include "bench/load_runner.h"
 #include "bench/reclaim_trials.h"
 #include "bench/report.h"
@@ -51,7 +52,13 @@ ABSL_FLAG(std::vector<std::string>, modes,
           "one byte per 4 KiB page, destroy), alloc_fill_release (Allocate, "
           "write every byte, destroy); pooled_alloc_release, "
           "pooled_alloc_touch_release, pooled_alloc_fill_release: the same "
-          "with a pooled buffer");
+          "with a pooled buffer; handoff (a producer allocates a named "
+          "buffer, fills and seals it; a consumer process, already waiting "
+          "for it, attaches, reads every page and acks; both release), "
+          "pooled_handoff: the same with a pooled buffer");
+ABSL_FLAG(std::string, handoff_consumer, "",
+          "internal: run as the consumer of a handoff mode for buffers "
+          "PREFIX-0, PREFIX-1, ... (the bench starts it)");
 ABSL_FLAG(bool, json, false, "print the results as JSON");
 ABSL_FLAG(int, reclaim_trials, 0,
           "after the modes, this many reclaim-latency trials: SIGKILL a "
@@ -74,6 +81,10 @@ int Usage(const std::string& message) {
 }
 
 int Main() {
+  if (const std::string prefix = absl::GetFlag(FLAGS_handoff_consumer);
+      !prefix.empty()) {
+    return RunHandoffConsumer(absl::GetFlag(FLAGS_socket), prefix);
+  }
   const int threads = absl::GetFlag(FLAGS_threads);
   const int rounds = absl::GetFlag(FLAGS_rounds);
   const absl::Duration duration = absl::GetFlag(FLAGS_duration);
@@ -150,6 +161,10 @@ int Main() {
 
   LoadRunner runner(std::move(clients), *modes, rounds, options,
                     daemon != nullptr ? daemon->pid() : 0);
+  if (absl::Status s = runner.StartHandoffPeers("/proc/self/exe"); !s.ok()) {
+    std::fprintf(stderr, "shmbroker-bench: %s\n", s.ToString().c_str());
+    return 1;
+  }
   runner.Run(warmup, duration);
   bool failed = false;
   if (absl::StatusOr<DaemonCounts> after = runner.Settle(); after.ok()) {

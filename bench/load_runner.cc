@@ -32,12 +32,18 @@ constexpr struct {
     {Mode::kPooledAllocRelease, "pooled_alloc_release"},
     {Mode::kPooledAllocTouchRelease, "pooled_alloc_touch_release"},
     {Mode::kPooledAllocFillRelease, "pooled_alloc_fill_release"},
+    {Mode::kHandoff, "handoff"},
+    {Mode::kPooledHandoff, "pooled_handoff"},
 };
 
 bool IsPooled(Mode mode) {
   return mode == Mode::kPooledAllocRelease ||
          mode == Mode::kPooledAllocTouchRelease ||
-         mode == Mode::kPooledAllocFillRelease;
+         mode == Mode::kPooledAllocFillRelease || mode == Mode::kPooledHandoff;
+}
+
+bool IsHandoff(Mode mode) {
+  return mode == Mode::kHandoff || mode == Mode::kPooledHandoff;
 }
 
 client::AllocateOptions OfKind(client::AllocateOptions options,
@@ -49,8 +55,12 @@ client::AllocateOptions OfKind(client::AllocateOptions options,
 constexpr size_t kTouchStride = 4096;
 
 absl::Status RunOnce(Mode mode, Client& client,
-                     const client::AllocateOptions& options) {
+                     const client::AllocateOptions& options,
+                     HandoffPeer* peer) {
   switch (mode) {
+    case Mode::kHandoff:
+    case Mode::kPooledHandoff:
+      return peer->Handoff(client, options);
     case Mode::kPing:
       return client.Ping();
     case Mode::kAllocRelease:
@@ -156,6 +166,20 @@ LoadRunner::LoadRunner(std::vector<std::unique_ptr<Client>> clients,
   }
 }
 
+absl::Status LoadRunner::StartHandoffPeers(const std::string& self) {
+  if (std::none_of(modes_.begin(), modes_.end(), IsHandoff)) {
+    return absl::OkStatus();
+  }
+  for (size_t t = 0; t < clients_.size(); ++t) {
+    absl::StatusOr<std::unique_ptr<HandoffPeer>> peer = HandoffPeer::Start(
+        self, clients_[t]->socket_path(),
+        absl::StrFormat("bench-handoff-%d-%d", ::getpid(), t));
+    if (!peer.ok()) return peer.status();
+    peers_.push_back(std::move(*peer));
+  }
+  return absl::OkStatus();
+}
+
 void LoadRunner::Run(absl::Duration warmup, absl::Duration per_mode) {
   std::vector<std::thread> threads;
   for (size_t t = 0; t < clients_.size(); ++t) {
@@ -204,7 +228,8 @@ void LoadRunner::Work(size_t thread_index) {
          end < phase.end && !abort_.load(std::memory_order_relaxed);) {
       const Clock::time_point start = Clock::now();
       absl::Status status =
-          RunOnce(mode, client, IsPooled(mode) ? pooled_ : dedicated_);
+          RunOnce(mode, client, IsPooled(mode) ? pooled_ : dedicated_,
+                  peers_.empty() ? nullptr : peers_[thread_index].get());
       end = Clock::now();
       if (status.ok()) {
         consecutive_errors = 0;

@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "bench/handoff_peer.h"
 #include "bench/report.h"
 #include "shmbroker/client.h"
 
@@ -35,6 +36,8 @@ enum class Mode {
   kPooledAllocRelease,
   kPooledAllocTouchRelease,
   kPooledAllocFillRelease,
+  kHandoff,        // bench/handoff_peer.h, a dedicated buffer
+  kPooledHandoff,  // the same with a pooled buffer
 };
 
 const char* ModeName(Mode mode);
@@ -71,6 +74,10 @@ class LoadRunner {
              std::vector<Mode> modes, int rounds,
              const client::AllocateOptions& options, pid_t daemon_pid);
 
+  // Starts one handoff consumer per thread (`self` is this binary), if a
+  // handoff mode is to run. Call before Run.
+  absl::Status StartHandoffPeers(const std::string& self);
+
   // Runs every mode for warmup / modes (unrecorded), then `rounds` rounds of
   // every mode for per_mode / rounds each.
   void Run(absl::Duration warmup, absl::Duration per_mode);
@@ -80,7 +87,11 @@ class LoadRunner {
   // what it holds while every worker connection is still open.
   absl::StatusOr<DaemonCounts> Settle();
   // Closes every worker connection (the daemon then drops any holds left).
-  void Disconnect() { clients_.clear(); }
+  // Stops the handoff consumers too.
+  void Disconnect() {
+    peers_.clear();
+    clients_.clear();
+  }
 
   const std::vector<ThreadResult>& results() const { return results_; }
   // Indexed like the modes.
@@ -98,6 +109,7 @@ class LoadRunner {
   void Work(size_t thread_index);
 
   std::vector<std::unique_ptr<client::Client>> clients_;
+  std::vector<std::unique_ptr<HandoffPeer>> peers_;  // one per thread, or none
   const std::vector<Mode> modes_;
   const int rounds_;
   const client::AllocateOptions dedicated_;  // the options, kind dedicated
