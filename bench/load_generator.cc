@@ -53,9 +53,10 @@ ABSL_FLAG(std::vector<std::string>, modes,
           "write every byte, destroy); pooled_alloc_release, "
           "pooled_alloc_touch_release, pooled_alloc_fill_release: the same "
           "with a pooled buffer; handoff (a producer allocates a named "
-          "buffer, fills and seals it; a consumer process, already waiting "
-          "for it, attaches, reads every page and acks; both release), "
-          "pooled_handoff: the same with a pooled buffer");
+          "buffer of the kind the daemon picks, fills and seals it; a "
+          "consumer process, already waiting for it, attaches, reads every "
+          "page and acks; both release), pooled_handoff, dedicated_handoff: "
+          "the same with a pooled or a dedicated buffer");
 ABSL_FLAG(std::string, handoff_consumer, "",
           "internal: run as the consumer of a handoff mode for buffers "
           "PREFIX-0, PREFIX-1, ... (the bench starts it)");

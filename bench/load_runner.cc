@@ -34,6 +34,7 @@ constexpr struct {
     {Mode::kPooledAllocFillRelease, "pooled_alloc_fill_release"},
     {Mode::kHandoff, "handoff"},
     {Mode::kPooledHandoff, "pooled_handoff"},
+    {Mode::kDedicatedHandoff, "dedicated_handoff"},
 };
 
 bool IsPooled(Mode mode) {
@@ -43,7 +44,8 @@ bool IsPooled(Mode mode) {
 }
 
 bool IsHandoff(Mode mode) {
-  return mode == Mode::kHandoff || mode == Mode::kPooledHandoff;
+  return mode == Mode::kHandoff || mode == Mode::kPooledHandoff ||
+         mode == Mode::kDedicatedHandoff;
 }
 
 client::AllocateOptions OfKind(client::AllocateOptions options,
@@ -60,6 +62,7 @@ absl::Status RunOnce(Mode mode, Client& client,
   switch (mode) {
     case Mode::kHandoff:
     case Mode::kPooledHandoff:
+    case Mode::kDedicatedHandoff:
       return peer->Handoff(client, options);
     case Mode::kPing:
       return client.Ping();
@@ -156,6 +159,7 @@ LoadRunner::LoadRunner(std::vector<std::unique_ptr<Client>> clients,
       rounds_(rounds),
       dedicated_(OfKind(options, client::Kind::kDedicated)),
       pooled_(OfKind(options, client::Kind::kPooled)),
+      any_kind_(OfKind(options, client::Kind::kDefault)),
       sync_(static_cast<std::ptrdiff_t>(clients_.size()) + 1),
       results_(clients_.size()),
       daemon_pid_(daemon_pid),
@@ -228,7 +232,10 @@ void LoadRunner::Work(size_t thread_index) {
          end < phase.end && !abort_.load(std::memory_order_relaxed);) {
       const Clock::time_point start = Clock::now();
       absl::Status status =
-          RunOnce(mode, client, IsPooled(mode) ? pooled_ : dedicated_,
+          RunOnce(mode, client,
+                  mode == Mode::kHandoff ? any_kind_
+                  : IsPooled(mode)       ? pooled_
+                                         : dedicated_,
                   peers_.empty() ? nullptr : peers_[thread_index].get());
       end = Clock::now();
       if (status.ok()) {

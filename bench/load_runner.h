@@ -26,7 +26,8 @@
 namespace shmbroker::bench {
 
 // The alloc modes ask for a dedicated buffer; the pooled_ ones for a pooled
-// buffer of the same size (docs/performance.md).
+// buffer of the same size; handoff leaves the kind to the daemon, as
+// Allocate does by default (docs/performance.md).
 enum class Mode {
   kPing,
   kAllocRelease,
@@ -36,8 +37,9 @@ enum class Mode {
   kPooledAllocRelease,
   kPooledAllocTouchRelease,
   kPooledAllocFillRelease,
-  kHandoff,        // bench/handoff_peer.h, a dedicated buffer
-  kPooledHandoff,  // the same with a pooled buffer
+  kHandoff,           // bench/handoff_peer.h, of the kind the daemon picks
+  kPooledHandoff,     // the same with a pooled buffer
+  kDedicatedHandoff,  // and with a dedicated one
 };
 
 const char* ModeName(Mode mode);
@@ -114,6 +116,7 @@ class LoadRunner {
   const int rounds_;
   const client::AllocateOptions dedicated_;  // the options, kind dedicated
   const client::AllocateOptions pooled_;     // the options, kind pooled
+  const client::AllocateOptions any_kind_;   // the options, kind default
   // The main thread and every worker meet here at the start and the end of
   // each phase; the barrier also publishes phase_ and done_.
   std::barrier<> sync_;
