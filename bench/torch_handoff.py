@@ -18,7 +18,10 @@ the machine's noise falls on all of them:
   a pipe.
 
 Prints, per size, the median handoff time of each and shmbroker's time as
-a ratio to each torch strategy's (below 1: shmbroker is faster). Needs
+a ratio to each torch strategy's (below 1: shmbroker is faster), for the
+kind the daemon picks (`handoff`: pooled up to --pooled_max_size, else
+dedicated) and for a pooled buffer (`pooled_handoff`: large ones in an arena
+of their own, reused warm). Needs
 Debian's python3-torch, so run it with /usr/bin/python3:
 
     /usr/bin/python3 bench/torch_handoff.py --build build --sizes 4KiB,1MiB,64MiB
@@ -105,17 +108,20 @@ class TorchHandoff:
         self.process.join(timeout=10)
 
 
+MODES = ["handoff", "pooled_handoff"]
+
+
 def shmbroker_round(bench, socket, size, seconds):
-    """One `shmbroker-bench --modes=handoff` run; its median and count."""
+    """One shmbroker-bench run of MODES, interleaved; their medians."""
     out = subprocess.run(
-        [bench, f"--socket={socket}", "--modes=handoff", f"--size={size}",
-         f"--duration={seconds}s", "--rounds=1", "--warmup=0.2s", "--json"],
+        [bench, f"--socket={socket}", f"--modes={','.join(MODES)}",
+         f"--size={size}", f"--duration={seconds * len(MODES)}s",
+         "--rounds=2", "--warmup=0.2s", "--json"],
         check=True, capture_output=True, text=True).stdout
     report = json.loads(out)
-    mode = report["modes"][0]
     if report.get("errors", 0):
         raise RuntimeError(f"shmbroker-bench: {report.get('first_error')}")
-    return mode["p50_us"], mode["ops"]
+    return {mode["mode"]: mode["p50_us"] for mode in report["modes"]}
 
 
 def main():
@@ -144,28 +150,35 @@ def main():
         peers = {s: TorchHandoff(s) for s in strategies}
         print(f"torch {torch.__version__}; {args.rounds} rounds of "
               f"{args.seconds}s per system and size, alternating")
-        print(f"{'size':>8} {'shmbroker us':>13} " +
-              " ".join(f"{'torch ' + s + ' us':>26}" for s in strategies) +
-              "  " + " ".join(f"{'ratio to ' + s:>26}" for s in strategies))
+        systems = [f"shmbroker {m}" for m in MODES] + [
+            f"torch {s}" for s in strategies]
+        print("median handoff, us:")
+        print(f"{'size':>8} " + " ".join(f"{n:>26}" for n in systems))
+        ratios_text = []
         for text in args.sizes.split(","):
             size = parse_size(text)
-            ours, theirs = [], {s: [] for s in strategies}
-            ratios = {s: [] for s in strategies}
+            times = {n: [] for n in systems}
+            ratios = {(m, s): [] for m in MODES for s in strategies}
             for _ in range(args.rounds):
-                p50, _ = shmbroker_round(bench, socket, text, args.seconds)
-                ours.append(p50)
+                ours = shmbroker_round(bench, socket, text, args.seconds)
+                for m in MODES:
+                    times[f"shmbroker {m}"].append(ours[m])
                 for s in strategies:
-                    theirs[s].append(
-                        statistics.median(peers[s].run(size, args.seconds)))
-                    ratios[s].append(p50 / theirs[s][-1])
-            # The ratio is the median of the rounds' ratios: each round
-            # measures both systems under the same background.
-            row = f"{text:>8} {statistics.median(ours):>13.1f} "
-            row += " ".join(f"{statistics.median(theirs[s]):>26.1f}"
-                            for s in strategies)
-            row += "  " + " ".join(
-                f"{statistics.median(ratios[s]):>26.2f}" for s in strategies)
-            print(row, flush=True)
+                    theirs = statistics.median(peers[s].run(size, args.seconds))
+                    times[f"torch {s}"].append(theirs)
+                    # Each round measures every system under the same
+                    # background: the ratio is the median of the rounds'.
+                    for m in MODES:
+                        ratios[(m, s)].append(ours[m] / theirs)
+            print(f"{text:>8} " + " ".join(
+                f"{statistics.median(times[n]):>26.1f}" for n in systems),
+                flush=True)
+            ratios_text.append(f"{text:>8} " + " ".join(
+                f"{statistics.median(ratios[k]):>26.2f}" for k in ratios))
+        print("shmbroker / torch (below 1: shmbroker is faster):")
+        print(f"{'size':>8} " + " ".join(
+            f"{m + ' / ' + s:>26}" for m in MODES for s in strategies))
+        print("\n".join(ratios_text))
         for peer in peers.values():
             peer.close()
     finally:

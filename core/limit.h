@@ -23,6 +23,7 @@ enum class Limit {
   kMaxLeasesPerConnection,   // LeaseOptions::max_leases_per_connection
   kMaxDetachedLeasesPerUid,  // LeaseOptions::max_detached_leases_per_uid
   kPooledMaxSize,            // PooledAllocatorOptions::pooled_max_size
+  kPooledLargeMaxSize,       // PooledAllocatorOptions::large_max_size
   kPoolingOff,               // the Registry has no pooled allocator
   kMaxWaitersPerConnection,  // RegistryOptions::max_waiters_per_connection
 };

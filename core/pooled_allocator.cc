@@ -30,6 +30,11 @@ absl::Status ValidatePooledAllocatorOptions(
         absl::StrFormat("pooled max size %d: must not exceed the arena size %d",
                         options.pooled_max_size, options.arena_size));
   }
+  if (options.large_max_size > kMaxArenaSize) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("large max size %d: must not exceed %d",
+                        options.large_max_size, kMaxArenaSize));
+  }
   if (options.scavenge_delay < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("scavenge delay must not be negative");
   }
@@ -83,32 +88,64 @@ std::optional<Placement> PooledAllocator::PlaceIn(Arena& arena, uint64_t size,
 
 std::optional<PooledAllocator::Found> PooledAllocator::PlaceLocked(
     TenantId tenant, uint64_t size, bool zeroed) {
+  if (size > options_.pooled_max_size) {
+    return PlaceLargeLocked(tenant, size, zeroed);
+  }
   auto it = by_tenant_.find(tenant);
   if (it == by_tenant_.end()) return std::nullopt;
   // Oldest first, so that live data packs into few arenas and the newer
-  // ones empty out and get retired.
+  // ones empty out and get retired. Only arenas of the regular size: a
+  // large arena is kept whole for the next large block.
   for (Arena* arena : it->second) {
+    if (arena->size() != options_.arena_size) continue;
     std::optional<Placement> placement = PlaceIn(*arena, size, zeroed);
     if (placement.has_value()) return Found{arena, std::move(*placement)};
   }
   return std::nullopt;
 }
 
+std::optional<PooledAllocator::Found> PooledAllocator::PlaceLargeLocked(
+    TenantId tenant, uint64_t size, bool zeroed) {
+  auto it = by_tenant_.find(tenant);
+  if (it == by_tenant_.end()) return std::nullopt;
+  // The smallest unused arena that holds it and wastes at most an eighth:
+  // a batch of a slightly different shape reuses the warm pages, a much
+  // smaller one does not hold a much bigger arena.
+  const uint64_t need = ArenaSizeFor(size);
+  Arena* best = nullptr;
+  for (Arena* arena : it->second) {
+    if (arena->Unused() && arena->size() >= need &&
+        arena->size() - need <= arena->size() / 8 &&
+        (best == nullptr || arena->size() < best->size())) {
+      best = arena;
+    }
+  }
+  if (best == nullptr) return std::nullopt;
+  std::optional<Placement> placement = best->AllocateRun(size, zeroed);
+  if (!placement.has_value()) return std::nullopt;
+  return Found{best, std::move(*placement)};
+}
+
+uint64_t PooledAllocator::ArenaSizeFor(uint64_t size) const {
+  if (size <= options_.pooled_max_size) return options_.arena_size;
+  return (size + kPageSize - 1) / kPageSize * kPageSize;
+}
+
 absl::StatusOr<std::unique_ptr<Arena>> PooledAllocator::NewArena(
     TenantId tenant, uint64_t size) {
-  const uint64_t arena_size = options_.arena_size;
+  const uint64_t arena_size = ArenaSizeFor(size);
   absl::Status reserved = budget_->TryReserve(tenant, arena_size);
   while (!reserved.ok()) {
-    // Make room by retiring the unused arena that has been empty longest.
-    // Never one of the tenant's own: it would have taken the allocation.
+    // Make room by retiring the unused arena that has been empty longest:
+    // another tenant's, or one of this tenant's that could not take the
+    // block (a large arena of another size).
     std::unique_ptr<Arena> victim;
     {
       absl::MutexLock lock(&mu_);
       Arena* oldest = nullptr;
       for (const auto& [id, arena] : arenas_) {
-        if (arena->tenant() != tenant && arena->Unused() &&
-            (oldest == nullptr ||
-             arena->empty_since() < oldest->empty_since())) {
+        if (arena->Unused() && (oldest == nullptr ||
+                                arena->empty_since() < oldest->empty_since())) {
           oldest = arena.get();
         }
       }
@@ -203,8 +240,9 @@ absl::StatusOr<PooledBlock> PooledAllocator::Allocate(TenantId tenant,
   if (!ShouldPool(size)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "pooled allocation of %d bytes: pooled buffers hold 1 to %d bytes "
-        "(the pooled max size); larger ones need a dedicated segment",
-        size, options_.pooled_max_size));
+        "(the pooled max size, or the large max size above it); larger "
+        "ones need a dedicated segment",
+        size, max_size()));
   }
   std::optional<Found> found;
   PooledBlock block;
@@ -234,8 +272,8 @@ absl::StatusOr<PooledBlock> PooledAllocator::Allocate(TenantId tenant,
         AddLocked(std::move(*fresh));
         std::optional<Placement> placement = PlaceIn(arena, size, zeroed);
         if (!placement.has_value()) {
-          // Cannot happen: an empty arena holds anything up to the
-          // threshold, which is at most an arena.
+          // Cannot happen: an empty arena holds anything up to the pooled
+          // max size, and a large arena is sized to its block.
           return absl::InternalError(
               absl::StrFormat("a new arena has no room for %d bytes", size));
         }
@@ -330,6 +368,8 @@ PooledAllocatorStats PooledAllocator::Stats() const {
     t.tenant = tenant;
     t.arenas = arenas.size();
     for (const Arena* arena : arenas) {
+      stats.arena_bytes += arena->size();
+      if (arena->size() != options_.arena_size) ++stats.large_arenas;
       const ArenaUsage usage = arena->Usage();
       t.in_use_bytes += usage.in_use_bytes;
       stats.live_blocks += usage.live_blocks;
@@ -347,7 +387,6 @@ PooledAllocatorStats PooledAllocator::Stats() const {
     }
   }
   stats.arenas = arenas_.size();
-  stats.arena_bytes = stats.arenas * options_.arena_size;
   stats.free_bytes = stats.free_slot_bytes + stats.free_page_bytes;
   stats.scavenged_bytes_total = scavenged_bytes_total_;
   stats.zeroed_bytes_total = zeroed_bytes_total_;

@@ -34,7 +34,7 @@ absl::StatusOr<bool> Registry::WantsPool(const AllocateSpec& spec) const {
   const bool eligible = spec.backing == Backing::kMemfd && spec.share.empty();
   if (spec.kind != BufferKind::kPooled) {
     return !spec.kind.has_value() && pool_ != nullptr && eligible &&
-           pool_->ShouldPool(spec.size);
+           pool_->PoolsByDefault(spec.size);
   }
   if (pool_ == nullptr) {
     return LimitError(absl::StatusCode::kFailedPrecondition, Limit::kPoolingOff,
@@ -49,11 +49,14 @@ absl::StatusOr<bool> Registry::WantsPool(const AllocateSpec& spec) const {
         "buffers)");
   }
   if (!pool_->ShouldPool(spec.size)) {
+    const bool large =
+        pool_->options().large_max_size > pool_->options().pooled_max_size;
     return LimitError(
-        absl::StatusCode::kInvalidArgument, Limit::kPooledMaxSize,
+        absl::StatusCode::kInvalidArgument,
+        large ? Limit::kPooledLargeMaxSize : Limit::kPooledMaxSize,
         absl::StrFormat("bad size for a pooled buffer: %d bytes (pooled "
                         "buffers hold 1 to %d bytes)",
-                        spec.size, pool_->options().pooled_max_size));
+                        spec.size, pool_->max_size()));
   }
   return true;
 }

@@ -213,6 +213,7 @@ grpc::ServerUnaryReactor* BrokerService::Status(
       ToProto(pool->Stats(), response->mutable_arenas());
       response->mutable_arenas()->set_pooled_max_size(
           pool->options().pooled_max_size);
+      response->mutable_arenas()->set_pooled_large_max_size(pool->max_size());
     }
     for (const TenantUsage& tenant : registry_->Tenants()) {
       ToProto(tenant, response->add_tenants());

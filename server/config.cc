@@ -70,8 +70,14 @@ ABSL_FLAG(shmbroker::ByteSize, arena_size, shmbroker::ByteSize{64 << 20},
           "most a sixteenth of --capacity is used (in whole MiB); pooling is "
           "off when that is under 1MiB");
 ABSL_FLAG(shmbroker::ByteSize, pooled_max_size, shmbroker::ByteSize{0},
-          "largest buffer pooled; larger ones get a memfd of their own. 0: a "
+          "largest buffer pooled in a shared arena, and by default; larger "
+          "ones get a memfd of their own unless asked for as pooled. 0: a "
           "quarter of --arena_size");
+ABSL_FLAG(shmbroker::ByteSize, pooled_large_max_size, shmbroker::ByteSize{0},
+          "largest buffer pooled when asked for as pooled: those above "
+          "--pooled_max_size get an arena of their own, kept for the uid's "
+          "next one of about that size (warm pages; docs/api.md \"Pooled "
+          "buffers\"). 0: a quarter of --capacity; at most --capacity");
 ABSL_FLAG(absl::Duration, scavenge_delay, absl::Minutes(5),
           "how long freed pooled memory stays resident for reuse before it "
           "is returned to the OS (and unused arenas are closed)");
@@ -125,6 +131,8 @@ const char* FlagFor(Limit limit) {
       return "--max_detached_leases_per_uid";
     case Limit::kPooledMaxSize:
       return "--pooled_max_size";
+    case Limit::kPooledLargeMaxSize:
+      return "--pooled_large_max_size";
     case Limit::kPoolingOff:
       return "--pooling=false";
     case Limit::kMaxWaitersPerConnection:
@@ -192,13 +200,20 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   PooledAllocatorOptions& pool = config.pool;
   pool.arena_size = absl::GetFlag(FLAGS_arena_size).bytes;
   pool.pooled_max_size = absl::GetFlag(FLAGS_pooled_max_size).bytes;
+  pool.large_max_size = absl::GetFlag(FLAGS_pooled_large_max_size).bytes;
+  if (pool.large_max_size == 0) {
+    pool.large_max_size = config.registry.capacity_bytes / 4;
+  }
+  pool.large_max_size = std::min(
+      {pool.large_max_size, config.registry.capacity_bytes, uint64_t{1} << 40});
   pool.scavenge_delay = absl::GetFlag(FLAGS_scavenge_delay);
   pool.scavenge_max_pages = static_cast<uint32_t>(std::min<uint64_t>(
       absl::GetFlag(FLAGS_scavenge_max_bytes).bytes / kPageSize, 1u << 30));
   pool.prefault = absl::GetFlag(FLAGS_arena_prefault);
   if (absl::Status s = ValidatePooledAllocatorOptions(pool); !s.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--arena_size, --pooled_max_size, --scavenge_delay, "
+        absl::StrCat("--arena_size, --pooled_max_size, "
+                     "--pooled_large_max_size, --scavenge_delay, "
                      "--scavenge_max_bytes: ",
                      s.message()));
   }

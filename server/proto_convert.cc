@@ -179,6 +179,7 @@ void ToProto(const PooledAllocatorStats& stats, v1::PoolStatus* out) {
   out->set_enabled(true);
   out->set_arena_size(stats.arena_size);
   out->set_arenas(stats.arenas);
+  out->set_large_arenas(stats.large_arenas);
   out->set_arena_bytes(stats.arena_bytes);
   out->set_live_buffers(stats.live_blocks);
   out->set_in_use_bytes(stats.in_use_bytes);

@@ -73,6 +73,8 @@ nlohmann::json ArenasJson(const client::PoolStatus& pool) {
       {"enabled", pool.enabled},
       {"arena_size", pool.arena_size},
       {"pooled_max_size", pool.pooled_max_size},
+      {"pooled_large_max_size", pool.pooled_large_max_size},
+      {"large_arenas", pool.large_arenas},
       {"count", pool.arenas},
       {"arena_bytes", pool.arena_bytes},
       {"buffers", pool.live_buffers},

@@ -114,9 +114,7 @@ absl::StatusOr<uint32_t> Client::ReleaseByName(const std::string& name) {
 }
 
 size_t Client::TrimArenas() {
-  return connection_->arenas().Trim([this](uint64_t arena_id, bool writable) {
-    return connection_->ForgetArena(arena_id, writable);
-  });
+  return connection_->TrimArenas(/*only_if_many=*/false);
 }
 
 absl::StatusOr<BufferInfo> Client::Describe(const std::string& name) {

@@ -159,6 +159,11 @@ absl::StatusOr<std::shared_ptr<const ArenaMapping>> ArenaCache::Adopt(
   return arenas_.emplace(Key(arena_id, writable), arena).first->second;
 }
 
+size_t ArenaCache::size() {
+  absl::MutexLock lock(&mu_);
+  return arenas_.size();
+}
+
 size_t ArenaCache::Trim(const std::function<bool(uint64_t, bool)>& forget) {
   absl::MutexLock grants(&grants_mu_);
   std::vector<std::shared_ptr<const ArenaMapping>> dropped;
@@ -242,6 +247,13 @@ absl::Status Connection::ToStatus(const grpc::Status& status) const {
         "no daemon answering at %s: %s", socket_path_, status.error_message()));
   }
   return absl::Status(code, status.error_message());
+}
+
+size_t Connection::TrimArenas(bool only_if_many) {
+  if (only_if_many && arenas_.size() <= kMaxIdleArenas) return 0;
+  return arenas_.Trim([this](uint64_t arena_id, bool writable) {
+    return ForgetArena(arena_id, writable);
+  });
 }
 
 absl::StatusOr<UniqueFd> Connection::TakeFd(uint64_t grant_id) {

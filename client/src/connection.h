@@ -109,6 +109,8 @@ class ArenaCache {
   // Drops every arena no Buffer uses, after `forget(arena_id, writable)`
   // accepts telling the daemon; returns how many were dropped.
   size_t Trim(const std::function<bool(uint64_t, bool)>& forget);
+  // How many arenas are mapped.
+  size_t size() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   static uint64_t Key(uint64_t arena_id, bool writable) {
@@ -173,6 +175,14 @@ class Connection {
   // false if the channel cannot take the message now.
   bool ForgetArena(uint64_t arena_id, bool writable);
   ArenaCache& arenas() { return arenas_; }
+  // Trims the arena cache (forgetting each dropped arena in the daemon)
+  // once it maps more than kMaxIdleArenas arenas: large buffers each get an
+  // arena of their own (docs/api.md, "Pooled buffers"), and a process that
+  // goes through many sizes would otherwise keep a mapping and an fd of
+  // each for ever. Call without grants_mu held; returns how many it
+  // dropped.
+  static constexpr size_t kMaxIdleArenas = 32;
+  size_t TrimArenas(bool only_if_many);
 
   // The connection's default lease (0 without a client connection), and
   // the keeper of its leases (null without one).

@@ -11,15 +11,21 @@ namespace shmbroker::client {
 absl::StatusOr<Buffer> Grants::Allocate(
     const std::shared_ptr<Connection>& connection,
     const v1::AllocateRequest& request) {
-  return Finish(connection, Send(connection, &v1::Broker::Stub::Allocate,
-                                 request, "allocate_reply"));
+  absl::StatusOr<Buffer> buffer = Finish(
+      connection,
+      Send(connection, &v1::Broker::Stub::Allocate, request, "allocate_reply"));
+  connection->TrimArenas(/*only_if_many=*/true);
+  return buffer;
 }
 
 absl::StatusOr<Buffer> Grants::Attach(
     const std::shared_ptr<Connection>& connection,
     const v1::AttachRequest& request, absl::Duration wait) {
-  return Finish(connection, Send(connection, &v1::Broker::Stub::Attach, request,
-                                 "attach_reply", wait));
+  absl::StatusOr<Buffer> buffer =
+      Finish(connection, Send(connection, &v1::Broker::Stub::Attach, request,
+                              "attach_reply", wait));
+  connection->TrimArenas(/*only_if_many=*/true);
+  return buffer;
 }
 
 template <typename Request, typename Response>

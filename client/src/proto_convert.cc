@@ -162,6 +162,8 @@ PoolStatus FromProto(const v1::PoolStatus& pool) {
   out.enabled = pool.enabled();
   out.arena_size = pool.arena_size();
   out.pooled_max_size = pool.pooled_max_size();
+  out.pooled_large_max_size = pool.pooled_large_max_size();
+  out.large_arenas = pool.large_arenas();
   out.arenas = pool.arenas();
   out.arena_bytes = pool.arena_bytes();
   out.live_buffers = pool.live_buffers();

@@ -258,7 +258,9 @@ v1::PoolStatus FullPool() {
   pool.set_enabled(true);
   pool.set_arena_size(64 << 20);
   pool.set_pooled_max_size(16 << 20);
+  pool.set_pooled_large_max_size(256 << 20);
   pool.set_arenas(2);
+  pool.set_large_arenas(1);
   pool.set_arena_bytes(128 << 20);
   pool.set_live_buffers(5);
   pool.set_in_use_bytes(1000);
@@ -334,7 +336,9 @@ TEST(ProtoConvertTest, Status) {
   EXPECT_TRUE(pool.enabled);
   EXPECT_EQ(pool.arena_size, 64u << 20);
   EXPECT_EQ(pool.pooled_max_size, 16u << 20);
+  EXPECT_EQ(pool.pooled_large_max_size, 256u << 20);
   EXPECT_EQ(pool.arenas, 2u);
+  EXPECT_EQ(pool.large_arenas, 1u);
   EXPECT_EQ(pool.arena_bytes, 128u << 20);
   EXPECT_EQ(pool.live_buffers, 5u);
   EXPECT_EQ(pool.in_use_bytes, 1000u);

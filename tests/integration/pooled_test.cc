@@ -237,6 +237,51 @@ TEST_F(PooledTest, KilledClientsPooledBuffersAreReclaimedAndTheArenaReused) {
   EXPECT_TRUE(AllBytesAre(*reused, 0)) << "the dead client's 0xee is gone";
 }
 
+TEST_F(PooledTest, ALargePooledBufferGetsItsOwnArenaReusedWarmByItsUid) {
+  // --capacity=1GiB: shared arenas pool up to 16 MiB, large ones up to
+  // 256 MiB, and only when asked for.
+  constexpr uint64_t kBatch = 40 << 20;
+  client::AllocateOptions by_default = Pooled(kBatch);
+  by_default.kind = client::Kind::kDefault;
+  auto dedicated = client_->Allocate(by_default);
+  ASSERT_TRUE(dedicated.ok()) << dedicated.status();
+  EXPECT_EQ(dedicated->kind(), client::Kind::kDedicated);
+  ASSERT_TRUE(dedicated->Release().ok());
+
+  auto first = client_->Allocate(Pooled(kBatch));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->kind(), client::Kind::kPooled);
+  EXPECT_EQ(first->offset(), 0u);
+  const uint64_t arena = first->info().arena_id;
+  std::memset(first->data(), 'L', first->size());
+  client::PoolStatus pool = Pool();
+  EXPECT_EQ(pool.pooled_large_max_size, uint64_t{256} << 20);
+  EXPECT_EQ(pool.large_arenas, 1u);
+  EXPECT_EQ(pool.arena_bytes, kBatch) << "an arena sized to the buffer";
+  const uint8_t* const mapped = first->data();
+  first = absl::InternalError("released");  // the Buffer goes: released
+
+  // The next batch of the same size: the same arena and, in this process,
+  // the same mapping; uninitialized, the uid's own bytes are still there.
+  client::AllocateOptions raw = Pooled(kBatch);
+  raw.uninitialized = true;
+  auto second = client_->Allocate(raw);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->info().arena_id, arena);
+  EXPECT_EQ(second->data(), mapped);
+  EXPECT_TRUE(AllBytesAre(*second, 'L'));
+  pool = Pool();
+  EXPECT_EQ(pool.arenas_created_total, 1u);
+  EXPECT_EQ(pool.zeroed_bytes_total, 0u);
+  second = absl::InternalError("released");
+  // Zeroed (the default), it reads zero.
+  auto third = client_->Allocate(Pooled(kBatch));
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->info().arena_id, arena);
+  EXPECT_TRUE(AllBytesAre(*third, 0));
+
+}
+
 TEST(PooledArenaFdTest, AGrantWhoseArenaFdNeverArrivedIsRecovered) {
   // The daemon sends an arena's fd once per connection. When that first
   // grant fails in the client (here: no address space to map the arena),
@@ -272,9 +317,12 @@ TEST_F(PooledTest, KindRulesAndClearErrors) {
   EXPECT_EQ(client_->Allocate(posix).status().code(),
             absl::StatusCode::kInvalidArgument);
 
-  auto too_big = client_->Allocate(Pooled((16 << 20) + 1));
+  // Above --pooled_max_size a pooled buffer gets an arena of its own (the
+  // next test); above --pooled_large_max_size it cannot be pooled.
+  auto too_big = client_->Allocate(Pooled((uint64_t{256} << 20) + 1));
   EXPECT_EQ(too_big.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(too_big.status().message(), HasSubstr("--pooled_max_size"));
+  EXPECT_THAT(too_big.status().message(),
+              HasSubstr("--pooled_large_max_size"));
 
   // The daemon's choice: small owner-only memfd is pooled; shared, posix
   // and big ones are dedicated; dedicated can be asked for.

@@ -77,7 +77,9 @@ struct PoolStatus {
   bool enabled = false;
   uint64_t arena_size = 0;
   uint64_t pooled_max_size = 0;
+  uint64_t pooled_large_max_size = 0;
   uint64_t arenas = 0;
+  uint64_t large_arenas = 0;
   uint64_t arena_bytes = 0;
   uint64_t live_buffers = 0;
   uint64_t in_use_bytes = 0;
