@@ -25,6 +25,7 @@ enum class Limit {
   kPooledMaxSize,            // PooledAllocatorOptions::pooled_max_size
   kPoolingOff,               // the Registry has no pooled allocator
   kMaxWaitersPerConnection,  // RegistryOptions::max_waiters_per_connection
+  kFdReserve,                // RegistryOptions::max_segment_fd
 };
 
 inline constexpr char kLimitPayloadUrl[] = "type.shmbroker/limit";

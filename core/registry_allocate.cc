@@ -125,7 +125,16 @@ absl::StatusOr<Grant> Registry::DoAllocate(ConnectionId client,
   } else if (failed.ok()) {
     absl::StatusOr<std::unique_ptr<MemoryObject>> created =
         CreateMemoryObject(pending->memory);
-    if (created.ok()) {
+    if (created.ok() && options_.max_segment_fd > 0 &&
+        static_cast<uint64_t>((*created)->fd()) >= options_.max_segment_fd) {
+      failed = LimitReached(
+          Limit::kFdReserve,
+          absl::StrFormat("out of file descriptors: the segment would be fd "
+                          "%d, and fds from %d up are kept for client "
+                          "connections (release buffers, or raise the "
+                          "daemon's RLIMIT_NOFILE)",
+                          (*created)->fd(), options_.max_segment_fd));
+    } else if (created.ok()) {
       memory = std::move(*created);
     } else {
       failed = created.status();

@@ -50,6 +50,11 @@ ABSL_FLAG(uint32_t, max_clients_per_uid, 256,
 ABSL_FLAG(uint32_t, max_waiters_per_connection, 64,
           "Attach calls one client connection may have waiting for a buffer "
           "to be created or sealed at once");
+ABSL_FLAG(uint32_t, fd_reserve, 128,
+          "file descriptors kept free for client connections and the "
+          "daemon's own use: a dedicated buffer that would take one of the "
+          "last this many (of RLIMIT_NOFILE) is refused with "
+          "RESOURCE_EXHAUSTED");
 ABSL_FLAG(uint32_t, list_max_page_size, 1000, "buffers per List page at most");
 ABSL_FLAG(shmbroker::ByteSize, max_request_bytes, shmbroker::ByteSize{64 << 10},
           "largest gRPC request accepted");
@@ -129,6 +134,8 @@ const char* FlagFor(Limit limit) {
       return "--pooling=false";
     case Limit::kMaxWaitersPerConnection:
       return "--max_waiters_per_connection";
+    case Limit::kFdReserve:
+      return "--fd_reserve";
   }
   return "a daemon flag";
 }
@@ -217,6 +224,7 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
     pool.arena_size = share;
     pool.pooled_max_size = std::min(pool.pooled_max_size, share);
   }
+  config.fd_reserve = absl::GetFlag(FLAGS_fd_reserve);
   config.list_max_page_size = absl::GetFlag(FLAGS_list_max_page_size);
   config.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes).bytes;
   config.log_level = absl::GetFlag(FLAGS_log_level);

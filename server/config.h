@@ -22,6 +22,9 @@ struct ServerConfig {
   std::string pooling_off_reason;  // when !pooling, for the log
   // arena_size at most a sixteenth of the capacity.
   PooledAllocatorOptions pool;
+  // Fds kept free; main turns it into registry.max_segment_fd once it knows
+  // RLIMIT_NOFILE.
+  uint32_t fd_reserve = 128;
   uint32_t list_max_page_size = 1000;
   uint64_t max_request_bytes = 64 * 1024;
   std::string log_level = "info";

@@ -3,6 +3,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <unistd.h>
 
+
 namespace shmbroker {
 
 HealthReporter::HealthReporter(RegistryObserver* next, uint64_t capacity_bytes)
@@ -20,6 +21,11 @@ void HealthReporter::Attach(grpc::HealthCheckServiceInterface* service) {
 
 void HealthReporter::Stopping() {
   stopping_.store(true);
+  Publish();
+}
+
+void HealthReporter::AcceptorBlocked(bool blocked) {
+  blocked_acceptors_.fetch_add(blocked ? 1 : -1);
   Publish();
 }
 
@@ -45,7 +51,10 @@ void HealthReporter::OnUsage(uint64_t allocated_bytes,
 void HealthReporter::Publish() {
   absl::MutexLock lock(&mu_);
   if (service_ == nullptr) return;
-  const int serving = can_allocate_.load() && !stopping_.load() ? 1 : 0;
+  const int serving = can_allocate_.load() && !stopping_.load() &&
+                              blocked_acceptors_.load() == 0
+                          ? 1
+                          : 0;
   // Only transitions reach gRPC: usage changes on every allocation.
   if (published_ == serving) return;
   published_ = serving;

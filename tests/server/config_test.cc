@@ -56,6 +56,14 @@ TEST_F(ConfigTest, BadValuesAreRefusedNamingTheFlag) {
   EXPECT_THAT(ConfigFromFlags().status().message(), HasSubstr("--capacity"));
 }
 
+TEST_F(ConfigTest, EveryLimitNamesItsFlag) {
+  EXPECT_STREQ(FlagFor(Limit::kFdReserve), "--fd_reserve");
+  EXPECT_STREQ(FlagFor(Limit::kCapacity), "--capacity");
+  absl::StatusOr<ServerConfig> config = ConfigFromFlags();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->fd_reserve, 128u);
+}
+
 TEST_F(ConfigTest, AnArenaIsAtMostASixteenthOfTheCapacity) {
   absl::SetFlag(&FLAGS_capacity, ByteSize{uint64_t{256} << 20});
   absl::StatusOr<ServerConfig> config = ConfigFromFlags();
