@@ -195,13 +195,16 @@ absl::StatusOr<Registry::Pending> Registry::ReserveLocked(
   info.owner = connections_.at(client).identity;
   info.share = spec.share;
   info.created = clock_->Now();
-  if (spec.backing == Backing::kPosix) {
-    info.shm_name = absl::StrCat(options_.shm_prefix, ".", pending.handle);
-  }
   if (!spec.name.empty()) names_[spec.name] = pending.handle;
   pending.memory.backing = spec.backing;
   pending.memory.size = spec.size;
-  pending.memory.shm_name = info.shm_name;
+  if (spec.backing == Backing::kPosix) {
+    // The object adds a random suffix (BufferInfo.shm_name is set from it):
+    // a predictable name could be created first by anyone.
+    pending.memory.shm_name =
+        absl::StrCat(options_.shm_prefix, ".", pending.handle);
+    pending.memory.random_suffix = true;
+  }
   // A dedicated memfd may be sealed later (Registry::Seal).
   pending.memory.sealable = true;
   pending.memory.owner_uid = info.owner.uid;
@@ -234,6 +237,7 @@ absl::StatusOr<Grant> Registry::FinishAllocateLocked(
   --lease->info.holds;  // the reservation becomes a real hold
   AddHoldLocked(*lease, handle);
   record.memory = memory;
+  record.info.shm_name = memory->shm_name();
   WakeWaitersLocked(record.info, deferred);
   return Grant{record.info, AccessMode::kReadWrite, lease_id, memory, {}};
 }

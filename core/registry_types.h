@@ -35,7 +35,8 @@ struct RegistryOptions {
   // here up stay free for client connections and the daemon's own use. 0:
   // no check.
   uint64_t max_segment_fd = 0;
-  // POSIX shm names are "<shm_prefix>.<handle>"; must start with '/'.
+  // POSIX shm names are "<shm_prefix>.<handle>.<16 random hex digits>";
+  // must start with '/'.
   std::string shm_prefix = "/shmbroker";
 };
 

@@ -59,7 +59,8 @@ ABSL_FLAG(uint32_t, list_max_page_size, 1000, "buffers per List page at most");
 ABSL_FLAG(shmbroker::ByteSize, max_request_bytes, shmbroker::ByteSize{64 << 10},
           "largest gRPC request accepted");
 ABSL_FLAG(std::string, shm_prefix, "shmbroker",
-          "POSIX shm objects are named /PREFIX.PID.HANDLE");
+          "POSIX shm objects are named /PREFIX.PID.HANDLE.RANDOM (16 random "
+          "hex digits, so that no other user can create the name first)");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "host:port serving Prometheus metrics at /metrics; port 0 picks a "
           "free one; empty disables");
