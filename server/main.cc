@@ -100,6 +100,22 @@ int Run(const ServerConfig& config) {
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
+  // These apply to the connections GrpcAcceptor adds too: gRPC builds their
+  // channel stacks from the server's arguments.
+  if (config.idle_connection_timeout > absl::ZeroDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                               static_cast<int>(absl::ToInt64Milliseconds(
+                                   config.idle_connection_timeout)));
+  }
+  builder.AddChannelArgument(
+      GRPC_ARG_KEEPALIVE_TIME_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(config.grpc_keepalive_time)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(
+                                 config.grpc_keepalive_timeout)));
+  // Keep pinging a connection that has a call open but sends nothing (a
+  // KeepAlive stream between renewals).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // No listening port: connections come from GrpcAcceptor, which knows
   // who is calling.
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
