@@ -68,6 +68,14 @@ absl::StatusOr<Grant> Registry::DoAllocate(ConnectionId client,
   if (spec.size == 0) {
     return absl::InvalidArgumentError("bad size: 0 (must be at least 1 byte)");
   }
+  // The request's own faults (INVALID_ARGUMENT, FAILED_PRECONDITION) come
+  // before any limit: a bad request is bad whatever the daemon's state.
+  if (!spec.name.empty()) {
+    if (absl::Status s = ValidateBufferName(spec.name); !s.ok()) return s;
+  }
+  if (absl::Status s = ValidateShareRules(spec.share); !s.ok()) return s;
+  absl::StatusOr<bool> pooled = WantsPool(spec);
+  if (!pooled.ok()) return pooled.status();
   if (spec.size > options_.capacity_bytes) {
     return LimitReached(
         Limit::kCapacity,
@@ -75,12 +83,6 @@ absl::StatusOr<Grant> Registry::DoAllocate(ConnectionId client,
             "over capacity: %d bytes requested, capacity is %d bytes",
             spec.size, options_.capacity_bytes));
   }
-  if (!spec.name.empty()) {
-    if (absl::Status s = ValidateBufferName(spec.name); !s.ok()) return s;
-  }
-  if (absl::Status s = ValidateShareRules(spec.share); !s.ok()) return s;
-  absl::StatusOr<bool> pooled = WantsPool(spec);
-  if (!pooled.ok()) return pooled.status();
   const uint64_t pages = (spec.size + PageSize() - 1) / PageSize() * PageSize();
 
   // Reserve the handle, name and (dedicated) bytes, then create the memory

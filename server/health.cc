@@ -3,6 +3,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <unistd.h>
 
+#include "shmbroker/v1/broker.grpc.pb.h"
 
 namespace shmbroker {
 
@@ -58,7 +59,10 @@ void HealthReporter::Publish() {
   // Only transitions reach gRPC: usage changes on every allocation.
   if (published_ == serving) return;
   published_ = serving;
+  // Health checkers ask for "" (the whole server) or for the service by
+  // name; both get the same answer.
   service_->SetServingStatus("", serving == 1);
+  service_->SetServingStatus(v1::Broker::service_full_name(), serving == 1);
 }
 
 }  // namespace shmbroker

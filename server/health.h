@@ -1,4 +1,5 @@
-// HealthReporter: keeps grpc.health.v1 (service "") SERVING only while the
+// HealthReporter: keeps grpc.health.v1 (service "" and
+// "shmbroker.v1.Broker") SERVING only while the
 // daemon can allocate: at least one page of capacity free, able to accept
 // connections (not out of file descriptors), and not stopping.
 // It sits between the Registry and the Metrics as a RegistryObserver that
