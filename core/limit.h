@@ -26,6 +26,7 @@ enum class Limit {
   kPooledLargeMaxSize,       // PooledAllocatorOptions::large_max_size
   kPoolingOff,               // the Registry has no pooled allocator
   kMaxWaitersPerConnection,  // RegistryOptions::max_waiters_per_connection
+  kFdReserve,                // RegistryOptions::max_segment_fd
 };
 
 inline constexpr char kLimitPayloadUrl[] = "type.shmbroker/limit";

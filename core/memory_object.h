@@ -25,8 +25,12 @@ const char* BackingName(Backing backing);
 struct MemorySpec {
   Backing backing = Backing::kMemfd;
   uint64_t size = 0;
-  // For kPosix: the daemon-chosen shm_open name ("/prefix.id.handle").
+  // For kPosix: the daemon-chosen shm_open name ("/prefix.pid.handle").
   std::string shm_name;
+  // For kPosix: append "." and 16 random hex digits to shm_name, so that
+  // nobody can take the name first (shm names are host-wide, and anyone may
+  // create one); drawn again when taken, a few times.
+  bool random_suffix = false;
   // For kPosix when the daemon runs as root: the object's owner.
   uid_t owner_uid = 0;
   gid_t owner_gid = 0;

@@ -1,6 +1,7 @@
 // PosixShmObject: a named POSIX shm object (shm_open), created exclusively
 // with mode 0600 and, when the daemon is root, owned by the allocating uid so
-// that name-based clients of that uid can open it. The name is daemon-chosen.
+// that name-based clients of that uid can open it. The name is daemon-chosen,
+// with an unpredictable suffix when the spec asks for one.
 // It cannot be sealed. Destruction unlinks the name.
 #ifndef SHMBROKER_CORE_POSIX_SHM_OBJECT_H_
 #define SHMBROKER_CORE_POSIX_SHM_OBJECT_H_

@@ -73,6 +73,14 @@ absl::StatusOr<Grant> Registry::DoAllocate(ConnectionId client,
   if (spec.size == 0) {
     return absl::InvalidArgumentError("bad size: 0 (must be at least 1 byte)");
   }
+  // The request's own faults (INVALID_ARGUMENT, FAILED_PRECONDITION) come
+  // before any limit: a bad request is bad whatever the daemon's state.
+  if (!spec.name.empty()) {
+    if (absl::Status s = ValidateBufferName(spec.name); !s.ok()) return s;
+  }
+  if (absl::Status s = ValidateShareRules(spec.share); !s.ok()) return s;
+  absl::StatusOr<bool> pooled = WantsPool(spec);
+  if (!pooled.ok()) return pooled.status();
   if (spec.size > options_.capacity_bytes) {
     return LimitReached(
         Limit::kCapacity,
@@ -80,12 +88,6 @@ absl::StatusOr<Grant> Registry::DoAllocate(ConnectionId client,
             "over capacity: %d bytes requested, capacity is %d bytes",
             spec.size, options_.capacity_bytes));
   }
-  if (!spec.name.empty()) {
-    if (absl::Status s = ValidateBufferName(spec.name); !s.ok()) return s;
-  }
-  if (absl::Status s = ValidateShareRules(spec.share); !s.ok()) return s;
-  absl::StatusOr<bool> pooled = WantsPool(spec);
-  if (!pooled.ok()) return pooled.status();
   const uint64_t pages = (spec.size + PageSize() - 1) / PageSize() * PageSize();
 
   // Reserve the handle, name and (dedicated) bytes, then create the memory
@@ -130,7 +132,16 @@ absl::StatusOr<Grant> Registry::DoAllocate(ConnectionId client,
   } else if (failed.ok()) {
     absl::StatusOr<std::unique_ptr<MemoryObject>> created =
         CreateMemoryObject(pending->memory);
-    if (created.ok()) {
+    if (created.ok() && options_.max_segment_fd > 0 &&
+        static_cast<uint64_t>((*created)->fd()) >= options_.max_segment_fd) {
+      failed = LimitReached(
+          Limit::kFdReserve,
+          absl::StrFormat("out of file descriptors: the segment would be fd "
+                          "%d, and fds from %d up are kept for client "
+                          "connections (release buffers, or raise the "
+                          "daemon's RLIMIT_NOFILE)",
+                          (*created)->fd(), options_.max_segment_fd));
+    } else if (created.ok()) {
       memory = std::move(*created);
     } else {
       failed = created.status();
@@ -191,13 +202,16 @@ absl::StatusOr<Registry::Pending> Registry::ReserveLocked(
   info.owner = connections_.at(client).identity;
   info.share = spec.share;
   info.created = clock_->Now();
-  if (spec.backing == Backing::kPosix) {
-    info.shm_name = absl::StrCat(options_.shm_prefix, ".", pending.handle);
-  }
   if (!spec.name.empty()) names_[spec.name] = pending.handle;
   pending.memory.backing = spec.backing;
   pending.memory.size = spec.size;
-  pending.memory.shm_name = info.shm_name;
+  if (spec.backing == Backing::kPosix) {
+    // The object adds a random suffix (BufferInfo.shm_name is set from it):
+    // a predictable name could be created first by anyone.
+    pending.memory.shm_name =
+        absl::StrCat(options_.shm_prefix, ".", pending.handle);
+    pending.memory.random_suffix = true;
+  }
   // A dedicated memfd may be sealed later (Registry::Seal).
   pending.memory.sealable = true;
   pending.memory.owner_uid = info.owner.uid;
@@ -230,6 +244,7 @@ absl::StatusOr<Grant> Registry::FinishAllocateLocked(
   --lease->info.holds;  // the reservation becomes a real hold
   AddHoldLocked(*lease, handle);
   record.memory = memory;
+  record.info.shm_name = memory->shm_name();
   WakeWaitersLocked(record.info, deferred);
   return Grant{record.info, AccessMode::kReadWrite, lease_id, memory, {}};
 }

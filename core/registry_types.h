@@ -30,7 +30,13 @@ struct RegistryOptions {
   // Attach calls one client connection may have waiting at once.
   uint32_t max_waiters_per_connection = 64;
   LeaseOptions leases;
-  // POSIX shm names are "<shm_prefix>.<handle>"; must start with '/'.
+  // A new dedicated segment whose fd number reaches this is refused
+  // (Limit::kFdReserve): fds are handed out lowest first, so the fds from
+  // here up stay free for client connections and the daemon's own use. 0:
+  // no check.
+  uint64_t max_segment_fd = 0;
+  // POSIX shm names are "<shm_prefix>.<handle>.<16 random hex digits>";
+  // must start with '/'.
   std::string shm_prefix = "/shmbroker";
 };
 

@@ -17,6 +17,7 @@
 #include "common/unique_fd.h"
 #include "core/identity.h"
 #include "core/ids.h"
+#include "server/log_rate_limiter.h"
 #include "server/token_bucket.h"
 
 namespace shmbroker {
@@ -24,6 +25,8 @@ namespace shmbroker {
 // Why the daemon closed a client connection (a metrics label).
 // kLeaseEnded: its default lease expired or was revoked.
 enum class CloseReason { kHangup, kProtocolError, kShutdown, kLeaseEnded };
+
+inline constexpr absl::Duration kConnectionWarningInterval = absl::Seconds(10);
 
 struct ClientConnection {
   ClientConnection(ConnectionId id, LeaseId default_lease, Identity identity,
@@ -53,6 +56,10 @@ struct ClientConnection {
   // KeepAlive messages over all its streams, so that opening new streams
   // does not refill it.
   TokenBucket keepalive_rate;
+  // Warnings about what this client sends (bad releases, KeepAlive over its
+  // rate): one line per interval, so a flood of bad frames cannot flood the
+  // log. The daemon-wide limiter (LogRateLimits) applies as well.
+  LogRateLimiter warnings{kConnectionWarningInterval};
 };
 
 }  // namespace shmbroker

@@ -50,11 +50,28 @@ ABSL_FLAG(uint32_t, max_clients_per_uid, 256,
 ABSL_FLAG(uint32_t, max_waiters_per_connection, 64,
           "Attach calls one client connection may have waiting for a buffer "
           "to be created or sealed at once");
+ABSL_FLAG(uint32_t, fd_reserve, 128,
+          "file descriptors kept free for client connections and the "
+          "daemon's own use: a dedicated buffer that would take one of the "
+          "last this many (of RLIMIT_NOFILE) is refused with "
+          "RESOURCE_EXHAUSTED");
+ABSL_FLAG(absl::Duration, idle_connection_timeout, absl::Minutes(5),
+          "a gRPC connection with no call in flight for this long is closed "
+          "(the client reconnects when it next calls; a client's lease "
+          "keeper keeps a stream open, so live clients are never idle); 0: "
+          "never");
+ABSL_FLAG(absl::Duration, grpc_keepalive_time, absl::Minutes(1),
+          "the daemon pings a gRPC connection after this long without "
+          "activity, to find peers that stopped reading");
+ABSL_FLAG(absl::Duration, grpc_keepalive_timeout, absl::Seconds(20),
+          "a gRPC connection whose peer does not answer a ping within this "
+          "is closed");
 ABSL_FLAG(uint32_t, list_max_page_size, 1000, "buffers per List page at most");
 ABSL_FLAG(shmbroker::ByteSize, max_request_bytes, shmbroker::ByteSize{64 << 10},
           "largest gRPC request accepted");
 ABSL_FLAG(std::string, shm_prefix, "shmbroker",
-          "POSIX shm objects are named /PREFIX.PID.HANDLE");
+          "POSIX shm objects are named /PREFIX.PID.HANDLE.RANDOM (16 random "
+          "hex digits, so that no other user can create the name first)");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "host:port serving Prometheus metrics at /metrics; port 0 picks a "
           "free one; empty disables");
@@ -137,6 +154,8 @@ const char* FlagFor(Limit limit) {
       return "--pooling=false";
     case Limit::kMaxWaitersPerConnection:
       return "--max_waiters_per_connection";
+    case Limit::kFdReserve:
+      return "--fd_reserve";
   }
   return "a daemon flag";
 }
@@ -231,6 +250,21 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   } else if (pool.arena_size > share) {
     pool.arena_size = share;
     pool.pooled_max_size = std::min(pool.pooled_max_size, share);
+  }
+  config.fd_reserve = absl::GetFlag(FLAGS_fd_reserve);
+  config.idle_connection_timeout = absl::GetFlag(FLAGS_idle_connection_timeout);
+  config.grpc_keepalive_time = absl::GetFlag(FLAGS_grpc_keepalive_time);
+  config.grpc_keepalive_timeout = absl::GetFlag(FLAGS_grpc_keepalive_timeout);
+  constexpr absl::Duration kMaxTimeout = absl::Hours(24 * 24);  // fits int ms
+  if (config.idle_connection_timeout < absl::ZeroDuration() ||
+      config.idle_connection_timeout > kMaxTimeout ||
+      config.grpc_keepalive_time < absl::Milliseconds(10) ||
+      config.grpc_keepalive_time > kMaxTimeout ||
+      config.grpc_keepalive_timeout < absl::Milliseconds(10) ||
+      config.grpc_keepalive_timeout > kMaxTimeout) {
+    return absl::InvalidArgumentError(
+        "--idle_connection_timeout: 0 (never) up to 24 days; "
+        "--grpc_keepalive_time, --grpc_keepalive_timeout: 10ms to 24 days");
   }
   config.list_max_page_size = absl::GetFlag(FLAGS_list_max_page_size);
   config.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes).bytes;

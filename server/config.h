@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "core/limit.h"
 #include "core/registry.h"
 
@@ -22,6 +23,15 @@ struct ServerConfig {
   std::string pooling_off_reason;  // when !pooling, for the log
   // arena_size at most a sixteenth of the capacity.
   PooledAllocatorOptions pool;
+  // Fds kept free; main turns it into registry.max_segment_fd once it knows
+  // RLIMIT_NOFILE.
+  uint32_t fd_reserve = 128;
+  // gRPC connections: closed when idle this long (0: never); pinged after
+  // keepalive_time without activity, closed without an answer in
+  // keepalive_timeout.
+  absl::Duration idle_connection_timeout = absl::Minutes(5);
+  absl::Duration grpc_keepalive_time = absl::Minutes(1);
+  absl::Duration grpc_keepalive_timeout = absl::Seconds(20);
   uint32_t list_max_page_size = 1000;
   uint64_t max_request_bytes = 64 * 1024;
   std::string log_level = "info";

@@ -6,6 +6,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -14,6 +15,7 @@
 #include "common/errno_status.h"
 #include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
+#include "server/log_rate_limiter.h"
 #include "server/logging.h"
 #include "server/peer_credentials.h"
 
@@ -31,12 +33,14 @@ void SendError(int sock, const std::string& message) {
 }  // namespace
 
 FdChannel::FdChannel(Registry* registry, int listener, Metrics* metrics,
-                     ReclaimLatencies* latencies, uint32_t keepalive_per_second)
+                     ReclaimLatencies* latencies, uint32_t keepalive_per_second,
+                     std::function<void(bool)> on_accept_blocked)
     : registry_(registry),
       listener_(listener),
       metrics_(metrics),
       latencies_(latencies),
-      keepalive_per_second_(keepalive_per_second) {}
+      keepalive_per_second_(keepalive_per_second),
+      out_of_fds_("fd_channel", metrics, std::move(on_accept_blocked)) {}
 
 FdChannel::~FdChannel() { Stop(); }
 
@@ -84,11 +88,21 @@ void FdChannel::Stop() {
 void FdChannel::Run() {
   epoll_event events[64];
   for (;;) {
-    int n = ::epoll_wait(epoll_.get(), events, 64, -1);
+    int timeout_ms = -1;
+    if (out_of_fds_.blocked()) {
+      const absl::Duration left = retry_accept_at_ - absl::Now();
+      timeout_ms = static_cast<int>(std::max<int64_t>(
+          0,
+          absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1)))));
+    }
+    int n = ::epoll_wait(epoll_.get(), events, 64, timeout_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::critical("fd channel: epoll_wait: {}", std::strerror(errno));
       return;
+    }
+    if (out_of_fds_.blocked() && absl::Now() >= retry_accept_at_) {
+      RetryAccepting();
     }
     for (int i = 0; i < n; ++i) {
       const uint64_t tag = events[i].data.u64;
@@ -111,7 +125,9 @@ void FdChannel::Accept() {
         ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!socket.valid()) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      if (errno == EMFILE || errno == ENFILE) {
+        StopAccepting(errno);
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
         spdlog::error("fd channel: accept: {}", std::strerror(errno));
       }
       return;
@@ -126,17 +142,46 @@ void FdChannel::Accept() {
   }
 }
 
+void FdChannel::StopAccepting(int err) {
+  // Level-triggered: a waiting connection would wake epoll_wait at once,
+  // for ever. Watch nothing on the listener until the backoff has passed.
+  epoll_event none{0, {.u64 = kListenerTag}};
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, listener_, &none);
+  retry_accept_at_ = absl::Now() + out_of_fds_.OnOutOfFds(err);
+  out_of_fds_.RefuseWaiting(
+      listener_, [this](int fd) { SendError(fd, out_of_fds_.Why()); });
+}
+
+void FdChannel::RetryAccepting() {
+  if (!out_of_fds_.Recovered()) {
+    out_of_fds_.RefuseWaiting(
+        listener_, [this](int fd) { SendError(fd, out_of_fds_.Why()); });
+    retry_accept_at_ = absl::Now() + out_of_fds_.OnOutOfFds(EMFILE);
+    return;
+  }
+  epoll_event listen_event{EPOLLIN, {.u64 = kListenerTag}};
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, listener_, &listen_event);
+  Accept();
+}
+
 absl::StatusOr<std::shared_ptr<ClientConnection>> FdChannel::Open(
     UniqueFd socket) {
   absl::StatusOr<Identity> identity = PeerCredentials(socket.get());
+  uint64_t suppressed = 0;
   if (!identity.ok()) {
-    spdlog::warn("fd channel: {}", identity.status().ToString());
+    if (LogRateLimits::Refusals().Allow(&suppressed)) {
+      spdlog::warn("fd channel: {}{}", identity.status().ToString(),
+                   SuppressedNote(suppressed));
+    }
     return identity.status();
   }
   absl::StatusOr<ConnectionId> id = registry_->OpenConnection(*identity);
   if (!id.ok()) {
-    spdlog::warn("fd channel: refused pid {} uid {}: {}", identity->pid,
-                 identity->uid, id.status().message());
+    if (LogRateLimits::Refusals().Allow(&suppressed)) {
+      spdlog::warn("fd channel: refused pid {} uid {}: {}{}", identity->pid,
+                   identity->uid, id.status().message(),
+                   SuppressedNote(suppressed));
+    }
     SendError(socket.get(), id.status().ToString());
     return id.status();
   }
@@ -189,10 +234,15 @@ absl::Status FdChannel::ApplyPending(ClientConnection& connection,
   }
   if (why.ok()) return why;
   const bool protocol_error = absl::IsInvalidArgument(why);
-  if (protocol_error) {
-    spdlog::warn("client connection {} (pid {} uid {}): {}", connection.id,
+  uint64_t suppressed = 0;
+  // A client reconnecting in a loop could repeat this for ever: rate-limited
+  // daemon-wide, as each connection says it once.
+  if (protocol_error && LogRateLimits::ClientWarnings().Allow(&suppressed)) {
+    spdlog::warn("client connection {} (pid {} uid {}): {}{}", connection.id,
                  connection.identity.pid, connection.identity.uid,
-                 why.message());
+                 why.message(), SuppressedNote(suppressed));
+  }
+  if (protocol_error) {
     SendError(connection.socket.get(), std::string(why.message()));
   }
   if (std::shared_ptr<ClientConnection> shared = FindById(connection.id)) {
@@ -243,9 +293,13 @@ void FdChannel::Apply(ClientConnection& connection,
   const auto& release = std::get<fdchannel::Release>(frame);
   absl::StatusOr<uint32_t> released = registry_->Release(
       connection.id, BufferRef::ByHandle(release.handle), release.lease);
-  if (!released.ok()) {
-    spdlog::warn("client connection {}: release over the fd channel: {}",
-                 connection.id, released.status().message());
+  uint64_t suppressed = 0;
+  if (!released.ok() && AllowClientWarning(connection.warnings, &suppressed)) {
+    spdlog::warn(
+        "client connection {} (pid {} uid {}): release over the fd channel: "
+        "{}{}",
+        connection.id, connection.identity.pid, connection.identity.uid,
+        released.status().message(), SuppressedNote(suppressed));
   }
 }
 
@@ -312,13 +366,23 @@ void FdChannel::Close(const std::shared_ptr<ClientConnection>& connection,
   }
   auto level =
       result.holds_dropped > 0 ? spdlog::level::info : spdlog::level::debug;
-  spdlog::log(level,
-              "client connection {} (pid {} uid {}) closed ({}): dropped {} "
-              "holds, reclaimed {} buffers ({} bytes) in {}",
-              connection->id, connection->identity.pid,
-              connection->identity.uid, why, result.holds_dropped,
-              result.buffers_reclaimed, result.bytes_reclaimed,
-              absl::FormatDuration(reclaim));
+  // Say how many warnings about it were held back, if the daemon-wide limit
+  // lets one more line through.
+  const uint64_t held_back = connection->warnings.TakeSuppressed();
+  uint64_t suppressed = 0;
+  if (held_back > 0 && LogRateLimits::ClientWarnings().Allow(&suppressed)) {
+    level = spdlog::level::warn;
+  }
+  spdlog::log(
+      level,
+      "client connection {} (pid {} uid {}) closed ({}): dropped {} "
+      "holds, reclaimed {} buffers ({} bytes) in {}{}",
+      connection->id, connection->identity.pid, connection->identity.uid, why,
+      result.holds_dropped, result.buffers_reclaimed, result.bytes_reclaimed,
+      absl::FormatDuration(reclaim),
+      held_back > 0
+          ? absl::StrCat("; ", held_back, " warnings about it suppressed")
+          : std::string());
 }
 
 void FdChannel::Hangup(ConnectionId id, const std::string& why) {

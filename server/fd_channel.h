@@ -13,6 +13,7 @@
 #ifndef SHMBROKER_SERVER_FD_CHANNEL_H_
 #define SHMBROKER_SERVER_FD_CHANNEL_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +28,7 @@
 #include "core/registry.h"
 #include "server/client_connection.h"
 #include "server/metrics.h"
+#include "server/out_of_fds.h"
 #include "server/reclaim_latency.h"
 
 namespace shmbroker {
@@ -35,9 +37,12 @@ class FdChannel {
  public:
   // `listener` is a listening SOCK_SEQPACKET socket. Nothing is owned; all
   // must outlive the FdChannel. Each connection may send
-  // `keepalive_per_second` KeepAlive messages a second.
+  // `keepalive_per_second` KeepAlive messages a second. `on_accept_blocked`
+  // hears when the daemon runs out of fds to accept with, and when it has
+  // them again (see OutOfFdsGuard).
   FdChannel(Registry* registry, int listener, Metrics* metrics,
-            ReclaimLatencies* latencies, uint32_t keepalive_per_second);
+            ReclaimLatencies* latencies, uint32_t keepalive_per_second,
+            std::function<void(bool blocked)> on_accept_blocked = nullptr);
   ~FdChannel();  // Stop()s
   FdChannel(const FdChannel&) = delete;
   FdChannel& operator=(const FdChannel&) = delete;
@@ -72,6 +77,11 @@ class FdChannel {
  private:
   void Run();
   void Accept();
+  // Out of fds: stop watching the listener until the backoff has passed.
+  void StopAccepting(int err);
+  // The backoff has passed: accept again if fds came back, else refuse
+  // whoever waits and back off further.
+  void RetryAccepting();
   absl::StatusOr<std::shared_ptr<ClientConnection>> Open(UniqueFd socket);
   // Reads and applies frames; an error says why the connection must close
   // (INVALID_ARGUMENT: a protocol error; else the peer hung up).
@@ -94,6 +104,8 @@ class FdChannel {
   UniqueFd epoll_;
   UniqueFd wake_;  // eventfd that stops Run()
   std::thread thread_;
+  OutOfFdsGuard out_of_fds_;    // used by the Run() thread only
+  absl::Time retry_accept_at_;  // while out_of_fds_.blocked()
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<ConnectionId, std::shared_ptr<ClientConnection>> by_id_

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "server/log_rate_limiter.h"
 #include "server/logging.h"
 
 namespace shmbroker {
@@ -18,9 +19,21 @@ void GrpcAcceptor::Start() {
 
 void GrpcAcceptor::Stop() {
   if (!thread_.joinable()) return;
+  if (!stopping_.HasBeenNotified()) stopping_.Notify();
   // Wakes the blocked accept() with EINVAL.
   ::shutdown(listener_, SHUT_RDWR);
   thread_.join();
+}
+
+bool GrpcAcceptor::WaitForFds(int err) {
+  for (;;) {
+    const absl::Duration backoff = out_of_fds_.OnOutOfFds(err);
+    // A refused gRPC client sees its connection close (UNAVAILABLE); the
+    // client library learns why on the fd channel, which it opens first.
+    out_of_fds_.RefuseWaiting(listener_, nullptr);
+    if (stopping_.WaitForNotificationWithTimeout(backoff)) return false;
+    if (out_of_fds_.Recovered()) return true;
+  }
 }
 
 void GrpcAcceptor::Run() {
@@ -31,9 +44,8 @@ void GrpcAcceptor::Run() {
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EMFILE || errno == ENFILE) {
-        spdlog::error("gRPC accept: {} (raise the fd limit)",
-                      std::strerror(errno));
-        ::usleep(10000);  // let connections close instead of spinning
+        // A blocking accept fails before it waits: retrying at once spins.
+        if (!WaitForFds(errno)) return;
         continue;
       }
       if (errno != EINVAL) {
@@ -42,8 +54,12 @@ void GrpcAcceptor::Run() {
       return;  // EINVAL: the listener was shut down
     }
     absl::StatusOr<Identity> identity = PeerCredentials(fd);
+    if (uint64_t suppressed = 0;
+        !identity.ok() && LogRateLimits::Refusals().Allow(&suppressed)) {
+      spdlog::warn("gRPC accept: {}{}", identity.status().ToString(),
+                   SuppressedNote(suppressed));
+    }
     if (!identity.ok()) {
-      spdlog::warn("gRPC accept: {}", identity.status().ToString());
       ::close(fd);
       continue;
     }

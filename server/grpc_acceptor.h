@@ -5,8 +5,12 @@
 #ifndef SHMBROKER_SERVER_GRPC_ACCEPTOR_H_
 #define SHMBROKER_SERVER_GRPC_ACCEPTOR_H_
 
+#include <functional>
 #include <thread>
 
+#include "absl/synchronization/notification.h"
+#include "server/metrics.h"
+#include "server/out_of_fds.h"
 #include "server/peer_credentials.h"
 
 namespace grpc {
@@ -18,8 +22,15 @@ namespace shmbroker {
 class GrpcAcceptor {
  public:
   // Neither pointer nor `listener` is owned; all must outlive Stop().
-  GrpcAcceptor(int listener, grpc::Server* server, PeerTable* peers)
-      : listener_(listener), server_(server), peers_(peers) {}
+  // `on_accept_blocked` hears when the daemon runs out of fds to accept
+  // with, and when it has them again (see OutOfFdsGuard).
+  GrpcAcceptor(int listener, grpc::Server* server, PeerTable* peers,
+               Metrics* metrics,
+               std::function<void(bool blocked)> on_accept_blocked = nullptr)
+      : listener_(listener),
+        server_(server),
+        peers_(peers),
+        out_of_fds_("grpc", metrics, std::move(on_accept_blocked)) {}
   ~GrpcAcceptor() { Stop(); }
 
   void Start();
@@ -28,10 +39,15 @@ class GrpcAcceptor {
 
  private:
   void Run();
+  // Out of fds: backs off until fds come back, refusing whoever connects
+  // meanwhile. False when stopped.
+  bool WaitForFds(int err);
 
   const int listener_;
   grpc::Server* const server_;
   PeerTable* const peers_;
+  OutOfFdsGuard out_of_fds_;  // used by the acceptor thread only
+  absl::Notification stopping_;
   std::thread thread_;
 };
 

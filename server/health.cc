@@ -3,6 +3,8 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <unistd.h>
 
+#include "shmbroker/v1/broker.grpc.pb.h"
+
 namespace shmbroker {
 
 HealthReporter::HealthReporter(RegistryObserver* next, uint64_t capacity_bytes)
@@ -20,6 +22,11 @@ void HealthReporter::Attach(grpc::HealthCheckServiceInterface* service) {
 
 void HealthReporter::Stopping() {
   stopping_.store(true);
+  Publish();
+}
+
+void HealthReporter::AcceptorBlocked(bool blocked) {
+  blocked_acceptors_.fetch_add(blocked ? 1 : -1);
   Publish();
 }
 
@@ -45,11 +52,17 @@ void HealthReporter::OnUsage(uint64_t allocated_bytes,
 void HealthReporter::Publish() {
   absl::MutexLock lock(&mu_);
   if (service_ == nullptr) return;
-  const int serving = can_allocate_.load() && !stopping_.load() ? 1 : 0;
+  const int serving = can_allocate_.load() && !stopping_.load() &&
+                              blocked_acceptors_.load() == 0
+                          ? 1
+                          : 0;
   // Only transitions reach gRPC: usage changes on every allocation.
   if (published_ == serving) return;
   published_ = serving;
+  // Health checkers ask for "" (the whole server) or for the service by
+  // name; both get the same answer.
   service_->SetServingStatus("", serving == 1);
+  service_->SetServingStatus(v1::Broker::service_full_name(), serving == 1);
 }
 
 }  // namespace shmbroker

@@ -1,5 +1,7 @@
-// HealthReporter: keeps grpc.health.v1 (service "") SERVING only while the
-// daemon can allocate: at least one page of capacity free and not stopping.
+// HealthReporter: keeps grpc.health.v1 (service "" and
+// "shmbroker.v1.Broker") SERVING only while the
+// daemon can allocate: at least one page of capacity free, able to accept
+// connections (not out of file descriptors), and not stopping.
 // It sits between the Registry and the Metrics as a RegistryObserver that
 // forwards every event, and touches the gRPC health service only when the
 // answer changes. Thread-safe.
@@ -28,6 +30,9 @@ class HealthReporter : public RegistryObserver {
   void Attach(grpc::HealthCheckServiceInterface* service);
   // From now on NOT_SERVING.
   void Stopping();
+  // An acceptor cannot accept (out of file descriptors) or can again: NOT
+  // SERVING while any cannot.
+  void AcceptorBlocked(bool blocked);
 
   void OnAllocate(absl::StatusCode result) override;
   void OnHoldsDropped(ReclaimReason reason, uint64_t holds) override;
@@ -50,6 +55,7 @@ class HealthReporter : public RegistryObserver {
   const uint64_t page_;
   std::atomic<bool> can_allocate_;
   std::atomic<bool> stopping_{false};
+  std::atomic<int> blocked_acceptors_{0};
   absl::Mutex mu_;  // orders what reaches gRPC
   grpc::HealthCheckServiceInterface* service_ ABSL_GUARDED_BY(mu_) = nullptr;
   int published_ ABSL_GUARDED_BY(mu_) = -1;  // last status sent: -1 none

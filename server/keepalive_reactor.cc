@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/log_rate_limiter.h"
 #include "server/logging.h"
 #include "server/proto_convert.h"
 
@@ -34,8 +35,11 @@ void KeepAliveReactor::OnReadDone(bool ok) {
         "KeepAlive over %d messages per second for this client connection "
         "(--keepalive_max_per_second); renew each lease about every TTL/3",
         static_cast<int>(connection_->keepalive_rate.rate())));
-    spdlog::warn("KeepAlive: pid {} uid {}: {}", caller_.pid, caller_.uid,
-                 over.message());
+    uint64_t suppressed = 0;
+    if (AllowClientWarning(connection_->warnings, &suppressed)) {
+      spdlog::warn("KeepAlive: pid {} uid {}: {}{}", caller_.pid, caller_.uid,
+                   over.message(), SuppressedNote(suppressed));
+    }
     metrics_->RpcDone("KeepAlive", over.code(), absl::ZeroDuration());
     Finish(ToGrpcStatus(over));
     return;

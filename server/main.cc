@@ -6,7 +6,6 @@
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 #include <signal.h>
-#include <sys/resource.h>
 
 #include <cstdio>
 #include <cstring>
@@ -22,6 +21,7 @@
 #include "server/broker_service.h"
 #include "server/config.h"
 #include "server/fd_channel.h"
+#include "server/fd_limit.h"
 #include "server/grpc_acceptor.h"
 #include "server/health.h"
 #include "server/lease_sweeper.h"
@@ -34,16 +34,6 @@
 namespace shmbroker {
 namespace {
 
-// Every live buffer is an open fd in the daemon: take all the kernel allows.
-void RaiseFdLimit() {
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 &&
-      limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = limit.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &limit);
-  }
-}
-
 int Run(const ServerConfig& config) {
   // Signals are taken synchronously by sigwait below; block them before any
   // thread starts so that no other thread receives them.
@@ -53,7 +43,8 @@ int Run(const ServerConfig& config) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
-  RaiseFdLimit();
+  RegistryOptions registry_options = config.registry;
+  registry_options.max_segment_fd = SetUpFdLimit(config);
 
   absl::StatusOr<std::unique_ptr<SocketFiles>> files =
       SocketFiles::Create(config.socket_path, config.socket_group);
@@ -74,7 +65,7 @@ int Run(const ServerConfig& config) {
   // Registry events go to the health reporter, which passes them on to the
   // metrics.
   HealthReporter health(metrics->get(), config.registry.capacity_bytes);
-  Registry registry(config.registry, RealClock(), &health);
+  Registry registry(registry_options, RealClock(), &health);
   if (config.pooling) {
     if (absl::Status s = registry.EnablePooling(config.pool); !s.ok()) {
       spdlog::critical("pooling: {}", s.message());
@@ -83,9 +74,10 @@ int Run(const ServerConfig& config) {
   }
   (*metrics)->AddStateSource(&registry);
   ReclaimLatencies latencies;
-  FdChannel fd_channel(&registry, (*files)->fd_channel_listener(),
-                       metrics->get(), &latencies,
-                       config.keepalive_max_per_second);
+  FdChannel fd_channel(
+      &registry, (*files)->fd_channel_listener(), metrics->get(), &latencies,
+      config.keepalive_max_per_second,
+      [&health](bool blocked) { health.AcceptorBlocked(blocked); });
   if (absl::Status s = fd_channel.Start(); !s.ok()) {
     spdlog::critical("fd channel: {}", s.message());
     return 1;
@@ -108,6 +100,22 @@ int Run(const ServerConfig& config) {
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
+  // These apply to the connections GrpcAcceptor adds too: gRPC builds their
+  // channel stacks from the server's arguments.
+  if (config.idle_connection_timeout > absl::ZeroDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                               static_cast<int>(absl::ToInt64Milliseconds(
+                                   config.idle_connection_timeout)));
+  }
+  builder.AddChannelArgument(
+      GRPC_ARG_KEEPALIVE_TIME_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(config.grpc_keepalive_time)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(
+                                 config.grpc_keepalive_timeout)));
+  // Keep pinging a connection that has a call open but sends nothing (a
+  // KeepAlive stream between renewals).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // No listening port: connections come from GrpcAcceptor, which knows
   // who is calling.
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -116,7 +124,9 @@ int Run(const ServerConfig& config) {
     return 1;
   }
   health.Attach(server->GetHealthCheckService());
-  GrpcAcceptor acceptor((*files)->grpc_listener(), server.get(), &peers);
+  GrpcAcceptor acceptor(
+      (*files)->grpc_listener(), server.get(), &peers, metrics->get(),
+      [&health](bool blocked) { health.AcceptorBlocked(blocked); });
   acceptor.Start();
 
   spdlog::info("shmbrokerd {} serving on unix:{} (fd channel {}), capacity {}",

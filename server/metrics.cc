@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <exception>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -99,6 +100,16 @@ struct Metrics::Impl {
               "Client connections closed, by reason (hangup, "
               "protocol_error, lease_ended, shutdown).")
           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& refused =
+      prometheus::BuildCounter()
+          .Name("shmbroker_connections_refused_total")
+          .Help(
+              "Connections refused because the daemon was out of file "
+              "descriptors, by socket (fd_channel, grpc).")
+          .Register(*registry);
+  prometheus::Counter& refused_fd_channel =
+      refused.Add({{"socket", "fd_channel"}});
+  prometheus::Counter& refused_grpc = refused.Add({{"socket", "grpc"}});
   prometheus::Counter& deaths =
       prometheus::BuildCounter()
           .Name("shmbroker_client_deaths_total")
@@ -322,6 +333,12 @@ void Metrics::ClientClosed(CloseReason reason, bool was_holding,
     impl_->deaths.Increment();
     impl_->reclaim_latency.Observe(absl::ToDoubleSeconds(reclaim));
   }
+}
+
+void Metrics::ConnectionRefused(const char* socket) {
+  (std::string_view(socket) == "grpc" ? impl_->refused_grpc
+                                      : impl_->refused_fd_channel)
+      .Increment();
 }
 
 void Metrics::RpcDone(const char* method, absl::StatusCode code,

@@ -65,6 +65,10 @@ class Metrics : public RegistryObserver {
   void ClientClosed(CloseReason reason, bool was_holding,
                     absl::Duration reclaim);
 
+  // A connection accepted only to be refused: the daemon was out of file
+  // descriptors. `socket` is "fd_channel" or "grpc".
+  void ConnectionRefused(const char* socket);
+
   // One finished RPC.
   void RpcDone(const char* method, absl::StatusCode code,
                absl::Duration duration);

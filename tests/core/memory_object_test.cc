@@ -191,6 +191,29 @@ TEST(PosixShmObjectTest, ExistsWithMode0600WhileAliveAndIsUnlinkedAfter) {
   EXPECT_FALSE(ShmExists(name));
 }
 
+TEST(PosixShmObjectTest, RandomSuffixMakesEachNameNewAndUnpredictable) {
+  const std::string base = UniqueShmName("rand");
+  MemorySpec spec = Posix(4096, base);
+  spec.random_suffix = true;
+  // The base name itself, taken by someone else, is no obstacle.
+  std::unique_ptr<MemoryObject> squatter = MustCreate(Posix(4096, base));
+  ASSERT_NE(squatter, nullptr);
+  std::unique_ptr<MemoryObject> first = MustCreate(spec);
+  std::unique_ptr<MemoryObject> second = MustCreate(spec);
+  ASSERT_NE(first, nullptr);
+  ASSERT_NE(second, nullptr);
+  EXPECT_THAT(first->shm_name(),
+              ::testing::MatchesRegex(base + "\\.[0-9a-f]{16}"));
+  EXPECT_THAT(second->shm_name(),
+              ::testing::MatchesRegex(base + "\\.[0-9a-f]{16}"));
+  EXPECT_NE(first->shm_name(), second->shm_name());
+  EXPECT_TRUE(ShmExists(first->shm_name()));
+  const std::string name = first->shm_name();
+  first.reset();
+  EXPECT_FALSE(ShmExists(name));
+  EXPECT_TRUE(ShmExists(base));  // the squatter's object is left alone
+}
+
 TEST(PosixShmObjectTest, TakenNameIsAlreadyExistsAndLeavesTheFirstAlone) {
   const std::string name = UniqueShmName("dup");
   std::unique_ptr<MemoryObject> first = MustCreate(Posix(4096, name));

@@ -6,10 +6,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "core/registry.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -204,16 +206,28 @@ TEST_F(RegistryAccessTest, ListMoreIgnoresBuffersTheCallerCannotSee) {
   EXPECT_FALSE(more);
 }
 
-TEST_F(RegistryAccessTest, PosixBufferIsNamedAfterPrefixAndHandle) {
+TEST_F(RegistryAccessTest, PosixBufferIsNamedAfterPrefixHandleAndRandom) {
+  // Someone took the name the buffer would have had without its random
+  // part: that stops nothing, and their object is left alone.
+  const std::string predictable = registry_->options().shm_prefix + ".1";
+  MemorySpec squatter_spec;
+  squatter_spec.backing = Backing::kPosix;
+  squatter_spec.size = 1;
+  squatter_spec.shm_name = predictable;
+  absl::StatusOr<std::unique_ptr<MemoryObject>> squatter =
+      CreateMemoryObject(squatter_spec);
+  ASSERT_THAT(squatter, IsOk());
   ConnectionId alice = Open(kAlice);
   ConnectionId alice2 = Open(::shmbroker::testing::kAlice2);
   absl::StatusOr<Grant> grant =
       registry_->Allocate(alice, Spec(6000, "", {}, Backing::kPosix));
   ASSERT_THAT(grant, IsOk());
   const Handle h = grant->buffer.handle;
-  const std::string expected =
-      registry_->options().shm_prefix + "." + std::to_string(h);
-  EXPECT_EQ(grant->buffer.shm_name, expected);
+  EXPECT_EQ(h, 1u);
+  const std::string expected = grant->buffer.shm_name;
+  EXPECT_THAT(expected,
+              ::testing::MatchesRegex(predictable + "\\.[0-9a-f]{16}"));
+  EXPECT_TRUE(ShmExists(predictable));
   EXPECT_EQ(grant->buffer.backing, Backing::kPosix);
   EXPECT_EQ(grant->memory->shm_name(), expected);
   struct stat st;
@@ -252,25 +266,28 @@ TEST_F(RegistryAccessTest, MemfdBufferHasNoShmName) {
 }
 
 TEST_F(RegistryAccessTest, FailedSegmentCreationGivesEverythingBack) {
-  // A stale object with the name the next posix buffer would get.
-  const std::string stale = registry_->options().shm_prefix + ".1";
-  MemorySpec squatter_spec;
-  squatter_spec.backing = Backing::kPosix;
-  squatter_spec.size = 1;
-  squatter_spec.shm_name = stale;
-  absl::StatusOr<std::unique_ptr<MemoryObject>> squatter =
-      CreateMemoryObject(squatter_spec);
-  ASSERT_THAT(squatter, IsOk());
+  // Every segment is refused after it was created (its fd is past the
+  // ceiling), so the posix object existed for a moment.
+  RegistryOptions options = DefaultOptions();
+  options.max_segment_fd = 1;
+  Reset(options);
   ConnectionId alice = Open(kAlice);
   EXPECT_THAT(
       registry_->Allocate(alice, Spec(1, "wanted", {}, Backing::kPosix)),
-      StatusIs(Code::kAlreadyExists, HasSubstr(stale)));
+      StatusIs(Code::kResourceExhausted, HasSubstr("file descriptors")));
   RegistryStats stats = registry_->Stats();
   EXPECT_EQ(stats.allocated_bytes, 0u);
   EXPECT_EQ(stats.buffers, 0u);
   EXPECT_EQ(stats.holds, 0u);
-  EXPECT_TRUE(ShmExists(stale));                       // not ours to unlink
-  EXPECT_THAT(AllocSpec(alice, 1, "wanted"), IsOk());  // name was released
+  // The name was released, and nothing is left in /dev/shm.
+  EXPECT_EQ(
+      registry_->Describe(kAlice, BufferRef::ByName("wanted")).status().code(),
+      Code::kNotFound);
+  const std::string prefix = registry_->options().shm_prefix.substr(1);
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+    EXPECT_FALSE(absl::StartsWith(entry.path().filename().string(), prefix))
+        << entry.path();
+  }
 }
 
 TEST_F(RegistryAccessTest, CreatedTimeComesFromTheInjectedClock) {

@@ -65,6 +65,20 @@ TEST_F(RegistryPoolTest, AskingForPooledWhereItCannotBeIsRefused) {
               AllOf(StatusIs(absl::StatusCode::kInvalidArgument,
                              HasSubstr("pooled buffers hold 1 to")),
                     RefusedBy(Limit::kPooledMaxSize)));
+  // A bad request is bad before it is too large: larger than the capacity
+  // too, these are still INVALID_ARGUMENT.
+  AllocateSpec posix_huge = Kind(64 * kMiB, BufferKind::kPooled);
+  posix_huge.backing = Backing::kPosix;
+  EXPECT_THAT(registry_->Allocate(alice, posix_huge),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("owner-only memfd")));
+  EXPECT_THAT(registry_->Allocate(alice, Kind(64 * kMiB, BufferKind::kPooled)),
+              AllOf(StatusIs(absl::StatusCode::kInvalidArgument,
+                             HasSubstr("pooled buffers hold 1 to")),
+                    RefusedBy(Limit::kPooledMaxSize)));
+  AllocateSpec bad_name_huge = Spec(64 * kMiB, "no/slash");
+  EXPECT_EQ(registry_->Allocate(alice, bad_name_huge).status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(registry_->Stats().buffers, 0u);
 }
 

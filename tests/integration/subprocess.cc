@@ -19,7 +19,8 @@ namespace shmbroker::testing {
 
 Subprocess::Subprocess(const std::vector<std::string>& argv,
                        const std::string& input,
-                       const std::vector<std::string>& env) {
+                       const std::vector<std::string>& env,
+                       const std::string& stderr_path) {
   int in[2], out[2], err[2];
   if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 ||
       ::pipe2(err, O_CLOEXEC) != 0) {
@@ -29,7 +30,13 @@ Subprocess::Subprocess(const std::vector<std::string>& argv,
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
   posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
+  if (stderr_path.empty()) {
+    posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
+  } else {
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO,
+                                     stderr_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  }
   // Children start with no signals blocked, whatever the test runner did.
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
@@ -70,6 +77,10 @@ Subprocess::Subprocess(const std::vector<std::string>& argv,
   ::close(in[1]);
   out_ = out[0];
   err_ = err[0];
+  if (!stderr_path.empty()) {
+    ::close(err_);
+    err_ = -1;
+  }
 }
 
 Subprocess::~Subprocess() {
@@ -119,7 +130,7 @@ void Subprocess::Signal(int signal) {
 Finished Subprocess::Wait(absl::Duration timeout) {
   Finished f;
   const absl::Time deadline = absl::Now() + timeout;
-  bool out_open = true, err_open = true;
+  bool out_open = true, err_open = err_ >= 0;
   while (out_open || err_open) {
     const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
     if (left <= 0) {

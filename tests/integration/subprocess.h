@@ -24,10 +24,13 @@ struct Finished {
 class Subprocess {
  public:
   // Starts argv[0] (a path) with `env` added to the environment. `input` is
-  // written to stdin, which is then closed.
+  // written to stdin, which is then closed. With `stderr_path`, stderr goes
+  // to that file (created or truncated) instead of a pipe, and Finished.err
+  // stays empty.
   Subprocess(const std::vector<std::string>& argv,
              const std::string& input = "",
-             const std::vector<std::string>& env = {});
+             const std::vector<std::string>& env = {},
+             const std::string& stderr_path = "");
   ~Subprocess();  // SIGKILLs and reaps a child still running
   Subprocess(const Subprocess&) = delete;
   Subprocess& operator=(const Subprocess&) = delete;

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "common/fd_channel_io.h"
@@ -17,7 +19,8 @@
 namespace shmbroker::testing {
 
 TestDaemon::TestDaemon(const std::vector<std::string>& flags,
-                       const std::string& dir) {
+                       const std::string& dir, const Launch& launch)
+    : log_path_(launch.log_path) {
   if (dir.empty()) {
     char tmpl[] = "/tmp/shmbroker-test-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
@@ -28,10 +31,15 @@ TestDaemon::TestDaemon(const std::vector<std::string>& flags,
     dir_ = dir;
   }
   // Tests run in parallel: each daemon serves metrics on a port of its own.
-  std::vector<std::string> argv = {DaemonPath(), "--socket=" + socket(),
-                                   "--metrics_address=127.0.0.1:0"};
+  std::vector<std::string> argv = launch.wrapper;
+  for (const std::string& arg :
+       {std::string(DaemonPath()), "--socket=" + socket(),
+        std::string("--metrics_address=127.0.0.1:0")}) {
+    argv.push_back(arg);
+  }
   argv.insert(argv.end(), flags.begin(), flags.end());
-  process_ = std::make_unique<Subprocess>(argv);
+  process_ = std::make_unique<Subprocess>(argv, "", std::vector<std::string>{},
+                                          log_path_);
   pid_ = process_->pid();
   std::optional<std::string> out =
       process_->WaitForOutput("listening on", absl::Seconds(20));
@@ -39,6 +47,7 @@ TestDaemon::TestDaemon(const std::vector<std::string>& flags,
   if (!started_) {
     Finished f = process_->Wait(absl::Seconds(5));
     startup_output_ = f.out + f.err;
+    if (!log_path_.empty()) startup_output_ += ReadWholeFile(log_path_);
   }
 }
 
@@ -58,6 +67,7 @@ Finished TestDaemon::Stop() {
   started_ = false;
   process_->Signal(SIGTERM);
   finished_ = process_->Wait(absl::Seconds(20));
+  if (!log_path_.empty()) finished_->err = ReadWholeFile(log_path_);
   return *finished_;
 }
 
@@ -161,6 +171,19 @@ std::vector<std::string> CliArgsAs(const TestDaemon& daemon, uint32_t uid,
 
 std::vector<std::string> CliEnvAs(const TestDaemon& daemon) {
   return {"LD_LIBRARY_PATH=" + daemon.dir()};
+}
+
+std::string NewTempFile(const std::string& tag) {
+  std::string path = "/tmp/shmbroker-" + tag + "-XXXXXX";
+  const int fd = ::mkstemp(path.data());
+  EXPECT_GE(fd, 0) << path << ": " << std::strerror(errno);
+  ::close(fd);
+  return path;
+}
+
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 int ConnectRawFdChannel(const std::string& socket, std::string* token) {

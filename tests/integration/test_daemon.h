@@ -21,10 +21,20 @@ namespace shmbroker::testing {
 
 class TestDaemon {
  public:
+  // How to start it, beyond its flags.
+  struct Launch {
+    // A command that execs the daemon, e.g. {"/usr/bin/prlimit",
+    // "--nofile=64:64", "--"}.
+    std::vector<std::string> wrapper;
+    // stderr (the log) to this file instead of a pipe; the destructor still
+    // checks it for sanitizer reports.
+    std::string log_path;
+  };
+
   // `flags` go to shmbrokerd after --socket. With `dir`, reuses that
   // directory (and so that socket) instead of making a new one.
   explicit TestDaemon(const std::vector<std::string>& flags = {},
-                      const std::string& dir = "");
+                      const std::string& dir = "", const Launch& launch = {});
   ~TestDaemon();
 
   // False when the daemon did not print its "listening on" line; then
@@ -46,6 +56,7 @@ class TestDaemon {
 
  private:
   std::string dir_;
+  std::string log_path_;
   bool owns_dir_ = false;
   std::unique_ptr<Subprocess> process_;
   pid_t pid_ = -1;
@@ -105,6 +116,12 @@ std::vector<std::string> CliEnvAs(const TestDaemon& daemon);
 // A raw fd-channel connection to the daemon at `socket`, past the greeting;
 // `token` gets the session token when given. The caller closes the fd.
 int ConnectRawFdChannel(const std::string& socket, std::string* token);
+
+// A new empty file in /tmp named after `tag` (e.g. for a daemon's log); the
+// caller removes it.
+std::string NewTempFile(const std::string& tag);
+// The whole of a file ("" if it cannot be read).
+std::string ReadWholeFile(const std::string& path);
 
 inline const char* DaemonPath() { return SHMBROKERD_PATH; }
 inline const char* CliPath() { return SHMBROKER_CLI_PATH; }

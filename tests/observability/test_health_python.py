@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """gRPC health of shmbrokerd, from Python and from `shmbroker health`.
 
-grpc.health.v1.Health/Check with service "" over unix:PATH, by a generic
+grpc.health.v1.Health/Check with service "" and "shmbroker.v1.Broker" (the
+two names a health checker may ask; both always agree) over unix:PATH, by a
+generic
 unary_unary call and hand-encoded protobuf (Debian's python3-grpcio, no
 generated code): SERVING (1) while the daemon can allocate, NOT_SERVING (2)
 when less than one page of --capacity is free. `shmbroker health` must exit 0
@@ -22,6 +24,7 @@ from common import (NOT_SERVING, SERVING, Daemon, check, check_eq, grpc_channel,
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 NAMES = {SERVING: "SERVING", NOT_SERVING: "NOT_SERVING"}
+SERVICES = ("", "shmbroker.v1.Broker")
 
 
 def body():
@@ -45,13 +48,18 @@ def body():
 
     def wait_health(expected, why):
         def got():
-            s = health_status(channel)
-            return s == expected or check_eq(NAMES.get(s, s), NAMES[expected],
-                                             "Health/Check status")
+            for service in SERVICES:
+                s = health_status(channel, service)
+                if s != expected:
+                    return check_eq(NAMES.get(s, s), NAMES[expected],
+                                    f"Health/Check status of {service!r}")
+            return True
         poll_until(got, timeout=20, what=f"Health/Check to answer {NAMES[expected]} ({why})")
         check_cli(expected)
 
-    check_eq(health_status(channel), SERVING, "Health/Check status of a fresh daemon")
+    for service in SERVICES:
+        check_eq(health_status(channel, service), SERVING,
+                 f"Health/Check status of {service!r} on a fresh daemon")
     check_cli(SERVING)
 
     # The brief's scenario: one holder takes the whole capacity.
@@ -64,7 +72,9 @@ def body():
 
     # The boundary: exactly one page free still serves; zero does not.
     d.hold(str((1 << 20) - PAGE), label="all_but_a_page", hold="120s")
-    check_eq(health_status(channel), SERVING, "Health/Check status with exactly one page free")
+    for service in SERVICES:
+        check_eq(health_status(channel, service), SERVING,
+                 f"Health/Check status of {service!r} with exactly one page free")
     check_cli(SERVING)
     last = d.hold(str(PAGE), label="last_page", hold="120s")
     wait_health(NOT_SERVING, "the last page is allocated")

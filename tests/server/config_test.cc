@@ -14,6 +14,8 @@ ABSL_DECLARE_FLAG(uint64_t, max_buffers);
 ABSL_DECLARE_FLAG(std::string, log_format);
 ABSL_DECLARE_FLAG(std::string, shm_prefix);
 ABSL_DECLARE_FLAG(absl::Duration, lease_min_ttl);
+ABSL_DECLARE_FLAG(absl::Duration, idle_connection_timeout);
+ABSL_DECLARE_FLAG(absl::Duration, grpc_keepalive_timeout);
 
 namespace shmbroker {
 namespace {
@@ -54,6 +56,24 @@ TEST_F(ConfigTest, BadValuesAreRefusedNamingTheFlag) {
   absl::SetFlag(&FLAGS_lease_min_ttl, absl::Seconds(1));
   absl::SetFlag(&FLAGS_capacity, ByteSize{uint64_t{1} << 51});
   EXPECT_THAT(ConfigFromFlags().status().message(), HasSubstr("--capacity"));
+  absl::SetFlag(&FLAGS_capacity, ByteSize{0});
+  absl::SetFlag(&FLAGS_idle_connection_timeout, absl::Seconds(-1));
+  EXPECT_THAT(ConfigFromFlags().status().message(),
+              HasSubstr("--idle_connection_timeout"));
+  absl::SetFlag(&FLAGS_idle_connection_timeout, absl::ZeroDuration());
+  EXPECT_TRUE(ConfigFromFlags().ok());  // 0: never
+  absl::SetFlag(&FLAGS_grpc_keepalive_timeout, absl::ZeroDuration());
+  EXPECT_THAT(ConfigFromFlags().status().message(),
+              HasSubstr("--grpc_keepalive_timeout"));
+}
+
+TEST_F(ConfigTest, EveryLimitNamesItsFlag) {
+  EXPECT_STREQ(FlagFor(Limit::kFdReserve), "--fd_reserve");
+  EXPECT_STREQ(FlagFor(Limit::kCapacity), "--capacity");
+  absl::StatusOr<ServerConfig> config = ConfigFromFlags();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->fd_reserve, 128u);
+  EXPECT_EQ(config->idle_connection_timeout, absl::Minutes(5));
 }
 
 TEST_F(ConfigTest, AnArenaIsAtMostASixteenthOfTheCapacity) {

@@ -1,0 +1,65 @@
+// A client that floods the daemon with bad frames costs a few log lines, not
+// megabytes, and the daemon keeps serving.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/fd_channel_io.h"
+#include "common/fd_channel_protocol.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/test_daemon.h"
+
+namespace shmbroker::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(LogFloodTest, BogusReleaseFramesAreRateLimitedInTheLog) {
+  const std::string log_path = NewTempFile("flood-log");
+  TestDaemon::Launch launch;
+  launch.log_path = log_path;
+  auto daemon =
+      std::make_unique<TestDaemon>(std::vector<std::string>{}, "", launch);
+  ASSERT_TRUE(daemon->started()) << daemon->startup_output();
+  auto client = daemon->Connect();
+  ASSERT_TRUE(client.ok()) << client.status();
+  struct stat st {};
+  ASSERT_EQ(::stat(log_path.c_str(), &st), 0);
+  const off_t before = st.st_size;
+
+  // Three connections, each releasing 50000 handles that never existed
+  // (one warning each, before).
+  constexpr int kFrames = 50000;
+  for (int c = 0; c < 3; ++c) {
+    const int fd = ConnectRawFdChannel(daemon->socket(), nullptr);
+    for (int i = 0; i < kFrames; ++i) {
+      fdchannel::Frame release = fdchannel::Encode(
+          fdchannel::Release{uint64_t{1} << 40 | static_cast<uint64_t>(i), 0});
+      ASSERT_TRUE(
+          fdchannel::SentWhole(fdchannel::SendFrame(fd, release, -1, 0)))
+          << "frame " << i;
+    }
+    ::close(fd);
+  }
+  // Every frame was read once the daemon saw each connection end.
+  EXPECT_TRUE(WaitForStatus(
+      **client, "only the test's client is connected",
+      [](const client::DaemonStatus& s) { return s.clients == 1; }));
+  ASSERT_EQ(::stat(log_path.c_str(), &st), 0);
+  EXPECT_LT(st.st_size - before, 64 * 1024);
+
+  // Still serving.
+  client::AllocateOptions options;
+  options.size = 4096;
+  EXPECT_TRUE((*client)->Allocate(options).ok());
+  client->reset();
+  daemon.reset();
+  const std::string log = ReadWholeFile(log_path);
+  // The flood was heard about, once or a few times.
+  EXPECT_THAT(log, HasSubstr("release over the fd channel"));
+  EXPECT_LT(log.size(), 64u * 1024) << log.substr(0, 4096);
+  ::unlink(log_path.c_str());
+}
+
+}  // namespace
+}  // namespace shmbroker::testing
