@@ -18,6 +18,7 @@
 #include "server/client_connection.h"
 #include "server/fd_channel.h"
 #include "server/lease_sweeper.h"
+#include "server/log_rate_limiter.h"
 #include "server/logging.h"
 #include "server/metrics.h"
 #include "server/page.h"
@@ -131,7 +132,9 @@ class BrokerService final : public v1::Broker::CallbackService {
 };
 
 // Denials and internal errors are significant events and are logged; other
-// errors are the caller's business and go back only to the caller.
+// errors are the caller's business and go back only to the caller. A client
+// can cause either at will, so the lines are rate-limited
+// (server/log_rate_limiter.h).
 template <typename Body>
 grpc::ServerUnaryReactor* BrokerService::Finish(
     grpc::CallbackServerContext* ctx, const char* method, Body body) {
@@ -140,7 +143,11 @@ grpc::ServerUnaryReactor* BrokerService::Finish(
   metrics_->RpcDone(method, status.code(), absl::Now() - start);
   if (status.code() == absl::StatusCode::kPermissionDenied ||
       status.code() == absl::StatusCode::kInternal) {
-    spdlog::warn("{}: {}", method, status.ToString());
+    if (uint64_t suppressed = 0;
+        LogRateLimits::ClientWarnings().Allow(&suppressed)) {
+      spdlog::warn("{}: {}{}", method, status.ToString(),
+                   SuppressedNote(suppressed));
+    }
   }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));

@@ -61,5 +61,40 @@ TEST(LogFloodTest, BogusReleaseFramesAreRateLimitedInTheLog) {
   ::unlink(log_path.c_str());
 }
 
+TEST(LogFloodTest, DeniedCallsAreRateLimitedInTheLog) {
+  const std::string log_path = NewTempFile("denied-log");
+  TestDaemon::Launch launch;
+  launch.log_path = log_path;
+  auto daemon =
+      std::make_unique<TestDaemon>(std::vector<std::string>{}, "", launch);
+  ASSERT_TRUE(daemon->started()) << daemon->startup_output();
+  auto owner = daemon->Connect();
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  auto other = daemon->Connect();
+  ASSERT_TRUE(other.ok()) << other.status();
+  client::AllocateOptions options;
+  options.size = 4096;
+  options.name = "held-by-owner";
+  auto buffer = (*owner)->Allocate(options);
+  ASSERT_TRUE(buffer.ok()) << buffer.status();
+  struct stat st {};
+  ASSERT_EQ(::stat(log_path.c_str(), &st), 0);
+  const off_t before = st.st_size;
+
+  // A connection that holds nothing releases it again and again: each call
+  // is PERMISSION_DENIED (one warning each, before).
+  constexpr int kCalls = 3000;
+  for (int i = 0; i < kCalls; ++i) {
+    auto denied = (*other)->ReleaseByName("held-by-owner");
+    ASSERT_EQ(denied.status().code(), absl::StatusCode::kPermissionDenied)
+        << i << ": " << denied.status();
+  }
+  ASSERT_EQ(::stat(log_path.c_str(), &st), 0);
+  EXPECT_LT(st.st_size - before, 16 * 1024);
+  const std::string log = ReadWholeFile(log_path);
+  EXPECT_THAT(log, HasSubstr("Release: PERMISSION_DENIED"));
+  ::unlink(log_path.c_str());
+}
+
 }  // namespace
 }  // namespace shmbroker::testing
