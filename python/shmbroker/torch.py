@@ -6,8 +6,18 @@ reference to that buffer (see shmbroker._pickling); every other tensor goes
 through torch.multiprocessing's own reducer as before.
 
 ``tensor(buffer, dtype, shape)`` views a Buffer as a tensor, no copy.
+
+``collate`` is a DataLoader ``collate_fn``: torch's default collation, but
+each batched tensor is stacked into a new broker buffer, so that a worker
+process hands the batch to the main process by reference (the pages), not
+through torch's own shared-memory files:
+
+    loader = DataLoader(dataset, batch_size=64, num_workers=4,
+                        collate_fn=shmbroker.torch.collate,
+                        multiprocessing_context="spawn")
 """
 
+import os
 import warnings
 
 import torch
@@ -32,6 +42,30 @@ def tensor(buffer, dtype=torch.uint8, shape=None, offset=0):
         warnings.filterwarnings("ignore", message=".*not writable.*")
         flat = torch.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
     return flat if shape is None else flat.view(shape)
+
+
+def collate(batch, client=None):
+    """torch.utils.data.default_collate, with every batched tensor in a new
+    broker buffer of `client` (default: this process's Client for
+    $SHMBROKER_SOCKET, or the default socket)."""
+    from torch.utils.data._utils import collate as torch_collate
+
+    def collate_tensor(tensors, *, collate_fn_map=None):
+        first = tensors[0]
+        shape = (len(tensors),) + tuple(first.shape)
+        nbytes = first.element_size() * first.numel() * len(tensors)
+        if nbytes == 0:
+            return torch.stack(tensors, 0)
+        owner = client or _pickling.process_client(
+            os.environ.get("SHMBROKER_SOCKET") or None)
+        buffer = _pickling.track(owner.allocate(nbytes))
+        out = tensor(buffer, first.dtype, shape)
+        torch.stack(tensors, 0, out=out)
+        return out
+
+    fn_map = dict(torch_collate.default_collate_fn_map)
+    fn_map[torch.Tensor] = collate_tensor
+    return torch_collate.collate(batch, collate_fn_map=fn_map)
 
 
 def _rebuild_tensor(ref, offset, nbytes, dtype, shape, stride, storage_offset,

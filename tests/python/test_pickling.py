@@ -135,5 +135,31 @@ class HandoffTest(DaemonTest):
             shmbroker.set_transfer_ttl(60)
 
 
+class CollateTest(DaemonTest):
+    def test_dataloader_batches_come_by_reference(self):
+        import os
+        from torch.utils.data import DataLoader
+        os.environ["SHMBROKER_SOCKET"] = self.daemon.socket
+        try:
+            loader = DataLoader(workers.Squares(), batch_size=4, num_workers=2,
+                                collate_fn=shmbroker.torch.collate,
+                                multiprocessing_context="spawn")
+            seen = []
+            for images, squares in loader:
+                self.assertEqual(tuple(images.shape), (4, 4, 4))
+                owner = shmbroker._pickling.owner_of(
+                    images.data_ptr(), images.numel() * images.element_size())
+                self.assertIsNotNone(owner, "the batch was not in a broker buffer")
+                self.assertEqual(owner.address, images.data_ptr())
+                seen += [float(images[k, 0, 0]) for k in range(4)]
+                self.assertEqual(squares.tolist(),
+                                 [int(v) ** 2 for v in images[:, 0, 0].tolist()])
+                del images, squares, owner
+            self.assertEqual(sorted(seen), [float(i) for i in range(12)])
+            del loader
+        finally:
+            del os.environ["SHMBROKER_SOCKET"]
+
+
 if __name__ == "__main__":
     unittest.main()
