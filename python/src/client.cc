@@ -223,8 +223,9 @@ kind: 'auto' (pooled when small, owner-only and memfd), 'dedicated' or
 Maps an existing buffer, by name (str) or handle (int).
 
 wait: seconds to wait for a buffer of that name to be created (None: it
-must exist now). sealed: wait until it is sealed (up to `wait`, or the
-client's timeout). writable: map it read-write (else read-only).)doc")
+must exist now). sealed: wait until it is sealed too (up to `wait`
+seconds, 10 when None). writable: map it read-write (else read-only).
+lease: the lease to hold it under (None: the connection's).)doc")
       .def("release", &PyClient::Release, py::arg("name"), R"doc(
 Drops one hold of this connection (or of a detached lease of this uid) on a
 buffer, by name or handle; returns the holders left.)doc")

@@ -66,7 +66,11 @@ def main():
 
         venv = os.path.join(work, "venv")
         run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", venv])
-        pip_env = dict(clean_env, SHMBROKER_PIP_BUILD_DIR=os.path.join(work, "pip-build"),
+        # The CMake build pip drives: fresh each run, at a fixed path in the
+        # build tree so that ccache finds the previous run's objects.
+        pip_build = os.path.join(build, "python-install-pip")
+        shutil.rmtree(pip_build, ignore_errors=True)
+        pip_env = dict(clean_env, SHMBROKER_PIP_BUILD_DIR=pip_build,
                        PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
         run([os.path.join(venv, "bin", "pip"), "install", "--no-build-isolation",
              "--no-index", os.path.join(ROOT, "python")], env=pip_env)
@@ -75,6 +79,7 @@ def main():
     finally:
         daemon.stop()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(os.path.join(build, "python-install-pip"), ignore_errors=True)
 
 
 if __name__ == "__main__":
