@@ -20,17 +20,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SMOKE = """
 import sys, numpy, shmbroker
 print(shmbroker.__file__)
-with shmbroker.Client(sys.argv[1]) as client:
-    with client.allocate(1 << 20, name="smoke") as buf:
-        frame = numpy.frombuffer(buf, dtype=numpy.uint8)
-        frame[:] = 7
-        assert frame.__array_interface__["data"][0] == buf.address
-        assert int(frame.sum()) == 7 << 20
-        del frame
-try:
-    shmbroker.Client(sys.argv[1]).attach("smoke")
-except shmbroker.NotFound:
-    print("ok")
+buf = shmbroker.Client(sys.argv[1]).allocate(1 << 20, name="smoke")
+frame = numpy.frombuffer(buf, dtype=numpy.uint8)
+frame[:] = 7
+assert frame.__array_interface__["data"][0] == buf.address
+other = shmbroker.Client(sys.argv[1]).attach("smoke")  # a second connection
+assert int(numpy.frombuffer(other, dtype=numpy.uint8).sum()) == 7 << 20
+print("ok")
 """
 
 
