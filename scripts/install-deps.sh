@@ -15,6 +15,11 @@ packages=(
   # Observability and deployment tests: a real Prometheus and promtool, a
   # Python gRPC client, curl, systemd-analyze.
   prometheus python3 python3-grpcio curl systemd
+  # The Python package (python/, tests/python): pybind11 for Debian's
+  # /usr/bin/python3, numpy and torch for the zero-copy and pickling tests,
+  # venv and pip for the pip-install test (no downloads).
+  python3-pybind11 pybind11-dev python3-numpy python3-torch python3-venv
+  python3-pip
   # Container image and Kubernetes tests: podman with runc (crun fails on
   # these hosts), buildah for podman build, catatonit for pods, debootstrap
   # for the base image (no registry can be pulled from). kubectl (1.32) comes

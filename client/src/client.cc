@@ -76,10 +76,12 @@ absl::StatusOr<Buffer> Client::Attach(const std::string& name, Access access,
   return Grants::Attach(connection_, request);
 }
 
-absl::StatusOr<Buffer> Client::AttachHandle(uint64_t handle, Access access) {
+absl::StatusOr<Buffer> Client::AttachHandle(uint64_t handle, Access access,
+                                            uint64_t lease_id) {
   v1::AttachRequest request;
   request.set_handle(handle);
   request.set_mode(ToProto(access));
+  request.set_lease_id(lease_id);
   return Grants::Attach(connection_, request);
 }
 
@@ -141,8 +143,8 @@ absl::StatusOr<DaemonStatus> Client::Status() {
   return FromProto(*response);
 }
 
-absl::StatusOr<LeaseInfo> Client::GrantLease(absl::Duration ttl,
-                                             bool detached) {
+absl::StatusOr<LeaseInfo> Client::GrantLease(absl::Duration ttl, bool detached,
+                                             bool keep_alive) {
   v1::GrantLeaseRequest request;
   ToProto(ttl, request.mutable_ttl());
   request.set_detached(detached);
@@ -150,7 +152,7 @@ absl::StatusOr<LeaseInfo> Client::GrantLease(absl::Duration ttl,
       connection_->Call(&Stub::GrantLease, request);
   if (!response.ok()) return response.status();
   LeaseInfo lease = FromProto(response->lease());
-  if (LeaseKeeper* keeper = connection_->keeper()) {
+  if (LeaseKeeper* keeper = connection_->keeper(); keeper && keep_alive) {
     keeper->Track(lease.id, lease.granted_ttl);
   }
   return lease;

@@ -64,7 +64,8 @@ class Client {
                                 Access access = Access::kDefault,
                                 uint64_t lease_id = 0);
   absl::StatusOr<Buffer> AttachHandle(uint64_t handle,
-                                      Access access = Access::kDefault);
+                                      Access access = Access::kDefault,
+                                      uint64_t lease_id = 0);
   // Attach that waits, without polling, until buffer `name` is created (or
   // created and sealed) and this process may see it, then maps it: the
   // consumer's half of a handoff. The daemon pushes the fd the moment the
@@ -85,9 +86,13 @@ class Client {
   // Grants a lease (TTL zero: the daemon's default; others are clamped to
   // its bounds) and keeps it alive from now on. A detached lease outlives
   // this connection: after the process exits it lasts its TTL, so a
-  // consumer can attach what it holds (the handoff).
+  // consumer can attach what it holds (the handoff). With keep_alive false
+  // the lease is not renewed: it ends after its TTL unless someone revokes
+  // it first (a transfer lease, e.g. for a buffer pickled to another
+  // process that may never take it).
   absl::StatusOr<LeaseInfo> GrantLease(absl::Duration ttl,
-                                       bool detached = false);
+                                       bool detached = false,
+                                       bool keep_alive = true);
   // Ends a lease now (its owner's uid or root); returns the bytes reclaimed.
   absl::StatusOr<uint64_t> RevokeLease(uint64_t lease_id);
   // A lease with its remaining TTL and holds (0: the default lease).
