@@ -25,6 +25,9 @@ enum class Limit {
   kPooledMaxSize,            // PooledAllocatorOptions::pooled_max_size
   kPoolingOff,               // the Registry has no pooled allocator
   kMaxWaitersPerConnection,  // RegistryOptions::max_waiters_per_connection
+  kMaxWatchersPerConnection,  // WatchOptions::max_watchers_per_connection
+  kWatchQueueEvents,          // WatchOptions::queue_events
+  kWatchHistory,              // WatchOptions::history
 };
 
 inline constexpr char kLimitPayloadUrl[] = "type.shmbroker/limit";

@@ -50,6 +50,7 @@ Registry::Registry(RegistryOptions options, const Clock* clock,
     : options_(std::move(options)),
       clock_(clock),
       observer_(observer != nullptr ? observer : NoOpObserver()),
+      watch_hub_(options_.watch),
       capacity_(options_.capacity_bytes) {}
 
 // Out of line: pool_ must go before capacity_ and mu_ (member order).
@@ -286,6 +287,7 @@ uint32_t Registry::DropHoldsLocked(LeaseRecord& lease, Handle handle,
     result->bytes_reclaimed += record.info.charged_bytes;
   }
   observer_->OnReclaim(reason, record.info.charged_bytes);
+  PublishLocked(WatchEventType::kReleased, record.info, deferred, reason);
   deferred.Free(std::move(record.memory));
   EraseBufferLocked(handle);
   return 0;

@@ -225,6 +225,7 @@ absl::StatusOr<Grant> Registry::FinishAllocateLocked(
   --lease->info.holds;  // the reservation becomes a real hold
   AddHoldLocked(*lease, handle);
   record.memory = memory;
+  PublishLocked(WatchEventType::kCreated, record.info, deferred);
   WakeWaitersLocked(record.info, deferred);
   return Grant{record.info, AccessMode::kReadWrite, lease_id, memory, {}};
 }
