@@ -16,17 +16,20 @@
 namespace shmbroker {
 
 enum class Limit {
-  kCapacity,                 // RegistryOptions::capacity_bytes
-  kMaxBuffers,               // RegistryOptions::max_buffers
-  kMaxConnectionsPerUid,     // RegistryOptions::max_connections_per_uid
-  kMaxHoldsPerLease,         // LeaseOptions::max_holds_per_lease
-  kMaxLeasesPerConnection,   // LeaseOptions::max_leases_per_connection
-  kMaxDetachedLeasesPerUid,  // LeaseOptions::max_detached_leases_per_uid
-  kPooledMaxSize,            // PooledAllocatorOptions::pooled_max_size
-  kPooledLargeMaxSize,       // PooledAllocatorOptions::large_max_size
-  kPoolingOff,               // the Registry has no pooled allocator
-  kMaxWaitersPerConnection,  // RegistryOptions::max_waiters_per_connection
-  kFdReserve,                // RegistryOptions::max_segment_fd
+  kCapacity,                  // RegistryOptions::capacity_bytes
+  kMaxBuffers,                // RegistryOptions::max_buffers
+  kMaxConnectionsPerUid,      // RegistryOptions::max_connections_per_uid
+  kMaxHoldsPerLease,          // LeaseOptions::max_holds_per_lease
+  kMaxLeasesPerConnection,    // LeaseOptions::max_leases_per_connection
+  kMaxDetachedLeasesPerUid,   // LeaseOptions::max_detached_leases_per_uid
+  kPooledMaxSize,             // PooledAllocatorOptions::pooled_max_size
+  kPooledLargeMaxSize,        // PooledAllocatorOptions::large_max_size
+  kPoolingOff,                // the Registry has no pooled allocator
+  kMaxWaitersPerConnection,   // RegistryOptions::max_waiters_per_connection
+  kFdReserve,                 // RegistryOptions::max_segment_fd
+  kMaxWatchersPerConnection,  // WatchOptions::max_watchers_per_connection
+  kWatchQueueEvents,          // WatchOptions::queue_events
+  kWatchHistory,              // WatchOptions::history
 };
 
 inline constexpr char kLimitPayloadUrl[] = "type.shmbroker/limit";

@@ -51,6 +51,7 @@ Registry::Registry(RegistryOptions options, const Clock* clock,
     : options_(std::move(options)),
       clock_(clock),
       observer_(observer != nullptr ? observer : NoOpObserver()),
+      watch_hub_(options_.watch),
       capacity_(options_.capacity_bytes) {}
 
 // Out of line: pool_ must go before capacity_ and mu_ (member order).

@@ -20,7 +20,9 @@
 //
 // The handoff (registry_handoff.cc): a holder seals a buffer, and Attach
 // calls may wait for one to be created or sealed (core/waiter_table.h).
-// The value types the Registry takes and returns are in
+// Watch (registry_watch.cc): every change to the buffers (created, sealed,
+// released) gets a revision and goes to the watchers it concerns
+// (core/watch_hub.h). The value types the Registry takes and returns are in
 // core/registry_types.h.
 //
 // Thread-safe: one mutex guards all state; memory objects and arenas are
@@ -58,6 +60,7 @@
 #include "core/registry_observer.h"
 #include "core/registry_types.h"
 #include "core/waiter_table.h"
+#include "core/watch_hub.h"
 
 namespace shmbroker {
 
@@ -134,6 +137,15 @@ class Registry {
   void ExpireWaiters();
   std::optional<absl::Time> NextWaiterDeadline() const;
 
+  // Watch (core/watch_hub.h has the model and the errors): adds a watcher
+  // whose queue already holds the changes after spec.after_revision, and
+  // whose `wake` is called, without the Registry's lock, when its queue
+  // needs draining.
+  absl::StatusOr<WatchHub::Watch> Watch(const WatchSpec& spec,
+                                        std::function<void()> wake);
+  // Forgets a watcher; false when it is gone already (cancelled or lost).
+  bool CancelWatch(WatcherId watcher);
+
   // Leases (registry_leases.cc). A connection may use (hold under, renew)
   // the leases it granted and detached leases of its uid; the owner's uid
   // and root may inspect and revoke any lease.
@@ -158,9 +170,11 @@ class Registry {
   absl::StatusOr<BufferInfo> Describe(const Identity& caller,
                                       const BufferRef& ref) const;
   // Buffers `caller` may see with handle > `after`, ascending, at most
-  // `limit`; `*more` says whether further ones exist.
+  // `limit`; `*more` says whether further ones exist; `*revision` (if not
+  // null), the revision the page reflects (core/watch_hub.h).
   std::vector<BufferInfo> List(const Identity& caller, Handle after,
-                               size_t limit, bool* more) const;
+                               size_t limit, bool* more,
+                               uint64_t* revision = nullptr) const;
   RegistryStats Stats() const;
   // Usage per owner uid, largest first.
   std::vector<TenantUsage> Tenants() const;
@@ -190,6 +204,9 @@ class Registry {
     void Wake(ConnectionId client, WaitDone done, absl::StatusOr<Grant> grant) {
       wakeups_.push_back({client, std::move(done), std::move(grant)});
     }
+    std::vector<std::shared_ptr<WatchQueue>>* watch_queues() {
+      return &watch_queues_;
+    }
 
    private:
     struct Wakeup {
@@ -200,6 +217,7 @@ class Registry {
     Registry* const registry_;
     std::vector<std::shared_ptr<const MemoryObject>> memory_;
     std::vector<Wakeup> wakeups_;
+    std::vector<std::shared_ptr<WatchQueue>> watch_queues_;  // to wake
   };
   struct ConnectionRecord {
     Identity identity;
@@ -293,6 +311,11 @@ class Registry {
                                              bool is_default)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EraseBufferLocked(Handle handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records a change for the watchers (registry_watch.cc).
+  void PublishLocked(WatchEventType type, const BufferInfo& info,
+                     Deferred& deferred,
+                     ReclaimReason reason = ReclaimReason::kRelease)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const RegistryOptions options_;
   const Clock* const clock_;
@@ -318,6 +341,7 @@ class Registry {
   absl::flat_hash_map<LeaseId, EndedLease> ended_ ABSL_GUARDED_BY(mu_);
   std::deque<LeaseId> ended_order_ ABSL_GUARDED_BY(mu_);
   WaiterTable<absl::StatusOr<Grant>> waiters_ ABSL_GUARDED_BY(mu_);
+  WatchHub watch_hub_ ABSL_GUARDED_BY(mu_);
 
   // Dedicated buffers (pending ones included) and arenas draw on it.
   Capacity capacity_;

@@ -245,6 +245,7 @@ absl::StatusOr<Grant> Registry::FinishAllocateLocked(
   AddHoldLocked(*lease, handle);
   record.memory = memory;
   record.info.shm_name = memory->shm_name();
+  PublishLocked(WatchEventType::kCreated, record.info, deferred);
   WakeWaitersLocked(record.info, deferred);
   return Grant{record.info, AccessMode::kReadWrite, lease_id, memory, {}};
 }
@@ -354,6 +355,7 @@ uint32_t Registry::DropHoldsLocked(LeaseRecord& lease, Handle handle,
     result->bytes_reclaimed += record.info.charged_bytes;
   }
   observer_->OnReclaim(reason, record.info.charged_bytes);
+  PublishLocked(WatchEventType::kReleased, record.info, deferred, reason);
   deferred.Free(std::move(record.memory));
   EraseBufferLocked(handle);
   return 0;

@@ -14,6 +14,7 @@ Registry::Deferred::~Deferred() {
   for (Wakeup& w : wakeups_) {
     w.done(registry_->FinishGrant(w.client, std::move(w.grant)));
   }
+  for (const std::shared_ptr<WatchQueue>& queue : watch_queues_) queue->Wake();
 }
 
 absl::StatusOr<BufferInfo> Registry::Seal(ConnectionId client,
@@ -65,6 +66,7 @@ absl::StatusOr<BufferInfo> Registry::Seal(ConnectionId client,
   }
   info.sealed = true;
   observer_->OnSeal();
+  PublishLocked(WatchEventType::kSealed, info, deferred);
   WakeWaitersLocked(info, deferred);
   return info;
 }

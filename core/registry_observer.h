@@ -44,6 +44,8 @@ class RegistryObserver {
   virtual void OnSeal() {}
   // The number of waiting Attach calls changed to `waiting`.
   virtual void OnWaiters(size_t waiting) {}
+  // The number of watchers changed to `watching`.
+  virtual void OnWatchers(size_t watching) {}
 };
 
 }  // namespace shmbroker

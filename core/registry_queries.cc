@@ -24,10 +24,12 @@ absl::StatusOr<BufferInfo> Registry::Describe(const Identity& caller,
 }
 
 std::vector<BufferInfo> Registry::List(const Identity& caller, Handle after,
-                                       size_t limit, bool* more) const {
+                                       size_t limit, bool* more,
+                                       uint64_t* revision) const {
   std::vector<BufferInfo> out;
   *more = false;
   absl::MutexLock lock(&mu_);
+  if (revision != nullptr) *revision = watch_hub_.revision();
   for (auto it = buffers_.upper_bound(after); it != buffers_.end(); ++it) {
     const BufferRecord& record = it->second;
     if (!record.memory ||
@@ -59,6 +61,8 @@ RegistryStats Registry::Stats() const {
   stats.clients = connections_.size();
   stats.holds = hold_count_;
   stats.waiters = waiters_.size();
+  stats.watchers = watch_hub_.size();
+  stats.revision = watch_hub_.revision();
   stats.leases = leases_.size();
   for (const auto& [uid, count] : detached_per_uid_) {
     stats.detached_leases += count;

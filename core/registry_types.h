@@ -23,6 +23,17 @@
 
 namespace shmbroker {
 
+// Watch (core/watch_hub.h).
+struct WatchOptions {
+  // Changes kept, so that a watch may start from a recent revision.
+  uint32_t history = 4096;
+  // Events queued for one watcher, unsent, before it is lost.
+  uint32_t queue_events = 1024;
+  // Watch streams open at once per client connection (or per gRPC
+  // connection, for a caller without one).
+  uint32_t max_watchers_per_connection = 16;
+};
+
 struct RegistryOptions {
   uint64_t capacity_bytes = uint64_t{1} << 30;
   uint64_t max_buffers = 100000;
@@ -35,6 +46,7 @@ struct RegistryOptions {
   // here up stay free for client connections and the daemon's own use. 0:
   // no check.
   uint64_t max_segment_fd = 0;
+  WatchOptions watch;
   // POSIX shm names are "<shm_prefix>.<handle>.<16 random hex digits>";
   // must start with '/'.
   std::string shm_prefix = "/shmbroker";
@@ -137,6 +149,8 @@ struct RegistryStats {
   uint64_t leases = 0;
   uint64_t detached_leases = 0;
   uint64_t waiters = 0;  // waiting Attach calls
+  uint64_t watchers = 0;  // open Watch streams
+  uint64_t revision = 0;  // of the last change (core/watch_hub.h)
 };
 
 // What one tenant (an owner uid) has allocated.

@@ -182,8 +182,10 @@ grpc::ServerUnaryReactor* BrokerService::List(grpc::CallbackServerContext* ctx,
         ParsePage(request->page_size(), request->page_token(), options_.pages);
     if (!wanted.ok()) return wanted.status();
     bool more = false;
-    std::vector<BufferInfo> page =
-        registry_->List(caller->identity, wanted->after, wanted->limit, &more);
+    uint64_t revision = 0;
+    std::vector<BufferInfo> page = registry_->List(
+        caller->identity, wanted->after, wanted->limit, &more, &revision);
+    response->set_revision(revision);
     for (const BufferInfo& info : page) ToProto(info, response->add_buffers());
     if (!page.empty()) {
       response->set_next_page_token(NextPageToken(more, page.back().handle));

@@ -5,7 +5,8 @@
 // request, calls the Registry, and pushes granted fds over the fd channel
 // before replying (common/fd_channel_protocol.h has the ordering rules).
 // Buffer calls are in broker_service.cc, lease calls in
-// broker_service_leases.cc. Thread-safe: gRPC runs calls concurrently.
+// broker_service_leases.cc, Seal and waiting Attach calls in
+// broker_service_handoff.cc, Watch in broker_service_watch.cc. Thread-safe: gRPC runs calls concurrently.
 #ifndef SHMBROKER_SERVER_BROKER_SERVICE_H_
 #define SHMBROKER_SERVER_BROKER_SERVICE_H_
 
@@ -71,6 +72,10 @@ class BrokerService final : public v1::Broker::CallbackService {
   grpc::ServerUnaryReactor* Seal(grpc::CallbackServerContext* ctx,
                                  const v1::SealRequest* request,
                                  v1::SealResponse* response) override;
+  // broker_service_watch.cc.
+  grpc::ServerWriteReactor<v1::WatchEvent>* Watch(
+      grpc::CallbackServerContext* ctx,
+      const v1::WatchRequest* request) override;
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx,
                                    const v1::StatusRequest* request,
                                    v1::StatusResponse* response) override;
@@ -93,6 +98,7 @@ class BrokerService final : public v1::Broker::CallbackService {
 
  private:
   friend class AttachWaitReactor;
+  friend class WatchReactor;
   struct Caller {
     Identity identity;
     // Null for calls without a connection token.

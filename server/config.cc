@@ -66,6 +66,15 @@ ABSL_FLAG(absl::Duration, grpc_keepalive_time, absl::Minutes(1),
 ABSL_FLAG(absl::Duration, grpc_keepalive_timeout, absl::Seconds(20),
           "a gRPC connection whose peer does not answer a ping within this "
           "is closed");
+ABSL_FLAG(uint32_t, max_watchers_per_connection, 16,
+          "Watch streams one client connection (or, without one, one gRPC "
+          "connection) may have open at once");
+ABSL_FLAG(uint32_t, watch_queue_events, 1024,
+          "events queued unsent for one watcher before it is dropped with a "
+          "lost event");
+ABSL_FLAG(uint32_t, watch_history, 4096,
+          "buffer changes kept, so that a Watch may start from a recent "
+          "revision");
 ABSL_FLAG(uint32_t, list_max_page_size, 1000, "buffers per List page at most");
 ABSL_FLAG(shmbroker::ByteSize, max_request_bytes, shmbroker::ByteSize{64 << 10},
           "largest gRPC request accepted");
@@ -156,6 +165,12 @@ const char* FlagFor(Limit limit) {
       return "--max_waiters_per_connection";
     case Limit::kFdReserve:
       return "--fd_reserve";
+    case Limit::kMaxWatchersPerConnection:
+      return "--max_watchers_per_connection";
+    case Limit::kWatchQueueEvents:
+      return "--watch_queue_events";
+    case Limit::kWatchHistory:
+      return "--watch_history";
   }
   return "a daemon flag";
 }
@@ -208,6 +223,14 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
       absl::GetFlag(FLAGS_max_clients_per_uid);
   config.registry.max_waiters_per_connection =
       absl::GetFlag(FLAGS_max_waiters_per_connection);
+  WatchOptions& watch = config.registry.watch;
+  watch.max_watchers_per_connection =
+      absl::GetFlag(FLAGS_max_watchers_per_connection);
+  watch.queue_events = absl::GetFlag(FLAGS_watch_queue_events);
+  watch.history = absl::GetFlag(FLAGS_watch_history);
+  if (watch.queue_events == 0) {
+    return absl::InvalidArgumentError("--watch_queue_events: at least 1");
+  }
   const std::string prefix = absl::GetFlag(FLAGS_shm_prefix);
   if (prefix.size() > 64 || !ValidateBufferName(prefix).ok()) {
     return absl::InvalidArgumentError(absl::StrFormat(

@@ -47,6 +47,7 @@ class HealthReporter : public RegistryObserver {
   void OnKeepAlive() override { next_->OnKeepAlive(); }
   void OnSeal() override { next_->OnSeal(); }
   void OnWaiters(size_t waiting) override { next_->OnWaiters(waiting); }
+  void OnWatchers(size_t watching) override { next_->OnWatchers(watching); }
 
  private:
   void Publish() ABSL_LOCKS_EXCLUDED(mu_);

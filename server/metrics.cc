@@ -166,6 +166,25 @@ struct Metrics::Impl {
           .Help("Attach calls waiting for a buffer to be created or sealed.")
           .Register(*registry)
           .Add({});
+  prometheus::Gauge& watchers = prometheus::BuildGauge()
+                                    .Name("shmbroker_watchers")
+                                    .Help("Open Watch streams.")
+                                    .Register(*registry)
+                                    .Add({});
+  prometheus::Counter& watch_events_sent =
+      prometheus::BuildCounter()
+          .Name("shmbroker_watch_events_sent_total")
+          .Help("Events sent on Watch streams.")
+          .Register(*registry)
+          .Add({});
+  prometheus::Counter& watchers_lost =
+      prometheus::BuildCounter()
+          .Name("shmbroker_watchers_lost_total")
+          .Help(
+              "Watch streams ended with a lost event: their queue was "
+              "full (--watch_queue_events).")
+          .Register(*registry)
+          .Add({});
   prometheus::Family<prometheus::Counter>& denials =
       prometheus::BuildCounter()
           .Name("shmbroker_permission_denials_total")
@@ -319,6 +338,14 @@ void Metrics::OnSeal() { impl_->seals.Increment(); }
 void Metrics::OnWaiters(size_t waiting) {
   impl_->waiters.Set(static_cast<double>(waiting));
 }
+
+void Metrics::OnWatchers(size_t watching) {
+  impl_->watchers.Set(static_cast<double>(watching));
+}
+
+void Metrics::WatchEventSent() { impl_->watch_events_sent.Increment(); }
+
+void Metrics::WatcherLost() { impl_->watchers_lost.Increment(); }
 
 void Metrics::LeaseExpiryReclaimed(absl::Duration latency) {
   impl_->lease_expiry_latency.Observe(absl::ToDoubleSeconds(latency));

@@ -53,6 +53,12 @@ class Metrics : public RegistryObserver {
   void OnKeepAlive() override;
   void OnSeal() override;
   void OnWaiters(size_t waiting) override;
+  void OnWatchers(size_t watching) override;
+
+  // Watch streams (server/broker_service_watch.cc): an event sent, and a
+  // watcher ended with a lost event.
+  void WatchEventSent();
+  void WatcherLost();
 
   // From a lease's deadline to its memory being free (the lease sweeper).
   void LeaseExpiryReclaimed(absl::Duration latency);

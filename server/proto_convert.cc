@@ -235,12 +235,51 @@ void ToProto(const RegistryStats& stats, v1::StatusResponse* out) {
   out->set_leases(stats.leases);
   out->set_detached_leases(stats.detached_leases);
   out->set_waiters(stats.waiters);
+  out->set_watchers(stats.watchers);
+  out->set_revision(stats.revision);
 }
 
 void ToProto(const TenantUsage& usage, v1::TenantUsage* out) {
   out->set_uid(usage.uid);
   out->set_allocated_bytes(usage.allocated_bytes);
   out->set_buffers(usage.buffers);
+}
+
+v1::ReleaseReason ToProto(ReclaimReason reason) {
+  switch (reason) {
+    case ReclaimReason::kRelease:
+      return v1::RELEASE_REASON_RELEASED;
+    case ReclaimReason::kClientClosed:
+      return v1::RELEASE_REASON_CLIENT_GONE;
+    case ReclaimReason::kLeaseExpired:
+      return v1::RELEASE_REASON_LEASE_EXPIRED;
+    case ReclaimReason::kLeaseRevoked:
+      return v1::RELEASE_REASON_LEASE_REVOKED;
+    case ReclaimReason::kShutdown:
+      return v1::RELEASE_REASON_SHUTDOWN;
+  }
+  return v1::RELEASE_REASON_UNSPECIFIED;
+}
+
+void ToProto(const WatchEvent& event, v1::WatchEvent* out) {
+  out->Clear();
+  out->set_revision(event.revision);
+  switch (event.type) {
+    case WatchEventType::kCreated:
+      out->set_type(v1::WATCH_EVENT_CREATED);
+      break;
+    case WatchEventType::kSealed:
+      out->set_type(v1::WATCH_EVENT_SEALED);
+      break;
+    case WatchEventType::kReleased:
+      out->set_type(v1::WATCH_EVENT_RELEASED);
+      out->set_reason(ToProto(event.reason));
+      break;
+    case WatchEventType::kLost:
+      out->set_type(v1::WATCH_EVENT_LOST);
+      return;
+  }
+  ToProto(event.buffer, out->mutable_buffer());
 }
 
 }  // namespace shmbroker

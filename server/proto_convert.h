@@ -56,6 +56,8 @@ void ToProto(const LatencySummary& summary, v1::ReclaimLatency* out);
 void ToProto(const PooledAllocatorStats& stats, v1::PoolStatus* out);
 // The registry's figures in a StatusResponse.
 void ToProto(const RegistryStats& stats, v1::StatusResponse* out);
+v1::ReleaseReason ToProto(ReclaimReason reason);
+void ToProto(const WatchEvent& event, v1::WatchEvent* out);
 void ToProto(const TenantUsage& usage, v1::TenantUsage* out);
 
 }  // namespace shmbroker

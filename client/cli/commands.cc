@@ -220,14 +220,16 @@ absl::Status Describe(const Options& options, const std::string& name) {
 absl::Status Ls(const Options& options) {
   auto c = Connect(options, /*fd_channel=*/false);
   if (!c.ok()) return c.status();
-  absl::StatusOr<std::vector<client::BufferInfo>> buffers = (*c)->List();
-  if (!buffers.ok()) return buffers.status();
+  absl::StatusOr<client::ListResult> listed = (*c)->ListWithRevision();
+  if (!listed.ok()) return listed.status();
   if (options.json) {
     nlohmann::json list = nlohmann::json::array();
-    for (const auto& b : *buffers) list.push_back(BufferJson(b));
-    Print(nlohmann::json{{"buffers", list}}.dump() + "\n");
+    for (const auto& b : listed->buffers) list.push_back(BufferJson(b));
+    Print(nlohmann::json{{"buffers", list}, {"revision", listed->revision}}
+              .dump() +
+          "\n");
   } else {
-    Print(Table(BufferRows(*buffers, absl::Now())));
+    Print(Table(BufferRows(listed->buffers, absl::Now())));
   }
   return absl::OkStatus();
 }
@@ -303,6 +305,36 @@ absl::Status Release(const Options& options, const std::string& name) {
             : absl::StrFormat("released %s; %d holders left%s\n", name,
                               *holders, *holders == 0 ? " (reclaimed)" : ""));
   return absl::OkStatus();
+}
+
+absl::Status Watch(const Options& options, const std::string& prefix) {
+  auto c = Connect(options, /*fd_channel=*/false);
+  if (!c.ok()) return c.status();
+  absl::StatusOr<std::unique_ptr<client::Watcher>> watcher =
+      (*c)->Watch(prefix, {.after_revision = options.from_revision});
+  if (!watcher.ok()) return watcher.status();
+  // The stop signals are blocked (main.cc): look for one between events.
+  const timespec now{};
+  for (;;) {
+    absl::StatusOr<client::WatchEvent> event =
+        (*watcher)->Next(absl::Now() + absl::Milliseconds(100));
+    if (event.ok()) {
+      Print(options.json ? WatchEventJson(*event).dump() + "\n"
+                         : WatchEventText(*event));
+      continue;
+    }
+    if (event.status().code() != absl::StatusCode::kDeadlineExceeded) {
+      return event.status();
+    }
+    int signal_number = 0;
+    while ((signal_number =
+                sigtimedwait(&options.stop_signals, nullptr, &now)) < 0 &&
+           errno == EINTR) {
+    }
+    if (signal_number == SIGINT || signal_number == SIGTERM) {
+      return absl::OkStatus();
+    }
+  }
 }
 
 }  // namespace shmbroker::cli

@@ -32,6 +32,8 @@ struct Options {
   bool seal = false;
   absl::Duration wait = absl::ZeroDuration();
   bool sealed = false;
+  // watch: the changes after this revision (0: from now on).
+  uint64_t from_revision = 0;
   // Blocked in every thread; Hold() waits for them. Includes SIGUSR2, which
   // the client raises when a lease is lost.
   sigset_t stop_signals;
@@ -52,6 +54,9 @@ absl::Status Health(const Options& options);
 absl::Status Leases(const Options& options);
 absl::Status Revoke(const Options& options, uint64_t lease_id);
 absl::Status Release(const Options& options, const std::string& name);
+// Prints the changes to buffers whose name starts with `prefix` until
+// SIGINT/SIGTERM (then OK) or the stream ends (its status).
+absl::Status Watch(const Options& options, const std::string& prefix);
 
 }  // namespace shmbroker::cli
 

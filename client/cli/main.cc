@@ -47,6 +47,9 @@ ABSL_FLAG(absl::Duration, wait, absl::ZeroDuration(),
           "--sealed, sealed); 0: do not wait");
 ABSL_FLAG(bool, sealed, false,
           "get: wait until the buffer is sealed, not only created");
+ABSL_FLAG(uint64_t, from, 0,
+          "watch: print the changes after this revision (e.g. ls --json's "
+          "\"revision\"), if the daemon still keeps them; 0: from now on");
 ABSL_FLAG(bool, detach, false,
           "alloc, put: hold under a detached lease, so the buffer outlives "
           "this command for the TTL; without --hold, return at once");
@@ -76,6 +79,9 @@ constexpr char kUsage[] =
     "  leases     list leases (this uid's; all for root)\n"
     "  revoke LEASE_ID   end a lease now, dropping its holds\n"
     "  release NAME      drop this uid's hold under a detached lease\n"
+    "  watch [PREFIX] [--from=REVISION]\n"
+    "             print buffer changes (created, sealed, released) as they\n"
+    "             happen, until Ctrl-C\n"
     "SIZE: 4096, 4KiB, 1MiB, 1GiB. DURATION: 500ms, 30s, 5m.";
 
 // absl::ParseCommandLine prints why it refuses a flag and exits 1, but a
@@ -135,6 +141,7 @@ int main(int argc, char** argv) {
   options.seal = absl::GetFlag(FLAGS_seal);
   options.wait = absl::GetFlag(FLAGS_wait);
   options.sealed = absl::GetFlag(FLAGS_sealed);
+  options.from_revision = absl::GetFlag(FLAGS_from);
   if (options.wait < absl::ZeroDuration()) {
     return UsageError("--wait must not be negative");
   }
@@ -227,6 +234,10 @@ int main(int argc, char** argv) {
   } else if (command == "release") {
     if (int rc = want(1, "one NAME")) return rc;
     status = shmbroker::cli::Release(options, operands[0]);
+  } else if (command == "watch") {
+    if (operands.size() > 1) return UsageError("watch takes at most a PREFIX");
+    status =
+        shmbroker::cli::Watch(options, operands.empty() ? "" : operands[0]);
   } else {
     return UsageError(absl::StrCat("unknown command \"", command, "\""));
   }

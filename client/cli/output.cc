@@ -37,6 +37,43 @@ nlohmann::json BufferJson(const client::BufferInfo& info) {
   return out;
 }
 
+nlohmann::json WatchEventJson(const client::WatchEvent& event) {
+  nlohmann::json out = {
+      {"type", client::WatchEventTypeName(event.type)},
+      {"revision", event.revision},
+  };
+  if (event.type == client::WatchEvent::Type::kLost) return out;
+  const client::BufferInfo& b = event.buffer;
+  out["name"] = b.name;
+  out["handle"] = b.handle;
+  out["size"] = b.size;
+  out["kind"] = client::KindName(b.kind);
+  out["owner_uid"] = b.owner_uid;
+  out["sealed"] = b.sealed;
+  if (event.type == client::WatchEvent::Type::kReleased) {
+    out["reason"] = client::ReleaseReasonName(event.reason);
+  }
+  return out;
+}
+
+std::string WatchEventText(const client::WatchEvent& event) {
+  if (event.type == client::WatchEvent::Type::kLost) {
+    return absl::StrFormat(
+        "%d lost: this watcher fell behind; changes from here on were "
+        "missed\n",
+        event.revision);
+  }
+  const client::BufferInfo& b = event.buffer;
+  std::string line =
+      absl::StrFormat("%d %s %s handle=%d size=%d", event.revision,
+                      client::WatchEventTypeName(event.type),
+                      b.name.empty() ? "-" : b.name, b.handle, b.size);
+  if (event.type == client::WatchEvent::Type::kReleased) {
+    absl::StrAppend(&line, " reason=", client::ReleaseReasonName(event.reason));
+  }
+  return line + "\n";
+}
+
 namespace {
 
 nlohmann::json LatencyJson(const client::LatencySummary& latency) {
@@ -129,6 +166,8 @@ nlohmann::json StatusJson(const client::DaemonStatus& status) {
       {"leases", status.leases},
       {"detached_leases", status.detached_leases},
       {"waiters", status.waiters},
+      {"watchers", status.watchers},
+      {"revision", status.revision},
       {"connection_close_reclaim",
        LatencyJson(status.connection_close_reclaim)},
       {"lease_expiry_reclaim", LatencyJson(status.lease_expiry_reclaim)},
@@ -261,6 +300,8 @@ std::string StatusText(const client::DaemonStatus& status) {
       {"holds", absl::StrCat(status.holds)},
       {"leases", absl::StrFormat("%d (%d detached)", status.leases,
                                  status.detached_leases)},
+      {"watchers",
+       absl::StrFormat("%d (revision %d)", status.watchers, status.revision)},
       {"reclaim after close", LatencyText(status.connection_close_reclaim)},
       {"reclaim after expiry", LatencyText(status.lease_expiry_reclaim)},
       {"arenas", ArenasText(status.arenas)},

@@ -9,10 +9,17 @@
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "shmbroker/types.h"
+#include "shmbroker/watcher.h"
 
 namespace shmbroker::cli {
 
 nlohmann::json BufferJson(const client::BufferInfo& info);
+// One Watch event: type, revision, and (but for "lost") the buffer's name,
+// handle, size, kind, owner_uid, sealed; "reason" for "released".
+nlohmann::json WatchEventJson(const client::WatchEvent& event);
+// "7 created frame handle=3 size=4096", "9 released frame handle=3
+// size=4096 reason=client_gone".
+std::string WatchEventText(const client::WatchEvent& event);
 nlohmann::json StatusJson(const client::DaemonStatus& status);
 nlohmann::json TenantsJson(const std::vector<client::TenantUsage>& tenants);
 std::vector<std::vector<std::string>> TenantRows(

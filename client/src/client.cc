@@ -6,6 +6,7 @@
 #include "client/src/grants.h"
 #include "client/src/pages.h"
 #include "client/src/proto_convert.h"
+#include "client/src/watcher_stream.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace shmbroker::client {
@@ -134,6 +135,51 @@ absl::StatusOr<std::vector<BufferInfo>> Client::List() {
       [](const v1::ListResponse& page) -> const auto& {
         return page.buffers();
       });
+}
+
+absl::StatusOr<ListResult> Client::ListWithRevision() {
+  ListResult result;
+  bool first = true;
+  absl::StatusOr<std::vector<BufferInfo>> buffers = CollectPages<BufferInfo>(
+      v1::ListRequest(),
+      [&](const v1::ListRequest& page) {
+        return connection_->Call(&Stub::List, page);
+      },
+      [&](const v1::ListResponse& page, std::vector<BufferInfo>* out) {
+        if (first) result.revision = page.revision();
+        first = false;
+        for (const v1::Buffer& b : page.buffers()) out->push_back(FromProto(b));
+      });
+  if (!buffers.ok()) return buffers.status();
+  result.buffers = std::move(*buffers);
+  return result;
+}
+
+absl::StatusOr<std::unique_ptr<Watcher>> Client::Watch(
+    const std::string& prefix, const WatchOptions& options) {
+  // The stream may end after this Client: it keeps the connection.
+  std::shared_ptr<const Connection> connection = connection_;
+  auto stream = std::make_unique<Watcher::Stream>(
+      v1::Broker::NewStub(connection_->channel()),
+      [connection](grpc::ClientContext* ctx) {
+        connection->PrepareStream(ctx);
+      },
+      [connection](const grpc::Status& status) {
+        return connection->ToStatus(status);
+      });
+  v1::WatchRequest request;
+  request.set_prefix(prefix);
+  request.set_after_revision(options.after_revision);
+  stream->Start(request);
+  // Until the watcher is registered, or the daemon refused it.
+  if (absl::Status s =
+          stream->AwaitStarted(absl::Now() + connection_->timeout());
+      !s.ok()) {
+    stream->Cancel();
+    stream->AwaitDone();
+    return s;
+  }
+  return std::make_unique<Watcher>(std::move(stream));
 }
 
 absl::StatusOr<DaemonStatus> Client::Status() {

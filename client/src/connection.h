@@ -135,6 +135,7 @@ class Connection {
 
   const std::string& socket_path() const { return socket_path_; }
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  absl::Duration timeout() const { return timeout_; }
 
   // One unary call on `stub` (the Broker's by default). Errors are the
   // daemon's status, or UNAVAILABLE naming the socket when none answers.
@@ -191,15 +192,17 @@ class Connection {
   // OK, or why `lease` was lost.
   absl::Status LeaseStatus(uint64_t lease) const;
 
+  // The token only: a KeepAlive or Watch stream lives on past any deadline.
+  void PrepareStream(grpc::ClientContext* ctx) const;
+  // A call's final status as the library reports it (see Call).
+  absl::Status ToStatus(const grpc::Status& status) const;
+
  private:
   Connection() = default;
   // Adds the token and the one-way frame count (without them the daemon
   // sees a call from no client connection) and the deadline.
   void Prepare(grpc::ClientContext* ctx,
                absl::Duration wait = absl::ZeroDuration()) const;
-  // The token only: a KeepAlive stream lives on past any deadline.
-  void PrepareStream(grpc::ClientContext* ctx) const;
-  absl::Status ToStatus(const grpc::Status& status) const;
 
   std::string socket_path_;
   absl::Duration timeout_;

@@ -201,9 +201,52 @@ DaemonStatus FromProto(const v1::StatusResponse& status) {
   out.leases = status.leases();
   out.detached_leases = status.detached_leases();
   out.waiters = status.waiters();
+  out.watchers = status.watchers();
+  out.revision = status.revision();
   out.connection_close_reclaim = FromProto(status.connection_close_reclaim());
   out.lease_expiry_reclaim = FromProto(status.lease_expiry_reclaim());
   out.arenas = FromProto(status.arenas());
+  return out;
+}
+
+WatchEvent FromProto(const v1::WatchEvent& event) {
+  WatchEvent out;
+  out.revision = event.revision();
+  switch (event.type()) {
+    case v1::WATCH_EVENT_SEALED:
+      out.type = WatchEvent::Type::kSealed;
+      break;
+    case v1::WATCH_EVENT_RELEASED:
+      out.type = WatchEvent::Type::kReleased;
+      break;
+    case v1::WATCH_EVENT_LOST:
+      out.type = WatchEvent::Type::kLost;
+      break;
+    default:
+      out.type = WatchEvent::Type::kCreated;
+      break;
+  }
+  switch (event.reason()) {
+    case v1::RELEASE_REASON_RELEASED:
+      out.reason = WatchEvent::Reason::kReleased;
+      break;
+    case v1::RELEASE_REASON_CLIENT_GONE:
+      out.reason = WatchEvent::Reason::kClientGone;
+      break;
+    case v1::RELEASE_REASON_LEASE_EXPIRED:
+      out.reason = WatchEvent::Reason::kLeaseExpired;
+      break;
+    case v1::RELEASE_REASON_LEASE_REVOKED:
+      out.reason = WatchEvent::Reason::kLeaseRevoked;
+      break;
+    case v1::RELEASE_REASON_SHUTDOWN:
+      out.reason = WatchEvent::Reason::kShutdown;
+      break;
+    default:
+      out.reason = WatchEvent::Reason::kNone;
+      break;
+  }
+  if (event.has_buffer()) out.buffer = FromProto(event.buffer());
   return out;
 }
 

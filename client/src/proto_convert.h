@@ -8,6 +8,7 @@
 
 #include "absl/time/time.h"
 #include "shmbroker/types.h"
+#include "shmbroker/watcher.h"
 #include "shmbroker/v1/broker.pb.h"
 
 namespace shmbroker::client {
@@ -31,6 +32,7 @@ LeaseInfo FromProto(const v1::LeaseTimeToLiveResponse& response);
 LatencySummary FromProto(const v1::ReclaimLatency& latency);
 PoolStatus FromProto(const v1::PoolStatus& pool);
 DaemonStatus FromProto(const v1::StatusResponse& status);
+WatchEvent FromProto(const v1::WatchEvent& event);
 
 }  // namespace shmbroker::client
 

@@ -159,5 +159,39 @@ TEST(StatusOutputTest, Json) {
   EXPECT_EQ(json["version"], "0.1.0");
 }
 
+TEST(WatchEventTest, JsonHasTypeRevisionNameHandleAndReason) {
+  client::WatchEvent e;
+  e.type = client::WatchEvent::Type::kReleased;
+  e.revision = 9;
+  e.buffer = Pooled();
+  e.reason = client::WatchEvent::Reason::kClientGone;
+  nlohmann::json j = WatchEventJson(e);
+  EXPECT_EQ(j["type"], "released");
+  EXPECT_EQ(j["revision"], 9);
+  EXPECT_EQ(j["handle"], 7);
+  EXPECT_EQ(j["name"], e.buffer.name);
+  EXPECT_EQ(j["reason"], "client_gone");
+  EXPECT_THAT(WatchEventText(e), HasSubstr("9 released "));
+  EXPECT_THAT(WatchEventText(e), HasSubstr(" reason=client_gone\n"));
+}
+
+TEST(WatchEventTest, ALostEventHasOnlyTypeAndRevision) {
+  client::WatchEvent e;
+  e.type = client::WatchEvent::Type::kLost;
+  e.revision = 12;
+  EXPECT_EQ(WatchEventJson(e),
+            (nlohmann::json{{"type", "lost"}, {"revision", 12}}));
+  EXPECT_THAT(WatchEventText(e), HasSubstr("12 lost"));
+}
+
+TEST(WatchEventTest, OnlyReleasedEventsHaveAReason) {
+  client::WatchEvent e;
+  e.type = client::WatchEvent::Type::kCreated;
+  e.revision = 2;
+  e.buffer = Pooled();
+  EXPECT_FALSE(WatchEventJson(e).contains("reason"));
+  EXPECT_EQ(WatchEventJson(e)["type"], "created");
+}
+
 }  // namespace
 }  // namespace shmbroker::cli

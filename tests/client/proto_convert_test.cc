@@ -301,6 +301,8 @@ TEST(ProtoConvertTest, Status) {
   wire.set_leases(6);
   wire.set_detached_leases(1);
   wire.set_waiters(3);
+  wire.set_watchers(4);
+  wire.set_revision(77);
   SetLatency(10, 5, wire.mutable_connection_close_reclaim());
   SetLatency(20, 7, wire.mutable_lease_expiry_reclaim());
   *wire.mutable_arenas() = FullPool();
@@ -329,6 +331,8 @@ TEST(ProtoConvertTest, Status) {
   EXPECT_EQ(status.leases, 6u);
   EXPECT_EQ(status.detached_leases, 1u);
   EXPECT_EQ(status.waiters, 3u);
+  EXPECT_EQ(status.watchers, 4u);
+  EXPECT_EQ(status.revision, 77u);
   ExpectLatency(status.connection_close_reclaim, 10, 5);
   ExpectLatency(status.lease_expiry_reclaim, 20, 7);
 

@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "shmbroker/buffer.h"
 #include "shmbroker/types.h"
+#include "shmbroker/watcher.h"
 
 namespace shmbroker::client {
 
@@ -104,6 +105,19 @@ class Client {
   absl::StatusOr<BufferInfo> Describe(const std::string& name);
   // Every buffer this process may see (all pages).
   absl::StatusOr<std::vector<BufferInfo>> List();
+  // The same, with the revision it reflects (the first page's): a Watch
+  // after it misses no change, and may repeat a few that later pages
+  // already showed.
+  absl::StatusOr<ListResult> ListWithRevision();
+  // Follows the changes to the buffers whose name starts with `prefix`
+  // (empty: all) that this process may see; returns once the daemon has
+  // registered the watcher (so no change after that is missed), or its
+  // refusal: INVALID_ARGUMENT (bad prefix, a revision ahead of the
+  // daemon's), OUT_OF_RANGE (a revision no longer kept: list again),
+  // RESOURCE_EXHAUSTED (--max_watchers_per_connection). Needs no client
+  // connection.
+  absl::StatusOr<std::unique_ptr<Watcher>> Watch(
+      const std::string& prefix, const WatchOptions& options = {});
   absl::StatusOr<DaemonStatus> Status();
   // Whether the daemon reports SERVING on grpc.health.v1 (it does while it
   // can allocate).

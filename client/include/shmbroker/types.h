@@ -122,6 +122,8 @@ struct DaemonStatus {
   uint64_t leases = 0;
   uint64_t detached_leases = 0;
   uint64_t waiters = 0;  // Attach calls waiting for a buffer
+  uint64_t watchers = 0;  // open Watch streams
+  uint64_t revision = 0;  // of the last change to the buffers (Watch)
   // From noticing a closed client connection to its memory being free.
   LatencySummary connection_close_reclaim;
   // From a lease's deadline to its memory being free.
@@ -144,6 +146,13 @@ struct LeaseInfo {
   absl::Time granted;
   // LeaseTimeToLive only: (buffer handle, count) of each hold under it.
   std::vector<std::pair<uint64_t, uint32_t>> holds_by_buffer;
+};
+
+// Client::ListWithRevision: the buffers, and the revision the listing
+// reflects (watch after it to miss nothing: shmbroker/watcher.h).
+struct ListResult {
+  std::vector<BufferInfo> buffers;
+  uint64_t revision = 0;
 };
 
 struct AllocateOptions {
