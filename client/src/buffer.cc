@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "client/src/connection.h"
+#include "client/src/test_hooks.h"
 
 namespace shmbroker::client {
 
@@ -91,6 +92,7 @@ absl::Status Buffer::Seal() {
   request.set_handle(info_.handle);
   absl::StatusOr<v1::SealResponse> sealed =
       connection_->Call(&v1::Broker::Stub::Seal, request);
+  if (sealed.ok()) PausePoint("seal_reply");
   if (remap) {
     // Read-only once sealed; as it was if sealing failed.
     absl::StatusOr<Mapping> again =

@@ -6,6 +6,7 @@
 #include "client/src/grants.h"
 #include "client/src/pages.h"
 #include "client/src/proto_convert.h"
+#include "client/src/test_hooks.h"
 #include "client/src/watcher_stream.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -105,6 +106,7 @@ absl::StatusOr<BufferInfo> Client::Seal(const std::string& name) {
   absl::StatusOr<v1::SealResponse> sealed =
       connection_->Call(&v1::Broker::Stub::Seal, request);
   if (!sealed.ok()) return sealed.status();
+  PausePoint("seal_reply");
   return FromProto(sealed->buffer());
 }
 

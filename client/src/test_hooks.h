@@ -2,16 +2,26 @@
 // fault-injection test can SIGKILL it at exactly that moment (e.g. after a
 // reply arrived but before its fd was claimed).
 //
-// When the environment variable SHMBROKER_TEST_PAUSE_AT equals `name`,
-// PausePoint writes "shmbroker: paused at NAME\n" to stderr and raises
-// SIGSTOP; after a SIGCONT it returns and the library carries on. The
-// variable is read once, at the first PausePoint of the process; when it is
-// unset, each call costs one check of a cached bool. Not for production use:
-// nothing but tests should set the variable. Thread-safe.
+// When the environment variable SHMBROKER_TEST_PAUSE_AT equals `name` (or
+// `name:N`: the Nth time the process passes that point, N >= 1), PausePoint
+// writes "shmbroker: paused at NAME\n" to stderr and raises SIGSTOP; after a
+// SIGCONT it returns and the library carries on. The variable is read once,
+// at the first PausePoint of the process; when it is unset, each call costs
+// one check of a cached bool. Not for production use: nothing but tests
+// should set the variable. Thread-safe.
 //
-// The points: "allocate_reply", "attach_reply" (the reply is in, its fd not
-// yet claimed), "release_sent" (a one-way Release frame went out),
-// "keepalive_sent" (the LeaseKeeper wrote a renewal).
+// The points (tests/integration/fault_matrix_test.cc kills a client at each):
+//   "allocate_reply"  an Allocate reply is in, its fd not yet claimed
+//   "attach_reply"    the same for Attach, and for an Attach that waited
+//                     (Client::AttachWhen) once its wait ended
+//   "release_sent"    a one-way Release frame went out
+//   "keepalive_sent"  the LeaseKeeper wrote a renewal, not yet answered
+//   "seal_reply"      a Seal reply is in (the daemon sealed and woke the
+//                     waiters), not yet returned to the caller
+//   "watch_event"     reserved for Watch (not built yet): an event is in, not
+//                     yet handed to the caller
+// A client blocked in a wait needs no point: a test waits for the daemon's
+// count of waiters instead.
 #ifndef SHMBROKER_CLIENT_SRC_TEST_HOOKS_H_
 #define SHMBROKER_CLIENT_SRC_TEST_HOOKS_H_
 

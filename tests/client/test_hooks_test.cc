@@ -59,6 +59,23 @@ TEST(PausePointTest, StopsAtTheNamedPointUntilKilled) {
   ::close(child.stderr_read);
 }
 
+TEST(PausePointTest, AHitCountStopsAtThatHitOnly) {
+  Child child =
+      Spawn("attach_reply:3", {"attach_reply", "allocate_reply", "attach_reply",
+                               "attach_reply", "attach_reply"});
+  ASSERT_GT(child.pid, 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child.pid, &status, WUNTRACED), child.pid);
+  ASSERT_TRUE(WIFSTOPPED(status)) << "status " << status;
+  EXPECT_EQ(ReadSome(child.stderr_read), "shmbroker: paused at attach_reply\n");
+  // Once only: the fourth hit passes.
+  ASSERT_EQ(::kill(child.pid, SIGCONT), 0);
+  ASSERT_EQ(::waitpid(child.pid, &status, 0), child.pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(ReadSome(child.stderr_read), "");
+  ::close(child.stderr_read);
+}
+
 TEST(PausePointTest, ContinuesAfterSigcont) {
   Child child = Spawn("release_sent", {"release_sent"});
   ASSERT_GT(child.pid, 0);
@@ -73,7 +90,8 @@ TEST(PausePointTest, ContinuesAfterSigcont) {
 
 TEST(PausePointTest, OtherPointsAndAnUnsetVariablePassSilently) {
   for (const char* pause_at :
-       {static_cast<const char*>(nullptr), "", "keepalive_sent", "attach"}) {
+       {static_cast<const char*>(nullptr), "", "keepalive_sent", "attach",
+        "attach_reply:2", "attach_reply:0"}) {
     Child child = Spawn(pause_at, {"allocate_reply", "attach_reply"});
     ASSERT_GT(child.pid, 0);
     int status = 0;
