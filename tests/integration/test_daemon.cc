@@ -21,6 +21,10 @@ namespace shmbroker::testing {
 TestDaemon::TestDaemon(const std::vector<std::string>& flags,
                        const std::string& dir, const Launch& launch)
     : log_path_(launch.log_path) {
+  if (log_path_.empty()) {
+    log_path_ = NewTempFile("shmbrokerd-log");
+    owns_log_ = true;
+  }
   if (dir.empty()) {
     char tmpl[] = "/tmp/shmbroker-test-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
@@ -46,8 +50,7 @@ TestDaemon::TestDaemon(const std::vector<std::string>& flags,
   started_ = out.has_value();
   if (!started_) {
     Finished f = process_->Wait(absl::Seconds(5));
-    startup_output_ = f.out + f.err;
-    if (!log_path_.empty()) startup_output_ += ReadWholeFile(log_path_);
+    startup_output_ = f.out + ReadWholeFile(log_path_);
   }
 }
 
@@ -61,13 +64,14 @@ TestDaemon::~TestDaemon() {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
+  if (owns_log_) ::unlink(log_path_.c_str());
 }
 
 Finished TestDaemon::Stop() {
   started_ = false;
   process_->Signal(SIGTERM);
   finished_ = process_->Wait(absl::Seconds(20));
-  if (!log_path_.empty()) finished_->err = ReadWholeFile(log_path_);
+  finished_->err = ReadWholeFile(log_path_);
   return *finished_;
 }
 

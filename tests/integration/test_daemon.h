@@ -26,8 +26,10 @@ class TestDaemon {
     // A command that execs the daemon, e.g. {"/usr/bin/prlimit",
     // "--nofile=64:64", "--"}.
     std::vector<std::string> wrapper;
-    // stderr (the log) to this file instead of a pipe; the destructor still
-    // checks it for sanitizer reports.
+    // stderr (the log) to this file; the destructor still checks it for
+    // sanitizer reports. Empty: a temporary file, removed with the daemon.
+    // Never a pipe: nobody reads one while the test runs, and once its
+    // 64 KiB filled, every daemon thread that logs would block in write(2).
     std::string log_path;
   };
 
@@ -57,6 +59,7 @@ class TestDaemon {
  private:
   std::string dir_;
   std::string log_path_;
+  bool owns_log_ = false;  // a temporary file of ours
   bool owns_dir_ = false;
   std::unique_ptr<Subprocess> process_;
   pid_t pid_ = -1;
