@@ -14,7 +14,7 @@ processes (shmbroker._pickling); ``import shmbroker.torch`` for tensors.
 
 from . import _native, _pickling
 from ._native import (Buffer, BufferInfo, DaemonStatus, LeaseInfo,
-                      PoolStatus, TenantUsage)
+                      PoolStatus, TenantUsage, WatchEvent, Watcher)
 from ._pickling import set_transfer_ttl, transfer_ttl
 from .errors import *  # noqa: F401,F403 - the exception classes
 from .errors import __all__ as _error_names
@@ -40,5 +40,5 @@ class Client(_native.Client):
 _pickling.install()
 
 __all__ = ["Client", "Buffer", "BufferInfo", "LeaseInfo", "DaemonStatus",
-           "PoolStatus", "TenantUsage", "transfer_ttl", "set_transfer_ttl"
-           ] + list(_error_names)
+           "PoolStatus", "TenantUsage", "WatchEvent", "Watcher",
+           "transfer_ttl", "set_transfer_ttl"] + list(_error_names)

@@ -8,9 +8,10 @@ through torch.multiprocessing's own reducer as before.
 ``tensor(buffer, dtype, shape)`` views a Buffer as a tensor, no copy.
 
 ``collate`` is a DataLoader ``collate_fn``: torch's default collation, but
-each batched tensor is stacked into a new broker buffer, so that a worker
-process hands the batch to the main process by reference (the pages), not
-through torch's own shared-memory files:
+each batched tensor is stacked into a broker buffer (pooled, so that the
+next batch of that size reuses warm pages), and a worker process hands the
+batch to the main process by reference (the pages), not through torch's own
+shared-memory files:
 
     loader = DataLoader(dataset, batch_size=64, num_workers=4,
                         collate_fn=shmbroker.torch.collate,
@@ -26,6 +27,21 @@ from torch.multiprocessing import reductions as _torch_reductions
 from multiprocessing.reduction import ForkingPickler
 
 from . import _pickling
+from . import errors as _errors
+
+
+def _batch_buffer(owner, nbytes):
+    # Pooled: a batch of the size of an earlier one reuses its memory with
+    # the pages still mapped in this worker and in the main process (for a
+    # large batch, an arena of its own: docs/api.md, "Pooled buffers"), so
+    # steady state costs no page faults. Uninitialized: torch.stack writes
+    # every byte, and the memory is this uid's own. A daemon that cannot
+    # pool it (--pooling=false, or above --pooled_large_max_size) gives a
+    # dedicated buffer instead.
+    try:
+        return owner.allocate(nbytes, kind="pooled", uninitialized=True)
+    except (_errors.FailedPrecondition, _errors.InvalidArgument):
+        return owner.allocate(nbytes)
 
 
 def tensor(buffer, dtype=torch.uint8, shape=None, offset=0):
@@ -58,7 +74,7 @@ def collate(batch, client=None):
             return torch.stack(tensors, 0)
         owner = client or _pickling.process_client(
             os.environ.get("SHMBROKER_SOCKET") or None)
-        buffer = _pickling.track(owner.allocate(nbytes))
+        buffer = _pickling.track(_batch_buffer(owner, nbytes))
         out = tensor(buffer, first.dtype, shape)
         torch.stack(tensors, 0, out=out)
         return out

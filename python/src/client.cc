@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "python/src/buffer.h"
 #include "python/src/status.h"
+#include "python/src/watcher.h"
 #include "shmbroker/client.h"
 
 namespace shmbroker::python {
@@ -293,15 +294,31 @@ its buffers live. A detached lease outlives this process by its TTL.)doc")
           },
           py::arg("lease") = py::none(),
           "A lease with its remaining TTL (None: the default lease).")
-      // GAP(#13): watch(prefix) waits for the C++ Client::Watch being built
-      // in parallel; bind it here (an iterator releasing the GIL per event).
       .def(
           "watch",
-          [](PyClient&, const std::string&) {
-            Raise(PyExc_NotImplementedError,
-                  "Client.watch is not implemented yet (issue #13)");
+          [](PyClient& c, const std::string& prefix, int64_t after_revision) {
+            if (after_revision < 0) {
+              Raise(PyExc_ValueError, "after_revision must not be negative");
+            }
+            client::WatchOptions options;
+            options.after_revision = static_cast<uint64_t>(after_revision);
+            return std::make_unique<PyWatcher>(c.Run(
+                [&](client::Client& cl) { return cl.Watch(prefix, options); }));
           },
-          py::arg("prefix"), "Not implemented yet.")
+          py::arg("prefix") = "", py::arg("after_revision") = 0, R"doc(
+A Watcher of the changes to the buffers whose name starts with `prefix`
+(empty: all) that this process may see: those after `after_revision` (0:
+from now on; e.g. the revision list_with_revision() returned, so that the
+listing and the watch together miss nothing). Returns once the daemon has
+registered the watcher.)doc")
+      .def(
+          "list_with_revision",
+          [](PyClient& c) {
+            client::ListResult listed =
+                c.Run([](client::Client& cl) { return cl.ListWithRevision(); });
+            return py::make_tuple(listed.buffers, listed.revision);
+          },
+          "(every buffer this process may see, the revision it reflects).")
       .def("_attach_transfer", &PyClient::AttachTransfer, py::arg("handle"),
            py::arg("lease"), py::arg("writable"))
       .def_property_readonly(

@@ -6,10 +6,12 @@
 #include "python/src/buffer.h"
 #include "python/src/client.h"
 #include "python/src/types.h"
+#include "python/src/watcher.h"
 
 PYBIND11_MODULE(_native, m) {
   m.doc() = "shmbroker's C++ client library, bound for Python.";
   shmbroker::python::BindTypes(m);
   shmbroker::python::PyBuffer::Bind(m);
+  shmbroker::python::PyWatcher::Bind(m);
   shmbroker::python::BindClient(m);
 }

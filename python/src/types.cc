@@ -109,6 +109,8 @@ void BindTypes(py::module_& m) {
       .def_readonly("leases", &DaemonStatus::leases)
       .def_readonly("detached_leases", &DaemonStatus::detached_leases)
       .def_readonly("waiters", &DaemonStatus::waiters)
+      .def_readonly("watchers", &DaemonStatus::watchers)
+      .def_readonly("revision", &DaemonStatus::revision)
       .def_readonly("arenas", &DaemonStatus::arenas)
       .def("__repr__", [](const DaemonStatus& s) {
         return absl::StrCat("<DaemonStatus buffers=", s.buffers,

@@ -99,10 +99,6 @@ class ErrorsTest(DaemonTest):
         with self.assertRaises(ValueError):
             self.client.attach(5, sealed=True)
 
-    def test_not_implemented_watch_is_clear(self):
-        with self.assertRaisesRegex(NotImplementedError, "watch"):
-            self.client.watch("frames/")
-
 
 class _Checked:
     """assertRaisesRegex plus: the class's code, message and Python base."""

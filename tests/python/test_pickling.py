@@ -151,6 +151,8 @@ class CollateTest(DaemonTest):
                     images.data_ptr(), images.numel() * images.element_size())
                 self.assertIsNotNone(owner, "the batch was not in a broker buffer")
                 self.assertEqual(owner.address, images.data_ptr())
+                # Pooled: the next batch of this size reuses warm pages.
+                self.assertEqual(owner.kind, "pooled")
                 seen += [float(images[k, 0, 0]) for k in range(4)]
                 self.assertEqual(squares.tolist(),
                                  [int(v) ** 2 for v in images[:, 0, 0].tolist()])
