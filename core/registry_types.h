@@ -148,7 +148,7 @@ struct RegistryStats {
   uint64_t holds = 0;
   uint64_t leases = 0;
   uint64_t detached_leases = 0;
-  uint64_t waiters = 0;  // waiting Attach calls
+  uint64_t waiters = 0;   // waiting Attach calls
   uint64_t watchers = 0;  // open Watch streams
   uint64_t revision = 0;  // of the last change (core/watch_hub.h)
 };

@@ -6,7 +6,8 @@
 // before replying (common/fd_channel_protocol.h has the ordering rules).
 // Buffer calls are in broker_service.cc, lease calls in
 // broker_service_leases.cc, Seal and waiting Attach calls in
-// broker_service_handoff.cc, Watch in broker_service_watch.cc. Thread-safe: gRPC runs calls concurrently.
+// broker_service_handoff.cc, Watch in broker_service_watch.cc. Thread-safe:
+// gRPC runs calls concurrently.
 #ifndef SHMBROKER_SERVER_BROKER_SERVICE_H_
 #define SHMBROKER_SERVER_BROKER_SERVICE_H_
 

@@ -8,8 +8,8 @@
 
 #include "absl/time/time.h"
 #include "shmbroker/types.h"
-#include "shmbroker/watcher.h"
 #include "shmbroker/v1/broker.pb.h"
+#include "shmbroker/watcher.h"
 
 namespace shmbroker::client {
 

@@ -279,7 +279,6 @@ TEST_F(PooledTest, ALargePooledBufferGetsItsOwnArenaReusedWarmByItsUid) {
   ASSERT_TRUE(third.ok()) << third.status();
   EXPECT_EQ(third->info().arena_id, arena);
   EXPECT_TRUE(AllBytesAre(*third, 0));
-
 }
 
 TEST(PooledArenaFdTest, AGrantWhoseArenaFdNeverArrivedIsRecovered) {
@@ -321,8 +320,7 @@ TEST_F(PooledTest, KindRulesAndClearErrors) {
   // next test); above --pooled_large_max_size it cannot be pooled.
   auto too_big = client_->Allocate(Pooled((uint64_t{256} << 20) + 1));
   EXPECT_EQ(too_big.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(too_big.status().message(),
-              HasSubstr("--pooled_large_max_size"));
+  EXPECT_THAT(too_big.status().message(), HasSubstr("--pooled_large_max_size"));
 
   // The daemon's choice: small owner-only memfd is pooled; shared, posix
   // and big ones are dedicated; dedicated can be asked for.

@@ -121,7 +121,7 @@ struct DaemonStatus {
   std::vector<TenantUsage> tenants;  // largest first
   uint64_t leases = 0;
   uint64_t detached_leases = 0;
-  uint64_t waiters = 0;  // Attach calls waiting for a buffer
+  uint64_t waiters = 0;   // Attach calls waiting for a buffer
   uint64_t watchers = 0;  // open Watch streams
   uint64_t revision = 0;  // of the last change to the buffers (Watch)
   // From noticing a closed client connection to its memory being free.
