@@ -19,6 +19,7 @@
 //   daemon -> client  ErrorText    then the daemon closes the channel
 //   client -> daemon  Release      drop one hold (one-way)
 //   client -> daemon  ForgetArena  "I closed my fd of this arena" (one-way)
+//   client -> daemon  Seal         seal a pooled buffer (one-way)
 //
 // Anything else a client sends (a bad size, magic, version or type, or any
 // descriptor) is a protocol error: the daemon answers ErrorText and closes
@@ -37,7 +38,14 @@
 //     (kFramesSentKey). Before handling a call, the daemon applies frames
 //     from that connection until it has applied that many, so a Release sent
 //     before a call is applied before it, without a round trip of its own.
-//     Without the count, the daemon reads everything waiting.
+//     Without the count, the daemon reads everything waiting. A Seal
+//     rides this rule too: the producer does not wait for it, and its next
+//     call (or its exit: the daemon reads what is queued before the hang-up)
+//     finds the buffer sealed. Only a seal that cannot fail once the
+//     library has checked it goes one-way: a pooled buffer the client holds
+//     writable, which is sealed in the daemon's books alone. A dedicated
+//     memfd buffer is sealed by the kernel, which refuses while anyone maps
+//     it writable, so that seal needs the Seal RPC's answer.
 //
 //  3. An arena fd is sent once per connection and mode, and a forget never
 //     overtakes a grant. A pooled buffer's grant carries its arena's fd only
@@ -74,8 +82,8 @@ inline constexpr size_t kTextBytes = 128;
 
 // gRPC metadata on every call of a client connection: its token (hex).
 inline constexpr char kConnectionTokenKey[] = "shmbroker-connection";
-// Optional gRPC metadata: how many one-way frames (Release, ForgetArena)
-// the client has sent on this connection so far, in decimal (rule 2).
+// Optional gRPC metadata: how many one-way frames (Release, ForgetArena,
+// Seal) the client has sent on this connection so far, in decimal (rule 2).
 inline constexpr char kFramesSentKey[] = "shmbroker-frames-sent";
 
 using Token = std::array<uint8_t, kTokenBytes>;
@@ -123,10 +131,13 @@ struct Release {
 struct ForgetArena {
   ArenaKey arena;
 };
+struct Seal {
+  uint64_t handle = 0;
+};
 
 // What each side accepts from the other.
 using FromDaemon = std::variant<Hello, FdGrant, ErrorText>;
-using FromClient = std::variant<Release, ForgetArena>;
+using FromClient = std::variant<Release, ForgetArena, Seal>;
 
 enum class FrameType : uint16_t {
   kHello = 1,
@@ -134,6 +145,7 @@ enum class FrameType : uint16_t {
   kError = 3,
   kRelease = 4,
   kForgetArena = 5,
+  kSeal = 6,
 };
 
 // The wire form: 168 bytes, host byte order (both ends are on one host).
@@ -178,6 +190,9 @@ inline Frame Encode(const ForgetArena& m) {
   return MakeFrame(FrameType::kForgetArena, m.arena.arena_id,
                    m.arena.writable ? 1 : 0);
 }
+inline Frame Encode(const Seal& m) {
+  return MakeFrame(FrameType::kSeal, m.handle, 0);
+}
 
 // How a frame arrived: recvmsg's byte count and flags, and how many
 // descriptors came with it (fd_channel_io.h fills this in).
@@ -206,12 +221,15 @@ inline absl::StatusOr<FromClient> DecodeFromClient(const Envelope& envelope,
     case FrameType::kForgetArena:
       if (f.word1 > 1) break;
       return ForgetArena{ArenaKey{f.word0, f.word1 == 1}};
+    case FrameType::kSeal:
+      if (f.word1 != 0) break;
+      return Seal{f.word0};
     default:
       break;
   }
   return absl::InvalidArgumentError(absl::StrFormat(
       "protocol error on the fd channel: frame type %d is not one a client "
-      "may send (release, forget-arena)",
+      "may send (release, forget-arena, seal)",
       static_cast<int>(f.type)));
 }
 

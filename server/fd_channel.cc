@@ -25,12 +25,12 @@ namespace {
 constexpr uint64_t kListenerTag = 0;
 constexpr uint64_t kWakeTag = ~uint64_t{0};
 
-void SendError(int sock, const std::string& message) {
+}  // namespace
+
+void FdChannel::SendError(int sock, const std::string& message) {
   fdchannel::SendFrame(sock, fdchannel::Encode(fdchannel::ErrorText{message}),
                        -1, MSG_DONTWAIT);
 }
-
-}  // namespace
 
 FdChannel::FdChannel(Registry* registry, int listener, Metrics* metrics,
                      ReclaimLatencies* latencies, uint32_t keepalive_per_second,
@@ -217,90 +217,6 @@ absl::StatusOr<std::shared_ptr<ClientConnection>> FdChannel::Open(
     return failed;
   }
   return connection;
-}
-
-absl::Status FdChannel::ApplyPending(ClientConnection& connection,
-                                     std::optional<uint64_t> frames_sent) {
-  if (connection.closed.load()) {
-    return absl::FailedPreconditionError("client connection is closed");
-  }
-  if (frames_sent && *frames_sent <= connection.frames_applied.load()) {
-    return absl::OkStatus();  // the common case: no syscall at all
-  }
-  absl::Status why;
-  {
-    absl::MutexLock lock(&connection.read_mu);
-    why = ApplyLocked(connection, frames_sent);
-  }
-  if (why.ok()) return why;
-  const bool protocol_error = absl::IsInvalidArgument(why);
-  uint64_t suppressed = 0;
-  // A client reconnecting in a loop could repeat this for ever: rate-limited
-  // daemon-wide, as each connection says it once.
-  if (protocol_error && LogRateLimits::ClientWarnings().Allow(&suppressed)) {
-    spdlog::warn("client connection {} (pid {} uid {}): {}{}", connection.id,
-                 connection.identity.pid, connection.identity.uid,
-                 why.message(), SuppressedNote(suppressed));
-  }
-  if (protocol_error) {
-    SendError(connection.socket.get(), std::string(why.message()));
-  }
-  if (std::shared_ptr<ClientConnection> shared = FindById(connection.id)) {
-    Close(shared,
-          protocol_error ? CloseReason::kProtocolError : CloseReason::kHangup,
-          std::string(why.message()));
-  }
-  return absl::FailedPreconditionError(
-      absl::StrCat("client connection closed: ", why.message()));
-}
-
-absl::Status FdChannel::ApplyLocked(ClientConnection& connection,
-                                    std::optional<uint64_t> frames_sent) {
-  for (;;) {
-    // Once the frames the client counted are applied, skip the final
-    // recvmsg that would only say EAGAIN.
-    if (frames_sent && connection.frames_applied.load() >= *frames_sent) {
-      return absl::OkStatus();
-    }
-    fdchannel::Frame frame;
-    fdchannel::Received got =
-        fdchannel::RecvFrame(connection.socket.get(), &frame, MSG_DONTWAIT);
-    // A descriptor a client sends is closed with `got`: the daemon never
-    // keeps one.
-    if (got.envelope.bytes < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return absl::OkStatus();
-      if (errno == EINTR) continue;
-      return ErrnoToStatus(errno, "receive");
-    }
-    if (got.envelope.bytes == 0) {
-      return absl::UnavailableError("peer closed the fd channel");
-    }
-    absl::StatusOr<fdchannel::FromClient> message =
-        fdchannel::DecodeFromClient(got.envelope, frame);
-    if (!message.ok()) return message.status();
-    connection.frames_applied.fetch_add(1);
-    Apply(connection, *message);
-  }
-}
-
-void FdChannel::Apply(ClientConnection& connection,
-                      const fdchannel::FromClient& frame) {
-  if (const auto* forget = std::get_if<fdchannel::ForgetArena>(&frame)) {
-    absl::MutexLock lock(&connection.send_mu);
-    connection.arenas_sent.erase(forget->arena);
-    return;
-  }
-  const auto& release = std::get<fdchannel::Release>(frame);
-  absl::StatusOr<uint32_t> released = registry_->Release(
-      connection.id, BufferRef::ByHandle(release.handle), release.lease);
-  uint64_t suppressed = 0;
-  if (!released.ok() && AllowClientWarning(connection.warnings, &suppressed)) {
-    spdlog::warn(
-        "client connection {} (pid {} uid {}): release over the fd channel: "
-        "{}{}",
-        connection.id, connection.identity.pid, connection.identity.uid,
-        released.status().message(), SuppressedNote(suppressed));
-  }
 }
 
 absl::StatusOr<uint64_t> FdChannel::SendFd(ClientConnection& connection,

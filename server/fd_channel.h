@@ -89,6 +89,8 @@ class FdChannel {
                            std::optional<uint64_t> frames_sent)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(connection.read_mu);
   void Apply(ClientConnection& connection, const fdchannel::FromClient& frame);
+  // Best effort: the connection closes next, whether the client reads it.
+  static void SendError(int sock, const std::string& message);
   absl::StatusOr<uint64_t> SendFdLocked(ClientConnection& connection,
                                         Handle handle, int fd)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(connection.send_mu);

@@ -160,6 +160,13 @@ struct Metrics::Impl {
           .Help("Buffers sealed (made immutable by their producer).")
           .Register(*registry)
           .Add({});
+  prometheus::Family<prometheus::Counter>& one_way_failures =
+      prometheus::BuildCounter()
+          .Name("shmbroker_one_way_failures_total")
+          .Help(
+              "One-way fd-channel frames (release, seal) the daemon could "
+              "not apply; the client was not waiting to be told.")
+          .Register(*registry);
   prometheus::Gauge& waiters =
       prometheus::BuildGauge()
           .Name("shmbroker_waiters")
@@ -215,6 +222,9 @@ struct Metrics::Impl {
   // method -> its code="OK" histogram; filled in Create, read-only after, so
   // the common case of RpcDone takes no lock.
   absl::flat_hash_map<std::string, prometheus::Histogram*> rpc_ok;
+  prometheus::Counter& release_failed =
+      one_way_failures.Add({{"frame", "release"}});
+  prometheus::Counter& seal_failed = one_way_failures.Add({{"frame", "seal"}});
   // Indexed by CloseReason.
   std::array<prometheus::Counter*, 4> closed_by_reason = {
       &closed.Add({{"reason", "hangup"}}),
@@ -334,6 +344,12 @@ void Metrics::OnLeaseEnded(ReclaimReason reason) {
 void Metrics::OnKeepAlive() { impl_->keepalives.Increment(); }
 
 void Metrics::OnSeal() { impl_->seals.Increment(); }
+
+void Metrics::OneWayFailed(fdchannel::FrameType frame) {
+  (frame == fdchannel::FrameType::kSeal ? impl_->seal_failed
+                                        : impl_->release_failed)
+      .Increment();
+}
 
 void Metrics::OnWaiters(size_t waiting) {
   impl_->waiters.Set(static_cast<double>(waiting));

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/fd_channel_protocol.h"
 #include "core/registry.h"
 #include "core/registry_observer.h"
 #include "server/client_connection.h"
@@ -59,6 +60,9 @@ class Metrics : public RegistryObserver {
   // watcher ended with a lost event.
   void WatchEventSent();
   void WatcherLost();
+
+  // A one-way frame (kRelease or kSeal) the daemon could not apply.
+  void OneWayFailed(fdchannel::FrameType frame);
 
   // From a lease's deadline to its memory being free (the lease sweeper).
   void LeaseExpiryReclaimed(absl::Duration latency);

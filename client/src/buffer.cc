@@ -86,6 +86,20 @@ absl::Status Buffer::Seal() {
   if (connection_ == nullptr) {
     return absl::FailedPreconditionError("buffer already released");
   }
+  if (info_.sealed) return absl::OkStatus();
+  // A pooled buffer is sealed in the daemon's books alone, so nothing but a
+  // lost hold can make that fail: one-way, no round trip for the producer
+  // (docs/api.md, "Seal").
+  if (arena_ != nullptr && writable_) {
+    if (absl::Status lost = connection_->LeaseStatus(lease_id_); !lost.ok()) {
+      return lost;
+    }
+    if (connection_->SealAsync(info_.handle)) {
+      PausePoint("seal_reply");
+      info_.sealed = true;
+      return absl::OkStatus();
+    }
+  }
   const bool remap = arena_ == nullptr && writable_;
   if (remap) mapping_.Unmap();
   v1::SealRequest request;

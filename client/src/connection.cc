@@ -290,6 +290,10 @@ absl::StatusOr<uint32_t> Connection::ReleaseSync(uint64_t handle,
   return response->holders();
 }
 
+bool Connection::SealAsync(uint64_t handle) {
+  return fd_channel_ != nullptr && fd_channel_->Send(fdchannel::Seal{handle});
+}
+
 bool Connection::ForgetArena(uint64_t arena_id, bool writable) {
   // On failure the arena stays cached; a later Trim can try again.
   return fd_channel_ != nullptr &&

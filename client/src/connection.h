@@ -172,6 +172,11 @@ class Connection {
   // The Release RPC, by handle or (handle 0) by name.
   absl::StatusOr<uint32_t> ReleaseSync(uint64_t handle, const std::string& name,
                                        uint64_t lease);
+  // Seals `handle` with a one-way frame that the daemon applies before this
+  // client's next call (rule 2 of common/fd_channel_protocol.h); false if
+  // the channel cannot take it now (then use the Seal RPC). Only for a seal
+  // that cannot fail: a pooled buffer held writable.
+  bool SealAsync(uint64_t handle);
   // Tells the daemon (one-way) that this client closed its fd of the arena;
   // false if the channel cannot take the message now.
   bool ForgetArena(uint64_t arena_id, bool writable);

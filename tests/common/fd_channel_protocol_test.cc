@@ -36,6 +36,9 @@ TEST(FdChannelProtocolTest, ClientMessagesRoundTrip) {
     ASSERT_TRUE(forget.ok()) << forget.status();
     EXPECT_EQ(std::get<ForgetArena>(*forget).arena, (ArenaKey{12, writable}));
   }
+  auto seal = DecodeFromClient(Whole(), Encode(Seal{21}));
+  ASSERT_TRUE(seal.ok()) << seal.status();
+  EXPECT_EQ(std::get<Seal>(*seal).handle, 21u);
 }
 
 TEST(FdChannelProtocolTest, DaemonMessagesRoundTrip) {
@@ -90,6 +93,11 @@ TEST(FdChannelProtocolTest, TheDaemonRefusesWhatAClientMayNotSend) {
   Frame forget = Encode(ForgetArena{{1, true}});
   forget.word1 = 2;
   EXPECT_FALSE(DecodeFromClient(Whole(), forget).ok());
+  // A seal's second word is reserved: anything but 0 is refused, so that a
+  // later protocol can give it a meaning.
+  Frame seal = Encode(Seal{1});
+  seal.word1 = 1;
+  EXPECT_FALSE(DecodeFromClient(Whole(), seal).ok());
 }
 
 TEST(FdChannelProtocolTest, TheClientRefusesAnFdFrameWithoutItsFd) {

@@ -53,6 +53,9 @@ bool Same(const FromClient& a, const FromClient& b) {
     const auto& rb = std::get<Release>(b);
     return ra->handle == rb.handle && ra->lease == rb.lease;
   }
+  if (const auto* sa = std::get_if<Seal>(&a)) {
+    return sa->handle == std::get<Seal>(b).handle;
+  }
   return std::get<ForgetArena>(a).arena == std::get<ForgetArena>(b).arena;
 }
 
@@ -84,7 +87,8 @@ void CheckFromClient(const Envelope& envelope, const Frame& frame) {
   FUZZ_CHECK((envelope.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0);
   FUZZ_CHECK(frame.magic == kMagic && frame.version == kVersion);
   FUZZ_CHECK(frame.type == FrameType::kRelease ||
-             frame.type == FrameType::kForgetArena);
+             frame.type == FrameType::kForgetArena ||
+             frame.type == FrameType::kSeal);
 
   const Frame encoded =
       std::visit([](const auto& m) { return Encode(m); }, *message);

@@ -168,6 +168,19 @@ TEST_F(BadInputTest, DescriptorsSentToTheDaemonAreRefusedAndClosed) {
   ::close(fd);
 }
 
+TEST_F(BadInputTest, AOneWaySealOfABufferNotHeldIsLoggedNotAProtocolError) {
+  const int fd = RawFdChannel();
+  ASSERT_TRUE(fdchannel::SentWhole(fdchannel::SendFrame(
+      fd, fdchannel::Encode(fdchannel::Seal{uint64_t{1} << 40}), -1, 0)));
+  // Frames are applied in order: the garbage after the seal is what closes
+  // the connection, so the seal itself was taken as a valid frame.
+  const char garbage[] = "not a frame";
+  ASSERT_GT(::send(fd, garbage, sizeof(garbage), 0), 0);
+  EXPECT_THAT(ReadErrorThenEof(fd), HasSubstr("got 12 bytes"));
+  ::close(fd);
+  EXPECT_TRUE(client_->Ping().ok());
+}
+
 TEST_F(BadInputTest, OversizedAndWrongVersionFramesAreProtocolErrors) {
   for (int variant = 0; variant < 2; ++variant) {
     const int fd = RawFdChannel();

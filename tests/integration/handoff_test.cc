@@ -49,6 +49,22 @@ class HandoffTest : public DaemonTest {
     return s.value_or(client::DaemonStatus{});
   }
 
+  // A consumer waits for `name` to be sealed; `put --seal` of that kind
+  // hands it `data` under a detached lease and exits.
+  void PutWhileAConsumerWaits(const std::string& name, const std::string& kind,
+                              const std::string& data) {
+    Subprocess consumer(
+        daemon_->CliArgs({"get", name, "--wait=60s", "--sealed"}));
+    ASSERT_TRUE(WaitersAre(1));
+    Finished put = daemon_->Cli(
+        {"put", name, "--seal", "--kind=" + kind, "--detach", "--ttl=60s"},
+        data);
+    ASSERT_EQ(put.exit_code, 0) << put.err;
+    Finished got = consumer.Wait(absl::Seconds(20));
+    EXPECT_EQ(got.exit_code, 0) << got.err;
+    EXPECT_EQ(got.out, data);
+  }
+
   client::Buffer Dedicated(const std::string& name, const std::string& data) {
     client::AllocateOptions options;
     options.size = data.size();
@@ -83,16 +99,37 @@ TEST_F(HandoffTest, TheConsumerWaitsAndGetsTheSealedBytes) {
 }
 
 TEST_F(HandoffTest, PutWithSealHandsOffInOneCommand) {
+  PutWhileAConsumerWaits("batch", "dedicated", "tensor bytes");
+}
+
+TEST_F(HandoffTest, APooledSealIsAppliedBeforeTheProducersNextCall) {
   Subprocess consumer(
-      daemon_->CliArgs({"get", "batch", "--wait=60s", "--sealed"}));
+      daemon_->CliArgs({"get", "slice", "--wait=60s", "--sealed"}));
   ASSERT_TRUE(WaitersAre(1));
-  Finished put = daemon_->Cli(
-      {"put", "batch", "--seal", "--kind=dedicated", "--detach", "--ttl=60s"},
-      "tensor bytes");
-  ASSERT_EQ(put.exit_code, 0) << put.err;
+  client::AllocateOptions options;
+  options.size = 12;
+  options.name = "slice";
+  options.kind = client::Kind::kPooled;
+  absl::StatusOr<client::Buffer> slice = client_->Allocate(options);
+  ASSERT_TRUE(slice.ok()) << slice.status();
+  std::memcpy(slice->data(), "pooled bytes", 12);
+  // One-way (a kSeal frame): nothing to wait for, and in order with what
+  // this client does next.
+  ASSERT_TRUE(slice->Seal().ok());
+  EXPECT_TRUE(slice->info().sealed);
+  EXPECT_FALSE(slice->read_only()) << "the owner's arena stays writable";
+  absl::StatusOr<client::BufferInfo> described = client_->Describe("slice");
+  ASSERT_TRUE(described.ok()) << described.status();
+  EXPECT_TRUE(described->sealed);
   Finished got = consumer.Wait(absl::Seconds(20));
   EXPECT_EQ(got.exit_code, 0) << got.err;
-  EXPECT_EQ(got.out, "tensor bytes");
+  EXPECT_EQ(got.out, "pooled bytes");
+}
+
+TEST_F(HandoffTest, AProducerThatExitsRightAfterAOneWaySealStillSealsIt) {
+  // put sends the seal frame and exits at once: the daemon reads what is
+  // queued on the fd channel before it sees the hang-up.
+  PutWhileAConsumerWaits("parting", "pooled", "last words");
 }
 
 TEST_F(HandoffTest, TheDeadlineEndsTheWaitNamingTheBufferAndTheCondition) {

@@ -60,10 +60,13 @@ class Buffer {
   // writable mapping is given up first (the kernel refuses to seal memory
   // that any process maps writable) and the buffer is mapped again
   // read-only, so data() changes; after that nobody, root included, can
-  // write its pages. A pooled buffer stays where it is: the daemon grants it
-  // read-only from now on, but this owner's processes map its arena
-  // writable (docs/api.md, "Seal"). FAILED_PRECONDITION while another
-  // process maps it writable (the buffer stays mapped as it was).
+  // write its pages. FAILED_PRECONDITION while another process maps it
+  // writable (the buffer stays mapped as it was). A pooled buffer stays
+  // where it is: the daemon grants it read-only from now on, but this
+  // owner's processes map its arena writable (docs/api.md, "Seal"). Its
+  // seal costs no round trip: Seal returns once a one-way message is sent,
+  // which the daemon applies before this client's next call or exit; it
+  // can fail after that only if the hold is lost first (on_lease_lost).
   absl::Status Seal();
   // Unmaps and closes locally but leaves the hold in the daemon, under its
   // lease: with a detached lease, the buffer outlives this process for the

@@ -1,0 +1,118 @@
+// FdChannel: applying the one-way frames a client sends (Release,
+// ForgetArena, Seal), from the event loop or from a gRPC handler before its
+// call (rule 2 of common/fd_channel_protocol.h).
+#include <sys/socket.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "common/errno_status.h"
+#include "common/fd_channel_io.h"
+#include "common/fd_channel_protocol.h"
+#include "server/fd_channel.h"
+#include "server/log_rate_limiter.h"
+#include "server/logging.h"
+
+namespace shmbroker {
+
+absl::Status FdChannel::ApplyPending(ClientConnection& connection,
+                                     std::optional<uint64_t> frames_sent) {
+  if (connection.closed.load()) {
+    return absl::FailedPreconditionError("client connection is closed");
+  }
+  if (frames_sent && *frames_sent <= connection.frames_applied.load()) {
+    return absl::OkStatus();  // the common case: no syscall at all
+  }
+  absl::Status why;
+  {
+    absl::MutexLock lock(&connection.read_mu);
+    why = ApplyLocked(connection, frames_sent);
+  }
+  if (why.ok()) return why;
+  const bool protocol_error = absl::IsInvalidArgument(why);
+  uint64_t suppressed = 0;
+  // A client reconnecting in a loop could repeat this for ever: rate-limited
+  // daemon-wide, as each connection says it once.
+  if (protocol_error && LogRateLimits::ClientWarnings().Allow(&suppressed)) {
+    spdlog::warn("client connection {} (pid {} uid {}): {}{}", connection.id,
+                 connection.identity.pid, connection.identity.uid,
+                 why.message(), SuppressedNote(suppressed));
+  }
+  if (protocol_error) {
+    SendError(connection.socket.get(), std::string(why.message()));
+  }
+  if (std::shared_ptr<ClientConnection> shared = FindById(connection.id)) {
+    Close(shared,
+          protocol_error ? CloseReason::kProtocolError : CloseReason::kHangup,
+          std::string(why.message()));
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("client connection closed: ", why.message()));
+}
+
+absl::Status FdChannel::ApplyLocked(ClientConnection& connection,
+                                    std::optional<uint64_t> frames_sent) {
+  for (;;) {
+    // Once the frames the client counted are applied, skip the final
+    // recvmsg that would only say EAGAIN.
+    if (frames_sent && connection.frames_applied.load() >= *frames_sent) {
+      return absl::OkStatus();
+    }
+    fdchannel::Frame frame;
+    fdchannel::Received got =
+        fdchannel::RecvFrame(connection.socket.get(), &frame, MSG_DONTWAIT);
+    // A descriptor a client sends is closed with `got`: the daemon never
+    // keeps one.
+    if (got.envelope.bytes < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return absl::OkStatus();
+      if (errno == EINTR) continue;
+      return ErrnoToStatus(errno, "receive");
+    }
+    if (got.envelope.bytes == 0) {
+      return absl::UnavailableError("peer closed the fd channel");
+    }
+    absl::StatusOr<fdchannel::FromClient> message =
+        fdchannel::DecodeFromClient(got.envelope, frame);
+    if (!message.ok()) return message.status();
+    connection.frames_applied.fetch_add(1);
+    Apply(connection, *message);
+  }
+}
+
+void FdChannel::Apply(ClientConnection& connection,
+                      const fdchannel::FromClient& frame) {
+  if (const auto* forget = std::get_if<fdchannel::ForgetArena>(&frame)) {
+    absl::MutexLock lock(&connection.send_mu);
+    connection.arenas_sent.erase(forget->arena);
+    return;
+  }
+  absl::Status failed;
+  fdchannel::FrameType type;
+  if (const auto* seal = std::get_if<fdchannel::Seal>(&frame)) {
+    // The library sends a seal one-way only when it cannot fail (rule 2),
+    // so a failure here means the hold went first (its lease ended) or a
+    // client that does not follow the protocol.
+    type = fdchannel::FrameType::kSeal;
+    failed = registry_->Seal(connection.id, BufferRef::ByHandle(seal->handle))
+                 .status();
+  } else {
+    const auto& release = std::get<fdchannel::Release>(frame);
+    type = fdchannel::FrameType::kRelease;
+    failed = registry_
+                 ->Release(connection.id, BufferRef::ByHandle(release.handle),
+                           release.lease)
+                 .status();
+  }
+  if (failed.ok()) return;
+  metrics_->OneWayFailed(type);
+  uint64_t suppressed = 0;
+  if (AllowClientWarning(connection.warnings, &suppressed)) {
+    spdlog::warn(
+        "client connection {} (pid {} uid {}): {} over the fd channel: {}{}",
+        connection.id, connection.identity.pid, connection.identity.uid,
+        type == fdchannel::FrameType::kSeal ? "seal" : "release",
+        failed.message(), SuppressedNote(suppressed));
+  }
+}
+
+}  // namespace shmbroker
