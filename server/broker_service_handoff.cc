@@ -54,7 +54,7 @@ class AttachWaitReactor final : public grpc::ServerUnaryReactor {
               });
       if (now.ok() && std::holds_alternative<WaiterId>(*now)) {
         waiter_ = std::get<WaiterId>(*now);
-        service_->sweeper_->Wake();  // its deadline may be the earliest
+        service_->sweeper_->WakeBy(deadline);
         return;  // from here on, `this` belongs to whoever finishes it
       }
       at_once = now.ok()

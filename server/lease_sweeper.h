@@ -27,9 +27,9 @@ class LeaseSweeper {
 
   void Start() { thread_.Start(); }
   void Stop() { thread_.Stop(); }
-  // A wait with a deadline was added: look again now, so that it is not
-  // late by up to a sleep.
-  void Wake() { thread_.Wake(); }
+  // A wait with this deadline was added: look again now if the sweeper
+  // would otherwise sleep past it.
+  void WakeBy(absl::Time deadline) { thread_.WakeBy(deadline); }
 
  private:
   // Expires what is due; returns when to look again.

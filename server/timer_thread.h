@@ -34,6 +34,13 @@ class TimerThread {
     absl::MutexLock lock(&mu_);
     woken_ = true;
   }
+  // Runs the step again now if `when` comes before the time the last step
+  // asked for; else it runs by then anyway, and the thread sleeps on (a
+  // wake-up costs a context switch, which the hot path should not pay).
+  void WakeBy(absl::Time when) {
+    absl::MutexLock lock(&mu_);
+    if (when < next_) woken_ = true;
+  }
   // Wakes the thread and waits for it to end (a step in progress finishes).
   void Stop() {
     {
@@ -48,12 +55,14 @@ class TimerThread {
     for (;;) {
       const absl::Time next = step_();
       absl::MutexLock lock(&mu_);
+      next_ = next;
       auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stopping_ || woken_;
       };
       mu_.AwaitWithDeadline(absl::Condition(&woken), next);
       if (stopping_) return;
       woken_ = false;
+      next_ = absl::InfiniteFuture();  // the step runs: any WakeBy counts
     }
   }
 
@@ -62,6 +71,9 @@ class TimerThread {
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool woken_ ABSL_GUARDED_BY(mu_) = false;
+  // When the sleeping thread runs the step next; InfiniteFuture while it runs
+  // (a WakeBy then always wakes it: the step may have read the state first).
+  absl::Time next_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
 };
 
 }  // namespace shmbroker

@@ -30,6 +30,20 @@ TEST(TimerThreadTest, RunsTheStepWhenItAsksAndStopsWhileWaiting) {
   EXPECT_EQ(steps.load(), 3);
 }
 
+TEST(TimerThreadTest, WakeByAnEarlierTimeRunsTheStepNow) {
+  std::atomic<int> steps{0};
+  TimerThread thread([&] {
+    ++steps;
+    return absl::Now() + absl::Hours(1);
+  });
+  thread.Start();
+  ASSERT_TRUE(WaitFor([&] { return steps.load() == 1; }, absl::Seconds(20)));
+  // Due before the hour is up: the step runs again at once.
+  thread.WakeBy(absl::Now() + absl::Minutes(1));
+  EXPECT_TRUE(WaitFor([&] { return steps.load() == 2; }, absl::Seconds(20)));
+  thread.Stop();
+}
+
 TEST(TimerThreadTest, StopWithoutStartAndTwiceIsFine) {
   TimerThread never([] { return absl::InfiniteFuture(); });
   never.Stop();
