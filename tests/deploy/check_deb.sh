@@ -6,7 +6,8 @@
 #     builds against libshmbroker-dev + libshmbroker0 unpacked together;
 #   - in a fresh container of the debootstrap Debian bookworm image, on top of
 #     a cached layer holding exactly the packages' Depends and Recommends
-#     (versions stripped; podman reuses the layer while they do not change):
+#     and what those depend on (versions stripped, no further Recommends;
+#     podman reuses the layer while they do not change):
 #     `apt-get install /debs/*.deb` with no package lists, so that anything
 #     the Depends fields miss fails here; the postinst made user shmbroker and
 #     enabled the unit; the daemon runs as that user, as the unit runs it; a
@@ -83,6 +84,8 @@ libdir=$(PKG_CONFIG_PATH=$pc_dir pkg-config --variable=libdir shmbroker) ||
 
 # The packages' dependencies, without versions or alternatives, and without
 # the packages themselves: what apt would fetch for `apt-get install *.deb`.
+# Installed without their own Recommends (libabsl-dev's are g++ and cmake),
+# so the container holds only what the packages ask for.
 deps=$(for deb in "$debs"/*.deb; do dpkg-deb -f "$deb" Pre-Depends Depends Recommends; done |
   sed 's/^[A-Za-z-]*: //' | tr ',' '\n' | sed 's/|.*//; s/(.*)//; s/[[:space:]]//g' |
   grep -v '^$' | sort -u | grep -vxF "$(printf '%s\n' "${packages[@]}")" | tr '\n' ' ') || true
@@ -92,7 +95,7 @@ log "dependency layer $deps_image: $deps"
 ensure_base_image
 cat >"$podman_scratch/Containerfile" <<EOF
 FROM $SHMBROKER_BASE_IMAGE
-RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $deps \
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $deps \
  && rm -rf /var/lib/apt/lists/*
 EOF
 mkdir -p "$podman_scratch/context"
