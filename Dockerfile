@@ -37,7 +37,7 @@ COPY client/ client/
 RUN --mount=type=cache,target=/root/.ccache \
     cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DSHMBROKER_BUILD_TESTS=OFF -DSHMBROKER_BUILD_BENCH=OFF \
-      -DSHMBROKER_BUILD_PYTHON=OFF \
+      -DSHMBROKER_BUILD_PYTHON=OFF -DSHMBROKER_DEB_PACKAGES=OFF \
       -DCMAKE_INSTALL_PREFIX=/usr/local \
  && cmake --build /build -j2 \
  && DESTDIR=/out cmake --install /build --strip \

@@ -25,6 +25,9 @@ packages=(
   # for the base image (no registry can be pulled from). kubectl (1.32) comes
   # with the machine image; Debian's is too old for kustomize.
   podman buildah runc catatonit debootstrap
+  # Debian packages (cmake/Packaging.cmake): dpkg-shlibdeps computes their
+  # library dependencies.
+  dpkg-dev
 )
 # Node.js and npm for the manifest and dashboard validators
 # (tests/deploy/k8s-validate, tests/deploy/dashboard-schema).

@@ -20,15 +20,16 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 cmake --build build-asan
 # The install test builds an unsanitized consumer, which cannot load a
 # sanitized library; it says nothing about memory safety. Neither do the
-# container image and Kubernetes tests (labels image, k8s): they check
-# manifests and the image's own unsanitized binaries, and take minutes.
+# container image, Kubernetes and Debian package tests (labels image, k8s,
+# package): they check manifests, the image's own unsanitized binaries and
+# packages (which would hold sanitized ones here), and take minutes.
 # FdLimitTest stays out of this pass, for now: run out of file descriptors,
 # the sanitized daemon reports UBSan "member call on address ... which does
 # not point to an object of type '_Sp_counted_base'" (shared_ptr_base.h:199)
 # and exits. Found 2026-12-02, not yet explained (#15); the first pass runs
 # the test, and passes.
 ctest --test-dir build-asan --output-on-failure --timeout 300 -j2 \
-  -LE 'install|image|k8s' -E '^FdLimitTest\.'
+  -LE 'install|image|k8s|package' -E '^FdLimitTest\.'
 
 # Fuzzing smoke: builds the libFuzzer targets with clang-14 (ASan + UBSan,
 # build-fuzz/), replays every input under tests/fuzz/regressions, then
