@@ -20,7 +20,7 @@ set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 # CPack's default text, which this is.
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "${PROJECT_NAME} built using CMake")
 set(SHMBROKER_DEB_MAINTAINER
-    "shmbroker maintainers <maintainers@users.noreply.h-seed-6f5f5177.example>"
+    "shmbroker maintainers <shmbroker@localhost>"
     CACHE STRING "Maintainer field of the Debian packages")
 set(CPACK_PACKAGE_CONTACT "${SHMBROKER_DEB_MAINTAINER}")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
