@@ -51,6 +51,7 @@ Registry::Registry(RegistryOptions options, const Clock* clock,
     : options_(std::move(options)),
       clock_(clock),
       observer_(observer != nullptr ? observer : NoOpObserver()),
+      quotas_(options_.max_bytes_per_uid, options_.max_buffers_per_uid),
       watch_hub_(options_.watch),
       capacity_(options_.capacity_bytes) {}
 
