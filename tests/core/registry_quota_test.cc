@@ -180,6 +180,14 @@ TEST_F(RegistryQuotaTest, PooledBufferIsChargedItsSlot) {
   EXPECT_EQ(Used(kAlice).buffers, 0u);
 }
 
+TEST_F(RegistryQuotaTest, AQuotaAsLargeAsTheDaemonsLimitIsNone) {
+  SetQuotas(Pages(64), 100);
+  ConnectionId alice = Open(kAlice);
+  Alloc(alice, Pages(60));
+  // The capacity refuses, and is named, not the quota.
+  EXPECT_THAT(AllocSpec(alice, Pages(5)), RefusedBy(Limit::kCapacity));
+}
+
 TEST_F(RegistryQuotaTest, ZeroMeansNoPerUidLimit) {
   SetQuotas(0, 0);
   ConnectionId alice = Open(kAlice);
