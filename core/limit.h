@@ -1,7 +1,8 @@
-// Limit: the configured limits the core enforces. A refusal because one was
-// reached carries the limit (LimitError), so that the edge can tell the
-// caller how it is set: the daemon names its flag (server/limit_flags.h),
-// which the core knows nothing about.
+// Limit: the configured limits the daemon enforces, most of them in the core.
+// A refusal because one was reached carries the limit (LimitError), so that
+// the edge can tell the caller how it is set: the daemon names its flag
+// (FlagFor in server/config.h), which the core knows nothing about, and
+// counts the refusal per limit.
 #ifndef SHMBROKER_CORE_LIMIT_H_
 #define SHMBROKER_CORE_LIMIT_H_
 
@@ -16,8 +17,9 @@
 namespace shmbroker {
 
 enum class Limit {
-  kCapacity,                  // RegistryOptions::capacity_bytes
-  kMaxBuffers,                // RegistryOptions::max_buffers
+  kCapacity,    // RegistryOptions::capacity_bytes
+  kMaxBuffers,  // RegistryOptions::max_buffers
+  // Client connections (fd channels), not gRPC connections.
   kMaxConnectionsPerUid,      // RegistryOptions::max_connections_per_uid
   kMaxHoldsPerLease,          // LeaseOptions::max_holds_per_lease
   kMaxLeasesPerConnection,    // LeaseOptions::max_leases_per_connection
@@ -30,7 +32,14 @@ enum class Limit {
   kMaxWatchersPerConnection,  // WatchOptions::max_watchers_per_connection
   kWatchQueueEvents,          // WatchOptions::queue_events
   kWatchHistory,              // WatchOptions::history
+  kMaxBytesPerUid,            // RegistryOptions::max_bytes_per_uid
+  kMaxBuffersPerUid,          // RegistryOptions::max_buffers_per_uid
+  // gRPC connections per uid: enforced by the server where it accepts them.
+  kMaxGrpcConnectionsPerUid,
 };
+// One past the last Limit, to iterate over them.
+inline constexpr int kLimitCount =
+    static_cast<int>(Limit::kMaxGrpcConnectionsPerUid) + 1;
 
 inline constexpr char kLimitPayloadUrl[] = "type.shmbroker/limit";
 

@@ -51,6 +51,14 @@ Registry::Registry(RegistryOptions options, const Clock* clock,
     : options_(std::move(options)),
       clock_(clock),
       observer_(observer != nullptr ? observer : NoOpObserver()),
+      // A quota as large as the daemon's own limit is none: the daemon's
+      // limit refuses first, and names itself.
+      quotas_(options_.max_bytes_per_uid < options_.capacity_bytes
+                  ? options_.max_bytes_per_uid
+                  : 0,
+              options_.max_buffers_per_uid < options_.max_buffers
+                  ? options_.max_buffers_per_uid
+                  : 0),
       watch_hub_(options_.watch),
       capacity_(options_.capacity_bytes) {}
 

@@ -59,6 +59,7 @@
 #include "core/pooled_allocator.h"
 #include "core/registry_observer.h"
 #include "core/registry_types.h"
+#include "core/tenant_quotas.h"
 #include "core/waiter_table.h"
 #include "core/watch_hub.h"
 
@@ -178,6 +179,10 @@ class Registry {
   RegistryStats Stats() const;
   // Usage per owner uid, largest first.
   std::vector<TenantUsage> Tenants() const;
+  // What `uid` has charged against its quotas (--max_bytes_per_uid,
+  // --max_buffers_per_uid): its live buffers, and those being allocated
+  // (a pooled one at its size in whole pages until its slot is known).
+  TenantQuotas::Usage QuotaUsage(uid_t uid) const;
   // Bytes of live buffers' memory actually backed by pages (st_blocks), which
   // is less than allocated for memory never touched. O(buffers) fstat calls,
   // made without the lock.
@@ -246,7 +251,8 @@ class Registry {
     MemorySpec memory;
   };
   // `dedicated_pages` is 0 for a pooled buffer. Sets `*over_capacity` when
-  // the capacity refused the pages.
+  // the capacity refused the pages. Charges the owner's quota the buffer
+  // and its size in pages (QuotaBytesLocked).
   absl::StatusOr<Pending> ReserveLocked(ConnectionId client,
                                         const AllocateSpec& spec,
                                         uint64_t dedicated_pages,
@@ -311,6 +317,9 @@ class Registry {
                                              bool is_default)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EraseBufferLocked(Handle handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The bytes a buffer has charged to its owner's quota: its charged_bytes,
+  // or, while a pooled one has no slot yet, its size in whole pages.
+  static uint64_t QuotaBytes(const BufferInfo& info);
   // Records a change for the watchers (registry_watch.cc).
   void PublishLocked(WatchEventType type, const BufferInfo& info,
                      Deferred& deferred,
@@ -329,6 +338,7 @@ class Registry {
   absl::flat_hash_map<uid_t, uint32_t> connections_per_uid_
       ABSL_GUARDED_BY(mu_);
   uint64_t allocated_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  TenantQuotas quotas_ ABSL_GUARDED_BY(mu_);
   uint64_t hold_count_ ABSL_GUARDED_BY(mu_) = 0;
   Handle next_handle_ ABSL_GUARDED_BY(mu_) = 1;
   ConnectionId next_connection_ ABSL_GUARDED_BY(mu_) = 1;

@@ -168,6 +168,15 @@ absl::StatusOr<Registry::Pending> Registry::ReserveLocked(
   absl::StatusOr<LeaseRecord*> lease = UsableLeaseLocked(client, spec.lease);
   if (!lease.ok()) return lease.status();
   if (absl::Status s = CheckHoldLimitLocked(**lease); !s.ok()) return s;
+  // A uid's own quota before the daemon's limits (docs/api.md, "Errors"):
+  // a tenant at its quota is told so whatever the others use.
+  const Identity owner = connections_.at(client).identity;
+  const uint64_t quota_bytes = (spec.size + PageSize() - 1) / PageSize() *
+                               PageSize();  // QuotaBytes() while pending
+  if (absl::Status s = quotas_.CheckBuffers(owner.uid); !s.ok()) return s;
+  if (absl::Status s = quotas_.CheckBytes(owner.uid, quota_bytes); !s.ok()) {
+    return s;
+  }
   if (buffers_.size() >= options_.max_buffers) {
     return LimitReached(Limit::kMaxBuffers,
                         absl::StrFormat("too many buffers: %d live, the most "
@@ -186,9 +195,11 @@ absl::StatusOr<Registry::Pending> Registry::ReserveLocked(
       return s;
     }
   }
-  // The hold is counted against the lease's limit from now on, so that
-  // concurrent Allocates cannot all pass the check.
+  // The hold is counted against the lease's limit, and the buffer against
+  // its owner's quota, from now on, so that concurrent Allocates cannot all
+  // pass the checks.
   ++(*lease)->info.holds;
+  quotas_.Charge(owner.uid, quota_bytes, 1);
   Pending pending;
   pending.lease = (*lease)->info.id;
   pending.handle = next_handle_++;
@@ -199,7 +210,7 @@ absl::StatusOr<Registry::Pending> Registry::ReserveLocked(
   info.size = spec.size;
   info.charged_bytes = dedicated_pages;
   info.backing = spec.backing;
-  info.owner = connections_.at(client).identity;
+  info.owner = owner;
   info.share = spec.share;
   info.created = clock_->Now();
   if (!spec.name.empty()) names_[spec.name] = pending.handle;
@@ -229,7 +240,10 @@ absl::StatusOr<Grant> Registry::FinishAllocateLocked(
     record.info.kind = BufferKind::kPooled;
     record.info.arena_id = block->arena_id;
     record.info.offset = block->offset;
+    // The quota was charged the size in pages; now the slot is known.
+    quotas_.Credit(record.info.owner.uid, QuotaBytes(record.info), 0);
     record.info.charged_bytes = block->charged;
+    quotas_.Charge(record.info.owner.uid, QuotaBytes(record.info), 0);
     allocated_bytes_ += block->charged;
     observer_->OnUsage(allocated_bytes_, options_.capacity_bytes);
   }
@@ -366,6 +380,7 @@ void Registry::EraseBufferLocked(Handle handle) {
   if (it == buffers_.end()) return;
   const BufferInfo& info = it->second.info;
   if (!info.name.empty()) names_.erase(info.name);
+  quotas_.Credit(info.owner.uid, QuotaBytes(info), 1);
   allocated_bytes_ -= info.charged_bytes;
   if (info.kind == BufferKind::kPooled) {
     // Cheap (a bitmap or a heap entry) and it never calls the budget, so it
@@ -377,6 +392,11 @@ void Registry::EraseBufferLocked(Handle handle) {
   }
   buffers_.erase(it);
   observer_->OnUsage(allocated_bytes_, options_.capacity_bytes);
+}
+
+uint64_t Registry::QuotaBytes(const BufferInfo& info) {
+  if (info.charged_bytes > 0) return info.charged_bytes;
+  return (info.size + PageSize() - 1) / PageSize() * PageSize();
 }
 
 }  // namespace shmbroker

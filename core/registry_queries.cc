@@ -70,6 +70,11 @@ RegistryStats Registry::Stats() const {
   return stats;
 }
 
+TenantQuotas::Usage Registry::QuotaUsage(uid_t uid) const {
+  absl::MutexLock lock(&mu_);
+  return quotas_.usage(uid);
+}
+
 std::vector<TenantUsage> Registry::Tenants() const {
   absl::flat_hash_map<uid_t, TenantUsage> by_uid;
   {

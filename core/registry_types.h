@@ -37,6 +37,12 @@ struct WatchOptions {
 struct RegistryOptions {
   uint64_t capacity_bytes = uint64_t{1} << 30;
   uint64_t max_buffers = 100000;
+  // Per owner uid (core/tenant_quotas.h): bytes charged for its live
+  // buffers (as in BufferInfo::charged_bytes) and their number. 0, or as
+  // much as capacity_bytes / max_buffers: no per-uid limit (the daemon
+  // always sets both; docs/operations.md).
+  uint64_t max_bytes_per_uid = 0;
+  uint64_t max_buffers_per_uid = 0;
   uint32_t max_connections_per_uid = 256;
   // Attach calls one client connection may have waiting at once.
   uint32_t max_waiters_per_connection = 64;

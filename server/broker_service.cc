@@ -15,6 +15,10 @@ absl::StatusOr<BrokerService::Caller> BrokerService::Identify(
     grpc::CallbackServerContext* ctx, bool need_connection) {
   absl::StatusOr<Identity> identity = peers_->Lookup(ctx->peer());
   if (!identity.ok()) {
+    // A refused connection's calls get its refusal (and its limit).
+    if (identity.status().code() != absl::StatusCode::kNotFound) {
+      return identity.status();
+    }
     return absl::UnauthenticatedError(identity.status().message());
   }
   Caller caller{*identity, nullptr};

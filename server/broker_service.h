@@ -148,6 +148,7 @@ grpc::ServerUnaryReactor* BrokerService::Finish(
   const absl::Time start = absl::Now();
   absl::Status status = body();
   metrics_->RpcDone(method, status.code(), absl::Now() - start);
+  metrics_->CountRefusal(status);
   if (status.code() == absl::StatusCode::kPermissionDenied ||
       status.code() == absl::StatusCode::kInternal) {
     if (uint64_t suppressed = 0;

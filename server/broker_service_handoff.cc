@@ -98,6 +98,7 @@ class AttachWaitReactor final : public grpc::ServerUnaryReactor {
                             response_->mutable_grant());
     }
     service_->metrics_->RpcDone("Attach", status.code(), absl::Now() - start_);
+    service_->metrics_->CountRefusal(status);
     Finish(ToGrpcStatus(status));
   }
 

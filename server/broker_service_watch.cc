@@ -148,12 +148,14 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent> {
     service_->metrics_->WatcherLost();
     service_->metrics_->RpcDone("Watch", step.finish->code(),
                                 absl::Now() - start_);
+    service_->metrics_->CountRefusal(*step.finish);
     StartWriteAndFinish(&out_, grpc::WriteOptions(),
                         ToGrpcStatus(*step.finish));
   }
 
   void End(const absl::Status& status) {
     service_->metrics_->RpcDone("Watch", status.code(), absl::Now() - start_);
+    service_->metrics_->CountRefusal(status);
     Finish(ToGrpcStatus(status));
   }
 

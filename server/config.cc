@@ -25,6 +25,19 @@ ABSL_FLAG(std::string, socket_group, "",
           "group (name or gid) that owns the socket directory and sockets, "
           "so its members can connect; empty: the daemon's own group");
 ABSL_FLAG(uint64_t, max_buffers, 100000, "live buffers at most");
+ABSL_FLAG(shmbroker::ByteSize, max_bytes_per_uid, shmbroker::ByteSize{0},
+          "bytes the live buffers of one owner uid may be charged in all "
+          "(their charged_bytes, as --capacity counts them), so that one "
+          "tenant cannot take the whole capacity. 0: half of --capacity; at "
+          "most --capacity (set it to --capacity for no per-uid limit)");
+ABSL_FLAG(uint64_t, max_buffers_per_uid, 0,
+          "live buffers one owner uid may have, so that one tenant cannot "
+          "take every buffer. 0: half of --max_buffers; at most "
+          "--max_buffers (set it to --max_buffers for no per-uid limit)");
+ABSL_FLAG(uint32_t, max_connections_per_uid, 256,
+          "open gRPC connections per uid (from the kernel's credentials at "
+          "accept); a connection beyond them is answered RESOURCE_EXHAUSTED "
+          "and closed");
 ABSL_FLAG(uint32_t, max_holds_per_lease, 65536,
           "holds under one lease at most");
 ABSL_FLAG(absl::Duration, lease_min_ttl, absl::Seconds(1),
@@ -171,6 +184,12 @@ const char* FlagFor(Limit limit) {
       return "--watch_queue_events";
     case Limit::kWatchHistory:
       return "--watch_history";
+    case Limit::kMaxBytesPerUid:
+      return "--max_bytes_per_uid";
+    case Limit::kMaxBuffersPerUid:
+      return "--max_buffers_per_uid";
+    case Limit::kMaxGrpcConnectionsPerUid:
+      return "--max_connections_per_uid";
   }
   return "a daemon flag";
 }
@@ -201,6 +220,21 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
     return absl::InvalidArgumentError("--capacity: at most 1PiB (1024TiB)");
   }
   config.registry.max_buffers = absl::GetFlag(FLAGS_max_buffers);
+  // Per-uid quotas default to half of the daemon's limits: a tenant at its
+  // quota leaves at least half to the others, and a node with a single
+  // tenant (a sidecar) still lets it use half without any configuration.
+  uint64_t& bytes_per_uid = config.registry.max_bytes_per_uid;
+  bytes_per_uid = absl::GetFlag(FLAGS_max_bytes_per_uid).bytes;
+  if (bytes_per_uid == 0) bytes_per_uid = config.registry.capacity_bytes / 2;
+  bytes_per_uid = std::min(bytes_per_uid, config.registry.capacity_bytes);
+  uint64_t& buffers_per_uid = config.registry.max_buffers_per_uid;
+  buffers_per_uid = absl::GetFlag(FLAGS_max_buffers_per_uid);
+  if (buffers_per_uid == 0) {
+    buffers_per_uid = std::max<uint64_t>(config.registry.max_buffers / 2, 1);
+  }
+  buffers_per_uid = std::min(buffers_per_uid, config.registry.max_buffers);
+  config.max_grpc_connections_per_uid =
+      absl::GetFlag(FLAGS_max_connections_per_uid);
   LeaseOptions& leases = config.registry.leases;
   leases.min_ttl = absl::GetFlag(FLAGS_lease_min_ttl);
   leases.default_ttl = absl::GetFlag(FLAGS_lease_default_ttl);
@@ -301,10 +335,12 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   }
   if (config.registry.max_buffers == 0 ||
       config.registry.max_connections_per_uid == 0 ||
+      config.max_grpc_connections_per_uid == 0 ||
       config.list_max_page_size == 0 || config.lease_sweep_batch == 0 ||
       config.keepalive_max_per_second == 0 || config.max_request_bytes < 1024) {
     return absl::InvalidArgumentError(
-        "--max_buffers, --max_clients_per_uid, --list_max_page_size, "
+        "--max_buffers, --max_clients_per_uid, --max_connections_per_uid, "
+        "--list_max_page_size, "
         "--lease_sweep_batch and --keepalive_max_per_second must be at least "
         "1, --max_request_bytes at least 1KiB");
   }

@@ -26,6 +26,8 @@ struct ServerConfig {
   // Fds kept free; main turns it into registry.max_segment_fd once it knows
   // RLIMIT_NOFILE.
   uint32_t fd_reserve = 128;
+  // Open gRPC connections per uid (server/grpc_acceptor.h).
+  uint32_t max_grpc_connections_per_uid = 256;
   // gRPC connections: closed when idle this long (0: never); pinged after
   // keepalive_time without activity, closed without an answer in
   // keepalive_timeout.

@@ -177,6 +177,7 @@ absl::StatusOr<std::shared_ptr<ClientConnection>> FdChannel::Open(
   }
   absl::StatusOr<ConnectionId> id = registry_->OpenConnection(*identity);
   if (!id.ok()) {
+    metrics_->CountRefusal(id.status());
     if (LogRateLimits::Refusals().Allow(&suppressed)) {
       spdlog::warn("fd channel: refused pid {} uid {}: {}{}", identity->pid,
                    identity->uid, id.status().message(),

@@ -72,7 +72,8 @@ int Run(const ServerConfig& config) {
       return 1;
     }
   }
-  (*metrics)->AddStateSource(&registry);
+  GrpcConnections grpc_connections(config.max_grpc_connections_per_uid);
+  (*metrics)->AddStateSource(&registry, &grpc_connections);
   ReclaimLatencies latencies;
   FdChannel fd_channel(
       &registry, (*files)->fd_channel_listener(), metrics->get(), &latencies,
@@ -125,7 +126,8 @@ int Run(const ServerConfig& config) {
   }
   health.Attach(server->GetHealthCheckService());
   GrpcAcceptor acceptor(
-      (*files)->grpc_listener(), server.get(), &peers, metrics->get(),
+      (*files)->grpc_listener(), server.get(), &peers, &grpc_connections,
+      metrics->get(),
       [&health](bool blocked) { health.AcceptorBlocked(blocked); });
   acceptor.Start();
 

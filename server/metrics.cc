@@ -24,6 +24,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
+#include "server/config.h"
 #include "server/state_collector.h"
 
 namespace shmbroker {
@@ -110,6 +111,14 @@ struct Metrics::Impl {
   prometheus::Counter& refused_fd_channel =
       refused.Add({{"socket", "fd_channel"}});
   prometheus::Counter& refused_grpc = refused.Add({{"socket", "grpc"}});
+  prometheus::Family<prometheus::Counter>& limit_refusals =
+      prometheus::BuildCounter()
+          .Name("shmbroker_limit_refusals_total")
+          .Help(
+              "Calls and connections refused because a limit was reached, "
+              "by limit (the flag that sets it).")
+          .Register(*registry);
+  std::array<prometheus::Counter*, kLimitCount> refusals_by_limit{};
   prometheus::Counter& deaths =
       prometheus::BuildCounter()
           .Name("shmbroker_client_deaths_total")
@@ -238,6 +247,11 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
   auto impl = std::make_unique<Impl>();
   impl->max_tenants = options.max_tenants;
   impl->build.Add({{"version", options.version}}).Set(1);
+  for (int i = 0; i < kLimitCount; ++i) {
+    std::string flag = FlagFor(static_cast<Limit>(i));  // "--name[=value]"
+    flag = flag.substr(2, flag.find('=') - 2);
+    impl->refusals_by_limit[i] = &impl->limit_refusals.Add({{"limit", flag}});
+  }
   // Every method's series exist from the start, so that rate() and
   // dashboards see zeros rather than nothing before the first call.
   for (const char* method :
@@ -268,8 +282,10 @@ Metrics::Metrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Metrics::~Metrics() = default;
 
-void Metrics::AddStateSource(const Registry* registry) {
-  impl_->state = std::make_shared<StateCollector>(registry, impl_->max_tenants);
+void Metrics::AddStateSource(const Registry* registry,
+                             GrpcConnections* connections) {
+  impl_->state = std::make_shared<StateCollector>(registry, impl_->max_tenants,
+                                                  connections);
   if (impl_->exposer) impl_->exposer->RegisterCollectable(impl_->state);
 }
 
@@ -382,6 +398,19 @@ void Metrics::ConnectionRefused(const char* socket) {
   (std::string_view(socket) == "grpc" ? impl_->refused_grpc
                                       : impl_->refused_fd_channel)
       .Increment();
+}
+
+void Metrics::LimitRefused(Limit limit) {
+  const int i = static_cast<int>(limit);
+  if (i >= 0 && i < kLimitCount) impl_->refusals_by_limit[i]->Increment();
+}
+
+void Metrics::CountRefusal(const absl::Status& status) {
+  std::optional<Limit> limit = LimitOf(status);
+  // A refused gRPC connection was counted once, at accept, not per call.
+  if (limit && *limit != Limit::kMaxGrpcConnectionsPerUid) {
+    LimitRefused(*limit);
+  }
 }
 
 void Metrics::RpcDone(const char* method, absl::StatusCode code,

@@ -17,9 +17,11 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/fd_channel_protocol.h"
+#include "core/limit.h"
 #include "core/registry.h"
 #include "core/registry_observer.h"
 #include "server/client_connection.h"
+#include "server/grpc_connections.h"
 
 namespace shmbroker {
 
@@ -38,7 +40,9 @@ class Metrics : public RegistryObserver {
 
   // Starts reporting the registry's state at scrape time. `registry` must
   // outlive this object.
-  void AddStateSource(const Registry* registry);
+  // `connections` (may be null) too: the open gRPC connections.
+  void AddStateSource(const Registry* registry,
+                      GrpcConnections* connections = nullptr);
   // The port being served (after an ephemeral :0), or 0.
   int port() const;
   // Stops serving scrapes (waits for one in progress). Call before the state
@@ -78,6 +82,12 @@ class Metrics : public RegistryObserver {
   // A connection accepted only to be refused: the daemon was out of file
   // descriptors. `socket` is "fd_channel" or "grpc".
   void ConnectionRefused(const char* socket);
+
+  // A call or connection refused because `limit` was reached (a status
+  // carrying it, core/limit.h).
+  void LimitRefused(Limit limit);
+  // LimitRefused for `status` if it carries a limit.
+  void CountRefusal(const absl::Status& status);
 
   // One finished RPC.
   void RpcDone(const char* method, absl::StatusCode code,

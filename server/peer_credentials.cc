@@ -33,7 +33,8 @@ absl::StatusOr<Identity> PeerTable::Lookup(const std::string& peer) const {
   if (it == peers_.end()) {
     return absl::NotFoundError(absl::StrCat("no credentials for peer ", peer));
   }
-  return it->second;
+  if (!it->second.refusal.ok()) return it->second.refusal;
+  return it->second.identity;
 }
 
 }  // namespace shmbroker

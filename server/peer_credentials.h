@@ -4,6 +4,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/identity.h"
@@ -16,19 +17,28 @@ absl::StatusOr<Identity> PeerCredentials(int fd);
 // Identity of each gRPC connection, keyed by the fd the daemon accepted it on
 // and handed to gRPC (ServerContext::peer() then reads "fd:N"). gRPC closes
 // that fd when the connection ends and the number may be reused, so the
-// entry is overwritten at every accept. Thread-safe.
+// entry is overwritten at every accept. A connection the daemon refused
+// (over --max_connections_per_uid) is handed to gRPC all the same, so that
+// its calls are answered with `refusal` until the acceptor closes it.
+// Thread-safe.
 class PeerTable {
  public:
-  void Set(int fd, const Identity& identity) {
+  void Set(int fd, const Identity& identity,
+           absl::Status refusal = absl::OkStatus()) {
     absl::MutexLock lock(&mu_);
-    peers_[fd] = identity;
+    peers_[fd] = Peer{identity, std::move(refusal)};
   }
-  // The identity for a gRPC peer string "fd:N", or NOT_FOUND.
+  // The identity for a gRPC peer string "fd:N"; NOT_FOUND, or the
+  // connection's refusal.
   absl::StatusOr<Identity> Lookup(const std::string& peer) const;
 
  private:
+  struct Peer {
+    Identity identity;
+    absl::Status refusal;
+  };
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<int, Identity> peers_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<int, Peer> peers_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace shmbroker

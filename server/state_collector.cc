@@ -89,6 +89,12 @@ std::vector<MetricFamily> StateCollector::Collect() const {
   out.push_back(Gauge("shmbroker_client_connections",
                       "Open client connections (fd channels)."));
   AddSample(out.back(), static_cast<double>(stats.clients));
+  if (connections_ != nullptr) {
+    out.push_back(Gauge("shmbroker_grpc_connections",
+                        "Open gRPC connections (each holds a daemon fd; at "
+                        "most --max_connections_per_uid per uid)."));
+    AddSample(out.back(), static_cast<double>(connections_->Open()));
+  }
   AddTenants(out);
   if (const PooledAllocator* pool = registry_->pool()) AddPool(*pool, out);
   out.push_back(Gauge("shmbroker_open_fds", "Open file descriptors."));

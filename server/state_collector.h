@@ -10,15 +10,19 @@
 #include "core/registry.h"
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
+#include "server/grpc_connections.h"
 
 namespace shmbroker {
 
 class StateCollector : public prometheus::Collectable {
  public:
-  // `registry` must outlive the collector; series per tenant beyond
-  // `max_tenants` add up in uid="other".
-  StateCollector(const Registry* registry, size_t max_tenants)
-      : registry_(registry), max_tenants_(max_tenants) {}
+  // `registry` and `connections` (may be null) must outlive the collector;
+  // series per tenant beyond `max_tenants` add up in uid="other".
+  StateCollector(const Registry* registry, size_t max_tenants,
+                 GrpcConnections* connections = nullptr)
+      : registry_(registry),
+        max_tenants_(max_tenants),
+        connections_(connections) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override;
 
@@ -29,6 +33,7 @@ class StateCollector : public prometheus::Collectable {
 
   const Registry* const registry_;
   const size_t max_tenants_;
+  GrpcConnections* const connections_;
 };
 
 }  // namespace shmbroker

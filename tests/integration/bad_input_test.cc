@@ -22,7 +22,9 @@ using ::testing::HasSubstr;
 class BadInputTest : public DaemonTest {
  protected:
   std::vector<std::string> DaemonFlags() override {
-    return {"--capacity=1MiB", "--max_holds_per_lease=8"};
+    // One uid fills the capacity here: no per-uid quota below it.
+    return {"--capacity=1MiB", "--max_bytes_per_uid=1MiB",
+            "--max_holds_per_lease=8"};
   }
 
   void TearDown() override {

@@ -48,7 +48,9 @@ TestDaemon::TestDaemon(const std::vector<std::string>& flags,
   std::optional<std::string> out =
       process_->WaitForOutput("listening on", absl::Seconds(20));
   started_ = out.has_value();
-  if (!started_) {
+  if (started_) {
+    startup_output_ = *out;  // e.g. the metrics address
+  } else {
     Finished f = process_->Wait(absl::Seconds(5));
     startup_output_ = f.out + ReadWholeFile(log_path_);
   }

@@ -40,7 +40,8 @@ class TestDaemon {
   ~TestDaemon();
 
   // False when the daemon did not print its "listening on" line; then
-  // startup_output() says why.
+  // startup_output() says why. Else it is what the daemon printed up to
+  // that line (its metrics address among it).
   bool started() const { return started_; }
   const std::string& startup_output() const { return startup_output_; }
   const std::string& dir() const { return dir_; }

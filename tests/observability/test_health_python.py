@@ -28,7 +28,9 @@ SERVICES = ("", "shmbroker.v1.Broker")
 
 
 def body():
-    d = Daemon(["--metrics_address=127.0.0.1:0", "--capacity=1MiB"]).start()
+    # One holder takes the whole capacity: no per-uid quota below it.
+    d = Daemon(["--metrics_address=127.0.0.1:0", "--capacity=1MiB",
+                "--max_bytes_per_uid=1MiB"]).start()
     channel = grpc_channel(d.socket)
 
     def check_cli(expected):

@@ -11,6 +11,9 @@
 
 ABSL_DECLARE_FLAG(shmbroker::ByteSize, capacity);
 ABSL_DECLARE_FLAG(uint64_t, max_buffers);
+ABSL_DECLARE_FLAG(shmbroker::ByteSize, max_bytes_per_uid);
+ABSL_DECLARE_FLAG(uint64_t, max_buffers_per_uid);
+ABSL_DECLARE_FLAG(uint32_t, max_connections_per_uid);
 ABSL_DECLARE_FLAG(std::string, log_format);
 ABSL_DECLARE_FLAG(std::string, shm_prefix);
 ABSL_DECLARE_FLAG(absl::Duration, lease_min_ttl);
@@ -37,6 +40,43 @@ TEST_F(ConfigTest, DefaultsMakeAWorkingDaemon) {
   EXPECT_FALSE(config->socket_path.empty());
   EXPECT_THAT(config->registry.shm_prefix,
               ::testing::StartsWith("/shmbroker."));
+}
+
+TEST_F(ConfigTest, PerUidQuotasDefaultToHalfOfTheDaemonsLimits) {
+  absl::SetFlag(&FLAGS_capacity, ByteSize{64 << 20});
+  absl::SetFlag(&FLAGS_max_buffers, 1001);
+  absl::StatusOr<ServerConfig> config = ConfigFromFlags();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->registry.max_bytes_per_uid, uint64_t{32} << 20);
+  EXPECT_EQ(config->registry.max_buffers_per_uid, 500u);
+  EXPECT_EQ(config->max_grpc_connections_per_uid, 256u);
+  // Set explicitly; never above the daemon's own limit.
+  absl::SetFlag(&FLAGS_max_bytes_per_uid, ByteSize{1 << 20});
+  absl::SetFlag(&FLAGS_max_buffers_per_uid, 10);
+  config = ConfigFromFlags();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->registry.max_bytes_per_uid, uint64_t{1} << 20);
+  EXPECT_EQ(config->registry.max_buffers_per_uid, 10u);
+  absl::SetFlag(&FLAGS_max_bytes_per_uid, ByteSize{1 << 30});
+  absl::SetFlag(&FLAGS_max_buffers_per_uid, 5000);
+  config = ConfigFromFlags();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->registry.max_bytes_per_uid, uint64_t{64} << 20);
+  EXPECT_EQ(config->registry.max_buffers_per_uid, 1001u);
+  absl::SetFlag(&FLAGS_max_connections_per_uid, 0);
+  EXPECT_THAT(ConfigFromFlags().status().message(),
+              HasSubstr("--max_connections_per_uid"));
+}
+
+TEST_F(ConfigTest, EveryLimitHasAFlag) {
+  for (int i = 0; i < kLimitCount; ++i) {
+    EXPECT_THAT(FlagFor(static_cast<Limit>(i)), ::testing::StartsWith("--"))
+        << i;
+  }
+  EXPECT_STREQ(FlagFor(Limit::kMaxBytesPerUid), "--max_bytes_per_uid");
+  EXPECT_STREQ(FlagFor(Limit::kMaxBuffersPerUid), "--max_buffers_per_uid");
+  EXPECT_STREQ(FlagFor(Limit::kMaxGrpcConnectionsPerUid),
+               "--max_connections_per_uid");
 }
 
 TEST_F(ConfigTest, BadValuesAreRefusedNamingTheFlag) {
