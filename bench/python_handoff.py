@@ -181,7 +181,6 @@ def main():
         theirs = [s for s in SYSTEMS if s.startswith("torch")]
         print(f"torch {torch.__version__}; {args.rounds} rounds of "
               f"{args.seconds}s per system and size, alternating")
-        rows = []
         for text in args.sizes.split(","):
             size = parse_size(text)
             for peer in peers.values():  # each size's first buffers
@@ -212,7 +211,6 @@ def main():
                 low, high = spread[(a, b)]
                 print(f"  {a:>24} / {b:<21} {r:6.3f} [{low:.3f}-{high:.3f}]",
                       flush=True)
-            rows.append((text, medians))
         client.close()
         for peer in peers.values():
             peer.close()
