@@ -118,6 +118,10 @@ absl::StatusOr<uint32_t> Client::ReleaseByName(const std::string& name) {
   return connection_->ReleaseSync(0, name, 0);
 }
 
+void Client::ReleaseOneWay(uint64_t handle, uint64_t lease_id) {
+  connection_->ReleaseAsync(handle, lease_id);
+}
+
 size_t Client::TrimArenas() {
   return connection_->TrimArenas(/*only_if_many=*/false);
 }

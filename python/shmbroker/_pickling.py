@@ -1,13 +1,15 @@
 """Pickling by reference: a broker buffer crosses to another process on the
 same host as a reference, and the receiver maps the same pages.
 
-The sender's half (Buffer._transfer): a new detached lease of
-``transfer_ttl()`` seconds that nobody renews, and a second hold on the
-buffer under it. So the reference stays good if the sender drops its buffer
-(or exits) before the receiver attaches, and the memory comes back when the
-lease runs out if nobody ever unpickles it. The receiver's half
-(_rebuild_buffer): attach the handle under its own connection's default
-lease, then revoke the transfer lease.
+The sender's half (Buffer._transfer): a second hold on the buffer under a
+detached *transfer lease* that nobody renews. So the reference stays good if
+the sender drops its buffer (or exits) before the receiver attaches, and the
+memory comes back when the lease runs out if nobody ever unpickles it. A
+process reuses one transfer lease per socket for half its TTL, then takes a
+new one: a pickle costs one round trip (the hold), not two. The receiver's
+half (_rebuild_buffer): attach the handle under its own connection's default
+lease, then drop the transfer hold with a one-way message (no round trip);
+the empty lease ends with its TTL.
 
 What pickles by reference:
 - ``Buffer``: always (copyreg), with any pickler;
@@ -18,14 +20,18 @@ What pickles by reference:
   the place of torch.multiprocessing's reducer for CPU tensors and hands
   every other tensor back to it).
 
-Each pickle is one transfer; an unpickled reference cannot be unpickled
-twice (its lease is gone). Use the "spawn" or "forkserver" start method: a
-fork()ed child must not use its parent's gRPC connection.
+Each pickle is one transfer: its hold is taken over once, by the first
+process that unpickles it (a second unpickling attaches the buffer too, if
+it still exists, but only the first drops the transfer hold). A reference
+stays good for at least half of ``transfer_ttl()``. Use the "spawn" or
+"forkserver" start method: a fork()ed child must not use its parent's gRPC
+connection.
 """
 
 import copyreg
 import os
 import threading
+import time
 import weakref
 from multiprocessing.reduction import ForkingPickler
 
@@ -35,11 +41,13 @@ _transfer_ttl = float(os.environ.get("SHMBROKER_TRANSFER_TTL", "60"))
 _lock = threading.Lock()
 _clients = {}          # socket path -> Client, for this pid
 _clients_pid = os.getpid()
+_transfer_leases = {}  # socket path -> (lease id, reused until), this pid
 _live = weakref.WeakValueDictionary()   # id(buffer) -> Buffer of this process
 
 
 def transfer_ttl():
-    """Seconds a pickled reference stays good if nobody unpickles it."""
+    """Seconds a transfer lease lives: a pickled reference that nobody
+    unpickles stays good for between half of this and all of it."""
     return _transfer_ttl
 
 
@@ -49,7 +57,9 @@ def set_transfer_ttl(seconds):
     global _transfer_ttl
     if not seconds > 0:
         raise ValueError("the transfer TTL must be positive")
-    _transfer_ttl = float(seconds)
+    with _lock:
+        _transfer_ttl = float(seconds)
+        _transfer_leases.clear()  # later pickles get leases of the new TTL
 
 
 def track(buffer):
@@ -68,13 +78,19 @@ def owner_of(address, length):
     return None
 
 
+def _forget_parent_locked():
+    """In a fork()ed child, the parent's clients and leases are not ours."""
+    global _clients_pid
+    if _clients_pid != os.getpid():
+        _clients.clear()
+        _transfer_leases.clear()
+        _clients_pid = os.getpid()
+
+
 def process_client(socket):
     """This process's Client for `socket` (one per socket, made on demand)."""
-    global _clients_pid
     with _lock:
-        if _clients_pid != os.getpid():  # a fork()ed child: not the parent's
-            _clients.clear()
-            _clients_pid = os.getpid()
+        _forget_parent_locked()
         client = _clients.get(socket)
         if client is None:
             from . import Client
@@ -84,12 +100,23 @@ def process_client(socket):
 
 def reference(buffer):
     """The picklable reference to `buffer`: a transfer (see above)."""
-    return buffer._transfer(_transfer_ttl)
+    socket = buffer._socket
+    now = time.monotonic()
+    with _lock:
+        _forget_parent_locked()
+        lease, until = _transfer_leases.get(socket, (0, 0.0))
+        ttl = _transfer_ttl
+    ref, granted = buffer._transfer(ttl, lease if now < until else 0)
+    if granted > 0:  # a new lease (of the TTL the daemon granted)
+        with _lock:
+            _transfer_leases[socket] = (ref[2], now + granted / 2)
+    return ref
 
 
 def _rebuild_buffer(ref):
-    socket, handle, lease, writable, _size = ref
-    return track(process_client(socket)._attach_transfer(handle, lease, writable))
+    socket, handle, lease, writable, _size, sender_uid = ref
+    client = process_client(socket)
+    return track(client._attach_transfer(handle, lease, writable, sender_uid))
 
 
 def _reduce_buffer(buffer):

@@ -151,33 +151,43 @@ void PyBuffer::Write(const py::buffer& data, int64_t offset) {
   std::memcpy(mapped.data() + offset, in.ptr, static_cast<size_t>(length));
 }
 
-py::tuple PyBuffer::Transfer(double ttl_seconds) {
+py::tuple PyBuffer::Transfer(double ttl_seconds, uint64_t lease_id) {
   // Views keep the hold after a deferred release: those pickle too.
   std::shared_ptr<client::Buffer> mapping = weak_.lock();
   if (!mapping) Mapped("pickle");  // raises: released
   const uint64_t handle = info_.handle;
-  absl::StatusOr<client::LeaseInfo> lease;
   absl::Status status;
+  double granted_seconds = 0;
   {
     py::gil_scoped_release unlocked;
-    lease = client_->GrantLease(absl::Seconds(ttl_seconds), /*detached=*/true,
-                                /*keep_alive=*/false);
-    if (lease.ok()) {
+    auto hold_under = [&](uint64_t lease) {
       absl::StatusOr<client::Buffer> held =
-          client_->AttachHandle(handle, client::Access::kDefault, lease->id);
-      if (held.ok()) {
-        held->Disown();  // the hold stays, under the transfer lease
-      } else {
-        status = held.status();
-        (void)client_->RevokeLease(lease->id);
-      }
-    } else {
+          client_->AttachHandle(handle, client::Access::kDefault, lease);
+      if (held.ok()) held->Disown();  // the hold stays, under the lease
+      return held.status();
+    };
+    // The transfer lease the caller reuses, unless it ended early (revoked):
+    // then a new one.
+    status = lease_id != 0 ? hold_under(lease_id)
+                           : absl::NotFoundError("no transfer lease yet");
+    if (absl::IsNotFound(status)) {
+      absl::StatusOr<client::LeaseInfo> lease =
+          client_->GrantLease(absl::Seconds(ttl_seconds), /*detached=*/true,
+                              /*keep_alive=*/false);
       status = lease.status();
+      if (lease.ok()) {
+        lease_id = lease->id;
+        granted_seconds = absl::ToDoubleSeconds(lease->ttl);
+        status = hold_under(lease_id);
+        if (!status.ok()) (void)client_->RevokeLease(lease_id);
+      }
     }
   }
   ThrowIfError(status);
-  return py::make_tuple(client_->socket_path(), handle, lease->id, writable_,
-                        info_.size);
+  return py::make_tuple(
+      py::make_tuple(client_->socket_path(), handle, lease_id, writable_,
+                     info_.size, static_cast<int64_t>(::geteuid())),
+      granted_seconds);
 }
 
 int PyBuffer::GetBuffer(PyObject* self, Py_buffer* view, int flags) {
@@ -271,7 +281,9 @@ tensor) are gone. Idempotent.)doc")
 Seals it: complete and immutable from now on, and handed to whoever waits
 for its seal. BufferError for a writable dedicated buffer whose memory was
 exported (it is mapped again read-only, elsewhere): fill it with write().)doc")
-      .def("_transfer", &PyBuffer::Transfer, py::arg("ttl"))
+      .def("_transfer", &PyBuffer::Transfer, py::arg("ttl"), py::arg("lease"))
+      .def_property_readonly(
+          "_socket", [](const PyBuffer& b) { return b.client_->socket_path(); })
       .def("__enter__", [](py::object self) { return self; })
       .def("__exit__",
            [](PyBuffer& b, py::args) {

@@ -57,9 +57,11 @@ class PyBuffer {
   // exporting this Buffer's memory (so it can still be sealed).
   void Write(const pybind11::buffer& data, int64_t offset);
   // The sender's half of pickling by reference: a second hold on this
-  // buffer under a new detached lease of `ttl_seconds` that nobody renews.
-  // Returns (socket, handle, lease id, writable, size).
-  pybind11::tuple Transfer(double ttl_seconds);
+  // buffer under the detached transfer lease `lease_id` that nobody renews,
+  // or (0, or that lease ended) a new one of `ttl_seconds`. Returns
+  // ((socket, handle, lease id, writable, size, sender euid), the new
+  // lease's TTL in seconds or 0 when `lease_id` was used).
+  pybind11::tuple Transfer(double ttl_seconds, uint64_t lease_id);
 
   // Binds the class into `m`, with the buffer-protocol slots below.
   static void Bind(pybind11::module_& m);

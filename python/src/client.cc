@@ -159,15 +159,17 @@ class PyClient {
   }
 
   // The receiver's half of pickling by reference: attach `handle` under
-  // this connection's default lease, then end the sender's transfer lease.
+  // this connection's default lease, then drop the sender's transfer hold
+  // (one-way: no round trip). Another uid's transfer lease is not this
+  // process's to touch: its hold ends with the lease's TTL.
   std::unique_ptr<PyBuffer> AttachTransfer(uint64_t handle, uint64_t lease_id,
-                                           bool writable) {
+                                           bool writable, int64_t sender_uid) {
     const Access access = writable ? Access::kDefault : Access::kReadOnly;
     return Wrap(Run([&](client::Client& c) {
       absl::StatusOr<client::Buffer> buffer = c.AttachHandle(handle, access);
-      // Once attached, the transfer lease has done its job; if it already
-      // ended, that is fine too.
-      if (buffer.ok()) (void)c.RevokeLease(lease_id);
+      if (buffer.ok() && sender_uid == static_cast<int64_t>(::geteuid())) {
+        c.ReleaseOneWay(handle, lease_id);
+      }
       return buffer;
     }));
   }
@@ -320,7 +322,7 @@ registered the watcher.)doc")
           },
           "(every buffer this process may see, the revision it reflects).")
       .def("_attach_transfer", &PyClient::AttachTransfer, py::arg("handle"),
-           py::arg("lease"), py::arg("writable"))
+           py::arg("lease"), py::arg("writable"), py::arg("sender_uid"))
       .def_property_readonly(
           "socket", [](const PyClient& c) { return c.Get()->socket_path(); },
           "The daemon's socket path.")

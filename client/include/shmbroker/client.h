@@ -83,6 +83,11 @@ class Client {
   absl::StatusOr<uint32_t> Release(uint64_t handle);
   // The same by buffer name.
   absl::StatusOr<uint32_t> ReleaseByName(const std::string& name);
+  // Drops one hold on `handle` under `lease_id` (this connection's, or a
+  // detached lease of this uid) with a one-way message: no answer, applied
+  // before this connection's next call. For taking a hold over, e.g. a
+  // pickled transfer; a failure is only logged and counted by the daemon.
+  void ReleaseOneWay(uint64_t handle, uint64_t lease_id);
 
   // Grants a lease (TTL zero: the daemon's default; others are clamped to
   // its bounds) and keeps it alive from now on. A detached lease outlives
