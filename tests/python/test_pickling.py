@@ -4,6 +4,7 @@ torch.multiprocessing queues as references to the same pages; a reference
 outlives its sender; an unpickled-never reference gives its memory back."""
 
 import concurrent.futures
+import gc
 import multiprocessing
 import pickle
 import subprocess
@@ -188,6 +189,53 @@ class CollateTest(DaemonTest):
             del loader
         finally:
             del os.environ["SHMBROKER_SOCKET"]
+
+    def test_the_same_batches_as_default_collate(self):
+        import os
+        from torch.utils.data import DataLoader
+        os.environ["SHMBROKER_SOCKET"] = self.daemon.socket
+        try:
+            loaders = [DataLoader(workers.Squares(), batch_size=5, num_workers=2,
+                                  collate_fn=collate,
+                                  multiprocessing_context="spawn")
+                       for collate in (shmbroker.torch.collate, None)]
+            batches = 0
+            for ours, theirs in zip(*loaders):
+                self.assertEqual(len(ours), len(theirs))
+                for a, b in zip(ours, theirs):
+                    self.assertEqual((type(a), a.dtype, a.shape),
+                                     (type(b), b.dtype, b.shape))
+                    self.assertTrue(torch.equal(a, b))
+                batches += 1
+                del ours
+            self.assertEqual(batches, 3)  # 12 items, the last batch short
+            del loaders
+        finally:
+            del os.environ["SHMBROKER_SOCKET"]
+
+    def test_a_worker_killed_mid_epoch_leaks_nothing(self):
+        import os
+        from torch.utils.data import DataLoader
+        # Batches in flight when the worker dies are held by transfer leases
+        # (the spawned workers read the TTL from the environment): short, so
+        # that the test sees them end.
+        os.environ.update(SHMBROKER_SOCKET=self.daemon.socket,
+                          SHMBROKER_TRANSFER_TTL="1")
+        try:
+            loader = DataLoader(workers.DiesAt(6), batch_size=2, num_workers=2,
+                                collate_fn=shmbroker.torch.collate,
+                                multiprocessing_context="spawn")
+            with self.assertRaises(RuntimeError) as died:
+                for images, _ in loader:
+                    del images
+            self.assertIn("DataLoader worker", str(died.exception))
+            del loader
+            gc.collect()
+            self.wait_buffers(0, timeout=30)
+            self.assertEqual(self.client.status().allocated_bytes, 0)
+        finally:
+            del os.environ["SHMBROKER_SOCKET"]
+            del os.environ["SHMBROKER_TRANSFER_TTL"]
 
 
 if __name__ == "__main__":

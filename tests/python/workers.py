@@ -63,3 +63,17 @@ class Squares:
     def __getitem__(self, i):
         import torch
         return torch.full((4, 4), float(i)), i * i
+
+
+class DiesAt(Squares):
+    """Squares whose worker SIGKILLs itself when asked for item `at`."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def __getitem__(self, i):
+        if i == self.at:
+            import os
+            import signal
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().__getitem__(i)
