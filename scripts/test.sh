@@ -23,11 +23,15 @@ cmake --build build-asan
 # container image, Kubernetes and Debian package tests (labels image, k8s,
 # package): they check manifests, the image's own unsanitized binaries and
 # packages (which would hold sanitized ones here), and take minutes.
-# FdLimitTest stays out of this pass, for now: run out of file descriptors,
-# the sanitized daemon reports UBSan "member call on address ... which does
-# not point to an object of type '_Sp_counted_base'" (shared_ptr_base.h:199)
-# and exits. Found 2026-12-02, not yet explained (#15); the first pass runs
-# the test, and passes.
+# FdLimitTest stays out of this pass, for now: now and then (1 run in 3 to
+# 1 in 20) the sanitized daemon, once fds came back, reports UBSan "member
+# access within address ... which does not point to an object of type
+# '_Sp_counted_deleter' ... object has invalid vptr" and exits. The stack
+# (UBSAN_OPTIONS=print_stacktrace=1): the fd channel applies a client's
+# Release frame, and Registry::Deferred frees the last shared_ptr of the
+# buffer's MemoryObject, whose control block looks freed already. Not yet
+# explained (#15); with that check suppressed, 12 runs showed no ASan report
+# at all. The first pass runs the test, and passes.
 ctest --test-dir build-asan --output-on-failure --timeout 300 -j2 \
   -LE 'install|image|k8s|package' -E '^FdLimitTest\.'
 
