@@ -20,10 +20,11 @@ What pickles by reference:
   the place of torch.multiprocessing's reducer for CPU tensors and hands
   every other tensor back to it).
 
-Each pickle is one transfer: its hold is taken over once, by the first
-process that unpickles it (a second unpickling attaches the buffer too, if
-it still exists, but only the first drops the transfer hold). A reference
-stays good for at least half of ``transfer_ttl()``. Use the "spawn" or
+Each pickle is one transfer hold, to be unpickled once: unpickling the same
+bytes again attaches the buffer if it still exists, but also drops another
+transfer hold on it if there is one, which another pickle of the same
+buffer may still need. A reference stays good for at least half of
+``transfer_ttl()``. Use the "spawn" or
 "forkserver" start method: a fork()ed child must not use its parent's gRPC
 connection.
 """
