@@ -16,10 +16,10 @@
 //                     (Client::AttachWhen) once its wait ended
 //   "release_sent"    a one-way Release frame went out
 //   "keepalive_sent"  the LeaseKeeper wrote a renewal, not yet answered
-//   "seal_reply"      a Seal reply is in (the daemon sealed and woke the
-//                     waiters), not yet returned to the caller
-//   "watch_event"     reserved for Watch (not built yet): an event is in, not
-//                     yet handed to the caller
+//   "seal_reply"      a Seal is done, not yet returned to the caller: its
+//                     reply is in (dedicated: the daemon sealed and woke the
+//                     waiters), or its one-way frame went out (pooled)
+//   "watch_event"     a Watch event is in, not yet handed to the caller
 // A client blocked in a wait needs no point: a test waits for the daemon's
 // count of waiters instead.
 #ifndef SHMBROKER_CLIENT_SRC_TEST_HOOKS_H_

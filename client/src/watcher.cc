@@ -10,6 +10,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "client/src/proto_convert.h"
+#include "client/src/test_hooks.h"
 #include "client/src/watcher_stream.h"
 
 namespace shmbroker::client {
@@ -125,7 +126,9 @@ Watcher::~Watcher() {
 }
 
 absl::StatusOr<WatchEvent> Watcher::Next(absl::Time deadline) {
-  return stream_->Next(deadline);
+  absl::StatusOr<WatchEvent> event = stream_->Next(deadline);
+  if (event.ok()) PausePoint("watch_event");
+  return event;
 }
 
 void Watcher::Cancel() { stream_->Cancel(); }

@@ -1,17 +1,19 @@
 // The seeded fault matrix: client processes (fault_worker) SIGKILLed at
 // every point that matters, across the kinds of buffer, many at once, on
 // one daemon per batch; after every batch the daemon must be back where it
-// was: the test's own buffer, hold, lease and connection only, no waiter,
-// its fd count at baseline, and no POSIX object of its prefix in /dev/shm.
+// was: the test's own buffer, hold, lease and connection only, no waiter or
+// watcher, its fd count at baseline, and no POSIX object of its prefix in
+// /dev/shm.
 //
 // Points (client/src/test_hooks.h): allocate_reply, attach_reply (also
-// after a wait ended), release_sent, keepalive_sent, seal_reply; and, with
+// after a wait ended), release_sent, keepalive_sent, seal_reply,
+// watch_event (mid-Watch, with its buffers held); and, with
 // no pause point, "holding" (killed while holding what it got) and
 // "blocked" (killed while its Attach waits, once the daemon counts the
 // waiter). Kinds: pooled, dedicated, posix, shared (the worker runs as
 // uid 65534 and attaches the test's buffer shared with it, or allocates
 // buffers shared with uid 0), detached (held under a detached lease).
-// Every (operation, kind) pair comes up in every run of at least 40 trials;
+// Every (operation, kind) pair comes up in every run of at least 45 trials;
 // the order, and the round (1-3) whose hit is the one killed, come from the
 // seed.
 //
@@ -59,8 +61,9 @@ constexpr uint64_t kDefaultTrials = 300;
 constexpr uint64_t kDefaultLanes = 3;
 #endif
 
-constexpr const char* kOps[] = {"allocate",  "attach", "release", "hold",
-                                "keepalive", "seal",   "wait",    "blocked"};
+constexpr const char* kOps[] = {"allocate", "attach",    "release",
+                                "hold",     "keepalive", "seal",
+                                "wait",     "blocked",   "watch"};
 constexpr const char* kKinds[] = {"pooled", "dedicated", "posix", "shared",
                                   "detached"};
 
@@ -71,6 +74,7 @@ std::string PointOf(const std::string& op) {
   if (op == "release") return "release_sent";
   if (op == "keepalive") return "keepalive_sent";
   if (op == "seal") return "seal_reply";
+  if (op == "watch") return "watch_event";
   return op == "hold" ? "holding" : "blocked";
 }
 
@@ -93,7 +97,7 @@ uint64_t EnvOr(const char* name, uint64_t fallback) {
                                                               : fallback;
 }
 
-// Every (op, kind) pair once per 40 trials, in an order from the seed.
+// Every (op, kind) pair once per 45 trials, in an order from the seed.
 std::vector<Trial> MakeTrials(uint64_t seed, uint64_t count) {
   std::mt19937_64 random(seed);
   std::vector<Trial> pairs;
@@ -234,15 +238,17 @@ class FaultMatrixTest : public DaemonTest {
       const std::vector<std::string> shm = ShmLeft(prefix);
       *seen = absl::StrCat(
           StatusText(*s), " committed=", s->committed_bytes,
-          " detached=", s->detached_leases, " fds=", fds, " (baseline ",
-          baseline_fds_, ") /dev/shm: ", absl::StrJoin(shm, ","),
-          "; own: ", StatusText(own_), " committed=", own_.committed_bytes);
+          " watchers=", s->watchers, " detached=", s->detached_leases,
+          " fds=", fds, " (baseline ", baseline_fds_,
+          ") /dev/shm: ", absl::StrJoin(shm, ","), "; own: ", StatusText(own_),
+          " committed=", own_.committed_bytes);
       return s->buffers == own_.buffers &&
              s->allocated_bytes == own_.allocated_bytes &&
              s->committed_bytes == own_.committed_bytes &&
              s->holds == own_.holds && s->leases == own_.leases &&
              s->detached_leases == 0 && s->clients == own_.clients &&
-             s->waiters == 0 && fds == baseline_fds_ && shm.empty();
+             s->waiters == 0 && s->watchers == 0 && fds == baseline_fds_ &&
+             shm.empty();
     });
   }
 

@@ -17,6 +17,8 @@
 //   wait       a second thread allocates and seals TAG-w while the main one
 //              waits for it sealed (attach_reply, once the wait ended)
 //   blocked    prints "waiting", then waits for a buffer nobody makes
+//   watch      watches prefix TAG-, allocates named buffers and reads the
+//              event of each (watch_event)
 // KIND: pooled, dedicated (memfd), posix, shared (dedicated, shared with
 // uid 0 read-write; the test runs this worker as another uid), detached
 // (dedicated, under a detached lease of 1 s).
@@ -33,6 +35,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "shmbroker/client.h"
+#include "shmbroker/watcher.h"
 
 namespace {
 
@@ -143,6 +146,19 @@ int main(int argc, char** argv) {
     absl::StatusOr<Buffer> got = w.c.AttachWhen(w.tag + "-w", wait);
     if (!got.ok()) Fail("wait", got.status());
     producer.join();
+    Say("finished");
+    WaitToBeKilled();
+  }
+  if (op == "watch") {
+    absl::StatusOr<std::unique_ptr<client::Watcher>> watcher =
+        w.c.Watch(w.tag + "-");
+    if (!watcher.ok()) Fail("watch", watcher.status());
+    for (int round = 1; round <= rounds; ++round) {
+      w.held.push_back(w.Allocate(round, /*named=*/true));
+      absl::StatusOr<client::WatchEvent> event =
+          (*watcher)->Next(absl::Now() + absl::Minutes(1));
+      if (!event.ok()) Fail("watch event", event.status());
+    }
     Say("finished");
     WaitToBeKilled();
   }
