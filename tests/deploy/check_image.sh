@@ -98,21 +98,17 @@ head -c 1048576 /dev/urandom >"$data/in.bin"
 chmod 0644 "$data/in.bin"
 podman run -d --name "$writer" --no-healthcheck -v "$volume:/run/shmbroker" -v "$data:/data:ro" \
   --entrypoint shmbroker "$SHMBROKER_IMAGE" \
-  put it-buffer --file=/data/in.bin --share=uid:20000:ro --hold=600s >/dev/null
-for _ in $(seq 100); do
-  podman exec "$daemon" shmbroker ls | grep -q '^it-buffer ' && break
-  podman container inspect -f '{{.State.Running}}' "$writer" | grep -q true || {
-    podman logs "$writer"; die "writer container exited"; }
-  sleep 0.2
-done
-podman exec "$daemon" shmbroker ls | tee "$podman_scratch/ls.txt"
-grep -q '^it-buffer .* 10001 ' "$podman_scratch/ls.txt" || die "it-buffer not listed as owned by uid 10001"
+  put it-buffer --file=/data/in.bin --share=uid:20000:ro --seal --hold=600s >/dev/null
 
-log "reader container (uid 20000, group 10001 added) cats it back"
-cli --user 20000:20000 --group-add 10001 "$SHMBROKER_IMAGE" cat it-buffer >"$data/out.bin" ||
-  die "reader: cat failed"
+# The reader waits for the seal: the buffer is listed from its Allocate on,
+# before put has copied the file in.
+log "reader container (uid 20000, group 10001 added) gets it back once sealed"
+cli --user 20000:20000 --group-add 10001 "$SHMBROKER_IMAGE" get it-buffer --wait=60s --sealed \
+  >"$data/out.bin" || { podman logs "$writer"; die "reader: get failed"; }
 cmp "$data/in.bin" "$data/out.bin" || die "reader read other bytes than the writer wrote"
 echo "  1048576 bytes, identical"
+podman exec "$daemon" shmbroker ls | tee "$podman_scratch/ls.txt"
+grep -q '^it-buffer .* 10001 ' "$podman_scratch/ls.txt" || die "it-buffer not listed as owned by uid 10001"
 
 log "a container of uid 20000 without group 10001 is refused"
 if out=$(cli --user 20000:20000 "$SHMBROKER_IMAGE" health 2>&1); then

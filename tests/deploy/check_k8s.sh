@@ -169,9 +169,12 @@ play_sidecar() {
     die "capacity is not FLAGS_capacity=1GiB from the ConfigMap (--tryfromenv)"
 
   log "a buffer from one worker process to another, through the daemon"
+  # The reader waits for the seal: a buffer is visible from its Allocate on,
+  # before put has written it (a cat polled until the name appeared could
+  # read it still empty).
   out=$(podman exec "$worker" sh -c '
-    echo sidecar-smoke | shmbroker put smoke --hold=60s >/dev/null 2>&1 &
-    for i in $(seq 100); do got=$(shmbroker cat smoke 2>/dev/null) && break; sleep 0.1; done
+    echo sidecar-smoke | shmbroker put smoke --seal --hold=60s >/dev/null 2>&1 &
+    got=$(shmbroker get smoke --wait=30s --sealed 2>&1)
     kill $! 2>/dev/null; echo "$got"')
   [[ $out == sidecar-smoke ]] || die "read back '$out', want 'sidecar-smoke'"
   echo "  read back: $out"
