@@ -31,7 +31,7 @@ class AccessTest : public DaemonTest {
 
   // The CLI run as uid/gid 65534 with no supplementary groups.
   Finished CliAsNobody(const std::vector<std::string>& args) {
-    return RunToEnd(CliArgsAs(*daemon_, kNobody, args), "", CliEnvAs(*daemon_));
+    return RunCliAs(*daemon_, kNobody, args);
   }
 
   void Allocate(const std::string& name,

@@ -156,8 +156,7 @@ TEST_F(PooledTest, TwoUidsNeverShareAnArena) {
     EXPECT_EQ(t.arenas, 1u) << "uid " << t.uid;
   }
   // nobody cannot attach root's buffer, so never gets root's arena fd.
-  Finished denied = RunToEnd(CliArgsAs(*daemon_, kNobody, {"cat", "root-slot"}),
-                             "", CliEnvAs(*daemon_));
+  Finished denied = RunCliAs(*daemon_, kNobody, {"cat", "root-slot"});
   EXPECT_EQ(denied.exit_code, 1);
   EXPECT_THAT(denied.err, HasSubstr("permission denied"));
 }
@@ -167,10 +166,10 @@ TEST_F(PooledTest, RecycledMemoryNeverShowsAnotherTenantsData) {
   ShareCliWithOtherUids(*daemon_);
   // nobody fills pooled buffers with its secret and exits (releasing them).
   for (int i = 0; i < 4; ++i) {
-    Finished put = RunToEnd(CliArgsAs(*daemon_, kNobody,
-                                      {"put", "secret" + std::to_string(i),
-                                       "--kind=pooled", "--hold=0s"}),
-                            std::string(4096, 'S'), CliEnvAs(*daemon_));
+    Finished put = RunCliAs(
+        *daemon_, kNobody,
+        {"put", "secret" + std::to_string(i), "--kind=pooled", "--hold=0s"},
+        std::string(4096, 'S'));
     ASSERT_EQ(put.exit_code, 0) << put.err;
   }
   // Every pooled buffer root gets reads zero.

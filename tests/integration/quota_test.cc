@@ -80,7 +80,7 @@ class QuotaTest : public DaemonTest {
   }
 
   Finished CliAsNobody(const std::vector<std::string>& args) {
-    return RunToEnd(CliArgsAs(*daemon_, kNobody, args), "", CliEnvAs(*daemon_));
+    return RunCliAs(*daemon_, kNobody, args);
   }
   // The CLI as nobody, left running (e.g. holding a buffer).
   std::unique_ptr<Subprocess> StartAsNobody(

@@ -179,6 +179,12 @@ std::vector<std::string> CliEnvAs(const TestDaemon& daemon) {
   return {"LD_LIBRARY_PATH=" + daemon.dir()};
 }
 
+Finished RunCliAs(const TestDaemon& daemon, uint32_t uid,
+                  const std::vector<std::string>& args,
+                  const std::string& input) {
+  return RunToEnd(CliArgsAs(daemon, uid, args), input, CliEnvAs(daemon));
+}
+
 std::string NewTempFile(const std::string& tag) {
   std::string path = "/tmp/shmbroker-" + tag + "-XXXXXX";
   const int fd = ::mkstemp(path.data());

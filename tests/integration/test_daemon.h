@@ -116,6 +116,10 @@ void ShareCliWithOtherUids(const TestDaemon& daemon);
 std::vector<std::string> CliArgsAs(const TestDaemon& daemon, uint32_t uid,
                                    const std::vector<std::string>& args);
 std::vector<std::string> CliEnvAs(const TestDaemon& daemon);
+// The CLI as `uid` (after ShareCliWithOtherUids), run to its end.
+Finished RunCliAs(const TestDaemon& daemon, uint32_t uid,
+                  const std::vector<std::string>& args,
+                  const std::string& input = "");
 
 // A raw fd-channel connection to the daemon at `socket`, past the greeting;
 // `token` gets the session token when given. The caller closes the fd.
