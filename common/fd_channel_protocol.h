@@ -20,10 +20,14 @@
 //   client -> daemon  Release      drop one hold (one-way)
 //   client -> daemon  ForgetArena  "I closed my fd of this arena" (one-way)
 //   client -> daemon  Seal         seal a pooled buffer (one-way)
+//   client -> daemon  Present      after a daemon restart: "this fd is the
+//                                  memory of buffer H, which I held under
+//                                  lease L" (one-way, exactly one fd; the
+//                                  Resume call that follows reports it)
 //
-// Anything else a client sends (a bad size, magic, version or type, or any
-// descriptor) is a protocol error: the daemon answers ErrorText and closes
-// the client connection, dropping its holds.
+// Anything else a client sends (a bad size, magic, version or type, or a
+// descriptor on any frame but Present) is a protocol error: the daemon answers
+// ErrorText and closes the client connection, dropping its holds.
 //
 // Ordering. Three rules make the two sockets behave like one ordered stream:
 //
@@ -134,10 +138,14 @@ struct ForgetArena {
 struct Seal {
   uint64_t handle = 0;
 };
+struct Present {  // the fd itself travels with the frame
+  uint64_t handle = 0;
+  uint64_t lease = 0;
+};
 
 // What each side accepts from the other.
 using FromDaemon = std::variant<Hello, FdGrant, ErrorText>;
-using FromClient = std::variant<Release, ForgetArena, Seal>;
+using FromClient = std::variant<Release, ForgetArena, Seal, Present>;
 
 enum class FrameType : uint16_t {
   kHello = 1,
@@ -146,6 +154,7 @@ enum class FrameType : uint16_t {
   kRelease = 4,
   kForgetArena = 5,
   kSeal = 6,
+  kPresent = 7,
 };
 
 // The wire form: 168 bytes, host byte order (both ends are on one host).
@@ -193,6 +202,9 @@ inline Frame Encode(const ForgetArena& m) {
 inline Frame Encode(const Seal& m) {
   return MakeFrame(FrameType::kSeal, m.handle, 0);
 }
+inline Frame Encode(const Present& m) {
+  return MakeFrame(FrameType::kPresent, m.handle, m.lease);
+}
 
 // How a frame arrived: recvmsg's byte count and flags, and how many
 // descriptors came with it (fd_channel_io.h fills this in).
@@ -206,14 +218,17 @@ struct Envelope {
 // (a protocol error: the daemon closes the connection).
 inline absl::StatusOr<FromClient> DecodeFromClient(const Envelope& envelope,
                                                    const Frame& f) {
-  if (envelope.fd_count > 0 || envelope.bytes != sizeof(Frame) ||
+  // Only a Present frame carries a descriptor, and exactly one.
+  const int fds_expected =
+      envelope.bytes == sizeof(Frame) && f.type == FrameType::kPresent ? 1 : 0;
+  if (envelope.fd_count != fds_expected || envelope.bytes != sizeof(Frame) ||
       (envelope.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 ||
       f.magic != kMagic || f.version != kVersion) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "protocol error on the fd channel: expected a %d-byte frame of "
-        "version %d without descriptors, got %d bytes%s",
-        sizeof(Frame), kVersion, envelope.bytes,
-        envelope.fd_count > 0 ? " with descriptors" : ""));
+        "version %d with %d descriptors, got %d bytes with %d",
+        sizeof(Frame), kVersion, fds_expected, envelope.bytes,
+        envelope.fd_count));
   }
   switch (f.type) {
     case FrameType::kRelease:
@@ -224,12 +239,14 @@ inline absl::StatusOr<FromClient> DecodeFromClient(const Envelope& envelope,
     case FrameType::kSeal:
       if (f.word1 != 0) break;
       return Seal{f.word0};
+    case FrameType::kPresent:
+      return Present{f.word0, f.word1};
     default:
       break;
   }
   return absl::InvalidArgumentError(absl::StrFormat(
       "protocol error on the fd channel: frame type %d is not one a client "
-      "may send (release, forget-arena, seal)",
+      "may send (release, forget-arena, seal, present)",
       static_cast<int>(f.type)));
 }
 

@@ -68,7 +68,7 @@ TEST(FdChannelProtocolTest, DaemonMessagesRoundTrip) {
 TEST(FdChannelProtocolTest, TheDaemonRefusesWhatAClientMayNotSend) {
   const Frame release = Encode(Release{1, 0});
   EXPECT_THAT(DecodeFromClient(Whole(1), release).status().message(),
-              HasSubstr("with descriptors"));
+              HasSubstr("with 0 descriptors, got 168 bytes with 1"));
   EXPECT_THAT(
       DecodeFromClient({static_cast<ssize_t>(sizeof(Frame)) - 1, 0, 0}, release)
           .status()

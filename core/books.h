@@ -1,0 +1,97 @@
+// Books: what a daemon must remember to resume after it restarts, and the
+// sink the Registry writes it to as it changes.
+//
+// The memory survives a daemon's death in its clients' mappings; only the
+// books are lost. So the Registry reports every change to them (a buffer
+// made, sealed or gone, a lease granted, renewed or ended, a hold count
+// changed) to a BookSink, with its mutex held, in the order they happen.
+// The daemon's sink (server/books_journal.h) appends each to a journal in
+// the state directory; the next daemon replays it into Books and hands them
+// to Registry::Restore, which waits for the clients to present the memory
+// again (docs/architecture.md, "Restart").
+//
+// Every change is an upsert or an erase of one entity, so replaying a
+// journal is applying its records in order, and a snapshot of the live
+// entities (BookSink::Rewrite) is a journal too. Plain values, no locking.
+#ifndef SHMBROKER_CORE_BOOKS_H_
+#define SHMBROKER_CORE_BOOKS_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <utility>
+
+#include "absl/container/btree_map.h"
+#include "absl/time/time.h"
+#include "core/identity.h"
+#include "core/ids.h"
+#include "core/registry_types.h"
+
+namespace shmbroker {
+
+// Which OS object a buffer's memory is (a pooled buffer's: its arena's), so
+// that an fd presented after a restart can be checked to be that very one.
+struct MemoryIdentity {
+  uint64_t device = 0;
+  uint64_t inode = 0;
+  friend bool operator==(const MemoryIdentity&,
+                         const MemoryIdentity&) = default;
+};
+
+struct BookedBuffer {
+  // holders and created are not kept (holds are booked on their own).
+  BufferInfo info;
+  MemoryIdentity memory;
+};
+
+struct BookedLease {
+  LeaseId id = 0;
+  Identity owner;
+  bool detached = false;
+  // A connection's default lease: ends with the connection once adopted.
+  bool connection_default = false;
+  absl::Duration ttl;
+  absl::Time deadline;  // wall clock
+};
+
+struct Books {
+  absl::btree_map<Handle, BookedBuffer> buffers;
+  absl::btree_map<LeaseId, BookedLease> leases;
+  // (lease, handle) -> holds of that buffer under that lease (> 0).
+  absl::btree_map<std::pair<LeaseId, Handle>, uint32_t> holds;
+  // Ids handed out so far: the next daemon continues above them, so that no
+  // handle, lease or arena id means two things to a client that resumes.
+  Handle last_handle = 0;
+  LeaseId last_lease = 0;
+  uint64_t last_arena = 0;
+  // Of the last change the watchers saw (core/watch_hub.h).
+  uint64_t revision = 0;
+};
+
+// Where the Registry writes its books. Called with the Registry's mutex
+// held, in order: must be quick and must not call back into the Registry.
+// Failing to write is the sink's to report (a log line, a metric); the
+// Registry goes on.
+class BookSink {
+ public:
+  virtual ~BookSink() = default;
+  // A buffer created (with its memory), or changed (sealed).
+  virtual void PutBuffer(const BookedBuffer& buffer, uint64_t revision) = 0;
+  virtual void EraseBuffer(Handle handle, uint64_t revision) = 0;
+  // A lease granted, renewed (new deadline) or adopted after a restart.
+  virtual void PutLease(const BookedLease& lease) = 0;
+  virtual void EraseLease(LeaseId lease) = 0;
+  // The holds of `handle` under `lease` are now `count` (0: none).
+  virtual void PutHolds(LeaseId lease, Handle handle, uint32_t count) = 0;
+  // An arena id handed out (ids only grow).
+  virtual void PutLastArena(uint64_t arena_id) = 0;
+  // Whether the journal has grown enough that the Registry should call
+  // Rewrite with a snapshot of its live books.
+  virtual bool WantsRewrite() const = 0;
+  // Replaces everything written so far with `books`.
+  virtual void Rewrite(const Books& books) = 0;
+};
+
+}  // namespace shmbroker
+
+#endif  // SHMBROKER_CORE_BOOKS_H_
