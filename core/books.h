@@ -25,22 +25,15 @@
 #include "absl/time/time.h"
 #include "core/identity.h"
 #include "core/ids.h"
+#include "core/memory_object.h"
 #include "core/registry_types.h"
 
 namespace shmbroker {
 
-// Which OS object a buffer's memory is (a pooled buffer's: its arena's), so
-// that an fd presented after a restart can be checked to be that very one.
-struct MemoryIdentity {
-  uint64_t device = 0;
-  uint64_t inode = 0;
-  friend bool operator==(const MemoryIdentity&,
-                         const MemoryIdentity&) = default;
-};
-
 struct BookedBuffer {
   // holders and created are not kept (holds are booked on their own).
   BufferInfo info;
+  // Its memory object's (a pooled buffer's: its arena's).
   MemoryIdentity memory;
 };
 

@@ -19,6 +19,10 @@ class MemfdObject final : public MemoryObject {
  public:
   static absl::StatusOr<std::unique_ptr<MemoryObject>> Create(
       const MemorySpec& spec);
+  // An existing memfd (AdoptMemoryObject).
+  static std::unique_ptr<MemoryObject> Wrap(UniqueFd fd, uint64_t size) {
+    return std::unique_ptr<MemoryObject>(new MemfdObject(std::move(fd), size));
+  }
 
   Backing backing() const override { return Backing::kMemfd; }
   const std::string& shm_name() const override;

@@ -1,6 +1,8 @@
 #include "core/memory_object.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <cerrno>
 #include <cstring>
@@ -20,6 +22,19 @@ const char* BackingName(Backing backing) {
       return "posix";
   }
   return "unknown";
+}
+
+absl::StatusOr<MemoryIdentity> IdentityOf(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return ErrnoToStatus(errno, "fstat");
+  return MemoryIdentity{static_cast<uint64_t>(st.st_dev),
+                        static_cast<uint64_t>(st.st_ino)};
+}
+
+MemoryObject::MemoryObject(UniqueFd fd, uint64_t size)
+    : fd_(std::move(fd)), size_(size) {
+  // Once, here: the books record it with every buffer (core/books.h).
+  identity_ = IdentityOf(fd_.get()).value_or(MemoryIdentity{});
 }
 
 absl::Status MemoryObject::SealWrites() const {
@@ -45,6 +60,46 @@ absl::StatusOr<std::unique_ptr<MemoryObject>> CreateMemoryObject(
       return PosixShmObject::Create(spec);
   }
   return absl::InvalidArgumentError("unknown backing");
+}
+
+absl::StatusOr<std::unique_ptr<MemoryObject>> AdoptMemoryObject(
+    Backing backing, UniqueFd fd, const std::string& shm_name,
+    const MemoryIdentity& expected, uint64_t size) {
+  if (backing == Backing::kPosix) {
+    // O_NOFOLLOW is implied for shm names (no '/' after the first); never
+    // O_CREAT: a name that is gone stays gone.
+    fd.reset(::shm_open(shm_name.c_str(), O_RDWR | O_CLOEXEC, 0));
+    if (!fd.valid()) {
+      if (errno == ENOENT) {
+        return absl::NotFoundError(
+            absl::StrCat("shm object ", shm_name, " is gone"));
+      }
+      return ErrnoToStatus(errno, absl::StrCat("shm_open ", shm_name));
+    }
+  }
+  struct stat st {};
+  if (!fd.valid() || ::fstat(fd.get(), &st) != 0) {
+    return absl::FailedPreconditionError("not an open file descriptor");
+  }
+  // Checked before anything else is done with the fd: only the very object
+  // the books recorded is ever reopened or mapped.
+  if (MemoryIdentity{static_cast<uint64_t>(st.st_dev),
+                     static_cast<uint64_t>(st.st_ino)} != expected ||
+      !S_ISREG(st.st_mode) ||
+      (size != 0 && static_cast<uint64_t>(st.st_size) != size)) {
+    return absl::FailedPreconditionError(
+        "it is not the memory object the books recorded (device, inode or "
+        "size differ)");
+  }
+  if (backing == Backing::kPosix) {
+    return PosixShmObject::Wrap(std::move(fd), st.st_size, shm_name);
+  }
+  // A presented fd may be read-only: the daemon needs its own read-write
+  // description to grant it writable again.
+  const std::string path = absl::StrCat("/proc/self/fd/", fd.get());
+  UniqueFd own(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!own.valid()) return ErrnoToStatus(errno, "reopen read-write");
+  return MemfdObject::Wrap(std::move(own), st.st_size);
 }
 
 }  // namespace shmbroker

@@ -8,6 +8,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -19,6 +20,18 @@
 namespace shmbroker {
 
 enum class Backing { kMemfd, kPosix };
+
+// Which OS object a segment is (st_dev, st_ino), so that an fd presented
+// after a daemon restart can be checked to be that very one.
+struct MemoryIdentity {
+  uint64_t device = 0;
+  uint64_t inode = 0;
+  friend bool operator==(const MemoryIdentity&,
+                         const MemoryIdentity&) = default;
+};
+
+// The identity of the object `fd` refers to, or the errno of fstat.
+absl::StatusOr<MemoryIdentity> IdentityOf(int fd);
 
 const char* BackingName(Backing backing);
 
@@ -50,6 +63,10 @@ class MemoryObject {
 
   int fd() const { return fd_.get(); }
   uint64_t size() const { return size_; }
+  const MemoryIdentity& identity() const { return identity_; }
+  // Leave a named object's name in place when this goes (a daemon stopping
+  // for a restart: its successor adopts or removes the name).
+  void KeepName() const { keep_name_.store(true); }
   virtual Backing backing() const = 0;
   // The shm_open name for named backings; empty otherwise.
   virtual const std::string& shm_name() const = 0;
@@ -65,11 +82,14 @@ class MemoryObject {
   virtual absl::Status SealWrites() const;
 
  protected:
-  MemoryObject(UniqueFd fd, uint64_t size) : fd_(std::move(fd)), size_(size) {}
+  MemoryObject(UniqueFd fd, uint64_t size);
+  bool keep_name() const { return keep_name_.load(); }
 
  private:
   UniqueFd fd_;
   uint64_t size_;
+  MemoryIdentity identity_;
+  mutable std::atomic<bool> keep_name_{false};
 };
 
 // Creates, sizes and (for memfd) seals a segment. Errors carry the errno
@@ -77,6 +97,16 @@ class MemoryObject {
 // a taken shm name, INTERNAL otherwise.
 absl::StatusOr<std::unique_ptr<MemoryObject>> CreateMemoryObject(
     const MemorySpec& spec);
+
+// Takes over a segment a previous daemon made (core/books.h): `fd` is a
+// memfd a client presented, or (kPosix) the object named `shm_name`, which
+// is opened here. FAILED_PRECONDITION unless it is the object `expected`
+// names, of `size` bytes; NOT_FOUND for a name that is gone. The daemon
+// gets a read-write description of its own (through /proc/self/fd), whatever
+// mode the presented fd had.
+absl::StatusOr<std::unique_ptr<MemoryObject>> AdoptMemoryObject(
+    Backing backing, UniqueFd fd, const std::string& shm_name,
+    const MemoryIdentity& expected, uint64_t size);
 
 }  // namespace shmbroker
 

@@ -256,6 +256,16 @@ class PooledAllocator {
   // Retires every arena with no live block now, whatever its idle time
   // (for a caller that needs the capacity back); returns the bytes freed.
   uint64_t ReleaseUnused();
+  // Hands out arena ids above `last_id` only: a restarted daemon's clients
+  // may still map the previous daemon's arenas under their ids.
+  void ReserveArenaIds(uint64_t last_id) {
+    uint64_t next = next_arena_id_.load();
+    while (next <= last_id &&
+           !next_arena_id_.compare_exchange_weak(next, last_id + 1)) {
+    }
+  }
+  // The last arena id handed out (0: none).
+  uint64_t last_arena_id() const { return next_arena_id_.load() - 1; }
 
   PooledAllocatorStats Stats() const;
   // Bytes of all arenas backed by pages (st_blocks), without the lock held

@@ -65,7 +65,7 @@ absl::StatusOr<std::unique_ptr<MemoryObject>> PosixShmObject::Create(
 
 PosixShmObject::~PosixShmObject() {
   // ENOENT is fine: the owner may have unlinked it already.
-  ::shm_unlink(name_.c_str());
+  if (!keep_name()) ::shm_unlink(name_.c_str());
 }
 
 }  // namespace shmbroker

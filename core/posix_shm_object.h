@@ -17,6 +17,12 @@ class PosixShmObject final : public MemoryObject {
  public:
   static absl::StatusOr<std::unique_ptr<MemoryObject>> Create(
       const MemorySpec& spec);
+  // An existing object (AdoptMemoryObject); unlinks `name` when it goes.
+  static std::unique_ptr<MemoryObject> Wrap(UniqueFd fd, uint64_t size,
+                                            std::string name) {
+    return std::unique_ptr<MemoryObject>(
+        new PosixShmObject(std::move(fd), size, std::move(name)));
+  }
   ~PosixShmObject() override;
 
   Backing backing() const override { return Backing::kPosix; }

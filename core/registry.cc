@@ -37,6 +37,8 @@ const char* ReclaimReasonName(ReclaimReason reason) {
       return "lease_expired";
     case ReclaimReason::kLeaseRevoked:
       return "lease_revoked";
+    case ReclaimReason::kNotResumed:
+      return "not_resumed";
   }
   return "unknown";
 }

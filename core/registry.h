@@ -25,6 +25,14 @@
 // (core/watch_hub.h). The value types the Registry takes and returns are in
 // core/registry_types.h.
 //
+// Restart (registry_books.cc, registry_restore.cc): every change to the
+// books goes to a BookSink (core/books.h), and a restarted daemon Restores
+// the previous one's books. Its buffers come back without their memory:
+// invisible to Attach, Describe and List until a client presents the fd
+// (Present) or, for POSIX ones, the name is reopened; its leases come back
+// owned by no connection until their holders Resume them. What nobody took
+// back is dropped when the grace ends (EndRestoreGrace).
+//
 // Thread-safe: one mutex guards all state; memory objects and arenas are
 // created, and dedicated memory destroyed, outside it. Lock order: the
 // Registry's mutex, then the pooled allocator's.
@@ -48,6 +56,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/access.h"
+#include "core/books.h"
 #include "core/capacity.h"
 #include "core/clock.h"
 #include "core/identity.h"
@@ -183,6 +192,40 @@ class Registry {
   // --max_buffers_per_uid): its live buffers, and those being allocated
   // (a pooled one at its size in whole pages until its slot is known).
   TenantQuotas::Usage QuotaUsage(uid_t uid) const;
+  // Restart (core/books.h). Sets where the books go (null: nowhere). Call
+  // before serving.
+  void SetBookSink(BookSink* sink);
+  // The books as they are now (what a rewrite of the journal writes).
+  Books SnapshotBooks() const;
+  // Restores a previous daemon's books: call once, after EnablePooling and
+  // before any connection opens. POSIX buffers are reopened by name (and
+  // checked to be the objects recorded); the others wait for Present.
+  // Lease deadlines move `grace` later. Invalid entries are skipped.
+  RestoreResult Restore(const Books& books, absl::Duration grace);
+  // A client presents the memory of restored buffer `handle` (the segment,
+  // or a pooled buffer's arena) that it held under `lease`: adopted if it
+  // is the object the books recorded and the caller may hold the buffer.
+  // OK when the buffer is live already (adopted by another client);
+  // NOT_FOUND (not in the books), PERMISSION_DENIED (another uid's),
+  // FAILED_PRECONDITION (not that object). The outcome is also kept for
+  // Resume to report.
+  // Returns the bytes this presentation brought back (0: live already).
+  absl::StatusOr<uint64_t> Present(ConnectionId client, Handle handle,
+                                   LeaseId lease, UniqueFd fd);
+  // Takes restored leases over into `client` (same uid) and reports, per
+  // handle, whether the buffer is live again.
+  ResumeResult Resume(ConnectionId client, const std::vector<LeaseId>& leases,
+                      const std::vector<Handle>& handles);
+  // Ends the grace: drops every restored buffer whose memory nobody
+  // presented (ReclaimReason::kNotResumed). Returns what it dropped.
+  CloseResult EndRestoreGrace();
+  // Restored buffers still waiting for their memory.
+  uint64_t AwaitingMemory() const;
+  // The daemon is stopping for a restart: stop writing the books (the
+  // shutdown's releases must not reach them) and leave POSIX names in
+  // place for the successor.
+  void StopBookingForRestart();
+
   // Bytes of live buffers' memory actually backed by pages (st_blocks), which
   // is less than allocated for memory never touched. O(buffers) fstat calls,
   // made without the lock.
@@ -191,8 +234,19 @@ class Registry {
  private:
   struct BufferRecord {
     BufferInfo info;  // holders kept current
-    // Null while being created. Pooled: the arena's memory.
+    // Null while being created, or restored and awaiting its memory.
+    // Pooled: the arena's memory.
     std::shared_ptr<const MemoryObject> memory;
+    // Restored from a previous daemon's books (registry_restore.cc).
+    struct Restored {
+      MemoryIdentity expected;  // the object its memory must be
+      bool awaiting = true;     // no memory presented yet
+      std::string refused;      // why the last presentation failed
+    };
+    std::unique_ptr<Restored> restored;
+    // A pooled buffer in a previous daemon's arena: charged to the
+    // capacity like a dedicated one, never returned to the pool.
+    bool outside_pool = false;
   };
   // What must happen once the mutex is released: memory to let go of, and
   // waiters to call. Declared before the MutexLock, so its destructor runs
@@ -317,6 +371,22 @@ class Registry {
                                              bool is_default)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EraseBufferLocked(Handle handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The books (registry_books.cc): each change as it happens.
+  void BookBufferLocked(const BufferRecord& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void BookBufferGoneLocked(Handle handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void BookLeaseLocked(const LeaseInfo& lease)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void BookLeaseGoneLocked(LeaseId lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void BookHoldsLocked(const LeaseRecord& lease, Handle handle)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void BookArenaLocked(uint64_t arena_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeRewriteBooksLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Books SnapshotBooksLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adopts presented memory for a restored buffer (registry_restore.cc).
+  absl::Status AdoptLocked(const Identity& caller, BufferRecord& record,
+                           UniqueFd fd, Deferred& deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The bytes a buffer has charged to its owner's quota: its charged_bytes,
   // or, while a pooled one has no slot yet, its size in whole pages.
   static uint64_t QuotaBytes(const BufferInfo& info);
@@ -351,6 +421,13 @@ class Registry {
   absl::flat_hash_map<LeaseId, EndedLease> ended_ ABSL_GUARDED_BY(mu_);
   std::deque<LeaseId> ended_order_ ABSL_GUARDED_BY(mu_);
   WaiterTable<absl::StatusOr<Grant>> waiters_ ABSL_GUARDED_BY(mu_);
+  BookSink* books_ ABSL_GUARDED_BY(mu_) = nullptr;
+  uint64_t booked_last_arena_ ABSL_GUARDED_BY(mu_) = 0;
+  // Restored buffers awaiting memory, and the previous daemon's arenas
+  // adopted so far (shared by the buffers in them).
+  uint64_t awaiting_memory_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<uint64_t, std::weak_ptr<const MemoryObject>>
+      adopted_arenas_ ABSL_GUARDED_BY(mu_);
   WatchHub watch_hub_ ABSL_GUARDED_BY(mu_);
 
   // Dedicated buffers (pending ones included) and arenas draw on it.

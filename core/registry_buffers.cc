@@ -255,11 +255,13 @@ absl::StatusOr<Grant> Registry::FinishAllocateLocked(
         "lease ", lease_id,
         " ended while allocating: ", LeaseGoneLocked(lease_id).message()));
   }
-  --lease->info.holds;  // the reservation becomes a real hold
-  AddHoldLocked(*lease, handle);
   record.memory = memory;
   record.info.shm_name = memory->shm_name();
   PublishLocked(WatchEventType::kCreated, record.info, deferred);
+  if (block != nullptr) BookArenaLocked(block->arena_id);
+  BookBufferLocked(record);  // before its first hold, as replay expects
+  --lease->info.holds;       // the reservation becomes a real hold
+  AddHoldLocked(*lease, handle);
   WakeWaitersLocked(record.info, deferred);
   return Grant{record.info, AccessMode::kReadWrite, lease_id, memory, {}};
 }
@@ -349,6 +351,7 @@ void Registry::AddHoldLocked(LeaseRecord& lease, Handle handle) {
   ++lease.info.holds;
   ++buffers_.at(handle).info.holders;
   ++hold_count_;
+  BookHoldsLocked(lease, handle);
 }
 
 uint32_t Registry::DropHoldsLocked(LeaseRecord& lease, Handle handle,
@@ -358,6 +361,7 @@ uint32_t Registry::DropHoldsLocked(LeaseRecord& lease, Handle handle,
   auto held = lease.holds.find(handle);
   held->second -= count;
   if (held->second == 0) lease.holds.erase(held);
+  BookHoldsLocked(lease, handle);
   lease.info.holds -= count;
   hold_count_ -= count;
   BufferRecord& record = buffers_.at(handle);
@@ -370,6 +374,7 @@ uint32_t Registry::DropHoldsLocked(LeaseRecord& lease, Handle handle,
   }
   observer_->OnReclaim(reason, record.info.charged_bytes);
   PublishLocked(WatchEventType::kReleased, record.info, deferred, reason);
+  BookBufferGoneLocked(handle);
   deferred.Free(std::move(record.memory));
   EraseBufferLocked(handle);
   return 0;
@@ -382,7 +387,10 @@ void Registry::EraseBufferLocked(Handle handle) {
   if (!info.name.empty()) names_.erase(info.name);
   quotas_.Credit(info.owner.uid, QuotaBytes(info), 1);
   allocated_bytes_ -= info.charged_bytes;
-  if (info.kind == BufferKind::kPooled) {
+  if (it->second.restored != nullptr && it->second.restored->awaiting) {
+    --awaiting_memory_;
+  }
+  if (info.kind == BufferKind::kPooled && !it->second.outside_pool) {
     // Cheap (a bitmap or a heap entry) and it never calls the budget, so it
     // is done right here: the slot is free the moment the last hold goes.
     // It cannot fail: the block lives as long as the record.

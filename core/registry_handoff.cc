@@ -67,6 +67,7 @@ absl::StatusOr<BufferInfo> Registry::Seal(ConnectionId client,
   info.sealed = true;
   observer_->OnSeal();
   PublishLocked(WatchEventType::kSealed, info, deferred);
+  BookBufferLocked(record);
   WakeWaitersLocked(info, deferred);
   return info;
 }

@@ -69,6 +69,7 @@ absl::StatusOr<LeaseInfo> Registry::GrantLeaseLocked(ConnectionRecord& client,
   client.leases.insert(info.id);
   if (detached) ++detached_per_uid_[uid];
   observer_->OnLeaseGranted(detached);
+  BookLeaseLocked(info);
   return info;
 }
 
@@ -111,6 +112,9 @@ absl::Status Registry::LeaseGoneLocked(LeaseId lease) const {
     case ReclaimReason::kShutdown:
       how = "ended at shutdown";
       break;
+    case ReclaimReason::kNotResumed:
+      how = "was not resumed after the daemon restarted";
+      break;
     case ReclaimReason::kRelease:
       break;
   }
@@ -127,6 +131,7 @@ absl::StatusOr<LeaseInfo> Registry::KeepAlive(ConnectionId client,
   if (!record.ok()) return record.status();
   leases_.SetDeadline(**record, clock_->Now() + (*record)->info.granted_ttl);
   observer_->OnKeepAlive();
+  BookLeaseLocked((*record)->info);
   return (*record)->info;
 }
 
@@ -226,6 +231,7 @@ void Registry::EndLeaseLocked(LeaseId id, ReclaimReason reason,
   }
   const LeaseInfo info = record->info;
   leases_.Erase(id);
+  BookLeaseGoneLocked(id);
   ++result->leases_ended;
   observer_->OnLeaseEnded(reason);
   if (info.detached) {

@@ -20,8 +20,11 @@ enum class ReclaimReason {
   kShutdown,      // the daemon is stopping
   kLeaseExpired,  // the lease it was held under was not renewed in time
   kLeaseRevoked,  // the lease it was held under was revoked
+  // After a daemon restart, nobody presented its memory within the grace
+  // (the memory is gone, or its holders did not come back).
+  kNotResumed,
 };
-inline constexpr int kReclaimReasonCount = 5;
+inline constexpr int kReclaimReasonCount = 6;
 
 const char* ReclaimReasonName(ReclaimReason reason);
 

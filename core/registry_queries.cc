@@ -63,6 +63,7 @@ RegistryStats Registry::Stats() const {
   stats.waiters = waiters_.size();
   stats.watchers = watch_hub_.size();
   stats.revision = watch_hub_.revision();
+  stats.awaiting_memory = awaiting_memory_;
   stats.leases = leases_.size();
   for (const auto& [uid, count] : detached_per_uid_) {
     stats.detached_leases += count;

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/unique_fd.h"
 #include "core/access.h"
@@ -140,6 +141,23 @@ struct LeaseDetail {
   std::vector<std::pair<Handle, uint32_t>> holds;  // handle, count
 };
 
+// What Registry::Restore took back from a previous daemon's books.
+struct RestoreResult {
+  uint64_t buffers = 0;
+  uint64_t bytes = 0;
+  uint64_t posix_reopened = 0;  // adopted at once, by name
+  uint64_t leases = 0;
+  uint64_t holds = 0;
+  uint64_t skipped = 0;  // entries that did not fit (each logged by name)
+  std::vector<std::string> problems;  // the first few, for the log
+};
+
+// What Registry::Resume did, in the order asked.
+struct ResumeResult {
+  std::vector<std::pair<LeaseId, absl::StatusOr<LeaseInfo>>> leases;
+  std::vector<std::pair<Handle, absl::Status>> buffers;
+};
+
 struct RegistryStats {
   uint64_t capacity_bytes = 0;
   // Charged for live buffers (pooled ones: their slots and runs).
@@ -157,6 +175,8 @@ struct RegistryStats {
   uint64_t waiters = 0;   // waiting Attach calls
   uint64_t watchers = 0;  // open Watch streams
   uint64_t revision = 0;  // of the last change (core/watch_hub.h)
+  // Restored after a restart, still waiting for a client to present it.
+  uint64_t awaiting_memory = 0;
 };
 
 // What one tenant (an owner uid) has allocated.

@@ -107,6 +107,11 @@ class WatchHub {
 
   // The revision of the last change (1 before any).
   uint64_t revision() const { return revision_; }
+  // Continues from a previous daemon's revision (core/books.h), with no
+  // history: a watch from before it is told to list again.
+  void ContinueFrom(uint64_t revision) {
+    if (revision > revision_) revision_ = revision;
+  }
   size_t size() const { return watchers_.size(); }
 
   struct Watch {

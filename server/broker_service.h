@@ -96,6 +96,9 @@ class BrokerService final : public v1::Broker::CallbackService {
   grpc::ServerUnaryReactor* ListLeases(
       grpc::CallbackServerContext* ctx, const v1::ListLeasesRequest* request,
       v1::ListLeasesResponse* response) override;
+  grpc::ServerUnaryReactor* Resume(grpc::CallbackServerContext* ctx,
+                                   const v1::ResumeRequest* request,
+                                   v1::ResumeResponse* response) override;
 
  private:
   friend class AttachWaitReactor;

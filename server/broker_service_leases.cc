@@ -1,5 +1,6 @@
 // BrokerService: the lease calls (GrantLease, KeepAlive, RevokeLease,
-// LeaseTimeToLive, ListLeases). Buffer calls are in broker_service.cc.
+// LeaseTimeToLive, ListLeases) and Resume, which takes leases back after a
+// restart. Buffer calls are in broker_service.cc.
 #include "absl/strings/str_cat.h"
 #include "server/broker_service.h"
 #include "server/keepalive_reactor.h"
@@ -53,6 +54,52 @@ grpc::ServerUnaryReactor* BrokerService::RevokeLease(
     response->set_holds_dropped(result->holds_dropped);
     response->set_buffers_reclaimed(result->buffers_reclaimed);
     response->set_bytes_reclaimed(result->bytes_reclaimed);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* BrokerService::Resume(
+    grpc::CallbackServerContext* ctx, const v1::ResumeRequest* request,
+    v1::ResumeResponse* response) {
+  return Finish(ctx, "Resume", [&]() -> absl::Status {
+    // Begin applies the Present frames sent before this call (rule 2).
+    absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/true);
+    if (!caller.ok()) return caller.status();
+    const std::vector<LeaseId> leases(request->lease_ids().begin(),
+                                      request->lease_ids().end());
+    const std::vector<Handle> handles(request->handles().begin(),
+                                      request->handles().end());
+    ResumeResult result =
+        registry_->Resume(caller->connection->id, leases, handles);
+    const absl::Time now = absl::Now();
+    size_t leases_ok = 0;
+    size_t buffers_ok = 0;
+    for (const auto& [id, lease] : result.leases) {
+      v1::ResumedLease* out = response->add_leases();
+      out->set_lease_id(id);
+      if (lease.ok()) {
+        ++leases_ok;
+        ToProto(*lease, now, out->mutable_lease());
+      } else {
+        out->set_error_code(static_cast<int>(lease.status().code()));
+        out->set_error_message(std::string(lease.status().message()));
+      }
+    }
+    for (const auto& [handle, status] : result.buffers) {
+      v1::ResumedBuffer* out = response->add_buffers();
+      out->set_handle(handle);
+      if (status.ok()) {
+        ++buffers_ok;
+      } else {
+        out->set_error_code(static_cast<int>(status.code()));
+        out->set_error_message(std::string(status.message()));
+      }
+    }
+    spdlog::info(
+        "client connection {} (pid {} uid {}) resumed {} of {} leases and "
+        "{} of {} buffers",
+        caller->connection->id, caller->identity.pid, caller->identity.uid,
+        leases_ok, leases.size(), buffers_ok, handles.size());
     return absl::OkStatus();
   });
 }

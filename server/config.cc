@@ -92,8 +92,18 @@ ABSL_FLAG(uint32_t, list_max_page_size, 1000, "buffers per List page at most");
 ABSL_FLAG(shmbroker::ByteSize, max_request_bytes, shmbroker::ByteSize{64 << 10},
           "largest gRPC request accepted");
 ABSL_FLAG(std::string, shm_prefix, "shmbroker",
-          "POSIX shm objects are named /PREFIX.PID.HANDLE.RANDOM (16 random "
-          "hex digits, so that no other user can create the name first)");
+          "POSIX shm objects are named /PREFIX.INSTANCE.HANDLE.RANDOM "
+          "(INSTANCE: the state directory's id, or the pid without one; "
+          "RANDOM: 16 hex digits, so that no other user can create the name "
+          "first)");
+ABSL_FLAG(std::string, state_dir, "",
+          "where the daemon keeps its books so that a restarted daemon "
+          "resumes (docs/operations.md, \"Restarting and upgrading\"); "
+          "empty: \"state\" beside the socket; \"none\": keep no books");
+ABSL_FLAG(absl::Duration, restart_grace, absl::ZeroDuration(),
+          "after a restart, how long clients have to present the memory "
+          "they hold before the daemon drops what nobody took back; 0: the "
+          "default lease TTL plus 5s");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "host:port serving Prometheus metrics at /metrics; port 0 picks a "
           "free one; empty disables");
@@ -271,7 +281,26 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
         "--shm_prefix=\"%s\": use 1 to 64 characters of [A-Za-z0-9._-]",
         prefix));
   }
+  // The instance part is the pid until the state directory (main.cc)
+  // gives a lasting one.
+  config.shm_prefix = prefix;
   config.registry.shm_prefix = absl::StrCat("/", prefix, ".", ::getpid());
+  config.state_dir = absl::GetFlag(FLAGS_state_dir);
+  if (config.state_dir.empty()) {
+    const size_t slash = config.socket_path.rfind('/');
+    config.state_dir = absl::StrCat(
+        slash == std::string::npos ? "." : config.socket_path.substr(0, slash),
+        "/state");
+  } else if (config.state_dir == "none") {
+    config.state_dir.clear();
+  }
+  config.restart_grace = absl::GetFlag(FLAGS_restart_grace);
+  if (config.restart_grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--restart_grace: must not be negative");
+  }
+  if (config.restart_grace == absl::ZeroDuration()) {
+    config.restart_grace = leases.default_ttl + absl::Seconds(5);
+  }
   config.pooling = absl::GetFlag(FLAGS_pooling);
   PooledAllocatorOptions& pool = config.pool;
   pool.arena_size = absl::GetFlag(FLAGS_arena_size).bytes;

@@ -42,6 +42,11 @@ struct ServerConfig {
   uint32_t metrics_max_tenants = 20;
   uint32_t lease_sweep_batch = 256;
   uint32_t keepalive_max_per_second = 1000;
+  // --shm_prefix as given (registry.shm_prefix adds "/" and the instance).
+  std::string shm_prefix = "shmbroker";
+  // Where the books live (server/restart.h); empty: none are kept.
+  std::string state_dir;
+  absl::Duration restart_grace = absl::Seconds(15);
 };
 
 // Reads the flags parsed by absl::ParseCommandLine; INVALID_ARGUMENT names

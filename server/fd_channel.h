@@ -88,7 +88,9 @@ class FdChannel {
   absl::Status ApplyLocked(ClientConnection& connection,
                            std::optional<uint64_t> frames_sent)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(connection.read_mu);
-  void Apply(ClientConnection& connection, const fdchannel::FromClient& frame);
+  // `fd`: the descriptor that came with a Present frame (none otherwise).
+  void Apply(ClientConnection& connection, const fdchannel::FromClient& frame,
+             UniqueFd fd);
   // Best effort: the connection closes next, whether the client reads it.
   static void SendError(int sock, const std::string& message);
   absl::StatusOr<uint64_t> SendFdLocked(ClientConnection& connection,

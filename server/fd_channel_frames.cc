@@ -1,6 +1,6 @@
 // FdChannel: applying the one-way frames a client sends (Release,
-// ForgetArena, Seal), from the event loop or from a gRPC handler before its
-// call (rule 2 of common/fd_channel_protocol.h).
+// ForgetArena, Seal, Present), from the event loop or from a gRPC handler
+// before its call (rule 2 of common/fd_channel_protocol.h).
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -61,8 +61,8 @@ absl::Status FdChannel::ApplyLocked(ClientConnection& connection,
     fdchannel::Frame frame;
     fdchannel::Received got =
         fdchannel::RecvFrame(connection.socket.get(), &frame, MSG_DONTWAIT);
-    // A descriptor a client sends is closed with `got`: the daemon never
-    // keeps one.
+    // A descriptor a client sends is closed with `got` unless it came with
+    // a Present frame (DecodeFromClient refuses any other).
     if (got.envelope.bytes < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return absl::OkStatus();
       if (errno == EINTR) continue;
@@ -75,15 +75,37 @@ absl::Status FdChannel::ApplyLocked(ClientConnection& connection,
         fdchannel::DecodeFromClient(got.envelope, frame);
     if (!message.ok()) return message.status();
     connection.frames_applied.fetch_add(1);
-    Apply(connection, *message);
+    Apply(connection, *message, std::move(got.fd));
   }
 }
 
 void FdChannel::Apply(ClientConnection& connection,
-                      const fdchannel::FromClient& frame) {
+                      const fdchannel::FromClient& frame, UniqueFd fd) {
   if (const auto* forget = std::get_if<fdchannel::ForgetArena>(&frame)) {
     absl::MutexLock lock(&connection.send_mu);
     connection.arenas_sent.erase(forget->arena);
+    return;
+  }
+  if (const auto* present = std::get_if<fdchannel::Present>(&frame)) {
+    // After a restart (core/registry_restore.cc). The outcome is the
+    // Resume call's to report; the log says only what went wrong, at most
+    // once per interval per connection.
+    absl::StatusOr<uint64_t> adopted = registry_->Present(
+        connection.id, present->handle, present->lease, std::move(fd));
+    if (adopted.ok()) {
+      if (*adopted > 0) metrics_->Readopted(*adopted);
+      return;
+    }
+    metrics_->PresentRefused();
+    uint64_t suppressed = 0;
+    if (AllowClientWarning(connection.warnings, &suppressed)) {
+      spdlog::warn(
+          "client connection {} (pid {} uid {}): presented buffer {} "
+          "refused: {}{}",
+          connection.id, connection.identity.pid, connection.identity.uid,
+          present->handle, adopted.status().message(),
+          SuppressedNote(suppressed));
+    }
     return;
   }
   absl::Status failed;

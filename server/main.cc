@@ -15,6 +15,7 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/byte_size.h"
 #include "core/registry.h"
@@ -28,6 +29,7 @@
 #include "server/logging.h"
 #include "server/metrics.h"
 #include "server/peer_credentials.h"
+#include "server/restart.h"
 #include "server/scavenger.h"
 #include "server/socket_files.h"
 
@@ -52,6 +54,21 @@ int Run(const ServerConfig& config) {
     spdlog::critical("{}", files.status().message());
     return 1;
   }
+  if (!config.state_dir.empty()) {
+    // POSIX names carry the state directory's lasting instance id, so that
+    // a successor knows which names are its predecessors'.
+    absl::StatusOr<std::string> instance =
+        Restart::InstanceId(config.state_dir);
+    if (!instance.ok()) {
+      spdlog::critical(
+          "{} (set --state_dir, or --state_dir=none to keep no "
+          "books)",
+          instance.status().message());
+      return 1;
+    }
+    registry_options.shm_prefix =
+        absl::StrCat("/", config.shm_prefix, ".", *instance);
+  }
   MetricsOptions metrics_options;
   metrics_options.address = config.metrics_address;
   metrics_options.max_tenants = config.metrics_max_tenants;
@@ -71,6 +88,21 @@ int Run(const ServerConfig& config) {
       spdlog::critical("pooling: {}", s.message());
       return 1;
     }
+  }
+  std::unique_ptr<Restart> restart;
+  if (!config.state_dir.empty()) {
+    absl::StatusOr<std::unique_ptr<Restart>> begun =
+        Restart::Begin(config, &registry, metrics->get());
+    if (!begun.ok()) {
+      spdlog::critical("books: {} (set --state_dir, or --state_dir=none)",
+                       begun.status().message());
+      return 1;
+    }
+    restart = std::move(*begun);
+  } else {
+    spdlog::info(
+        "--state_dir=none: no books are kept; a restart loses "
+        "track of every buffer");
   }
   GrpcConnections grpc_connections(config.max_grpc_connections_per_uid);
   (*metrics)->AddStateSource(&registry, &grpc_connections);
@@ -130,6 +162,7 @@ int Run(const ServerConfig& config) {
       metrics->get(),
       [&health](bool blocked) { health.AcceptorBlocked(blocked); });
   acceptor.Start();
+  if (restart != nullptr) restart->Start();
 
   spdlog::info("shmbrokerd {} serving on unix:{} (fd channel {}), capacity {}",
                SHMBROKER_VERSION, config.socket_path,
@@ -157,10 +190,18 @@ int Run(const ServerConfig& config) {
   spdlog::info("received {}; stopping", strsignal(signal_number));
   health.Stopping();
   const RegistryStats held = registry.Stats();
+  // SIGTERM (systemctl stop/restart, Kubernetes) is a restart: the books
+  // and POSIX names stay for the next daemon, which gives back what its
+  // clients present. SIGINT stops for good: every hold ends, in the books
+  // too (docs/operations.md, "Restarting and upgrading").
+  const bool for_restart = restart != nullptr && signal_number == SIGTERM;
   spdlog::info(
       "stopping with {} buffers ({} bytes) held by {} client connections: "
-      "each is told and closed, and its holds end",
-      held.buffers, held.allocated_bytes, held.clients);
+      "each is told and closed{}",
+      held.buffers, held.allocated_bytes, held.clients,
+      for_restart ? "; the books keep them for the next daemon to resume"
+                  : ", and its holds end");
+  if (for_restart) restart->Stop();
   acceptor.Stop();
   // Cancel what is in flight at once: KeepAlive streams never end by
   // themselves, so any grace period would always be waited out in full.

@@ -167,6 +167,30 @@ struct Metrics::Impl {
               "One-way fd-channel frames (release, seal) the daemon could "
               "not apply; the client was not waiting to be told.")
           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& restore_buffers =
+      prometheus::BuildCounter()
+          .Name("shmbroker_restore_buffers_total")
+          .Help(
+              "After a restart: buffers taken from the previous daemon's "
+              "books (restored), given their memory back by a client or by "
+              "name (readopted), whose presented memory was refused "
+              "(refused), and dropped when the grace ended (not_resumed).")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& restore_bytes =
+      prometheus::BuildCounter()
+          .Name("shmbroker_restore_bytes_total")
+          .Help(
+              "Bytes of the buffers counted in "
+              "shmbroker_restore_buffers_total, by the same result.")
+          .Register(*registry);
+  prometheus::Gauge& resumed_from_books =
+      prometheus::BuildGauge()
+          .Name("shmbroker_resumed_from_books")
+          .Help(
+              "1 when this daemon started from a previous daemon's books "
+              "(it is a restart), else 0.")
+          .Register(*registry)
+          .Add({});
   prometheus::Gauge& waiters =
       prometheus::BuildGauge()
           .Name("shmbroker_waiters")

@@ -48,7 +48,7 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
   for (const char* method :
        {"Ping", "Allocate", "Attach", "Release", "Describe", "List", "Status",
         "GrantLease", "KeepAlive", "RevokeLease", "LeaseTimeToLive",
-        "ListLeases"}) {
+        "ListLeases", "Resume"}) {
     impl->denials.Add({{"method", method}});
     impl->rpc_ok[method] =
         &impl->rpc.Add({{"method", method}, {"code", "OK"}}, LatencyBuckets());
@@ -156,6 +156,33 @@ void Metrics::OneWayFailed(fdchannel::FrameType frame) {
   (frame == fdchannel::FrameType::kSeal ? impl_->seal_failed
                                         : impl_->release_failed)
       .Increment();
+}
+
+void Metrics::Restored(const RestoreResult& restored) {
+  impl_->resumed_from_books.Set(restored.buffers + restored.leases > 0 ? 1 : 0);
+  impl_->restore_buffers.Add({{"result", "restored"}})
+      .Increment(static_cast<double>(restored.buffers));
+  impl_->restore_bytes.Add({{"result", "restored"}})
+      .Increment(static_cast<double>(restored.bytes));
+  impl_->restore_buffers.Add({{"result", "readopted"}})
+      .Increment(static_cast<double>(restored.posix_reopened));
+}
+
+void Metrics::Readopted(uint64_t bytes) {
+  impl_->restore_buffers.Add({{"result", "readopted"}}).Increment();
+  impl_->restore_bytes.Add({{"result", "readopted"}})
+      .Increment(static_cast<double>(bytes));
+}
+
+void Metrics::PresentRefused() {
+  impl_->restore_buffers.Add({{"result", "refused"}}).Increment();
+}
+
+void Metrics::GraceEnded(const CloseResult& dropped) {
+  impl_->restore_buffers.Add({{"result", "not_resumed"}})
+      .Increment(static_cast<double>(dropped.buffers_reclaimed));
+  impl_->restore_bytes.Add({{"result", "not_resumed"}})
+      .Increment(static_cast<double>(dropped.bytes_reclaimed));
 }
 
 void Metrics::OnWaiters(size_t waiting) {

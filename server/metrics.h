@@ -68,6 +68,14 @@ class Metrics : public RegistryObserver {
   // A one-way frame (kRelease or kSeal) the daemon could not apply.
   void OneWayFailed(fdchannel::FrameType frame);
 
+  // Restart (server/restart.h): what this daemon took from its
+  // predecessor's books, each buffer given its memory back or refused, and
+  // what the end of the grace dropped.
+  void Restored(const RestoreResult& restored);
+  void Readopted(uint64_t bytes);
+  void PresentRefused();
+  void GraceEnded(const CloseResult& dropped);
+
   // From a lease's deadline to its memory being free (the lease sweeper).
   void LeaseExpiryReclaimed(absl::Duration latency);
 

@@ -257,6 +257,8 @@ v1::ReleaseReason ToProto(ReclaimReason reason) {
       return v1::RELEASE_REASON_LEASE_REVOKED;
     case ReclaimReason::kShutdown:
       return v1::RELEASE_REASON_SHUTDOWN;
+    case ReclaimReason::kNotResumed:
+      return v1::RELEASE_REASON_NOT_RESUMED;
   }
   return v1::RELEASE_REASON_UNSPECIFIED;
 }

@@ -61,6 +61,10 @@ std::vector<MetricFamily> StateCollector::Collect() const {
                       "Bytes charged for live buffers (sizes rounded up to "
                       "pages)."));
   AddSample(out.back(), static_cast<double>(stats.allocated_bytes));
+  out.push_back(Gauge("shmbroker_restore_awaiting_buffers",
+                      "Restored buffers whose memory no client has presented "
+                      "yet; dropped when --restart_grace ends."));
+  AddSample(out.back(), static_cast<double>(stats.awaiting_memory));
   out.push_back(Gauge("shmbroker_committed_bytes",
                       "Bytes counted against the capacity: dedicated "
                       "buffers plus whole pooled arenas."));

@@ -242,6 +242,9 @@ WatchEvent FromProto(const v1::WatchEvent& event) {
     case v1::RELEASE_REASON_SHUTDOWN:
       out.reason = WatchEvent::Reason::kShutdown;
       break;
+    case v1::RELEASE_REASON_NOT_RESUMED:
+      out.reason = WatchEvent::Reason::kNotResumed;
+      break;
     default:
       out.reason = WatchEvent::Reason::kNone;
       break;

@@ -43,6 +43,8 @@ const char* ReleaseReasonName(WatchEvent::Reason reason) {
       return "lease_revoked";
     case WatchEvent::Reason::kShutdown:
       return "shutdown";
+    case WatchEvent::Reason::kNotResumed:
+      return "not_resumed";
   }
   return "unknown";
 }

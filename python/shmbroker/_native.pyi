@@ -90,7 +90,7 @@ class WatchEvent:
     revision: int
     buffer: Optional[BufferInfo]
     reason: Optional[Literal["released", "client_gone", "lease_expired",
-                             "lease_revoked", "shutdown"]]
+                             "lease_revoked", "shutdown", "not_resumed"]]
 
 
 class Watcher(Iterator[WatchEvent]):

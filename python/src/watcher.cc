@@ -81,8 +81,8 @@ void PyWatcher::Bind(py::module_& m) {
 One change seen by a Watcher: `type` ('created', 'sealed', 'released' or
 'lost'), `revision`, `buffer` (a BufferInfo right after the change; None
 for 'lost') and `reason` (why a 'released' buffer's last hold went:
-'released', 'client_gone', 'lease_expired', 'lease_revoked', 'shutdown';
-None otherwise). 'lost' is a stream's last event: the watcher fell behind
+'released', 'client_gone', 'lease_expired', 'lease_revoked', 'shutdown' or
+'not_resumed'; None otherwise). 'lost' is a stream's last event: the watcher fell behind
 and missed the changes from `revision` on; list again.)doc")
       .def_property_readonly("type",
                              [](const WatchEvent& e) {

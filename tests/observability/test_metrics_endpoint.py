@@ -87,8 +87,10 @@ def structure_problems(expo):
     return problems
 
 
-RECLAIM_REASONS = ("release", "client_closed", "lease_expired", "lease_revoked", "shutdown")
-LEASE_END_REASONS = ("client_closed", "lease_expired", "lease_revoked", "shutdown")
+RECLAIM_REASONS = ("release", "client_closed", "lease_expired", "lease_revoked", "shutdown",
+                   "not_resumed")
+LEASE_END_REASONS = ("client_closed", "lease_expired", "lease_revoked", "shutdown",
+                     "not_resumed")
 CLOSE_REASONS = ("hangup", "protocol_error", "lease_ended", "shutdown")
 
 

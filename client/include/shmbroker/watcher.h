@@ -35,7 +35,8 @@ struct WatchEvent {
     kClientGone,
     kLeaseExpired,
     kLeaseRevoked,
-    kShutdown
+    kShutdown,
+    kNotResumed  // the daemon restarted and nobody took the buffer back
   };
   Type type = Type::kCreated;
   uint64_t revision = 0;
