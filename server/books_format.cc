@@ -80,6 +80,38 @@ absl::Status AppendRecord(const pb::Record& record, std::string* out) {
   return absl::OkStatus();
 }
 
+void SnapshotRecords(const Books& books,
+                     absl::FunctionRef<void(const pb::Record&)> emit) {
+  pb::Record record;
+  for (const auto& [handle, buffer] : books.buffers) {
+    ToProto(buffer, books.revision, record.mutable_put_buffer());
+    emit(record);
+  }
+  for (const auto& [id, lease] : books.leases) {
+    ToProto(lease, record.mutable_put_lease());
+    emit(record);
+  }
+  for (const auto& [key, count] : books.holds) {
+    pb::PutHolds* holds = record.mutable_put_holds();
+    holds->set_lease(key.first);
+    holds->set_handle(key.second);
+    holds->set_count(count);
+    emit(record);
+  }
+  record.mutable_put_last_arena()->set_arena_id(books.last_arena);
+  emit(record);
+  if (books.last_handle != 0 && !books.buffers.contains(books.last_handle)) {
+    pb::EraseBuffer* erase = record.mutable_erase_buffer();
+    erase->set_handle(books.last_handle);
+    erase->set_revision(books.revision);
+    emit(record);
+  }
+  if (books.last_lease != 0 && !books.leases.contains(books.last_lease)) {
+    record.mutable_erase_lease()->set_id(books.last_lease);
+    emit(record);
+  }
+}
+
 void ToProto(const BookedBuffer& buffer, uint64_t revision,
              pb::PutBuffer* out) {
   const BufferInfo& info = buffer.info;

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "core/books.h"
@@ -56,6 +57,13 @@ uint32_t RecordCrc(uint32_t length, const char* payload);
 // Appends `record` framed to *out. INVALID_ARGUMENT (nothing appended) if
 // it serializes to more than kMaxPayload bytes.
 absl::Status AppendRecord(const books::v1::Record& record, std::string* out);
+
+// Calls `emit` with each record of a snapshot of `books`: a Put of every
+// live entity, the last arena, and erases that carry the last handle and
+// lease handed out when their entities are gone (a replay raises the last
+// ids on erases too). The record `emit` gets is only valid during the call.
+void SnapshotRecords(const Books& books,
+                     absl::FunctionRef<void(const books::v1::Record&)> emit);
 
 // core/books.h entities to records; FromProto validates what it reads and
 // says what is wrong (INVALID_ARGUMENT) rather than trusting it.

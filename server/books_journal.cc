@@ -164,38 +164,9 @@ absl::Status BooksJournal::RewriteLocked(const Books& books) {
       out.clear();
     }
   };
-  pb::Record record;
-  for (const auto& [handle, buffer] : books.buffers) {
-    books_format::ToProto(buffer, books.revision, record.mutable_put_buffer());
-    add(record);
-  }
-  for (const auto& [id, lease] : books.leases) {
-    books_format::ToProto(lease, record.mutable_put_lease());
-    add(record);
-  }
-  for (const auto& [key, count] : books.holds) {
-    pb::PutHolds* holds = record.mutable_put_holds();
-    holds->set_lease(key.first);
-    holds->set_handle(key.second);
-    holds->set_count(count);
-    add(record);
-  }
-  record.mutable_put_last_arena()->set_arena_id(books.last_arena);
-  add(record);
-  // The last handle and lease handed out may be of entities gone since:
-  // an erase of each (harmless: nothing has that id any more) carries
-  // them, and the revision, to the next daemon (Load raises the last ids
-  // on erases too).
-  if (books.last_handle != 0 && !books.buffers.contains(books.last_handle)) {
-    pb::EraseBuffer* erase = record.mutable_erase_buffer();
-    erase->set_handle(books.last_handle);
-    erase->set_revision(books.revision);
-    add(record);
-  }
-  if (books.last_lease != 0 && !books.leases.contains(books.last_lease)) {
-    record.mutable_erase_lease()->set_id(books.last_lease);
-    add(record);
-  }
+  // The revision goes with every buffer (a replay keeps the highest); the
+  // last ids with erases when their entities are gone.
+  books_format::SnapshotRecords(books, add);
   if (status.ok()) status = WriteAll(fd.get(), out, tmp_path_);
   size += out.size();
   if (status.ok() && ::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
