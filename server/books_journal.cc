@@ -110,8 +110,6 @@ void BooksJournal::PutLastArena(uint64_t arena_id) {
 void BooksJournal::Append() {
   frame_.clear();
   absl::Status s = books_format::AppendRecord(*record_, &frame_);
-  // Every field is set on each call, so the submessage is not cleared
-  // (clearing would free it); only a switch of kind reallocates.
   if (s.ok()) s = WriteAll(fd_.get(), frame_, path_);
   ++since_rewrite_;
   if (!s.ok()) {

@@ -129,7 +129,9 @@ class BooksJournal : public BookSink {
   const std::string tmp_path_;
   mutable absl::Mutex mu_;
   UniqueFd fd_ ABSL_GUARDED_BY(mu_);
-  // Reused for every record: no allocation once warm.
+  // Reused for every record. Each Put sets every field of its kind, so
+  // nothing is cleared (clearing a oneof frees its message): only a change
+  // of kind from one record to the next allocates.
   std::unique_ptr<books::v1::Record> record_ ABSL_GUARDED_BY(mu_);
   std::string frame_ ABSL_GUARDED_BY(mu_);
   uint64_t since_rewrite_ ABSL_GUARDED_BY(mu_) = 0;
