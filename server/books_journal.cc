@@ -1,0 +1,210 @@
+#include "server/books_journal.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/errno_status.h"
+#include "server/books_format.h"
+#include "server/logging.h"
+#include "shmbroker/books/v1/books.pb.h"
+
+namespace shmbroker {
+namespace {
+
+namespace pb = books::v1;
+
+// A rewrite flushes what it has framed once it is this large.
+constexpr size_t kRewriteChunk = size_t{1} << 20;
+
+// Writes all of `data` or says why not (a short write is ENOSPC's).
+absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoToStatus(errno, absl::StrCat("write ", path));
+    }
+    if (n == 0) return ErrnoToStatus(ENOSPC, absl::StrCat("write ", path));
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+BooksJournal::BooksJournal(std::string dir)
+    : dir_(std::move(dir)),
+      path_(absl::StrCat(dir_, "/books")),
+      tmp_path_(absl::StrCat(dir_, "/books.tmp")),
+      record_(std::make_unique<pb::Record>()) {}
+
+BooksJournal::~BooksJournal() = default;
+
+absl::StatusOr<std::unique_ptr<BooksJournal>> BooksJournal::Open(
+    const std::string& dir, const Books& initial) {
+  if (dir.empty()) return absl::InvalidArgumentError("empty state directory");
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return ErrnoToStatus(errno,
+                         absl::StrCat("create the state directory ", dir));
+  }
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) {
+    return ErrnoToStatus(errno, absl::StrCat("stat the state directory ", dir));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the state directory ", dir, " is not a directory"));
+  }
+  std::unique_ptr<BooksJournal> journal(new BooksJournal(dir));
+  absl::MutexLock lock(&journal->mu_);
+  if (absl::Status s = journal->RewriteLocked(initial); !s.ok()) return s;
+  return journal;
+}
+
+void BooksJournal::PutBuffer(const BookedBuffer& buffer, uint64_t revision) {
+  absl::MutexLock lock(&mu_);
+  books_format::ToProto(buffer, revision, record_->mutable_put_buffer());
+  Append();
+}
+
+void BooksJournal::EraseBuffer(Handle handle, uint64_t revision) {
+  absl::MutexLock lock(&mu_);
+  pb::EraseBuffer* r = record_->mutable_erase_buffer();
+  r->set_handle(handle);
+  r->set_revision(revision);
+  Append();
+}
+
+void BooksJournal::PutLease(const BookedLease& lease) {
+  absl::MutexLock lock(&mu_);
+  books_format::ToProto(lease, record_->mutable_put_lease());
+  Append();
+}
+
+void BooksJournal::EraseLease(LeaseId lease) {
+  absl::MutexLock lock(&mu_);
+  record_->mutable_erase_lease()->set_id(lease);
+  Append();
+}
+
+void BooksJournal::PutHolds(LeaseId lease, Handle handle, uint32_t count) {
+  absl::MutexLock lock(&mu_);
+  pb::PutHolds* r = record_->mutable_put_holds();
+  r->set_lease(lease);
+  r->set_handle(handle);
+  r->set_count(count);
+  Append();
+}
+
+void BooksJournal::PutLastArena(uint64_t arena_id) {
+  absl::MutexLock lock(&mu_);
+  record_->mutable_put_last_arena()->set_arena_id(arena_id);
+  Append();
+}
+
+void BooksJournal::Append() {
+  frame_.clear();
+  absl::Status s = books_format::AppendRecord(*record_, &frame_);
+  if (s.ok()) s = WriteAll(fd_.get(), frame_, path_);
+  ++since_rewrite_;
+  if (!s.ok()) {
+    // Part of the record may have been written: the size is the file's.
+    struct stat st;
+    if (::fstat(fd_.get(), &st) == 0) {
+      bytes_.store(static_cast<uint64_t>(st.st_size),
+                   std::memory_order_relaxed);
+    }
+    Failed("append to", s);
+    return;
+  }
+  records_written_.fetch_add(1, std::memory_order_relaxed);
+  bytes_.fetch_add(frame_.size(), std::memory_order_relaxed);
+}
+
+bool BooksJournal::WantsRewrite() const {
+  absl::MutexLock lock(&mu_);
+  if (missed_) return absl::Now() - last_failed_rewrite_ >= absl::Seconds(1);
+  return since_rewrite_ > 2 * rewrite_records_ + 4096;
+}
+
+void BooksJournal::Rewrite(const Books& books) {
+  absl::MutexLock lock(&mu_);
+  if (absl::Status s = RewriteLocked(books); !s.ok()) {
+    last_failed_rewrite_ = absl::Now();
+    Failed("rewrite", s);
+  }
+}
+
+absl::Status BooksJournal::RewriteLocked(const Books& books) {
+  UniqueFd fd(::open(
+      tmp_path_.c_str(),
+      O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd.valid()) {
+    return ErrnoToStatus(errno, absl::StrCat("create ", tmp_path_));
+  }
+  std::string out = books_format::Header();
+  uint64_t size = 0;
+  uint64_t records = 0;
+  absl::Status status;
+  // Frames `record` into `out`, writing `out` out when it is large.
+  auto add = [&](const pb::Record& record) {
+    if (!status.ok()) return;
+    status = books_format::AppendRecord(record, &out);
+    ++records;
+    if (status.ok() && out.size() >= kRewriteChunk) {
+      status = WriteAll(fd.get(), out, tmp_path_);
+      size += out.size();
+      out.clear();
+    }
+  };
+  // The revision goes with every buffer (a replay keeps the highest); the
+  // last ids with erases when their entities are gone.
+  books_format::SnapshotRecords(books, add);
+  if (status.ok()) status = WriteAll(fd.get(), out, tmp_path_);
+  size += out.size();
+  if (status.ok() && ::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
+    status =
+        ErrnoToStatus(errno, absl::StrCat("rename ", tmp_path_, " to ", path_));
+  }
+  if (!status.ok()) {
+    ::unlink(tmp_path_.c_str());
+    return status;
+  }
+  // The fd now names `books` itself: appends go on from here.
+  fd_ = std::move(fd);
+  since_rewrite_ = 0;
+  rewrite_records_ = records;
+  missed_ = false;
+  records_written_.fetch_add(records, std::memory_order_relaxed);
+  bytes_.store(size, std::memory_order_relaxed);
+  rewrites_.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+void BooksJournal::Failed(absl::string_view what, const absl::Status& status) {
+  missed_ = true;
+  write_errors_.fetch_add(1, std::memory_order_relaxed);
+  uint64_t suppressed = 0;
+  if (failures_.Allow(&suppressed)) {
+    spdlog::error(
+        "books journal: could not {} {}: {}; a daemon restarted now would "
+        "miss changes until a rewrite succeeds{}",
+        what, path_, status.message(), SuppressedNote(suppressed));
+  }
+}
+
+BooksJournal::Stats BooksJournal::stats() const {
+  return {
+      .records_written = records_written_.load(std::memory_order_relaxed),
+      .write_errors = write_errors_.load(std::memory_order_relaxed),
+      .bytes = bytes_.load(std::memory_order_relaxed),
+      .rewrites = rewrites_.load(std::memory_order_relaxed),
+  };
+}
+
+}  // namespace shmbroker
