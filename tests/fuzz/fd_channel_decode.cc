@@ -56,6 +56,10 @@ bool Same(const FromClient& a, const FromClient& b) {
   if (const auto* sa = std::get_if<Seal>(&a)) {
     return sa->handle == std::get<Seal>(b).handle;
   }
+  if (const auto* pa = std::get_if<Present>(&a)) {
+    const auto& pb = std::get<Present>(b);
+    return pa->handle == pb.handle && pa->lease == pb.lease;
+  }
   return std::get<ForgetArena>(a).arena == std::get<ForgetArena>(b).arena;
 }
 
@@ -81,18 +85,23 @@ void CheckFromClient(const Envelope& envelope, const Frame& frame) {
     FUZZ_CHECK(absl::IsInvalidArgument(message.status()));
     return;
   }
-  // What the decoder promises to have checked.
-  FUZZ_CHECK(envelope.fd_count <= 0);
+  // What the decoder promises to have checked: a descriptor comes with a
+  // Present frame, exactly one, and with no other.
+  const bool present = std::holds_alternative<Present>(*message);
+  FUZZ_CHECK(present ? envelope.fd_count == 1 : envelope.fd_count <= 0);
   FUZZ_CHECK(envelope.bytes == static_cast<ssize_t>(sizeof(Frame)));
   FUZZ_CHECK((envelope.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0);
   FUZZ_CHECK(frame.magic == kMagic && frame.version == kVersion);
   FUZZ_CHECK(frame.type == FrameType::kRelease ||
              frame.type == FrameType::kForgetArena ||
-             frame.type == FrameType::kSeal);
+             frame.type == FrameType::kSeal ||
+             frame.type == FrameType::kPresent);
 
   const Frame encoded =
       std::visit([](const auto& m) { return Encode(m); }, *message);
-  absl::StatusOr<FromClient> again = DecodeFromClient(kClean, encoded);
+  Envelope clean = kClean;
+  if (present) clean.fd_count = 1;
+  absl::StatusOr<FromClient> again = DecodeFromClient(clean, encoded);
   FUZZ_CHECK(again.ok());
   FUZZ_CHECK(Same(*message, *again));
 }
