@@ -44,6 +44,8 @@ LeaseKeeper::~LeaseKeeper() {
 
 void LeaseKeeper::Track(uint64_t lease_id, absl::Duration ttl) {
   absl::MutexLock lock(&mu_);
+  // A daemon that lost its books may hand out a lost lease's id again.
+  lost_.erase(lease_id);
   const absl::Time now = absl::Now();
   live_[lease_id] = Entry{
       ttl, ttl == absl::ZeroDuration() ? now : now + ttl / 3, Expiry(now, ttl)};

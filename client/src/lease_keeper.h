@@ -59,8 +59,8 @@ class LeaseKeeper {
   LeaseKeeper(const LeaseKeeper&) = delete;
   LeaseKeeper& operator=(const LeaseKeeper&) = delete;
 
-  // Starts renewing `lease_id`. A zero `ttl` (not yet known) renews at once
-  // and learns it from the answer.
+  // Starts renewing `lease_id` (live again if it was lost). A zero `ttl`
+  // (not yet known) renews at once and learns it from the answer.
   void Track(uint64_t lease_id, absl::Duration ttl);
   // Stops renewing it (it was revoked on purpose) without reporting a loss.
   void Forget(uint64_t lease_id);

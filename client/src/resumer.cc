@@ -191,8 +191,8 @@ absl::StatusOr<ResumeReport> Resumer::TryResume(absl::Time went_away) {
       report.leases_lost.emplace_back(
           id, absl::UnavailableError(absl::StrFormat(
                   "the daemon at %s restarted and cannot resume lease %d "
-                  "(it has no Resume: %s)",
-                  connection_->socket_path(), id, status.error_message())));
+                  "(it does not implement Resume)",
+                  connection_->socket_path(), id)));
     }
   } else if (!status.ok()) {
     return connection_->ToStatus(status);
@@ -233,8 +233,11 @@ absl::StatusOr<ResumeReport> Resumer::TryResume(absl::Time went_away) {
 
   // From here on every call uses the new connection.
   connection_->SwapFdChannel(channel);
+  const std::vector<uint64_t> given_up =
+      keeper.Resume(adopted, report.leases_lost);
+  // After the losses: a daemon without our books may reuse a lost id.
   keeper.Track(channel->hello().default_lease, absl::ZeroDuration());
-  for (uint64_t id : keeper.Resume(adopted, report.leases_lost)) {
+  for (uint64_t id : given_up) {
     // Its TTL ran out here while the daemon adopted it: nobody would renew
     // it, so end it rather than let its holds linger.
     v1::RevokeLeaseRequest revoke;
