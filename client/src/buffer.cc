@@ -16,6 +16,7 @@ Buffer::Buffer(std::shared_ptr<Connection> connection, BufferInfo info,
       lease_id_(lease_id),
       fd_(fd) {
   SetMapping(std::move(mapping));
+  hold_id_ = connection_->holds().Register(info_.handle, lease_id_, fd_);
 }
 
 Buffer::Buffer(std::shared_ptr<Connection> connection, BufferInfo info,
@@ -27,7 +28,10 @@ Buffer::Buffer(std::shared_ptr<Connection> connection, BufferInfo info,
       arena_(std::move(arena)),
       data_(arena_->mapping().data() + info_.offset),
       size_(info_.size),
-      writable_(writable) {}
+      writable_(writable) {
+  hold_id_ =
+      connection_->holds().Register(info_.handle, lease_id_, arena_->fd());
+}
 
 void Buffer::SetMapping(Mapping mapping) {
   mapping_ = std::move(mapping);
@@ -54,6 +58,7 @@ Buffer& Buffer::operator=(Buffer&& other) noexcept {
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
     writable_ = std::exchange(other.writable_, false);
+    hold_id_ = std::exchange(other.hold_id_, 0);
   }
   return *this;
 }
@@ -65,6 +70,8 @@ Buffer::~Buffer() {
 }
 
 void Buffer::CloseLocal() {
+  // First: the table may duplicate the fd until then.
+  connection_->holds().Unregister(std::exchange(hold_id_, 0));
   mapping_.Unmap();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;

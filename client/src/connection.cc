@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "client/src/resumer.h"
 #include "client/src/test_hooks.h"
 #include "common/default_socket.h"
 #include "common/fd_channel_io.h"
@@ -85,6 +86,7 @@ absl::Status FdChannel::Greet(const std::string& socket_path,
         "unexpected greeting on ", path, ": not a shmbrokerd of this version"));
   }
   hello_ = *hello;
+  token_hex_ = fdchannel::TokenToHex(hello_.token);
   return absl::OkStatus();
 }
 
@@ -97,34 +99,86 @@ absl::StatusOr<UniqueFd> FdChannel::TakeFd(uint64_t grant_id,
       unclaimed_.erase(it);
       return fd;
     }
-    // Try without blocking first, and poll only if the fd is not there.
-    fdchannel::Frame frame;
-    fdchannel::Received got =
-        fdchannel::RecvFrame(socket_.get(), &frame, MSG_DONTWAIT);
-    if (got.envelope.bytes < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      const int64_t wait_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
-      pollfd p{socket_.get(), POLLIN, 0};
-      if (wait_ms <= 0 || ::poll(&p, 1, static_cast<int>(wait_ms)) == 0) {
-        return absl::DeadlineExceededError(absl::StrFormat(
-            "the fd for grant %d did not arrive on the fd channel", grant_id));
-      }
-      continue;
+    if (closing_text_.has_value()) {
+      return absl::UnavailableError(
+          absl::StrCat("the daemon closed the fd channel: ", *closing_text_));
     }
-    if (got.envelope.bytes <= 0) {
+    // Try without blocking first, and poll only if the fd is not there.
+    bool closed = false;
+    absl::Status error;
+    if (ReadOneLocked(&closed, &error)) continue;
+    if (!error.ok()) return error;
+    if (closed) {
       return absl::UnavailableError(
           "the daemon closed the fd channel (daemon stopped?)");
     }
-    absl::StatusOr<fdchannel::FromDaemon> message =
-        fdchannel::DecodeFromDaemon(got.envelope, frame);
-    if (!message.ok()) return message.status();
-    if (const auto* error = std::get_if<fdchannel::ErrorText>(&*message)) {
-      return absl::UnavailableError(
-          absl::StrCat("the daemon closed the fd channel: ", error->text));
-    }
-    if (const auto* grant = std::get_if<fdchannel::FdGrant>(&*message)) {
-      unclaimed_[grant->grant_id] = std::move(got.fd);
+    const int64_t wait_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+    pollfd p{socket_.get(), POLLIN, 0};
+    if (wait_ms <= 0 || ::poll(&p, 1, static_cast<int>(wait_ms)) == 0) {
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "the fd for grant %d did not arrive on the fd channel", grant_id));
     }
   }
+}
+
+bool FdChannel::ReadOneLocked(bool* closed, absl::Status* error) {
+  fdchannel::Frame frame;
+  fdchannel::Received got =
+      fdchannel::RecvFrame(socket_.get(), &frame, MSG_DONTWAIT);
+  if (got.envelope.bytes < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    return false;
+  }
+  if (got.envelope.bytes <= 0) {
+    *closed = true;
+    return false;
+  }
+  absl::StatusOr<fdchannel::FromDaemon> message =
+      fdchannel::DecodeFromDaemon(got.envelope, frame);
+  if (!message.ok()) {
+    *error = message.status();
+    return false;
+  }
+  if (const auto* text = std::get_if<fdchannel::ErrorText>(&*message)) {
+    closing_text_ = text->text;
+  } else if (const auto* grant = std::get_if<fdchannel::FdGrant>(&*message)) {
+    unclaimed_[grant->grant_id] = std::move(got.fd);
+  }
+  return true;
+}
+
+std::optional<std::string> FdChannel::ClosingText() {
+  absl::MutexLock lock(&mu_);
+  bool closed = false;
+  absl::Status error;
+  while (!closing_text_.has_value() && ReadOneLocked(&closed, &error)) {
+  }
+  return closing_text_;
+}
+
+absl::Status FdChannel::Present(uint64_t handle, uint64_t lease, int fd,
+                                absl::Time deadline) {
+  const fdchannel::Frame frame =
+      fdchannel::Encode(fdchannel::Present{handle, lease});
+  for (;;) {
+    const ssize_t sent =
+        fdchannel::SendFrame(socket_.get(), frame, fd, MSG_DONTWAIT);
+    if (fdchannel::SentWhole(sent)) break;
+    if (sent >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+      return absl::UnavailableError(absl::StrCat(
+          "presenting buffer ", handle, " on the fd channel failed: ",
+          sent < 0 ? std::strerror(errno) : "short write"));
+    }
+    // Full: the daemon reads its channels all the time, so room comes.
+    const int64_t wait_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+    pollfd p{socket_.get(), POLLOUT, 0};
+    if (wait_ms <= 0 || ::poll(&p, 1, static_cast<int>(wait_ms)) == 0) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("the daemon did not read the fd channel while buffer ",
+                       handle, " was presented"));
+    }
+  }
+  frames_sent_.fetch_add(1);
+  return absl::OkStatus();
 }
 
 bool FdChannel::Send(const fdchannel::FromClient& message) {
@@ -173,7 +227,8 @@ size_t ArenaCache::Trim(const std::function<bool(uint64_t, bool)>& forget) {
       const bool writable = it->first % 2 == 1;
       // use_count is exact here: Buffers copy it only under grants_mu_
       // (shared), which Trim holds exclusively.
-      if (it->second.use_count() == 1 && forget(it->second->id(), writable)) {
+      if (it->second.use_count() == 1 &&
+          (!forget || forget(it->second->id(), writable))) {
         dropped.push_back(std::move(it->second));
         arenas_.erase(it++);
       } else {
@@ -194,30 +249,75 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
     absl::StatusOr<std::unique_ptr<FdChannel>> fd_channel =
         FdChannel::Open(c->socket_path_, c->timeout_);
     if (!fd_channel.ok()) return fd_channel.status();
+    absl::MutexLock lock(&c->mu_);
     c->fd_channel_ = std::move(*fd_channel);
-    c->token_hex_ = fdchannel::TokenToHex(c->fd_channel_->hello().token);
   }
   // Each Client gets its own connection, as separate processes would;
   // otherwise gRPC shares one subchannel among all Clients of a process.
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  // A restarted daemon is back within tens of milliseconds on a local
+  // socket: gRPC's default reconnect backoff (1 s, growing to 2 min) would
+  // keep calls failing long after.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 20);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   c->channel_ =
       grpc::CreateCustomChannel(absl::StrCat("unix:", c->socket_path_),
                                 grpc::InsecureChannelCredentials(), args);
   c->stub_ = v1::Broker::NewStub(c->channel_);
-  if (c->fd_channel_ != nullptr) {
+  if (options.open_client_connection) {
     Connection* raw = c.get();  // the keeper dies first, inside *c
     c->keeper_ = std::make_unique<LeaseKeeper>(
         c->stub_.get(),
         [raw](grpc::ClientContext* ctx) { raw->PrepareStream(ctx); },
         options.on_lease_lost);
     c->keeper_->Track(c->default_lease(), absl::ZeroDuration());
+    if (options.resume_after_restart) {
+      c->resume_ = true;
+      c->resumer_ = std::make_unique<Resumer>(raw, options.on_resumed);
+    }
   }
   return c;
 }
 
+Connection::~Connection() {
+  resumer_.reset();  // before the keeper it pauses and resumes
+  keeper_.reset();
+}
+
+std::shared_ptr<FdChannel> Connection::fd_channel() const {
+  absl::MutexLock lock(&mu_);
+  return fd_channel_;
+}
+
 uint64_t Connection::default_lease() const {
-  return fd_channel_ == nullptr ? 0 : fd_channel_->hello().default_lease;
+  std::shared_ptr<FdChannel> channel = fd_channel();
+  return channel == nullptr ? 0 : channel->hello().default_lease;
+}
+
+void Connection::SetDaemonAway(bool away) {
+  absl::MutexLock lock(&mu_);
+  daemon_away_ = away;
+}
+
+void Connection::SwapFdChannel(std::shared_ptr<FdChannel> channel) {
+  arenas_.Trim(nullptr);
+  absl::MutexLock lock(&mu_);
+  fd_channel_ = std::move(channel);
+  daemon_away_ = false;
+}
+
+std::vector<fdchannel::Release> Connection::TakePendingReleases() {
+  absl::MutexLock lock(&mu_);
+  return std::exchange(pending_releases_, {});
+}
+
+bool Connection::KeepForResume(uint64_t handle, uint64_t lease) {
+  if (!resume_ || handle == 0) return false;
+  absl::MutexLock lock(&mu_);
+  pending_releases_.push_back(fdchannel::Release{handle, lease});
+  return true;
 }
 
 absl::Status Connection::LeaseStatus(uint64_t lease) const {
@@ -225,16 +325,21 @@ absl::Status Connection::LeaseStatus(uint64_t lease) const {
 }
 
 void Connection::PrepareStream(grpc::ClientContext* ctx) const {
-  if (fd_channel_ != nullptr) {
-    ctx->AddMetadata(fdchannel::kConnectionTokenKey, token_hex_);
+  if (std::shared_ptr<FdChannel> channel = fd_channel()) {
+    ctx->AddMetadata(fdchannel::kConnectionTokenKey, channel->token_hex());
   }
 }
 
 void Connection::Prepare(grpc::ClientContext* ctx, absl::Duration wait) const {
-  PrepareStream(ctx);
-  if (fd_channel_ != nullptr) {
+  PrepareOn(fd_channel().get(), ctx, wait);
+}
+
+void Connection::PrepareOn(const FdChannel* channel, grpc::ClientContext* ctx,
+                           absl::Duration wait) const {
+  if (channel != nullptr) {
+    ctx->AddMetadata(fdchannel::kConnectionTokenKey, channel->token_hex());
     ctx->AddMetadata(fdchannel::kFramesSentKey,
-                     absl::StrCat(fd_channel_->frames_sent()));
+                     absl::StrCat(channel->frames_sent()));
   }
   ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout_ + wait));
 }
@@ -257,17 +362,28 @@ size_t Connection::TrimArenas(bool only_if_many) {
 }
 
 absl::StatusOr<UniqueFd> Connection::TakeFd(uint64_t grant_id) {
-  if (fd_channel_ == nullptr) {
+  std::shared_ptr<FdChannel> channel = fd_channel();
+  if (channel == nullptr) {
     return absl::FailedPreconditionError(
         "no fd channel: open_client_connection is off");
   }
-  return fd_channel_->TakeFd(grant_id, absl::Now() + timeout_);
+  return channel->TakeFd(grant_id, absl::Now() + timeout_);
 }
 
 void Connection::ReleaseAsync(uint64_t handle, uint64_t lease) {
   if (!LeaseStatus(lease).ok()) return;
-  if (fd_channel_ != nullptr &&
-      fd_channel_->Send(fdchannel::Release{handle, lease})) {
+  std::shared_ptr<FdChannel> channel;
+  {
+    absl::MutexLock lock(&mu_);
+    if (daemon_away_) {
+      // For the daemon that comes back, if one does (the hold may be in its
+      // books, and another process may present the buffer).
+      pending_releases_.push_back(fdchannel::Release{handle, lease});
+      return;
+    }
+    channel = fd_channel_;
+  }
+  if (channel != nullptr && channel->Send(fdchannel::Release{handle, lease})) {
     PausePoint("release_sent");
     return;
   }
@@ -286,18 +402,26 @@ absl::StatusOr<uint32_t> Connection::ReleaseSync(uint64_t handle,
   request.set_lease_id(lease);
   absl::StatusOr<v1::ReleaseResponse> response =
       Call(&v1::Broker::Stub::Release, request);
-  if (!response.ok()) return response.status();
+  if (!response.ok()) {
+    // The daemon may be restarting: release this hold once it is back.
+    if (response.status().code() == absl::StatusCode::kUnavailable) {
+      KeepForResume(handle, lease);
+    }
+    return response.status();
+  }
   return response->holders();
 }
 
 bool Connection::SealAsync(uint64_t handle) {
-  return fd_channel_ != nullptr && fd_channel_->Send(fdchannel::Seal{handle});
+  std::shared_ptr<FdChannel> channel = fd_channel();
+  return channel != nullptr && channel->Send(fdchannel::Seal{handle});
 }
 
 bool Connection::ForgetArena(uint64_t arena_id, bool writable) {
   // On failure the arena stays cached; a later Trim can try again.
-  return fd_channel_ != nullptr &&
-         fd_channel_->Send(fdchannel::ForgetArena{{arena_id, writable}});
+  std::shared_ptr<FdChannel> channel = fd_channel();
+  return channel != nullptr &&
+         channel->Send(fdchannel::ForgetArena{{arena_id, writable}});
 }
 
 }  // namespace shmbroker::client

@@ -17,7 +17,12 @@
 //    into that mapping, which lives while the cache or any such Buffer
 //    holds it. Trim() drops arenas no Buffer uses and tells the daemon (one
 //    kForgetArena frame each) so that it sends the fd again when needed.
-//  - the LeaseKeeper that renews the connection's leases.
+//  - the LeaseKeeper that renews the connection's leases;
+//  - the HoldTable of its live Buffers, and the Resumer that takes them and
+//    the leases back after the daemon restarts (docs/api.md, "Restart").
+//    A resume replaces the FdChannel (and with it the token) with the new
+//    daemon's: it is a shared_ptr read under a mutex, so each call or
+//    one-way frame uses one channel throughout, the old one or the new.
 // Internal to the client library. Thread-safe.
 #ifndef SHMBROKER_CLIENT_SRC_CONNECTION_H_
 #define SHMBROKER_CLIENT_SRC_CONNECTION_H_
@@ -28,13 +33,16 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "client/src/hold_table.h"
 #include "client/src/lease_keeper.h"
 #include "common/fd_channel_protocol.h"
 #include "common/unique_fd.h"
@@ -54,6 +62,10 @@ class FdChannel {
       const std::string& socket_path, absl::Duration timeout);
 
   const fdchannel::Hello& hello() const { return hello_; }
+  // The Hello's token, as calls carry it.
+  const std::string& token_hex() const { return token_hex_; }
+  // The socket, e.g. to poll for hang-up.
+  int socket() const { return socket_.get(); }
 
   // The fd the daemon sent for `grant_id`, waiting until `deadline` for it
   // (it is sent before the reply, so it is normally already waiting). Fds
@@ -62,18 +74,31 @@ class FdChannel {
   // Sends a one-way frame without blocking; false when the channel cannot
   // take it now (full, or the daemon is gone).
   bool Send(const fdchannel::FromClient& message);
+  // Sends a Present frame with `fd` (a one-way frame), waiting until
+  // `deadline` for room; UNAVAILABLE when the daemon is gone.
+  absl::Status Present(uint64_t handle, uint64_t lease, int fd,
+                       absl::Time deadline);
   // How many one-way frames were sent so far.
   uint64_t frames_sent() const { return frames_sent_.load(); }
+  // After the daemon hung up: reads what it sent before (keeping grant fds
+  // for their calls) and returns the ErrorText it closed with, if any.
+  std::optional<std::string> ClosingText() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   FdChannel() = default;
   absl::Status Greet(const std::string& socket_path, absl::Duration timeout);
+  // Reads one waiting frame, keeping a grant's fd or an ErrorText; false
+  // when nothing is waiting or the channel is closed (then `*closed`).
+  bool ReadOneLocked(bool* closed, absl::Status* error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   UniqueFd socket_;
   fdchannel::Hello hello_;
+  std::string token_hex_;
   std::atomic<uint64_t> frames_sent_{0};
   absl::Mutex mu_;  // one reader at a time
   absl::flat_hash_map<uint64_t, UniqueFd> unclaimed_ ABSL_GUARDED_BY(mu_);
+  std::optional<std::string> closing_text_ ABSL_GUARDED_BY(mu_);
 };
 
 // One arena's fd and its mapping in this process.
@@ -107,6 +132,7 @@ class ArenaCache {
                                                             UniqueFd fd,
                                                             uint64_t size);
   // Drops every arena no Buffer uses, after `forget(arena_id, writable)`
+  // (null: drop without telling anyone)
   // accepts telling the daemon; returns how many were dropped.
   size_t Trim(const std::function<bool(uint64_t, bool)>& forget);
   // How many arenas are mapped.
@@ -128,10 +154,13 @@ template <typename Stub, typename Request, typename Response>
 using UnaryMethod = grpc::Status (Stub::*)(grpc::ClientContext*, const Request&,
                                            Response*);
 
+class Resumer;
+
 class Connection {
  public:
   static absl::StatusOr<std::shared_ptr<Connection>> Open(
       const ClientOptions& options);
+  ~Connection();
 
   const std::string& socket_path() const { return socket_path_; }
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
@@ -191,9 +220,28 @@ class Connection {
   size_t TrimArenas(bool only_if_many);
 
   // The connection's default lease (0 without a client connection), and
-  // the keeper of its leases (null without one).
+  // the keeper of its leases (null without one). After a resume, the new
+  // connection's default lease.
   uint64_t default_lease() const;
   LeaseKeeper* keeper() const { return keeper_.get(); }
+  // The fd channel in use (null without a client connection).
+  std::shared_ptr<FdChannel> fd_channel() const ABSL_LOCKS_EXCLUDED(mu_);
+  HoldTable& holds() { return holds_; }
+  v1::Broker::Stub& stub() const { return *stub_; }
+
+  // For the Resumer. While the daemon is away, releases are kept and sent
+  // once the connection is resumed.
+  void SetDaemonAway(bool away) ABSL_LOCKS_EXCLUDED(mu_);
+  // Drops the cached arenas no Buffer uses (without ForgetArena: the new
+  // channel never received them), then makes `channel` the one in use.
+  void SwapFdChannel(std::shared_ptr<FdChannel> channel)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The releases kept while the daemon was away.
+  std::vector<fdchannel::Release> TakePendingReleases()
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Prepare with `channel`'s token and frame count.
+  void PrepareOn(const FdChannel* channel, grpc::ClientContext* ctx,
+                 absl::Duration wait = absl::ZeroDuration()) const;
   // OK, or why `lease` was lost.
   absl::Status LeaseStatus(uint64_t lease) const;
 
@@ -209,15 +257,24 @@ class Connection {
   void Prepare(grpc::ClientContext* ctx,
                absl::Duration wait = absl::ZeroDuration()) const;
 
+  // Keeps a release for after the resume; false if nothing will resume.
+  bool KeepForResume(uint64_t handle, uint64_t lease) ABSL_LOCKS_EXCLUDED(mu_);
+
   std::string socket_path_;
   absl::Duration timeout_;
-  std::unique_ptr<FdChannel> fd_channel_;  // null: no client connection
-  std::string token_hex_;
+  bool resume_ = false;  // resume_after_restart, with a client connection
+  mutable absl::Mutex mu_;
+  std::shared_ptr<FdChannel> fd_channel_ ABSL_GUARDED_BY(mu_);  // null: none
+  bool daemon_away_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<fdchannel::Release> pending_releases_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Broker::Stub> stub_;
   ArenaCache arenas_;
-  // Last: stopped first, while the stub it uses still exists.
+  HoldTable holds_;
+  // Last: stopped first, while the stub they use still exists; the Resumer
+  // before the keeper it pauses.
   std::unique_ptr<LeaseKeeper> keeper_;
+  std::unique_ptr<Resumer> resumer_;
 };
 
 }  // namespace shmbroker::client

@@ -19,6 +19,10 @@ bool ConnectionIsGone(const grpc::Status& status) {
          status.error_code() == grpc::StatusCode::PERMISSION_DENIED;
 }
 
+absl::Time Expiry(absl::Time renewed, absl::Duration ttl) {
+  return ttl == absl::ZeroDuration() ? absl::InfiniteFuture() : renewed + ttl;
+}
+
 }  // namespace
 
 LeaseKeeper::LeaseKeeper(v1::Broker::Stub* stub,
@@ -40,9 +44,11 @@ LeaseKeeper::~LeaseKeeper() {
 
 void LeaseKeeper::Track(uint64_t lease_id, absl::Duration ttl) {
   absl::MutexLock lock(&mu_);
+  // A daemon that lost its books may hand out a lost lease's id again.
+  lost_.erase(lease_id);
   const absl::Time now = absl::Now();
-  live_[lease_id] =
-      Entry{ttl, ttl == absl::ZeroDuration() ? now : now + ttl / 3};
+  live_[lease_id] = Entry{
+      ttl, ttl == absl::ZeroDuration() ? now : now + ttl / 3, Expiry(now, ttl)};
   changed_.SignalAll();
 }
 
@@ -57,51 +63,146 @@ absl::Status LeaseKeeper::LeaseStatus(uint64_t lease_id) const {
   return it == lost_.end() ? absl::OkStatus() : it->second;
 }
 
-void LeaseKeeper::MarkLost(uint64_t lease_id, const absl::Status& why) {
+void LeaseKeeper::Pause(GiveUpReason why) {
+  absl::MutexLock lock(&mu_);
+  paused_ = true;
+  ++epoch_;
+  give_up_ = std::move(why);
+  if (stream_ctx_ != nullptr) stream_ctx_->TryCancel();
+  changed_.SignalAll();
+}
+
+bool LeaseKeeper::paused() const {
+  absl::MutexLock lock(&mu_);
+  return paused_;
+}
+
+std::vector<uint64_t> LeaseKeeper::Kept() const {
+  std::vector<uint64_t> ids;
   {
     absl::MutexLock lock(&mu_);
-    if (live_.erase(lease_id) == 0) return;  // forgotten meanwhile
-    lost_[lease_id] = why;
+    for (const auto& [id, entry] : live_) ids.push_back(id);
   }
-  if (on_lost_) on_lost_(lease_id, why);
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+std::vector<uint64_t> LeaseKeeper::Resume(
+    const std::vector<Adopted>& adopted,
+    const std::vector<std::pair<uint64_t, absl::Status>>& refused) {
+  std::vector<uint64_t> given_up;
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
+  for (const Adopted& lease : adopted) {
+    auto it = live_.find(lease.id);
+    if (it == live_.end()) {
+      if (lost_.contains(lease.id)) given_up.push_back(lease.id);
+      continue;
+    }
+    it->second.ttl = lease.granted_ttl;
+    it->second.expires = now + lease.ttl_left;
+    it->second.next = now + std::min(lease.ttl_left, lease.granted_ttl) / 3;
+  }
+  for (const auto& [id, why] : refused) MarkLostLocked(id, why);
+  paused_ = false;
+  ++epoch_;
+  give_up_ = nullptr;
+  changed_.SignalAll();
+  return given_up;
+}
+
+void LeaseKeeper::MarkLost(uint64_t lease_id, const absl::Status& why,
+                           uint64_t epoch) {
+  absl::MutexLock lock(&mu_);
+  if (paused_ || epoch != epoch_) return;  // not this daemon's word
+  MarkLostLocked(lease_id, why);
+}
+
+void LeaseKeeper::MarkLostLocked(uint64_t lease_id, const absl::Status& why) {
+  if (live_.erase(lease_id) == 0) return;  // forgotten, or lost already
+  lost_[lease_id] = why;
+  unreported_.emplace_back(lease_id, why);
+  changed_.SignalAll();
+}
+
+absl::Time LeaseKeeper::GiveUpExpiredLocked() {
+  const absl::Time now = absl::Now();
+  absl::Time earliest = absl::InfiniteFuture();
+  std::vector<std::pair<uint64_t, absl::Duration>> expired;
+  for (const auto& [id, entry] : live_) {
+    if (entry.expires <= now) {
+      expired.emplace_back(id, entry.ttl);
+    } else {
+      earliest = std::min(earliest, entry.expires);
+    }
+  }
+  std::sort(expired.begin(), expired.end());
+  for (const auto& [id, ttl] : expired) {
+    MarkLostLocked(id, give_up_ ? give_up_(id, ttl)
+                                : absl::UnavailableError(absl::StrCat(
+                                      "lease ", id, " ran out its TTL")));
+  }
+  return earliest;
+}
+
+void LeaseKeeper::Report() {
+  std::vector<std::pair<uint64_t, absl::Status>> losses;
+  {
+    absl::MutexLock lock(&mu_);
+    losses.swap(unreported_);
+  }
+  if (!on_lost_) return;
+  for (const auto& [id, why] : losses) on_lost_(id, why);
 }
 
 void LeaseKeeper::Run() {
   absl::Duration backoff = absl::Milliseconds(50);
   for (;;) {
+    Report();
+    uint64_t epoch = 0;
     {
       absl::MutexLock lock(&mu_);
-      // Open a stream only when there is something to keep.
-      while (!stopping_ && live_.empty()) changed_.Wait(&mu_);
       if (stopping_) return;
+      if (!unreported_.empty()) continue;
+      if (paused_) {
+        const absl::Time next_expiry = GiveUpExpiredLocked();
+        if (unreported_.empty()) changed_.WaitWithDeadline(&mu_, next_expiry);
+        continue;
+      }
+      // Open a stream only when there is something to keep.
+      if (live_.empty()) {
+        changed_.Wait(&mu_);
+        continue;
+      }
+      epoch = epoch_;
     }
     grpc::ClientContext ctx;
     prepare_(&ctx);
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
+      if (paused_ || epoch != epoch_) continue;
       stream_ctx_ = &ctx;
     }
     auto stream = stub_->KeepAlive(&ctx);
-    while (RenewDue(*stream)) backoff = absl::Milliseconds(50);
+    while (RenewDue(*stream, epoch)) {
+      Report();
+      backoff = absl::Milliseconds(50);
+    }
     stream->WritesDone();
     const grpc::Status status = stream->Finish();
     {
       absl::MutexLock lock(&mu_);
       stream_ctx_ = nullptr;
       if (stopping_) return;
+      if (paused_ || epoch != epoch_) continue;
     }
     if (ConnectionIsGone(status)) {
       // Nothing can be renewed any more: every lease is as good as lost.
       const absl::Status why(
           static_cast<absl::StatusCode>(status.error_code()),
           absl::StrCat("cannot renew leases: ", status.error_message()));
-      std::vector<uint64_t> ids;
-      {
-        absl::MutexLock lock(&mu_);
-        for (const auto& [id, entry] : live_) ids.push_back(id);
-      }
-      for (uint64_t id : ids) MarkLost(id, why);
+      for (uint64_t id : Kept()) MarkLost(id, why, epoch);
       continue;
     }
     if (status.ok()) continue;  // closed for want of leases to keep
@@ -114,13 +215,15 @@ void LeaseKeeper::Run() {
 
 bool LeaseKeeper::RenewDue(
     grpc::ClientReaderWriter<v1::KeepAliveRequest, v1::KeepAliveResponse>&
-        stream) {
+        stream,
+    uint64_t epoch) {
   std::vector<uint64_t> due;
   {
     absl::MutexLock lock(&mu_);
     for (;;) {
-      if (stopping_) return false;
+      if (stopping_ || paused_ || epoch != epoch_) return false;
       if (live_.empty()) return false;  // close the stream; reopen on Track
+      if (!unreported_.empty()) return true;  // report first
       const absl::Time now = absl::Now();
       absl::Time earliest = absl::InfiniteFuture();
       for (const auto& [id, entry] : live_) {
@@ -135,20 +238,25 @@ bool LeaseKeeper::RenewDue(
     v1::KeepAliveRequest request;
     request.set_lease_id(id);
     v1::KeepAliveResponse response;
+    const absl::Time sent = absl::Now();
     if (!stream.Write(request)) return false;
     PausePoint("keepalive_sent");
     if (!stream.Read(&response)) return false;
     if (response.error_code() != 0) {
       MarkLost(
-          id, absl::Status(static_cast<absl::StatusCode>(response.error_code()),
-                           response.error_message()));
+          id,
+          absl::Status(static_cast<absl::StatusCode>(response.error_code()),
+                       response.error_message()),
+          epoch);
       continue;
     }
     const absl::Duration ttl = FromProto(response.granted_ttl());
     absl::MutexLock lock(&mu_);
+    if (paused_ || epoch != epoch_) return false;
     if (auto it = live_.find(id); it != live_.end()) {
       it->second.ttl = ttl;
       it->second.next = absl::Now() + ttl / 3;
+      it->second.expires = Expiry(sent, ttl);
     }
   }
   return true;

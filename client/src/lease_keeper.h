@@ -3,7 +3,16 @@
 // stream, opens a new stream when one breaks (backing off up to a second),
 // and reports a lease the daemon says is gone (expired, revoked, or its
 // connection closed) through the loss callback, once, then stops renewing
-// it. Internal to the client library. Thread-safe.
+// it. Every loss is reported on the keeper's thread.
+//
+// While the daemon is away (the Resumer noticed its fd channel close) the
+// keeper is paused: it renews nothing and believes no answer, since a
+// KeepAlive that reached the restarted daemon before Resume would only hear
+// NOT_FOUND. Paused, it gives up each lease whose TTL runs out (as last
+// known: its last renewal plus its TTL) and reports it lost with the
+// reason the Resumer gave. Resume() re-tracks the leases the new daemon
+// adopted and reports the others lost. Internal to the client library.
+// Thread-safe.
 #ifndef SHMBROKER_CLIENT_SRC_LEASE_KEEPER_H_
 #define SHMBROKER_CLIENT_SRC_LEASE_KEEPER_H_
 
@@ -12,8 +21,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -29,6 +39,16 @@ using LeaseLossCallback =
 
 class LeaseKeeper {
  public:
+  // Why a lease was given up while paused, given its id and TTL.
+  using GiveUpReason =
+      std::function<absl::Status(uint64_t lease_id, absl::Duration ttl)>;
+  // A lease the restarted daemon adopted: its time left and granted TTL.
+  struct Adopted {
+    uint64_t id = 0;
+    absl::Duration ttl_left;
+    absl::Duration granted_ttl;
+  };
+
   // `stub` must outlive the keeper; `prepare` adds the client connection's
   // token to each stream's context. `on_lost` (may be empty) runs on the
   // keeper's thread.
@@ -39,8 +59,8 @@ class LeaseKeeper {
   LeaseKeeper(const LeaseKeeper&) = delete;
   LeaseKeeper& operator=(const LeaseKeeper&) = delete;
 
-  // Starts renewing `lease_id`. A zero `ttl` (not yet known) renews at once
-  // and learns it from the answer.
+  // Starts renewing `lease_id` (live again if it was lost). A zero `ttl`
+  // (not yet known) renews at once and learns it from the answer.
   void Track(uint64_t lease_id, absl::Duration ttl);
   // Stops renewing it (it was revoked on purpose) without reporting a loss.
   void Forget(uint64_t lease_id);
@@ -48,17 +68,42 @@ class LeaseKeeper {
   // lost, e.g. NOT_FOUND "lease 7 expired ...".
   absl::Status LeaseStatus(uint64_t lease_id) const;
 
+  // Stops renewing (cancelling the stream) until Resume; from now on gives
+  // up each lease at its TTL with `why`. Pausing again replaces `why`.
+  void Pause(GiveUpReason why);
+  bool paused() const;
+  // The leases it keeps (not lost), ascending.
+  std::vector<uint64_t> Kept() const;
+  // Renews again: `adopted` with their new TTLs, while each of `refused`
+  // is reported lost with the daemon's reason. Returns the adopted leases
+  // it had given up meanwhile (their TTL ran out after Kept() was read):
+  // the caller should revoke them, as nobody renews them now.
+  std::vector<uint64_t> Resume(
+      const std::vector<Adopted>& adopted,
+      const std::vector<std::pair<uint64_t, absl::Status>>& refused);
+
  private:
   struct Entry {
-    absl::Duration ttl;
-    absl::Time next;
+    absl::Duration ttl;  // zero: not yet known
+    absl::Time next;     // the next renewal
+    absl::Time expires;  // as last known: last renewal + TTL
   };
   void Run();
-  // Renews the due leases over `stream`; false if the stream broke.
+  // Renews the due leases over `stream`, opened in `epoch`; false if the
+  // stream broke, or the keeper was paused or stopped.
   bool RenewDue(grpc::ClientReaderWriter<v1::KeepAliveRequest,
-                                         v1::KeepAliveResponse>& stream);
-  void MarkLost(uint64_t lease_id, const absl::Status& why)
+                                         v1::KeepAliveResponse>& stream,
+                uint64_t epoch);
+  // Records the loss (unless the lease was forgotten, or the answer comes
+  // from a stream of an earlier epoch) for Report.
+  void MarkLost(uint64_t lease_id, const absl::Status& why, uint64_t epoch)
       ABSL_LOCKS_EXCLUDED(mu_);
+  void MarkLostLocked(uint64_t lease_id, const absl::Status& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Paused: gives up the leases whose TTL ran out; returns the next expiry.
+  absl::Time GiveUpExpiredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Calls on_lost for the losses recorded so far (without mu_).
+  void Report() ABSL_LOCKS_EXCLUDED(mu_);
 
   v1::Broker::Stub* const stub_;
   const std::function<void(grpc::ClientContext*)> prepare_;
@@ -68,9 +113,16 @@ class LeaseKeeper {
   mutable absl::Mutex mu_;
   absl::CondVar changed_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  // Bumped by Pause and Resume: answers on an older stream are not trusted.
+  uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  GiveUpReason give_up_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Entry> live_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, absl::Status> lost_ ABSL_GUARDED_BY(mu_);
-  // The open stream's context, so that the destructor can cancel it.
+  std::vector<std::pair<uint64_t, absl::Status>> unreported_
+      ABSL_GUARDED_BY(mu_);
+  // The open stream's context, so that Pause and the destructor can cancel
+  // it.
   grpc::ClientContext* stream_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 

@@ -106,7 +106,8 @@ class Client:
     socket: str
     default_lease: int
     closed: bool
-    def __init__(self, socket: Optional[str] = None, timeout: float = 10.0) -> None: ...
+    def __init__(self, socket: Optional[str] = None, timeout: float = 10.0,
+                 resume_after_restart: bool = True) -> None: ...
     def allocate(self, size: int, name: Optional[str] = None,
                  kind: Literal["auto", "dedicated", "pooled"] = "auto",
                  share: Union[str, Sequence[str]] = (), lease: _Lease = None,

@@ -47,11 +47,13 @@ absl::Duration SecondsArg(double seconds, const char* what) {
 
 class PyClient {
  public:
-  PyClient(std::optional<std::string> socket, double timeout)
+  PyClient(std::optional<std::string> socket, double timeout,
+           bool resume_after_restart)
       : pid_(::getpid()) {
     client::ClientOptions options;
     options.socket_path = socket.value_or("");
     options.timeout = SecondsArg(timeout, "timeout");
+    options.resume_after_restart = resume_after_restart;
     absl::StatusOr<std::unique_ptr<client::Client>> connected;
     {
       py::gil_scoped_release unlocked;
@@ -202,13 +204,17 @@ void BindClient(py::module_& m) {
   py::class_<PyClient>(m, "Client", R"doc(
 A connection to shmbrokerd.
 
-Client(socket=None, timeout=10.0): socket None means $SHMBROKER_SOCKET or
-the daemon's default path; timeout is each call's deadline in seconds.
+Client(socket=None, timeout=10.0, resume_after_restart=True): socket None
+means $SHMBROKER_SOCKET or the daemon's default path; timeout is each
+call's deadline in seconds. When the daemon restarts, the client reconnects
+and takes its leases and Buffers back (resume_after_restart=False: the
+connection ends with the daemon).
 Errors raise shmbroker.Error subclasses (NotFound, PermissionDenied, ...)
 with the daemon's message. Every blocking call releases the GIL. A context
 manager: leaving the block closes it (its Buffers stay valid).)doc")
-      .def(py::init<std::optional<std::string>, double>(),
-           py::arg("socket") = py::none(), py::arg("timeout") = 10.0)
+      .def(py::init<std::optional<std::string>, double, bool>(),
+           py::arg("socket") = py::none(), py::arg("timeout") = 10.0,
+           py::arg("resume_after_restart") = true)
       .def("allocate", &PyClient::Allocate, py::arg("size"),
            py::arg("name") = py::none(), py::arg("kind") = "auto",
            py::arg("share") = std::vector<std::string>(),

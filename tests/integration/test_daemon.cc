@@ -77,6 +77,14 @@ Finished TestDaemon::Stop() {
   return *finished_;
 }
 
+Finished TestDaemon::Kill() {
+  started_ = false;
+  process_->Signal(SIGKILL);
+  Finished f = process_->Wait(absl::Seconds(20));
+  f.err = ReadWholeFile(log_path_);
+  return f;
+}
+
 ::testing::AssertionResult ExitedCleanly(const Finished& f) {
   std::string why;
   if (f.signal != 0) {

@@ -50,6 +50,9 @@ class TestDaemon {
 
   // SIGTERM and wait. The destructor checks how it ended.
   Finished Stop();
+  // SIGKILL and wait: a crash, which the destructor does not hold against
+  // it. A new TestDaemon on the same dir() restarts it on the same socket.
+  Finished Kill();
 
   absl::StatusOr<std::unique_ptr<client::Client>> Connect() const;
   // The CLI with --socket set; `args` follow.

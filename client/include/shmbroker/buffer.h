@@ -10,8 +10,9 @@
 // its arena, which this client maps once for all its buffers there; it
 // behaves like a dedicated one, except that fd() is the arena's and the
 // buffer starts at offset() in it. Move-only; a Buffer may outlive its
-// Client (its release then happens when the connection closes). Not
-// thread-safe.
+// Client (its release then happens when the connection closes). It keeps
+// working across a daemon restart when the library resumes (docs/api.md,
+// "Restart"). Not thread-safe.
 #ifndef SHMBROKER_CLIENT_BUFFER_H_
 #define SHMBROKER_CLIENT_BUFFER_H_
 
@@ -92,6 +93,9 @@ class Buffer {
   uint8_t* data_ = nullptr;
   size_t size_ = 0;
   bool writable_ = false;
+  // Its entry in the connection's hold table (0: none), which lets the
+  // library present this buffer's memory to a restarted daemon.
+  uint64_t hold_id_ = 0;
 };
 
 }  // namespace shmbroker::client

@@ -9,6 +9,9 @@
 // lives; a lease the daemon ends anyway (this process was stopped past the
 // TTL, or someone revoked it) is reported through
 // ClientOptions::on_lease_lost and by its Buffers (Buffer::lease_status).
+// When the daemon restarts, the Client notices at once (its fd channel
+// closes), reconnects and takes its leases and Buffers back (docs/api.md,
+// "Restart"); a lease it cannot take back within its TTL is reported lost.
 // Errors are absl::Status with the daemon's message (e.g. RESOURCE_EXHAUSTED
 // "over capacity: ..."); UNAVAILABLE when no daemon answers. Thread-safe:
 // one Client may serve many threads.
@@ -22,6 +25,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -31,6 +35,22 @@
 #include "shmbroker/watcher.h"
 
 namespace shmbroker::client {
+
+// What a resume after a daemon restart took back (ClientOptions::on_resumed).
+struct ResumeReport {
+  // When the fd channel closed, and when the new connection took over.
+  absl::Time went_away;
+  absl::Time resumed;
+  // Leases the new daemon adopted (same ids), and those it refused, with
+  // its reason (each also reported through on_lease_lost).
+  std::vector<uint64_t> leases_adopted;
+  std::vector<std::pair<uint64_t, absl::Status>> leases_lost;
+  // Buffers presented and live again (same handles), and those refused
+  // (e.g. PERMISSION_DENIED: the fd is not the buffer's memory): the
+  // memory stays mapped here, but the daemon no longer counts the hold.
+  std::vector<uint64_t> buffers_adopted;
+  std::vector<std::pair<uint64_t, absl::Status>> buffers_refused;
+};
 
 struct ClientOptions {
   // Empty: $SHMBROKER_SOCKET, /run/shmbroker/broker.sock for root, else
@@ -44,8 +64,17 @@ struct ClientOptions {
   bool open_client_connection = true;
   // Called (on the lease-keeping thread) once for each lease the daemon
   // ended while this client still wanted it, e.g. NOT_FOUND "lease 7 expired
-  // (not renewed within its TTL) at ...". Must not block for long.
+  // (not renewed within its TTL) at ...", or that a restarted daemon did not
+  // take back, or UNAVAILABLE "the daemon at ... went away ... and did not
+  // come back within lease 7's TTL of 5s". Must not block for long.
   std::function<void(uint64_t lease_id, const absl::Status& why)> on_lease_lost;
+  // After the daemon dies or restarts, reconnect to the same socket and
+  // take back the leases and Buffers (docs/api.md, "Restart"). Off: the
+  // connection ends with the daemon, as each lease then runs out.
+  bool resume_after_restart = true;
+  // Called (on the resuming thread) after each resume. Must not block for
+  // long.
+  std::function<void(const ResumeReport&)> on_resumed;
 };
 
 class Client {

@@ -1,0 +1,79 @@
+// HoldTable: what the library would present to a restarted daemon.
+#include "client/src/hold_table.h"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace shmbroker::client {
+namespace {
+
+ino_t Inode(int fd) {
+  struct stat st {};
+  EXPECT_EQ(::fstat(fd, &st), 0);
+  return st.st_ino;
+}
+
+TEST(HoldTableTest, SnapshotsLiveHoldsWithTheirOwnFdOfTheSameMemory) {
+  UniqueFd a(::memfd_create("a", MFD_CLOEXEC));
+  UniqueFd b(::memfd_create("b", MFD_CLOEXEC));
+  HoldTable table;
+  const uint64_t first = table.Register(11, 7, a.get());
+  const uint64_t second = table.Register(12, 8, b.get());
+  table.Register(13, 7, a.get());  // a second buffer in one arena
+  EXPECT_NE(first, second);
+  table.Unregister(second);
+  table.Unregister(0);  // no registration: nothing happens
+  EXPECT_EQ(table.size(), 2u);
+
+  std::vector<HoldTable::Hold> holds =
+      table.Snapshot([](uint64_t) { return true; });
+  ASSERT_EQ(holds.size(), 2u);
+  EXPECT_EQ(holds[0].handle, 11u);
+  EXPECT_EQ(holds[1].handle, 13u);
+  for (const HoldTable::Hold& hold : holds) {
+    EXPECT_EQ(hold.lease, 7u);
+    EXPECT_NE(hold.fd.get(), a.get());  // a duplicate, ours to close
+    EXPECT_EQ(Inode(hold.fd.get()), Inode(a.get()));
+  }
+  // The Buffer may close its fd now: the snapshot's fds stay good.
+  a.reset();
+  EXPECT_GT(Inode(holds[0].fd.get()), 0u);
+}
+
+TEST(HoldTableTest, SnapshotLeavesOutHoldsUnderLeasesNoLongerKept) {
+  UniqueFd fd(::memfd_create("m", MFD_CLOEXEC));
+  HoldTable table;
+  table.Register(1, 100, fd.get());
+  table.Register(2, 200, fd.get());
+  std::vector<HoldTable::Hold> holds =
+      table.Snapshot([](uint64_t lease) { return lease == 200; });
+  ASSERT_EQ(holds.size(), 1u);
+  EXPECT_EQ(holds[0].handle, 2u);
+}
+
+TEST(HoldTableTest, BuffersOnManyThreadsRegisterAndUnregisterConcurrently) {
+  UniqueFd fd(::memfd_create("m", MFD_CLOEXEC));
+  HoldTable table;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 1000; ++i) {
+        const uint64_t id = table.Register(t * 1000 + i, t, fd.get());
+        if (i % 2 == 0) table.Unregister(id);
+      }
+    });
+  }
+  // A resume may snapshot meanwhile.
+  for (int i = 0; i < 20; ++i) table.Snapshot([](uint64_t) { return true; });
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(table.size(), 2000u);
+}
+
+}  // namespace
+}  // namespace shmbroker::client
