@@ -1,5 +1,5 @@
 // Lifetimes with real processes: holders killed with SIGKILL, a second
-// daemon on the same socket, and the daemon's own SIGTERM.
+// daemon on the same socket, and the daemon's own SIGINT (a stop for good).
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -95,8 +95,9 @@ TEST_F(LifecycleTest, SecondDaemonOnTheSameSocketRefusesAndFirstKeepsServing) {
   EXPECT_TRUE(std::filesystem::exists(daemon_->socket()));
 }
 
+// SIGINT stops for good; SIGTERM stops for a restart (restart_test.cc).
 TEST(DaemonShutdownTest,
-     SigtermReleasesEverythingRemovesTheSocketAndExitsZero) {
+     SigintReleasesEverythingRemovesTheSocketAndExitsZero) {
   TestDaemon daemon;
   ASSERT_TRUE(daemon.started()) << daemon.startup_output();
   Subprocess holder(daemon.CliArgs(

@@ -113,7 +113,7 @@ class RestartFixture : public ::testing::Test {
     if (signal == SIGKILL) {
       daemon_->Kill();
     } else {
-      Finished f = daemon_->Stop();
+      Finished f = daemon_->Stop(SIGTERM);
       EXPECT_TRUE(ExitedCleanly(f));
     }
     daemon_.reset();

@@ -69,9 +69,9 @@ TestDaemon::~TestDaemon() {
   if (owns_log_) ::unlink(log_path_.c_str());
 }
 
-Finished TestDaemon::Stop() {
+Finished TestDaemon::Stop(int signal) {
   started_ = false;
-  process_->Signal(SIGTERM);
+  process_->Signal(signal);
   finished_ = process_->Wait(absl::Seconds(20));
   finished_->err = ReadWholeFile(log_path_);
   return *finished_;

@@ -6,6 +6,8 @@
 #ifndef SHMBROKER_TESTS_INTEGRATION_TEST_DAEMON_H_
 #define SHMBROKER_TESTS_INTEGRATION_TEST_DAEMON_H_
 
+#include <signal.h>
+
 #include <functional>
 #include <memory>
 #include <optional>
@@ -49,7 +51,9 @@ class TestDaemon {
   pid_t pid() const { return pid_; }
 
   // SIGTERM and wait. The destructor checks how it ended.
-  Finished Stop();
+  // SIGINT by default: a stop for good, every hold ends. SIGTERM stops for
+  // a restart (the books and POSIX names stay for the next daemon).
+  Finished Stop(int signal = SIGINT);
   // SIGKILL and wait: a crash, which the destructor does not hold against
   // it. A new TestDaemon on the same dir() restarts it on the same socket.
   Finished Kill();

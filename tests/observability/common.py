@@ -210,17 +210,18 @@ class Daemon:
         return read_text(self.stderr_path)
 
     def stop(self, timeout=20):
-        """SIGTERM and wait; fails unless the daemon exits 0 with no
-        sanitizer report on stderr (also when it had died already)."""
+        """SIGINT (a stop for good: SIGTERM would keep the books and POSIX
+        names for a successor) and wait; fails unless the daemon exits 0
+        with no sanitizer report on stderr (also when it had died already)."""
         self.stopped = True
-        rc = stop_process(self.proc, signal.SIGTERM, timeout)
+        rc = stop_process(self.proc, signal.SIGINT, timeout)
         stderr = self.stderr_text()
         problems = [f"exit status {rc}"] if rc > 0 else []
         if rc < 0:
             problems.append(f"killed by signal {-rc}" +
                             (" (it did not stop in time)" if rc == -signal.SIGKILL else ""))
         problems += [f"{r!r} on stderr" for r in SANITIZER_REPORTS if r in stderr]
-        check(not problems, f"{self.label} did not exit cleanly on SIGTERM: "
+        check(not problems, f"{self.label} did not exit cleanly on SIGINT: "
               f"{'; '.join(problems)}; stderr:\n{tail(stderr, 80)}")
         return rc
 
