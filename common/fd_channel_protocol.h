@@ -90,6 +90,14 @@ inline constexpr char kConnectionTokenKey[] = "shmbroker-connection";
 // Seal) the client has sent on this connection so far, in decimal (rule 2).
 inline constexpr char kFramesSentKey[] = "shmbroker-frames-sent";
 
+// How the ErrorText of a client connection the daemon closed on purpose
+// begins: its default lease ended, or the client broke the protocol. The
+// library does not resume such a connection; it resumes one that closed
+// for any other reason (the daemon stopped or died) once a daemon is back.
+inline constexpr char kClosedOnPurpose[] =
+    "shmbrokerd closed this client connection";
+inline constexpr char kProtocolError[] = "protocol error on the fd channel";
+
 using Token = std::array<uint8_t, kTokenBytes>;
 
 inline std::string TokenToHex(const Token& token) {

@@ -79,8 +79,8 @@ void FdChannel::Stop() {
   }
   for (auto& connection : open) {
     SendError(connection->socket.get(),
-              "shmbrokerd is stopping: this client connection ends, and with "
-              "it the holds under its leases");
+              "shmbrokerd is stopping: this client connection ends (a client "
+              "library resumes it if the daemon restarts)");
     Close(connection, CloseReason::kShutdown, "daemon stopping");
   }
 }
@@ -306,7 +306,7 @@ void FdChannel::Hangup(ConnectionId id, const std::string& why) {
   std::shared_ptr<ClientConnection> connection = FindById(id);
   if (connection == nullptr) return;
   SendError(connection->socket.get(),
-            absl::StrCat("shmbrokerd closed this client connection: ", why));
+            absl::StrCat(fdchannel::kClosedOnPurpose, ": ", why));
   Close(connection, CloseReason::kLeaseEnded, why);
 }
 

@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "client/src/proto_convert.h"
+#include "common/fd_channel_protocol.h"
 
 namespace shmbroker::client {
 namespace {
@@ -25,8 +26,8 @@ constexpr absl::Duration kMaxBackoff = absl::Seconds(1);
 // What the daemon says before it hangs up on a connection it ended on
 // purpose (server/fd_channel.cc): that connection is over, not the daemon.
 constexpr const char* kDeliberateHangups[] = {
-    "shmbrokerd closed this client connection",
-    "protocol error on the fd channel",
+    fdchannel::kClosedOnPurpose,
+    fdchannel::kProtocolError,
 };
 
 }  // namespace
