@@ -105,7 +105,9 @@ int Run(const ServerConfig& config) {
         "track of every buffer");
   }
   GrpcConnections grpc_connections(config.max_grpc_connections_per_uid);
-  (*metrics)->AddStateSource(&registry, &grpc_connections);
+  (*metrics)->AddStateSource(
+      &registry, &grpc_connections,
+      restart != nullptr ? &restart->journal() : nullptr);
   ReclaimLatencies latencies;
   FdChannel fd_channel(
       &registry, (*files)->fd_channel_listener(), metrics->get(), &latencies,

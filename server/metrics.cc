@@ -74,9 +74,10 @@ Metrics::Metrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Metrics::~Metrics() = default;
 
 void Metrics::AddStateSource(const Registry* registry,
-                             GrpcConnections* connections) {
+                             GrpcConnections* connections,
+                             const BooksJournal* books) {
   impl_->state = std::make_shared<StateCollector>(registry, impl_->max_tenants,
-                                                  connections);
+                                                  connections, books);
   if (impl_->exposer) impl_->exposer->RegisterCollectable(impl_->state);
 }
 

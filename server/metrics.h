@@ -20,6 +20,7 @@
 #include "core/limit.h"
 #include "core/registry.h"
 #include "core/registry_observer.h"
+#include "server/books_journal.h"
 #include "server/client_connection.h"
 #include "server/grpc_connections.h"
 
@@ -41,8 +42,10 @@ class Metrics : public RegistryObserver {
   // Starts reporting the registry's state at scrape time. `registry` must
   // outlive this object.
   // `connections` (may be null) too: the open gRPC connections.
+  // `books` (may be null) too: the books journal.
   void AddStateSource(const Registry* registry,
-                      GrpcConnections* connections = nullptr);
+                      GrpcConnections* connections = nullptr,
+                      const BooksJournal* books = nullptr);
   // The port being served (after an ephemeral :0), or 0.
   int port() const;
   // Stops serving scrapes (waits for one in progress). Call before the state

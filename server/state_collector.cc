@@ -65,6 +65,27 @@ std::vector<MetricFamily> StateCollector::Collect() const {
                       "Restored buffers whose memory no client has presented "
                       "yet; dropped when --restart_grace ends."));
   AddSample(out.back(), static_cast<double>(stats.awaiting_memory));
+  if (books_ != nullptr) {
+    const BooksJournal::Stats books = books_->stats();
+    out.push_back(Counter("shmbroker_books_records_total",
+                          "Records written to the books journal in "
+                          "--state_dir, by result; an error makes the next "
+                          "change rewrite the journal whole."));
+    for (const auto& [result, n] : {std::pair{"ok", books.records_written},
+                                    std::pair{"error", books.write_errors}}) {
+      ClientMetric m;
+      m.label = {{"result", result}};
+      m.counter.value = static_cast<double>(n);
+      out.back().metric.push_back(std::move(m));
+    }
+    out.push_back(Counter("shmbroker_books_rewrites_total",
+                          "Times the books journal was rewritten from a "
+                          "snapshot of the live books."));
+    AddCount(out.back(), static_cast<double>(books.rewrites));
+    out.push_back(
+        Gauge("shmbroker_books_bytes", "Size of the books journal file."));
+    AddSample(out.back(), static_cast<double>(books.bytes));
+  }
   out.push_back(Gauge("shmbroker_committed_bytes",
                       "Bytes counted against the capacity: dedicated "
                       "buffers plus whole pooled arenas."));

@@ -10,6 +10,7 @@
 #include "core/registry.h"
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
+#include "server/books_journal.h"
 #include "server/grpc_connections.h"
 
 namespace shmbroker {
@@ -18,11 +19,14 @@ class StateCollector : public prometheus::Collectable {
  public:
   // `registry` and `connections` (may be null) must outlive the collector;
   // series per tenant beyond `max_tenants` add up in uid="other".
+  // `books` (may be null): the books journal, whose totals are exported.
   StateCollector(const Registry* registry, size_t max_tenants,
-                 GrpcConnections* connections = nullptr)
+                 GrpcConnections* connections = nullptr,
+                 const BooksJournal* books = nullptr)
       : registry_(registry),
         max_tenants_(max_tenants),
-        connections_(connections) {}
+        connections_(connections),
+        books_(books) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override;
 
@@ -34,6 +38,7 @@ class StateCollector : public prometheus::Collectable {
   const Registry* const registry_;
   const size_t max_tenants_;
   GrpcConnections* const connections_;
+  const BooksJournal* const books_;
 };
 
 }  // namespace shmbroker

@@ -1,7 +1,8 @@
 // POSIX shm names are host-wide and anyone may create one. Another user who
-// creates every name the daemon could predict (the old /PREFIX.PID.HANDLE
-// form, and that with a fixed suffix) must not stop POSIX allocations, nor
-// have the daemon hand out their objects.
+// creates every name the daemon could predict (/PREFIX.INSTANCE.HANDLE, the
+// instance being in every name the daemon made, and that with a fixed
+// suffix) must not stop POSIX allocations, nor have the daemon hand out
+// their objects.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,7 +26,11 @@ TEST(PosixNamesTest, SquattedPredictableNamesDoNotStopPosixAllocations) {
   const std::string prefix = absl::StrCat("squat", ::getpid());
   TestDaemon daemon({"--shm_prefix=" + prefix, "--pooling=false"});
   ASSERT_TRUE(daemon.started()) << daemon.startup_output();
-  const std::string stem = absl::StrCat(prefix, ".", daemon.pid(), ".");
+  // The instance id of the daemon's state directory (beside the socket).
+  const std::string instance =
+      ReadWholeFile(daemon.dir() + "/run/state/instance");
+  ASSERT_EQ(instance.size(), 16u);
+  const std::string stem = absl::StrCat(prefix, ".", instance, ".");
 
   // As nobody, create the names the daemon used to use for handles 1 to
   // kSquatted, and each of them with an all-zero suffix.
