@@ -8,6 +8,7 @@ found next to them (sys.path[0] is bench/).
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -27,7 +28,7 @@ def spawned_daemon(build, *flags):
     """Starts BUILD/server/shmbrokerd on a temporary socket, sets
     $SHMBROKER_SOCKET to it (for this process and every child it starts) and
     yields the daemon's Popen (`.socket` is the socket path); terminates the
-    daemon on the way out."""
+    daemon (SIGINT) on the way out."""
     tmpdir = tempfile.mkdtemp(prefix="shmbroker-pybench.")
     socket = os.path.join(tmpdir, "broker.sock")
     log = open(os.path.join(tmpdir, "shmbrokerd.log"), "w")
@@ -53,7 +54,9 @@ def spawned_daemon(build, *flags):
         else:
             os.environ["SHMBROKER_SOCKET"] = previous
         died = daemon.poll()
-        daemon.terminate()
+        # SIGINT: a stop for good (SIGTERM would keep the books for a
+        # successor, and posix names with them).
+        daemon.send_signal(signal.SIGINT)
         daemon.wait(timeout=10)
         log.close()
         if died is None:

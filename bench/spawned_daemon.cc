@@ -103,7 +103,7 @@ absl::StatusOr<std::unique_ptr<SpawnedDaemon>> SpawnedDaemon::Start(
   }
   if (pid == 0) {
     // If the bench dies (crash, Ctrl-C), the daemon must not outlive it.
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    ::prctl(PR_SET_PDEATHSIG, SIGINT);
     if (::getppid() != parent) ::_exit(127);
     ::dup2(pipe_fds[1], STDOUT_FILENO);  // dup2 clears O_CLOEXEC on the copy
     ::execv(binary.c_str(), argv.data());
@@ -158,12 +158,12 @@ absl::Status SpawnedDaemon::Stop(absl::Duration timeout) {
   absl::Status result;
   if (pid_ > 0) {
     int status = 0;
-    ::kill(pid_, SIGTERM);
+    ::kill(pid_, SIGINT);
     if (!WaitUntil(pid_, absl::Now() + timeout, &status)) {
       ::kill(pid_, SIGKILL);
       WaitUntil(pid_, absl::InfiniteFuture(), &status);
       result = absl::DeadlineExceededError(absl::StrFormat(
-          "the daemon (pid %d) did not stop within %s of SIGTERM; killed it",
+          "the daemon (pid %d) did not stop within %s of SIGINT; killed it",
           pid_, absl::FormatDuration(timeout)));
     } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
       result = absl::InternalError(absl::StrFormat(
@@ -174,7 +174,7 @@ absl::Status SpawnedDaemon::Stop(absl::Duration timeout) {
   if (stdout_fd_ >= 0) ::close(stdout_fd_);
   stdout_fd_ = -1;
   if (!dir_.empty()) {
-    // The daemon removes its sockets on SIGTERM; a killed one leaves them
+    // The daemon removes its sockets on SIGINT; a killed one leaves them
     // (and its lock file) behind, so remove the whole private directory.
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
