@@ -46,14 +46,25 @@ class Daemon:
         self.dir = tempfile.mkdtemp(prefix="shmbroker-py-")
         self.socket = os.path.join(self.dir, "broker.sock")
         self.log = os.path.join(self.dir, "daemon.log")
+        self.flags = list(flags)
+        self._start()
+
+    def _start(self):
         argv = [os.environ.get("SHMBROKERD", "shmbrokerd"), f"--socket={self.socket}",
-                "--metrics_address="] + list(flags)
+                "--metrics_address="] + self.flags
         setpriv = shutil.which("setpriv")
         prefix = [setpriv, "--pdeathsig=TERM", "--"] if setpriv else []
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(prefix + argv, stdout=out, stderr=out,
                                          stdin=subprocess.DEVNULL)
         wait_for(self._ready, what="shmbrokerd's 'listening on' line")
+
+    def restart(self, sig=signal.SIGKILL):
+        """Stops the daemon with `sig` and starts a new one on the same
+        socket and state directory (its books beside the socket)."""
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=20)
+        self._start()
 
     def _ready(self):
         if self.proc.poll() is not None:
