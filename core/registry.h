@@ -241,7 +241,7 @@ class Registry {
     struct Restored {
       MemoryIdentity expected;  // the object its memory must be
       bool awaiting = true;     // no memory presented yet
-      std::string refused;      // why the last presentation failed
+      absl::Status refused;     // why the last presentation failed
     };
     std::unique_ptr<Restored> restored;
     // A pooled buffer in a previous daemon's arena: charged to the

@@ -193,7 +193,7 @@ absl::StatusOr<uint64_t> Registry::Present(ConnectionId client, Handle handle,
     if (why.ok()) adopted = record.info.charged_bytes;
   }
   if (!why.ok() && record.restored->awaiting) {
-    record.restored->refused = std::string(why.message());
+    record.restored->refused = why;
   }
   if (!why.ok()) return why;
   return adopted;
@@ -239,7 +239,7 @@ absl::Status Registry::AdoptLocked(const Identity& caller, BufferRecord& record,
   }
   record.memory = std::move(memory);
   record.restored->awaiting = false;
-  record.restored->refused.clear();
+  record.restored->refused = absl::OkStatus();
   --awaiting_memory_;
   WakeWaitersLocked(info, deferred);
   return absl::OkStatus();
@@ -294,8 +294,10 @@ ResumeResult Registry::Resume(ConnectionId client,
     if (it == buffers_.end() || it->second.memory == nullptr) {
       const BufferRecord::Restored* restored =
           it == buffers_.end() ? nullptr : it->second.restored.get();
-      status = restored != nullptr && !restored->refused.empty()
-                   ? absl::FailedPreconditionError(restored->refused)
+      // The refusal as it was (e.g. PERMISSION_DENIED for another uid's
+      // buffer), not a code of its own.
+      status = restored != nullptr && !restored->refused.ok()
+                   ? restored->refused
                    : absl::NotFoundError(absl::StrFormat(
                          "buffer %d is not live in the restarted daemon (not "
                          "in its books, or its memory was not presented)",

@@ -267,9 +267,14 @@ TEST_F(RegistryRestoreTest, PresentingTheWrongMemoryOrAnotherUidsIsRefused) {
                HasSubstr("not the memory object the books recorded")));
   EXPECT_THAT(registry_->Present(alice2, 999, lease, std::move(a_fd)),
               StatusIs(absl::StatusCode::kNotFound, ::testing::_));
-  ResumeResult bob_resumed = registry_->Resume(bob, {lease}, {});
+  ResumeResult bob_resumed =
+      registry_->Resume(bob, {lease}, {b->buffer.handle});
   EXPECT_THAT(bob_resumed.leases[0].second,
               StatusIs(absl::StatusCode::kPermissionDenied, ::testing::_));
+  // Resume reports a refused presentation with the refusal's own code.
+  EXPECT_THAT(bob_resumed.buffers[0].second,
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("permission denied")));
   ResumeResult resumed =
       registry_->Resume(alice2, {lease, 12345}, {a->buffer.handle});
   EXPECT_THAT(resumed.leases[0].second, IsOk());

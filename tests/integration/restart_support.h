@@ -1,0 +1,33 @@
+// Shared by the restart tests (restart_matrix_test.cc, restart_books_test.cc)
+// and their worker (restart_worker.cc): the pattern the clients write, and
+// what the tests read of the daemon from outside (its metrics, /dev/shm).
+#ifndef SHMBROKER_TESTS_INTEGRATION_RESTART_SUPPORT_H_
+#define SHMBROKER_TESTS_INTEGRATION_RESTART_SUPPORT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace shmbroker::testing {
+
+class TestDaemon;
+
+// Byte i of the buffer with handle `handle`.
+inline uint8_t RestartPattern(uint64_t handle, size_t i) {
+  return static_cast<uint8_t>((handle * 131 + i * 7 + 1) & 0xff);
+}
+
+// "" when every byte is the pattern's; else where it differs.
+std::string RestartMismatch(const uint8_t* data, size_t size, uint64_t handle);
+
+// The value of `series` (a full name with labels) in the daemon's metrics,
+// or -1 when it is absent or the endpoint cannot be read.
+double Metric(const TestDaemon& daemon, const std::string& series);
+
+// The names in /dev/shm that start with `prefix`, sorted.
+std::vector<std::string> ShmNames(const std::string& prefix);
+
+}  // namespace shmbroker::testing
+
+#endif  // SHMBROKER_TESTS_INTEGRATION_RESTART_SUPPORT_H_
