@@ -218,10 +218,21 @@ TEST_P(RestartTest, TheCliKeepsHoldingAcrossARestart) {
   Restart(GetParam());
   auto c = daemon_->Connect();
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_TRUE(WaitForStatus(**c, "the holder's buffer re-adopted",
-                            [](const client::DaemonStatus& s) {
-                              return s.buffers == 1 && s.holds == 1;
-                            }));
+  // Status counts a restored buffer at once; the holder has resumed when
+  // its lease is a connection's again (Resume ran) holding one live buffer.
+  EXPECT_TRUE(WaitFor("the holder resumed", [&](std::string* seen) {
+    absl::StatusOr<std::vector<client::LeaseInfo>> leases = (*c)->ListLeases();
+    absl::StatusOr<client::BufferInfo> held = (*c)->Describe("held");
+    *seen = held.ok() ? "buffer live" : std::string(held.status().message());
+    if (!leases.ok() || !held.ok()) return false;
+    for (const client::LeaseInfo& lease : *leases) {
+      if (lease.holds == 1 && lease.connected &&
+          lease.owner_pid != ::getpid()) {
+        return true;
+      }
+    }
+    return false;
+  }));
   holder.Signal(SIGTERM);  // it releases on the way out
   Finished f = holder.Wait(absl::Seconds(20));
   EXPECT_EQ(f.exit_code, 0) << f.err;

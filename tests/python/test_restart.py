@@ -29,10 +29,11 @@ class RestartTest(unittest.TestCase):
         t[:] = torch.arange(t.numel(), dtype=torch.int32)
 
         self.daemon.restart(sig)
-        # The new daemon knows both again only once this process presented
-        # them: nothing here asks it to.
-        wait_for(lambda: client.status().buffers == 2 and client.status().holds == 2,
+        # The new daemon has them live again (Describe sees only those) once
+        # this process presented them: nothing here asks it to.
+        wait_for(lambda: client.describe("pooled") and client.describe("dedicated"),
                  what="both buffers re-adopted")
+        self.assertEqual(client.status().holds, 2)
         self.assertTrue((a == numpy.arange(4096) % 251).all())
         self.assertTrue(torch.equal(t, torch.arange(t.numel(), dtype=torch.int32)))
         # Another process sees the same pages by name.
