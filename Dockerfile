@@ -21,6 +21,7 @@ RUN apt-get update \
       cmake ninja-build g++ pkg-config ccache \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
       libabsl-dev nlohmann-json3-dev libspdlog-dev prometheus-cpp-dev \
+      libsystemd-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what the build reads, so that a change to docs/, tests/ or deploy/
@@ -50,6 +51,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 \
       libspdlog1.10 libfmt9 libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 \
+      libsystemd0 \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
 # A fixed uid/gid: workers in other containers connect as this uid, or with
 # this gid as a supplementary group (socket 0660, directory 0750).

@@ -221,6 +221,18 @@ class Registry {
   CloseResult EndRestoreGrace();
   // Restored buffers still waiting for their memory.
   uint64_t AwaitingMemory() const;
+  // The memory to leave with a service manager when stopping for a restart:
+  // every live memfd dedicated buffer, and every arena with a live buffer
+  // in it, once (registry_kept.cc).
+  std::vector<KeptMemory> MemoryToKeep() const;
+  // Takes kept memory back after Restore, as if its holders had presented
+  // it but without their uid or lease (the service manager only holds what
+  // this daemon's predecessor gave it): the restored buffer `id`, or every
+  // restored pooled buffer of arena `id`, if `fd` is the object the books
+  // recorded. NOT_FOUND when no restored buffer awaits it;
+  // FAILED_PRECONDITION when `fd` is not that object.
+  absl::StatusOr<KeptAdoption> AdoptKept(KeptMemory::Kind kind, uint64_t id,
+                                         UniqueFd fd);
   // The daemon is stopping for a restart: stop writing the books (the
   // shutdown's releases must not reach them) and leave POSIX names in
   // place for the successor.
@@ -384,8 +396,8 @@ class Registry {
   void MaybeRewriteBooksLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Books SnapshotBooksLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adopts presented memory for a restored buffer (registry_restore.cc).
-  absl::Status AdoptLocked(const Identity& caller, BufferRecord& record,
-                           UniqueFd fd, Deferred& deferred)
+  absl::Status AdoptLocked(BufferRecord& record, UniqueFd fd,
+                           Deferred& deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The bytes a buffer has charged to its owner's quota: its charged_bytes,
   // or, while a pooled one has no slot yet, its size in whole pages.

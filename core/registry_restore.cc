@@ -189,7 +189,7 @@ absl::StatusOr<uint64_t> Registry::Present(ConnectionId client, Handle handle,
           "the fd presented for buffer %d is not its memory", handle));
     }
   } else {
-    why = AdoptLocked(caller->second.identity, record, std::move(fd), deferred);
+    why = AdoptLocked(record, std::move(fd), deferred);
     if (why.ok()) adopted = record.info.charged_bytes;
   }
   if (!why.ok() && record.restored->awaiting) {
@@ -199,8 +199,8 @@ absl::StatusOr<uint64_t> Registry::Present(ConnectionId client, Handle handle,
   return adopted;
 }
 
-absl::Status Registry::AdoptLocked(const Identity& caller, BufferRecord& record,
-                                   UniqueFd fd, Deferred& deferred) {
+absl::Status Registry::AdoptLocked(BufferRecord& record, UniqueFd fd,
+                                   Deferred& deferred) {
   BufferInfo& info = record.info;
   if (info.backing == Backing::kPosix) {
     return absl::FailedPreconditionError(absl::StrFormat(

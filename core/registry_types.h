@@ -119,6 +119,22 @@ struct Grant {
   }
 };
 
+// Memory a daemon stopping for a restart can leave with a service manager
+// (systemd's fd store) for its successor: a dedicated memfd buffer's
+// segment, or a whole pooled arena (Registry::MemoryToKeep).
+struct KeptMemory {
+  enum class Kind { kBuffer, kArena };
+  Kind kind = Kind::kBuffer;
+  uint64_t id = 0;  // the buffer's handle, or the arena's id
+  std::shared_ptr<const MemoryObject> memory;
+};
+
+// What taking kept memory back did (Registry::AdoptKept).
+struct KeptAdoption {
+  uint64_t buffers = 0;  // restored buffers that are live again
+  uint64_t bytes = 0;    // their charged bytes
+};
+
 // What ending a connection or leases did.
 struct CloseResult {
   uint64_t holds_dropped = 0;

@@ -7,6 +7,7 @@ packages=(
   cmake ninja-build g++ pkg-config ccache
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   zlib1g-dev  # crc32 for the books journal (server/books_format.h)
+  libsystemd-dev  # sd_notify, the fd store (server/service_manager.h)
   libabsl-dev nlohmann-json3-dev libspdlog-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   util-linux  # setpriv, for the tests that run as a second uid

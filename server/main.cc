@@ -31,6 +31,7 @@
 #include "server/peer_credentials.h"
 #include "server/restart.h"
 #include "server/scavenger.h"
+#include "server/service_manager.h"
 #include "server/socket_files.h"
 
 namespace shmbroker {
@@ -103,6 +104,7 @@ int Run(const ServerConfig& config) {
     spdlog::info(
         "--state_dir=none: no books are kept; a restart loses "
         "track of every buffer");
+    TakeBackMemoryFromFdStore(nullptr, metrics->get());  // closes them
   }
   GrpcConnections grpc_connections(config.max_grpc_connections_per_uid);
   (*metrics)->AddStateSource(
@@ -186,10 +188,12 @@ int Run(const ServerConfig& config) {
   }
   std::printf("shmbrokerd: listening on %s\n", config.socket_path.c_str());
   std::fflush(stdout);
+  NotifyReady();
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}; stopping", strsignal(signal_number));
+  NotifyStopping();
   health.Stopping();
   const RegistryStats held = registry.Stats();
   // SIGTERM (systemctl stop/restart, Kubernetes) is a restart: the books
@@ -210,6 +214,10 @@ int Run(const ServerConfig& config) {
   server->Shutdown(std::chrono::system_clock::now());
   sweeper.Stop();
   scavenger.Stop();
+  // Nothing allocates or expires now. Under systemd, memfd memory goes to
+  // the fd store before the connections close: a buffer only this daemon
+  // holds would otherwise die with it.
+  if (for_restart) KeepMemoryInFdStore(registry);
   fd_channel.Stop();          // tells and closes every client connection
   (*metrics)->StopServing();  // no scrape may outlive the registry
   const RegistryStats left = registry.Stats();

@@ -169,8 +169,9 @@ void Metrics::Restored(const RestoreResult& restored) {
       .Increment(static_cast<double>(restored.posix_reopened));
 }
 
-void Metrics::Readopted(uint64_t bytes) {
-  impl_->restore_buffers.Add({{"result", "readopted"}}).Increment();
+void Metrics::Readopted(uint64_t bytes, uint64_t buffers) {
+  impl_->restore_buffers.Add({{"result", "readopted"}})
+      .Increment(static_cast<double>(buffers));
   impl_->restore_bytes.Add({{"result", "readopted"}})
       .Increment(static_cast<double>(bytes));
 }

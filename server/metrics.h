@@ -75,7 +75,8 @@ class Metrics : public RegistryObserver {
   // predecessor's books, each buffer given its memory back or refused, and
   // what the end of the grace dropped.
   void Restored(const RestoreResult& restored);
-  void Readopted(uint64_t bytes);
+  // `buffers` readopted at once (an arena from the fd store holds several).
+  void Readopted(uint64_t bytes, uint64_t buffers = 1);
   void PresentRefused();
   void GraceEnded(const CloseResult& dropped);
 

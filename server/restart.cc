@@ -18,6 +18,7 @@
 #include "common/errno_status.h"
 #include "common/unique_fd.h"
 #include "server/logging.h"
+#include "server/service_manager.h"
 
 namespace shmbroker {
 namespace {
@@ -114,6 +115,9 @@ absl::StatusOr<std::unique_ptr<Restart>> Restart::Begin(
   for (const std::string& problem : restored.problems) {
     spdlog::error("books in {}: skipped {}", config.state_dir, problem);
   }
+  // Under systemd, what the previous daemon left in the fd store (memfd
+  // memory only it held) comes back before any client presents anything.
+  TakeBackMemoryFromFdStore(registry, metrics);
   Books live = registry->SnapshotBooks();
   if (size_t stray = RemoveStrayNames(registry->options().shm_prefix, live);
       stray > 0) {
@@ -166,8 +170,9 @@ absl::Time Restart::Step() {
   metrics_->GraceEnded(dropped);
   if (dropped.buffers_reclaimed > 0) {
     // Memory only the previous daemon held (a memfd under a detached lease
-    // whose producer had exited) cannot survive it outside systemd's fd
-    // store; a holder that did not come back is gone too.
+    // whose producer had exited) survives it only through systemd's fd
+    // store (a `systemctl restart`); a holder that did not come back is
+    // gone too.
     spdlog::warn(
         "restart grace over: dropped {} buffers ({} bytes) whose memory "
         "nobody presented (held only by the previous daemon, or by clients "

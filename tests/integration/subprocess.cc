@@ -20,7 +20,8 @@ namespace shmbroker::testing {
 Subprocess::Subprocess(const std::vector<std::string>& argv,
                        const std::string& input,
                        const std::vector<std::string>& env,
-                       const std::string& stderr_path) {
+                       const std::string& stderr_path,
+                       const std::vector<int>& pass_fds) {
   int in[2], out[2], err[2];
   if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 ||
       ::pipe2(err, O_CLOEXEC) != 0) {
@@ -36,6 +37,15 @@ Subprocess::Subprocess(const std::vector<std::string>& argv,
     posix_spawn_file_actions_addopen(&actions, STDERR_FILENO,
                                      stderr_path.c_str(),
                                      O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  }
+  // Passed fds go to 3, 4, ... from copies above that range, so that no
+  // dup2 overwrites a source a later one needs (dup2 clears FD_CLOEXEC).
+  std::vector<int> copies;
+  for (size_t i = 0; i < pass_fds.size(); ++i) {
+    copies.push_back(::fcntl(pass_fds[i], F_DUPFD_CLOEXEC,
+                             static_cast<int>(3 + pass_fds.size())));
+    posix_spawn_file_actions_adddup2(&actions, copies.back(),
+                                     static_cast<int>(3 + i));
   }
   // Children start with no signals blocked, whatever the test runner did.
   posix_spawnattr_t attr;
@@ -59,6 +69,7 @@ Subprocess::Subprocess(const std::vector<std::string>& argv,
       ::posix_spawn(&pid_, args[0], &actions, &attr, args.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
+  for (int copy : copies) ::close(copy);
   ::close(in[0]);
   ::close(out[1]);
   ::close(err[1]);

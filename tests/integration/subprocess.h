@@ -26,11 +26,13 @@ class Subprocess {
   // Starts argv[0] (a path) with `env` added to the environment. `input` is
   // written to stdin, which is then closed. With `stderr_path`, stderr goes
   // to that file (created or truncated) instead of a pipe, and Finished.err
-  // stays empty.
+  // stays empty. The child gets `pass_fds` at fds 3, 4, ... (as a service
+  // manager passes LISTEN_FDS); the caller keeps its own.
   Subprocess(const std::vector<std::string>& argv,
              const std::string& input = "",
              const std::vector<std::string>& env = {},
-             const std::string& stderr_path = "");
+             const std::string& stderr_path = "",
+             const std::vector<int>& pass_fds = {});
   ~Subprocess();  // SIGKILLs and reaps a child still running
   Subprocess(const Subprocess&) = delete;
   Subprocess& operator=(const Subprocess&) = delete;

@@ -42,8 +42,8 @@ TestDaemon::TestDaemon(const std::vector<std::string>& flags,
     argv.push_back(arg);
   }
   argv.insert(argv.end(), flags.begin(), flags.end());
-  process_ = std::make_unique<Subprocess>(argv, "", std::vector<std::string>{},
-                                          log_path_);
+  process_ = std::make_unique<Subprocess>(argv, "", launch.env, log_path_,
+                                          launch.pass_fds);
   pid_ = process_->pid();
   std::optional<std::string> out =
       process_->WaitForOutput("listening on", absl::Seconds(20));

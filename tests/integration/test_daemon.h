@@ -33,6 +33,10 @@ class TestDaemon {
     // Never a pipe: nobody reads one while the test runs, and once its
     // 64 KiB filled, every daemon thread that logs would block in write(2).
     std::string log_path;
+    // Added to its environment, e.g. "NOTIFY_SOCKET=PATH".
+    std::vector<std::string> env;
+    // Passed to it at fds 3, 4, ... (Subprocess).
+    std::vector<int> pass_fds;
   };
 
   // `flags` go to shmbrokerd after --socket. With `dir`, reuses that
