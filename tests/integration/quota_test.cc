@@ -4,20 +4,15 @@
 // other uid is served meanwhile; room comes back when the owner's buffers
 // or connections go. Needs root (as CI has): run as a user, these tests
 // fail rather than skip.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <memory>
-#include <regex>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/unique_fd.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/test_daemon.h"
@@ -29,38 +24,6 @@ using ::testing::HasSubstr;
 
 constexpr uint32_t kNobody = 65534;
 constexpr uint64_t kMiB = 1 << 20;
-
-// The value of `series` (a full name with labels) in the daemon's metrics,
-// or -1 when it is absent or the endpoint cannot be read.
-double Metric(const TestDaemon& daemon, const std::string& series) {
-  std::smatch port;
-  const std::string& out = daemon.startup_output();
-  if (!std::regex_search(out, port, std::regex("127\\.0\\.0\\.1:(\\d+)"))) {
-    return -1;
-  }
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(port[1])));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) !=
-      0) {
-    return -1;
-  }
-  const std::string get = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  if (::write(fd.get(), get.data(), get.size()) !=
-      static_cast<ssize_t>(get.size())) {
-    return -1;
-  }
-  std::string body;
-  char buf[65536];
-  for (ssize_t n; (n = ::read(fd.get(), buf, sizeof(buf))) > 0;) {
-    body.append(buf, static_cast<size_t>(n));
-  }
-  const size_t at = body.find("\n" + series + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(body.substr(at + series.size() + 2));
-}
 
 std::string Refusals(const std::string& limit) {
   return absl::StrCat("shmbroker_limit_refusals_total{limit=\"", limit, "\"}");

@@ -1,6 +1,7 @@
 // Shared by the restart tests (restart_matrix_test.cc, restart_books_test.cc)
 // and their worker (restart_worker.cc): the pattern the clients write, and
-// what the tests read of the daemon from outside (its metrics, /dev/shm).
+// what the tests read of the daemon from outside (/dev/shm; its metrics:
+// Metric in test_daemon.h).
 #ifndef SHMBROKER_TESTS_INTEGRATION_RESTART_SUPPORT_H_
 #define SHMBROKER_TESTS_INTEGRATION_RESTART_SUPPORT_H_
 
@@ -20,10 +21,6 @@ inline uint8_t RestartPattern(uint64_t handle, size_t i) {
 
 // "" when every byte is the pattern's; else where it differs.
 std::string RestartMismatch(const uint8_t* data, size_t size, uint64_t handle);
-
-// The value of `series` (a full name with labels) in the daemon's metrics,
-// or -1 when it is absent or the endpoint cannot be read.
-double Metric(const TestDaemon& daemon, const std::string& series);
 
 // The names in /dev/shm that start with `prefix`, sorted.
 std::vector<std::string> ShmNames(const std::string& prefix);

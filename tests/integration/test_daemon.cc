@@ -1,5 +1,7 @@
 #include "tests/integration/test_daemon.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -11,10 +13,12 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <regex>
 
 #include "absl/strings/str_cat.h"
 #include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
+#include "common/unique_fd.h"
 
 namespace shmbroker::testing {
 
@@ -223,6 +227,36 @@ int ConnectRawFdChannel(const std::string& socket, std::string* token) {
     *token = fdchannel::TokenToHex(std::get<fdchannel::Hello>(*hello).token);
   }
   return fd;
+}
+
+double Metric(const TestDaemon& daemon, const std::string& series) {
+  std::smatch port;
+  const std::string& out = daemon.startup_output();
+  if (!std::regex_search(out, port, std::regex("127\\.0\\.0\\.1:(\\d+)"))) {
+    return -1;
+  }
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(port[1])));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) !=
+      0) {
+    return -1;
+  }
+  const std::string get = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  if (::write(fd.get(), get.data(), get.size()) !=
+      static_cast<ssize_t>(get.size())) {
+    return -1;
+  }
+  std::string body;
+  char buf[65536];
+  for (ssize_t n; (n = ::read(fd.get(), buf, sizeof(buf))) > 0;) {
+    body.append(buf, static_cast<size_t>(n));
+  }
+  const size_t at = body.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(body.substr(at + series.size() + 2));
 }
 
 }  // namespace shmbroker::testing

@@ -142,6 +142,11 @@ std::string NewTempFile(const std::string& tag);
 // The whole of a file ("" if it cannot be read).
 std::string ReadWholeFile(const std::string& path);
 
+// The value of `series` (a full name with labels) in the metrics of a
+// daemon started with --metrics_address=127.0.0.1:0, or -1 when it is
+// absent or the endpoint cannot be read.
+double Metric(const TestDaemon& daemon, const std::string& series);
+
 inline const char* DaemonPath() { return SHMBROKERD_PATH; }
 inline const char* CliPath() { return SHMBROKER_CLI_PATH; }
 
