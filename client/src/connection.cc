@@ -92,7 +92,12 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
     c->keeper_ = std::make_unique<LeaseKeeper>(
         c->stub_.get(),
         [raw](grpc::ClientContext* ctx) { raw->PrepareStream(ctx); },
-        options.on_lease_lost);
+        options.on_lease_lost,
+        [raw]() -> std::optional<std::string> {
+          std::shared_ptr<FdChannel> channel = raw->fd_channel();
+          if (channel == nullptr) return std::nullopt;
+          return channel->ClosingText();
+        });
     c->keeper_->Track(c->default_lease(), absl::ZeroDuration());
     if (options.resume_after_restart) {
       c->resume_ = true;

@@ -25,10 +25,14 @@ absl::Time Expiry(absl::Time renewed, absl::Duration ttl) {
 
 }  // namespace
 
-LeaseKeeper::LeaseKeeper(v1::Broker::Stub* stub,
-                         std::function<void(grpc::ClientContext*)> prepare,
-                         LeaseLossCallback on_lost)
-    : stub_(stub), prepare_(std::move(prepare)), on_lost_(std::move(on_lost)) {
+LeaseKeeper::LeaseKeeper(
+    v1::Broker::Stub* stub, std::function<void(grpc::ClientContext*)> prepare,
+    LeaseLossCallback on_lost,
+    std::function<std::optional<std::string>()> closing_text)
+    : stub_(stub),
+      prepare_(std::move(prepare)),
+      on_lost_(std::move(on_lost)),
+      closing_text_(std::move(closing_text)) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -198,10 +202,16 @@ void LeaseKeeper::Run() {
       if (paused_ || epoch != epoch_) continue;
     }
     if (ConnectionIsGone(status)) {
-      // Nothing can be renewed any more: every lease is as good as lost.
+      // Nothing can be renewed any more: every lease is as good as lost. The
+      // daemon said why on the fd channel before it closed the connection
+      // (its default lease expired, a protocol error): that is the reason.
+      std::optional<std::string> text;
+      if (closing_text_) text = closing_text_();
       const absl::Status why(
           static_cast<absl::StatusCode>(status.error_code()),
-          absl::StrCat("cannot renew leases: ", status.error_message()));
+          text.has_value()
+              ? *text
+              : absl::StrCat("cannot renew leases: ", status.error_message()));
       for (uint64_t id : Kept()) MarkLost(id, why, epoch);
       continue;
     }

@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -51,10 +53,14 @@ class LeaseKeeper {
 
   // `stub` must outlive the keeper; `prepare` adds the client connection's
   // token to each stream's context. `on_lost` (may be empty) runs on the
-  // keeper's thread.
+  // keeper's thread. `closing_text` (may be empty) says what the daemon
+  // sent when it closed the client connection (e.g. "shmbrokerd closed this
+  // client connection: its default lease expired ..."), the reason given
+  // for the leases lost with it.
   LeaseKeeper(v1::Broker::Stub* stub,
               std::function<void(grpc::ClientContext*)> prepare,
-              LeaseLossCallback on_lost);
+              LeaseLossCallback on_lost,
+              std::function<std::optional<std::string>()> closing_text = {});
   ~LeaseKeeper();  // stops renewing (the leases then run out their TTL)
   LeaseKeeper(const LeaseKeeper&) = delete;
   LeaseKeeper& operator=(const LeaseKeeper&) = delete;
@@ -108,6 +114,7 @@ class LeaseKeeper {
   v1::Broker::Stub* const stub_;
   const std::function<void(grpc::ClientContext*)> prepare_;
   const LeaseLossCallback on_lost_;
+  const std::function<std::optional<std::string>()> closing_text_;
   std::thread thread_;
 
   mutable absl::Mutex mu_;

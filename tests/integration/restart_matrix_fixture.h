@@ -77,8 +77,8 @@ inline std::optional<std::string> AwaitLine(Worker& w,
 }
 
 // A field "key=a,b,c" of a report line: its comma-separated values.
-std::vector<std::string> Field(const std::string& line,
-                               const std::string& key) {
+inline std::vector<std::string> Field(const std::string& line,
+                                      const std::string& key) {
   for (absl::string_view word : absl::StrSplit(line, ' ')) {
     if (absl::ConsumePrefix(&word, key + "=")) {
       return absl::StrSplit(word, ',', absl::SkipEmpty());
