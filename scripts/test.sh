@@ -32,8 +32,14 @@ cmake --build build-asan
 # buffer's MemoryObject, whose control block looks freed already. Not yet
 # explained (#15); with that check suppressed, 12 runs showed no ASan report
 # at all. The first pass runs the test, and passes.
+# RestartMatrixTest too: its seeded kill moments and 20 s state deadlines
+# are set for an unsanitized daemon and clients, and it has not yet been run
+# under the sanitizers' slowdown. The restart paths themselves (books,
+# restore, present, resume, fd store) run here in RestartTest,
+# RestartBooksTest, RestartRefusalTest, FdStoreTest and python_restart.
 ctest --test-dir build-asan --output-on-failure --timeout 300 -j2 \
-  -LE 'install|image|k8s|package' -E '^FdLimitTest\.'
+  -LE 'install|image|k8s|package' \
+  -E '^FdLimitTest\.|^RestartMatrixTest\.'
 
 # Fuzzing smoke: builds the libFuzzer targets with clang-14 (ASan + UBSan,
 # build-fuzz/), replays every input under tests/fuzz/regressions, then
