@@ -44,7 +44,12 @@ constexpr absl::Duration kGrace = absl::Seconds(3);
 #else
 constexpr absl::Duration kGrace = absl::Milliseconds(1500);
 #endif
-constexpr absl::Duration kHolderLeaseTtl = absl::Seconds(2);  // worker's
+// The workers' leases (their own and their default ones): longer than the
+// worst outage a loaded or sanitized CI machine gives a round (kill,
+// start, reconnect backoff), so that no lease runs out while the daemon is
+// away; with 2 s, 1 CI run in 3 lost one and the worker's next Allocate
+// under it failed.
+constexpr absl::Duration kHolderLeaseTtl = absl::Seconds(6);
 constexpr char kDetachedPosix[] = "detached-posix";
 
 inline uint64_t EnvOr(const char* name, uint64_t fallback) {
@@ -122,8 +127,9 @@ class RestartMatrixTest : public ::testing::Test {
         std::vector<std::string>{
             "--state_dir=" + dir_ + "/state",
             absl::StrCat("--restart_grace=", absl::FormatDuration(kGrace)),
-            "--lease_default_ttl=2s", "--socket_group=65534",
-            "--shm_prefix=" + shm_prefix_},
+            absl::StrCat("--lease_default_ttl=",
+                         absl::FormatDuration(kHolderLeaseTtl)),
+            "--socket_group=65534", "--shm_prefix=" + shm_prefix_},
         dir_);
   }
 
@@ -217,8 +223,17 @@ class RestartMatrixTest : public ::testing::Test {
       const std::optional<std::string> line = AwaitLine(*w, head);
       if (!line.has_value() || !absl::StartsWith(*line, head + "ok ") ||
           !absl::StrContains(*line, " refused=0 lost=0")) {
-        absl::StrAppend(&failed, w->tag, ": ", line.value_or("no " + head),
-                        "; ");
+        std::string why = line.value_or("no " + head);
+        if (!line.has_value()) {
+          // It died, or hangs: what it said last says which (the test
+          // fails either way, so waiting a second and killing it is fine).
+          const Finished f = w->process->Wait(absl::Seconds(1));
+          absl::StrAppend(
+              &why, " (exit ", f.exit_code, ", signal ", f.signal,
+              "; its output ends: ",
+              f.out.substr(f.out.size() > 600 ? f.out.size() - 600 : 0), ")");
+        }
+        absl::StrAppend(&failed, w->tag, ": ", why, "; ");
         continue;
       }
       w->handles.clear();

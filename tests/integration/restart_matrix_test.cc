@@ -12,7 +12,7 @@
 //     (memory only the daemon held) is gone, counted not_resumed, and the
 //     detached POSIX one survived by name;
 //   - /dev/shm has exactly the names of the live POSIX buffers.
-// At the end the leases are exactly the live ones (each holder's 2 s lease
+// At the end the leases are exactly the live ones (each holder's 6 s lease
 // alive long past its TTL since the last restart: renewed by the new
 // daemon), and after a final SIGINT no name of the daemon's prefix is left.
 //
@@ -210,7 +210,7 @@ TEST_F(RestartMatrixTest, ClientsKeepTheirMemoryAcrossSeededRestarts) {
     if (HasFailure()) break;
   }
 
-  // KeepAlive: each holder's lease of 2 s outlives its TTL plus the grace
+  // KeepAlive: each holder's lease of 6 s outlives its TTL plus the grace
   // since the last restart (a restored lease gets TTL + grace at most).
   ASSERT_TRUE(WaitFor("more than the lease TTL and grace since the restart",
                       [&](std::string* seen) {

@@ -166,7 +166,10 @@ void Report(int n, const std::string& bad, const std::string& holdings,
 
 int Holder(Client& c, const std::string& tag, uint32_t share_uid,
            const Resumes& resumes) {
-  absl::StatusOr<client::LeaseInfo> lease = c.GrantLease(absl::Seconds(2));
+  // Longer than the worst outage a loaded (or sanitized) CI machine gives
+  // one round: a lease whose TTL runs out while the daemon is away is lost,
+  // as it should be, and the round would fail on that, not on a bug.
+  absl::StatusOr<client::LeaseInfo> lease = c.GrantLease(absl::Seconds(6));
   if (!lease.ok()) Fail("grant", lease.status());
   auto allocate = [&](client::AllocateOptions o) {
     o.lease_id = lease->id;
