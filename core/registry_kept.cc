@@ -40,8 +40,8 @@ std::vector<KeptMemory> Registry::MemoryToKeep() const {
 absl::StatusOr<KeptAdoption> Registry::AdoptKept(KeptMemory::Kind kind,
                                                  uint64_t id, UniqueFd fd) {
   const bool arena = kind == KeptMemory::Kind::kArena;
-  const std::string what =
-      absl::StrFormat(arena ? "arena %d" : "buffer %d", id);
+  const std::string what = arena ? absl::StrFormat("arena %d", id)
+                                 : absl::StrFormat("buffer %d", id);
   Deferred deferred(this);  // wakes waiters for the buffers, unlocked
   absl::MutexLock lock(&mu_);
   std::vector<BufferRecord*> awaiting;
