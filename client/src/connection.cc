@@ -222,6 +222,16 @@ absl::StatusOr<uint32_t> Connection::ReleaseSync(uint64_t handle,
                                                  const std::string& name,
                                                  uint64_t lease) {
   if (absl::Status lost = LeaseStatus(lease); !lost.ok()) return lost;
+  {
+    // While the library resumes after a daemon restart, the hold is the
+    // new daemon's only once the connection is swapped: wait for that
+    // (within the call timeout) rather than send it under the dead token.
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(
+                             +[](bool* away) { return !*away; }, &daemon_away_),
+                         timeout_);
+  }
+  if (absl::Status lost = LeaseStatus(lease); !lost.ok()) return lost;
   v1::ReleaseRequest request;
   request.set_handle(handle);
   request.set_name(name);
