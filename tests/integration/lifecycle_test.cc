@@ -96,8 +96,7 @@ TEST_F(LifecycleTest, SecondDaemonOnTheSameSocketRefusesAndFirstKeepsServing) {
 }
 
 // SIGINT stops for good; SIGTERM stops for a restart (restart_test.cc).
-TEST(DaemonShutdownTest,
-     SigintReleasesEverythingRemovesTheSocketAndExitsZero) {
+TEST(DaemonShutdownTest, SigintReleasesEverythingRemovesTheSocketAndExitsZero) {
   TestDaemon daemon;
   ASSERT_TRUE(daemon.started()) << daemon.startup_output();
   Subprocess holder(daemon.CliArgs(
