@@ -46,9 +46,9 @@ ABSL_FLAG(std::vector<std::string>, modes,
                                     "alloc_release_rpc",
                                     "alloc_touch_release"}),
           "comma-separated list of: ping (no-op RPC), alloc_release (Allocate "
-          "a dedicated buffer, then destroy the Buffer: one RPC, release by a "
+          "a dedicated buffer, then destroy the Buffer: one call, release by a "
           "one-way message), alloc_release_rpc (Allocate, then "
-          "Buffer::Release(): two RPCs), alloc_touch_release (Allocate, write "
+          "Buffer::Release(): two calls), alloc_touch_release (Allocate, write "
           "one byte per 4 KiB page, destroy), alloc_fill_release (Allocate, "
           "write every byte, destroy); pooled_alloc_release, "
           "pooled_alloc_touch_release, pooled_alloc_fill_release: the same "
@@ -56,7 +56,9 @@ ABSL_FLAG(std::vector<std::string>, modes,
           "buffer of the kind the daemon picks, fills and seals it; a "
           "consumer process, already waiting for it, attaches, reads every "
           "page and acks; both release), pooled_handoff, dedicated_handoff: "
-          "the same with a pooled or a dedicated buffer");
+          "the same with a pooled or a dedicated buffer, uninit_handoff: "
+          "handoff with the memory asked for uninitialized (not zeroed "
+          "first)");
 ABSL_FLAG(std::string, handoff_consumer, "",
           "internal: run as the consumer of a handoff mode for buffers "
           "PREFIX-0, PREFIX-1, ... (the bench starts it)");

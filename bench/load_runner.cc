@@ -35,6 +35,7 @@ constexpr struct {
     {Mode::kHandoff, "handoff"},
     {Mode::kPooledHandoff, "pooled_handoff"},
     {Mode::kDedicatedHandoff, "dedicated_handoff"},
+    {Mode::kUninitHandoff, "uninit_handoff"},
 };
 
 bool IsPooled(Mode mode) {
@@ -45,7 +46,13 @@ bool IsPooled(Mode mode) {
 
 bool IsHandoff(Mode mode) {
   return mode == Mode::kHandoff || mode == Mode::kPooledHandoff ||
-         mode == Mode::kDedicatedHandoff;
+         mode == Mode::kDedicatedHandoff || mode == Mode::kUninitHandoff;
+}
+
+client::AllocateOptions Uninitialized(client::AllocateOptions options) {
+  options.kind = client::Kind::kDefault;
+  options.uninitialized = true;
+  return options;
 }
 
 client::AllocateOptions OfKind(client::AllocateOptions options,
@@ -63,6 +70,7 @@ absl::Status RunOnce(Mode mode, Client& client,
     case Mode::kHandoff:
     case Mode::kPooledHandoff:
     case Mode::kDedicatedHandoff:
+    case Mode::kUninitHandoff:
       return peer->Handoff(client, options);
     case Mode::kPing:
       return client.Ping();
@@ -160,6 +168,7 @@ LoadRunner::LoadRunner(std::vector<std::unique_ptr<Client>> clients,
       dedicated_(OfKind(options, client::Kind::kDedicated)),
       pooled_(OfKind(options, client::Kind::kPooled)),
       any_kind_(OfKind(options, client::Kind::kDefault)),
+      uninit_(Uninitialized(options)),
       sync_(static_cast<std::ptrdiff_t>(clients_.size()) + 1),
       results_(clients_.size()),
       daemon_pid_(daemon_pid),
@@ -233,9 +242,10 @@ void LoadRunner::Work(size_t thread_index) {
       const Clock::time_point start = Clock::now();
       absl::Status status =
           RunOnce(mode, client,
-                  mode == Mode::kHandoff ? any_kind_
-                  : IsPooled(mode)       ? pooled_
-                                         : dedicated_,
+                  mode == Mode::kHandoff         ? any_kind_
+                  : mode == Mode::kUninitHandoff ? uninit_
+                  : IsPooled(mode)               ? pooled_
+                                                 : dedicated_,
                   peers_.empty() ? nullptr : peers_[thread_index].get());
       end = Clock::now();
       if (status.ok()) {

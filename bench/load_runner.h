@@ -40,6 +40,9 @@ enum class Mode {
   kHandoff,           // bench/handoff_peer.h, of the kind the daemon picks
   kPooledHandoff,     // the same with a pooled buffer
   kDedicatedHandoff,  // and with a dedicated one
+  // kHandoff with memory asked for uninitialized, as a producer that writes
+  // every byte should (and shmbroker.torch.collate does): no zeroing first.
+  kUninitHandoff,
 };
 
 const char* ModeName(Mode mode);
@@ -117,6 +120,7 @@ class LoadRunner {
   const client::AllocateOptions dedicated_;  // the options, kind dedicated
   const client::AllocateOptions pooled_;     // the options, kind pooled
   const client::AllocateOptions any_kind_;   // the options, kind default
+  const client::AllocateOptions uninit_;     // any_kind_, uninitialized
   // The main thread and every worker meet here at the start and the end of
   // each phase; the barrier also publishes phase_ and done_.
   std::barrier<> sync_;

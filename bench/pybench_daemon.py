@@ -23,13 +23,23 @@ def parse_size(text):
     return int(text)
 
 
+def state_tmpfs():
+    """Where to put a spawned daemon's directory (its socket, and its books
+    in `state` beside it): /dev/shm, a tmpfs as /run is where a deployed
+    daemon keeps them, unless $TMPDIR says otherwise; /tmp may be a disk
+    whose journaled writes no deployment pays."""
+    if os.environ.get("TMPDIR"):
+        return None
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+
+
 @contextlib.contextmanager
 def spawned_daemon(build, *flags):
     """Starts BUILD/server/shmbrokerd on a temporary socket, sets
     $SHMBROKER_SOCKET to it (for this process and every child it starts) and
     yields the daemon's Popen (`.socket` is the socket path); terminates the
     daemon (SIGINT) on the way out."""
-    tmpdir = tempfile.mkdtemp(prefix="shmbroker-pybench.")
+    tmpdir = tempfile.mkdtemp(prefix="shmbroker-pybench.", dir=state_tmpfs())
     socket = os.path.join(tmpdir, "broker.sock")
     log = open(os.path.join(tmpdir, "shmbrokerd.log"), "w")
     daemon = subprocess.Popen(

@@ -73,9 +73,14 @@ absl::StatusOr<std::unique_ptr<SpawnedDaemon>> SpawnedDaemon::Start(
         "--daemon=%s: not an executable (%s)", binary, std::strerror(errno)));
   }
   std::unique_ptr<SpawnedDaemon> daemon(new SpawnedDaemon());
+  // The daemon keeps its books in a state directory beside the socket. A
+  // deployed daemon keeps them under /run, a tmpfs; /dev/shm is one too,
+  // where /tmp may be a disk whose journaled writes no deployment pays.
   const char* tmp = std::getenv("TMPDIR");
-  std::string dir_template = absl::StrCat(
-      tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/shmbroker-bench.XXXXXX");
+  const char* base = tmp != nullptr && *tmp != '\0'    ? tmp
+                     : ::access("/dev/shm", W_OK) == 0 ? "/dev/shm"
+                                                       : "/tmp";
+  std::string dir_template = absl::StrCat(base, "/shmbroker-bench.XXXXXX");
   if (::mkdtemp(dir_template.data()) == nullptr) {
     return ErrnoError(absl::StrCat("mkdtemp ", dir_template));
   }

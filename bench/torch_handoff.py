@@ -20,8 +20,10 @@ the machine's noise falls on all of them:
 Prints, per size, the median handoff time of each and shmbroker's time as
 a ratio to each torch strategy's (below 1: shmbroker is faster), for the
 kind the daemon picks (`handoff`: pooled up to --pooled_max_size, else
-dedicated) and for a pooled buffer (`pooled_handoff`: large ones in an arena
-of their own, reused warm). Needs
+dedicated), for a pooled buffer (`pooled_handoff`: large ones in an arena
+of their own, reused warm), and for the daemon's kind asked for
+uninitialized (`uninit_handoff`: no zeroing before the producer writes every
+byte, as shmbroker.torch.collate asks). Needs
 Debian's python3-torch, so run it with /usr/bin/python3:
 
     /usr/bin/python3 bench/torch_handoff.py --build build --sizes 4KiB,1MiB,64MiB
@@ -38,6 +40,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from pybench_daemon import state_tmpfs
 
 import torch
 import torch.multiprocessing as tmp
@@ -108,7 +112,7 @@ class TorchHandoff:
         self.process.join(timeout=10)
 
 
-MODES = ["handoff", "pooled_handoff"]
+MODES = ["handoff", "pooled_handoff", "uninit_handoff"]
 
 
 def shmbroker_round(bench, socket, size, seconds):
@@ -136,7 +140,7 @@ def main():
     args = parser.parse_args()
     daemon_bin = os.path.join(args.build, "server", "shmbrokerd")
     bench = os.path.join(args.build, "bench", "shmbroker-bench")
-    tmpdir = tempfile.mkdtemp(prefix="shmbroker-torch-handoff.")
+    tmpdir = tempfile.mkdtemp(prefix="shmbroker-torch-handoff.", dir=state_tmpfs())
     socket = os.path.join(tmpdir, "broker.sock")
     daemon = subprocess.Popen(
         [daemon_bin, f"--socket={socket}", "--metrics_address=",

@@ -1,6 +1,6 @@
 // Sending and receiving fd-channel frames (common/fd_channel_protocol.h)
 // with their descriptors over a SOCK_SEQPACKET socket. Header-only, libc
-// only. Received descriptors are O_CLOEXEC and owned by the caller.
+// and Abseil only. Received descriptors are O_CLOEXEC and owned by the caller.
 #ifndef SHMBROKER_COMMON_FD_CHANNEL_IO_H_
 #define SHMBROKER_COMMON_FD_CHANNEL_IO_H_
 
@@ -8,19 +8,24 @@
 #include <sys/types.h>
 
 #include <cstring>
+#include <string>
 
+#include "absl/strings/string_view.h"
 #include "common/fd_channel_protocol.h"
 #include "common/unique_fd.h"
 
 namespace shmbroker::fdchannel {
 
-// Sends one frame, with `fd` as SCM_RIGHTS unless it is negative. Returns
-// what sendmsg returns (-1 and errno on failure). Never raises SIGPIPE.
-inline ssize_t SendFrame(int sock, const Frame& frame, int fd, int flags) {
-  iovec iov{const_cast<Frame*>(&frame), sizeof(frame)};
+// Sends one frame and the payload that follows it (a Call's or Reply's) as
+// one message, with `fd` as SCM_RIGHTS unless it is negative. Returns what
+// sendmsg returns (-1 and errno on failure). Never raises SIGPIPE.
+inline ssize_t SendMessage(int sock, const Frame& frame,
+                           absl::string_view payload, int fd, int flags) {
+  iovec iov[2] = {{const_cast<Frame*>(&frame), sizeof(frame)},
+                  {const_cast<char*>(payload.data()), payload.size()}};
   msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
+  msg.msg_iov = iov;
+  msg.msg_iovlen = payload.empty() ? 1 : 2;
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   if (fd >= 0) {
     msg.msg_control = control;
@@ -34,9 +39,14 @@ inline ssize_t SendFrame(int sock, const Frame& frame, int fd, int flags) {
   return ::sendmsg(sock, &msg, flags | MSG_NOSIGNAL);
 }
 
-// Whether SendFrame sent the whole frame.
-inline bool SentWhole(ssize_t sent) {
-  return sent == static_cast<ssize_t>(sizeof(Frame));
+// Sends one frame without a payload.
+inline ssize_t SendFrame(int sock, const Frame& frame, int fd, int flags) {
+  return SendMessage(sock, frame, {}, fd, flags);
+}
+
+// Whether SendFrame (or SendMessage, with its payload's size) sent it all.
+inline bool SentWhole(ssize_t sent, size_t payload_bytes = 0) {
+  return sent == static_cast<ssize_t>(sizeof(Frame) + payload_bytes);
 }
 
 // One frame as received: how it arrived, and the first descriptor that
@@ -46,19 +56,28 @@ struct Received {
   UniqueFd fd;
 };
 
-// Receives one frame into `*frame`.
-inline Received RecvFrame(int sock, Frame* frame, int flags) {
+// Receives one message: its frame into `*frame` and, if `payload` is not
+// null, what follows the frame (up to kMaxPayloadBytes) into `*payload`.
+// Without `payload`, a message with a payload arrives truncated (MSG_TRUNC),
+// which the decoders refuse.
+inline Received RecvFrame(int sock, Frame* frame, std::string* payload,
+                          int flags) {
   Received out;
-  iovec iov{frame, sizeof(*frame)};
+  char rest[kMaxPayloadBytes];
+  iovec iov[2] = {{frame, sizeof(*frame)}, {rest, sizeof(rest)}};
   msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
+  msg.msg_iov = iov;
+  msg.msg_iovlen = payload != nullptr ? 2 : 1;
   alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))] = {};
   msg.msg_control = control;
   msg.msg_controllen = sizeof(control);
   out.envelope.bytes = ::recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
   if (out.envelope.bytes < 0) return out;
   out.envelope.msg_flags = msg.msg_flags;
+  if (payload != nullptr) {
+    const ssize_t after = out.envelope.bytes - ssize_t{sizeof(*frame)};
+    payload->assign(rest, after > 0 ? static_cast<size_t>(after) : 0);
+  }
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr;
        c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
@@ -74,6 +93,11 @@ inline Received RecvFrame(int sock, Frame* frame, int flags) {
     }
   }
   return out;
+}
+
+// Receives one frame that has no payload.
+inline Received RecvFrame(int sock, Frame* frame, int flags) {
+  return RecvFrame(sock, frame, nullptr, flags);
 }
 
 }  // namespace shmbroker::fdchannel

@@ -24,10 +24,26 @@
 //                                  memory of buffer H, which I held under
 //                                  lease L" (one-way, exactly one fd; the
 //                                  Resume call that follows reports it)
+//   client -> daemon  Call         an Allocate or Attach request (the
+//                                  serialized shmbroker.v1 request follows
+//                                  the frame), answered by one Reply
+//   daemon -> client  Reply        a Call's status and, when OK, its
+//                                  serialized response; the grant's fd
+//                                  goes before it as for a gRPC reply
 //
 // Anything else a client sends (a bad size, magic, version or type, or a
 // descriptor on any frame but Present) is a protocol error: the daemon answers
 // ErrorText and closes the client connection, dropping its holds.
+//
+// Why calls on the fd channel. A buffer handoff is the product's hot path,
+// and on a small machine a gRPC unary call costs several thread hops in
+// each process (docs/performance.md, "Handoff"). The two calls that hand
+// out memory, Allocate and Attach (waiting or not), may therefore also be
+// made here: the same request and response messages and the same checks
+// as over gRPC, at the cost of one message each way. The connection is the
+// caller's identity (SO_PEERCRED at connect), and frames are applied in
+// order, so rule 2 holds by construction. gRPC stays the API for
+// everything else and for clients without the library.
 //
 // Ordering. Three rules make the two sockets behave like one ordered stream:
 //
@@ -70,6 +86,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 
@@ -83,6 +100,9 @@ inline constexpr uint32_t kMagic = 0x424d4853;  // "SHMB" little-endian
 inline constexpr uint16_t kVersion = 1;
 inline constexpr size_t kTokenBytes = 16;
 inline constexpr size_t kTextBytes = 128;
+// The most a Call or Reply carries after its frame. A request that does not
+// fit goes over gRPC instead (names and share rules are bounded far below).
+inline constexpr size_t kMaxPayloadBytes = 4096;
 
 // gRPC metadata on every call of a client connection: its token (hex).
 inline constexpr char kConnectionTokenKey[] = "shmbroker-connection";
@@ -150,10 +170,27 @@ struct Present {  // the fd itself travels with the frame
   uint64_t handle = 0;
   uint64_t lease = 0;
 };
+// The calls that may go over the fd channel; the payload is the method's
+// serialized shmbroker.v1 request.
+enum class CallMethod : uint16_t { kAllocate = 1, kAttach = 2 };
+struct Call {
+  uint64_t id = 0;  // chosen by the client, echoed by the Reply
+  CallMethod method = CallMethod::kAllocate;
+  // How long the client waits for the Reply: the call's deadline, as gRPC
+  // would carry it.
+  uint64_t timeout_ms = 0;
+  std::string payload;
+};
+struct Reply {
+  uint64_t id = 0;
+  absl::StatusCode code = absl::StatusCode::kOk;
+  // OK: the serialized response. Else: the status message.
+  std::string payload;
+};
 
 // What each side accepts from the other.
-using FromDaemon = std::variant<Hello, FdGrant, ErrorText>;
-using FromClient = std::variant<Release, ForgetArena, Seal, Present>;
+using FromDaemon = std::variant<Hello, FdGrant, ErrorText, Reply>;
+using FromClient = std::variant<Release, ForgetArena, Seal, Present, Call>;
 
 enum class FrameType : uint16_t {
   kHello = 1,
@@ -163,11 +200,15 @@ enum class FrameType : uint16_t {
   kForgetArena = 5,
   kSeal = 6,
   kPresent = 7,
+  kCall = 8,
+  kReply = 9,
 };
 
-// The wire form: 168 bytes, host byte order (both ends are on one host).
+// The wire form: 168 bytes, host byte order (both ends are on one host),
+// followed, for Call and Reply only, by their payload in the same message.
 // Build one with Encode and read one with Decode*; the two payload words
-// mean different things per type, so nothing else should touch them.
+// (and, for Call and Reply, the token bytes) mean different things per
+// type, so nothing else should touch them.
 struct Frame {
   uint32_t magic = kMagic;
   uint16_t version = kVersion;
@@ -214,8 +255,45 @@ inline Frame Encode(const Present& m) {
   return MakeFrame(FrameType::kPresent, m.handle, m.lease);
 }
 
-// How a frame arrived: recvmsg's byte count and flags, and how many
-// descriptors came with it (fd_channel_io.h fills this in).
+// A Call's or Reply's token bytes: [0, 8) a Call's timeout_ms, [8, 12) the
+// payload's length.
+inline void PutCallWords(Frame& f, uint64_t timeout_ms, uint32_t payload) {
+  std::memcpy(f.token, &timeout_ms, sizeof(timeout_ms));
+  std::memcpy(f.token + 8, &payload, sizeof(payload));
+}
+inline uint64_t CallTimeoutMs(const Frame& f) {
+  uint64_t v = 0;
+  std::memcpy(&v, f.token, sizeof(v));
+  return v;
+}
+inline uint32_t PayloadBytes(const Frame& f) {
+  uint32_t v = 0;
+  std::memcpy(&v, f.token + 8, sizeof(v));
+  return v;
+}
+// The frame of a Call or Reply; its payload is sent after it (SendMessage).
+inline Frame Encode(const Call& m) {
+  Frame f = MakeFrame(FrameType::kCall, m.id, static_cast<uint64_t>(m.method));
+  PutCallWords(f, m.timeout_ms, static_cast<uint32_t>(m.payload.size()));
+  return f;
+}
+inline Frame Encode(const Reply& m) {
+  Frame f = MakeFrame(FrameType::kReply, m.id, static_cast<uint64_t>(m.code));
+  PutCallWords(f, 0, static_cast<uint32_t>(m.payload.size()));
+  return f;
+}
+// What goes after a message's frame (empty but for Call and Reply).
+template <typename M>
+absl::string_view PayloadOf(const M& m) {
+  if constexpr (std::is_same_v<M, Call> || std::is_same_v<M, Reply>) {
+    return m.payload;
+  } else {
+    return {};
+  }
+}
+
+// How a frame arrived: recvmsg's byte count (frame and payload) and flags,
+// and how many descriptors came with it (fd_channel_io.h fills this in).
 struct Envelope {
   ssize_t bytes = 0;
   int msg_flags = 0;
@@ -224,19 +302,34 @@ struct Envelope {
 
 // A frame a client sent, or INVALID_ARGUMENT naming what was wrong with it
 // (a protocol error: the daemon closes the connection).
-inline absl::StatusOr<FromClient> DecodeFromClient(const Envelope& envelope,
-                                                   const Frame& f) {
+// Whether `envelope` is exactly `f` and the payload it declares.
+inline bool WholeMessage(const Envelope& envelope, const Frame& f,
+                         absl::string_view payload) {
+  const bool with_payload =
+      f.type == FrameType::kCall || f.type == FrameType::kReply;
+  const size_t declared = with_payload ? PayloadBytes(f) : 0;
+  return envelope.bytes >= static_cast<ssize_t>(sizeof(Frame)) &&
+         declared <= kMaxPayloadBytes && payload.size() == declared &&
+         static_cast<size_t>(envelope.bytes) == sizeof(Frame) + declared;
+}
+
+// `payload`: the bytes that came after the frame.
+inline absl::StatusOr<FromClient> DecodeFromClient(
+    const Envelope& envelope, const Frame& f, absl::string_view payload = {}) {
   // Only a Present frame carries a descriptor, and exactly one.
   const int fds_expected =
       envelope.bytes == sizeof(Frame) && f.type == FrameType::kPresent ? 1 : 0;
-  if (envelope.fd_count != fds_expected || envelope.bytes != sizeof(Frame) ||
+  if (envelope.fd_count != fds_expected ||
+      envelope.bytes < static_cast<ssize_t>(sizeof(Frame)) ||
+      !WholeMessage(envelope, f, payload) ||
       (envelope.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 ||
       f.magic != kMagic || f.version != kVersion) {
+    // The client sees at most kTextBytes of it: what it sent comes first.
     return absl::InvalidArgumentError(absl::StrFormat(
-        "protocol error on the fd channel: expected a %d-byte frame of "
-        "version %d with %d descriptors, got %d bytes with %d",
-        sizeof(Frame), kVersion, fds_expected, envelope.bytes,
-        envelope.fd_count));
+        "protocol error on the fd channel: got %d bytes with %d descriptors, "
+        "expected a %d-byte frame (or a call) of version %d with %d",
+        envelope.bytes, envelope.fd_count, sizeof(Frame), kVersion,
+        fds_expected));
   }
   switch (f.type) {
     case FrameType::kRelease:
@@ -249,19 +342,28 @@ inline absl::StatusOr<FromClient> DecodeFromClient(const Envelope& envelope,
       return Seal{f.word0};
     case FrameType::kPresent:
       return Present{f.word0, f.word1};
+    case FrameType::kCall:
+      if (f.word1 != static_cast<uint64_t>(CallMethod::kAllocate) &&
+          f.word1 != static_cast<uint64_t>(CallMethod::kAttach)) {
+        break;
+      }
+      return Call{f.word0, static_cast<CallMethod>(f.word1), CallTimeoutMs(f),
+                  std::string(payload)};
     default:
       break;
   }
   return absl::InvalidArgumentError(absl::StrFormat(
       "protocol error on the fd channel: frame type %d is not one a client "
-      "may send (release, forget-arena, seal, present)",
+      "may send (release, forget-arena, seal, present, call of allocate or "
+      "attach)",
       static_cast<int>(f.type)));
 }
 
 // A frame the daemon sent, or an error naming what was wrong with it.
-inline absl::StatusOr<FromDaemon> DecodeFromDaemon(const Envelope& envelope,
-                                                   const Frame& f) {
-  if (envelope.bytes != sizeof(Frame) || f.magic != kMagic ||
+inline absl::StatusOr<FromDaemon> DecodeFromDaemon(
+    const Envelope& envelope, const Frame& f, absl::string_view payload = {}) {
+  if (!WholeMessage(envelope, f, payload) ||
+      (envelope.msg_flags & MSG_TRUNC) != 0 || f.magic != kMagic ||
       f.version != kVersion) {
     return absl::InternalError(absl::StrFormat(
         "unexpected frame on the fd channel (%d bytes): not a shmbrokerd of "
@@ -281,6 +383,10 @@ inline absl::StatusOr<FromDaemon> DecodeFromDaemon(const Envelope& envelope,
       // At most kTextBytes - 1: what Encode sends (a peer that leaves out
       // the NUL gets its text cut there, as if it had sent one).
       return ErrorText{std::string(f.text, strnlen(f.text, kTextBytes - 1))};
+    case FrameType::kReply:
+      if (envelope.fd_count != 0 || f.word1 > 16) break;  // absl codes: 0-16
+      return Reply{f.word0, static_cast<absl::StatusCode>(f.word1),
+                   std::string(payload)};
     default:
       break;
   }

@@ -96,6 +96,49 @@ absl::Status BrokerService::Deliver(ClientConnection& connection, Grant& grant,
   return absl::OkStatus();
 }
 
+// Denials and internal errors are significant events and are logged; other
+// errors are the caller's business and go back only to the caller. A client
+// can cause either at will, so the lines are rate-limited
+// (server/log_rate_limiter.h).
+void BrokerService::Record(const char* method, const absl::Status& status,
+                           absl::Time start) {
+  metrics_->RpcDone(method, status.code(), absl::Now() - start);
+  metrics_->CountRefusal(status);
+  if (status.code() == absl::StatusCode::kPermissionDenied ||
+      status.code() == absl::StatusCode::kInternal) {
+    if (uint64_t suppressed = 0;
+        LogRateLimits::ClientWarnings().Allow(&suppressed)) {
+      spdlog::warn("{}: {}{}", method, status.ToString(),
+                   SuppressedNote(suppressed));
+    }
+  }
+}
+
+absl::Status BrokerService::AllocateFor(ClientConnection& connection,
+                                        const v1::AllocateRequest& request,
+                                        v1::AllocateResponse* response) {
+  absl::StatusOr<AllocateSpec> spec = FromProto(request);
+  if (!spec.ok()) return spec.status();
+  absl::StatusOr<Grant> grant = registry_->Allocate(connection.id, *spec);
+  if (!grant.ok()) return grant.status();
+  return Deliver(connection, *grant, response->mutable_buffer(),
+                 response->mutable_grant());
+}
+
+absl::Status BrokerService::AttachFor(ClientConnection& connection,
+                                      const v1::AttachRequest& request,
+                                      v1::AttachResponse* response) {
+  absl::StatusOr<BufferRef> ref = TargetOf(request);
+  if (!ref.ok()) return ref.status();
+  absl::StatusOr<AccessRequest> mode = FromProto(request.mode());
+  if (!mode.ok()) return mode.status();
+  absl::StatusOr<Grant> grant =
+      registry_->Attach(connection.id, *ref, *mode, request.lease_id());
+  if (!grant.ok()) return grant.status();
+  return Deliver(connection, *grant, response->mutable_buffer(),
+                 response->mutable_grant());
+}
+
 grpc::ServerUnaryReactor* BrokerService::Ping(grpc::CallbackServerContext* ctx,
                                               const v1::PingRequest*,
                                               v1::PingResponse*) {
@@ -108,13 +151,7 @@ grpc::ServerUnaryReactor* BrokerService::Allocate(
   return Finish(ctx, "Allocate", [&]() -> absl::Status {
     absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/true);
     if (!caller.ok()) return caller.status();
-    absl::StatusOr<AllocateSpec> spec = FromProto(*request);
-    if (!spec.ok()) return spec.status();
-    absl::StatusOr<Grant> grant =
-        registry_->Allocate(caller->connection->id, *spec);
-    if (!grant.ok()) return grant.status();
-    return Deliver(*caller->connection, *grant, response->mutable_buffer(),
-                   response->mutable_grant());
+    return AllocateFor(*caller->connection, *request, response);
   });
 }
 
@@ -127,15 +164,7 @@ grpc::ServerUnaryReactor* BrokerService::Attach(
   return Finish(ctx, "Attach", [&]() -> absl::Status {
     absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/true);
     if (!caller.ok()) return caller.status();
-    absl::StatusOr<BufferRef> ref = TargetOf(*request);
-    if (!ref.ok()) return ref.status();
-    absl::StatusOr<AccessRequest> mode = FromProto(request->mode());
-    if (!mode.ok()) return mode.status();
-    absl::StatusOr<Grant> grant = registry_->Attach(
-        caller->connection->id, *ref, *mode, request->lease_id());
-    if (!grant.ok()) return grant.status();
-    return Deliver(*caller->connection, *grant, response->mutable_buffer(),
-                   response->mutable_grant());
+    return AttachFor(*caller->connection, *request, response);
   });
 }
 

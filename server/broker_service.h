@@ -4,10 +4,13 @@
 // the client's one-way fd-channel frames sent before the call, converts the
 // request, calls the Registry, and pushes granted fds over the fd channel
 // before replying (common/fd_channel_protocol.h has the ordering rules).
-// Buffer calls are in broker_service.cc, lease calls in
+// It also serves the Allocate and Attach calls clients make on the fd
+// channel (FdCallHandler), with the same request and response messages and
+// the same checks. Buffer calls are in broker_service.cc, lease calls in
 // broker_service_leases.cc, Seal and waiting Attach calls in
-// broker_service_handoff.cc, Watch in broker_service_watch.cc. Thread-safe:
-// gRPC runs calls concurrently.
+// broker_service_handoff.cc, Watch in broker_service_watch.cc, the fd
+// channel's calls in broker_service_fd_calls.cc. Thread-safe: gRPC and the
+// fd channel run calls concurrently.
 #ifndef SHMBROKER_SERVER_BROKER_SERVICE_H_
 #define SHMBROKER_SERVER_BROKER_SERVICE_H_
 
@@ -37,7 +40,8 @@ struct ServiceOptions {
   absl::Time started;
 };
 
-class BrokerService final : public v1::Broker::CallbackService {
+class BrokerService final : public v1::Broker::CallbackService,
+                            public FdCallHandler {
  public:
   // Pointers are not owned and must outlive the service.
   // `sweeper` ends waiting Attach calls at their deadline.
@@ -100,9 +104,19 @@ class BrokerService final : public v1::Broker::CallbackService {
                                    const v1::ResumeRequest* request,
                                    v1::ResumeResponse* response) override;
 
+  // An Allocate or Attach made on the fd channel (broker_service_fd_calls.cc).
+  void OnCall(const std::shared_ptr<ClientConnection>& connection,
+              fdchannel::Call call) override;
+
  private:
   friend class AttachWaitReactor;
   friend class WatchReactor;
+  // What a waiting Attach waits for, checked.
+  struct WaitSpec {
+    AccessRequest access;
+    WaitFor until = WaitFor::kExists;
+    absl::Duration timeout;  // zero: until the call's deadline
+  };
   struct Caller {
     Identity identity;
     // Null for calls without a connection token.
@@ -125,6 +139,19 @@ class BrokerService final : public v1::Broker::CallbackService {
   // Sends the grant's fd and fills `out`; on failure drops the new hold.
   absl::Status Deliver(ClientConnection& connection, Grant& grant,
                        v1::Buffer* buffer, v1::Grant* out);
+  // The bodies of Allocate and of an Attach that does not wait, after the
+  // caller is known: for gRPC and fd-channel calls alike.
+  absl::Status AllocateFor(ClientConnection& connection,
+                           const v1::AllocateRequest& request,
+                           v1::AllocateResponse* response);
+  absl::Status AttachFor(ClientConnection& connection,
+                         const v1::AttachRequest& request,
+                         v1::AttachResponse* response);
+  // A waiting Attach's request, checked (INVALID_ARGUMENT naming the field).
+  static absl::StatusOr<WaitSpec> CheckWait(const v1::AttachRequest& request);
+  // Counts a finished call in the metrics and logs it if it was denied or
+  // failed inside (rate-limited: a client can cause either at will).
+  void Record(const char* method, const absl::Status& status, absl::Time start);
   // An Attach that waits (broker_service_handoff.cc).
   grpc::ServerUnaryReactor* AttachWaiting(grpc::CallbackServerContext* ctx,
                                           const v1::AttachRequest& request,
@@ -141,25 +168,12 @@ class BrokerService final : public v1::Broker::CallbackService {
   const ServiceOptions options_;
 };
 
-// Denials and internal errors are significant events and are logged; other
-// errors are the caller's business and go back only to the caller. A client
-// can cause either at will, so the lines are rate-limited
-// (server/log_rate_limiter.h).
 template <typename Body>
 grpc::ServerUnaryReactor* BrokerService::Finish(
     grpc::CallbackServerContext* ctx, const char* method, Body body) {
   const absl::Time start = absl::Now();
   absl::Status status = body();
-  metrics_->RpcDone(method, status.code(), absl::Now() - start);
-  metrics_->CountRefusal(status);
-  if (status.code() == absl::StatusCode::kPermissionDenied ||
-      status.code() == absl::StatusCode::kInternal) {
-    if (uint64_t suppressed = 0;
-        LogRateLimits::ClientWarnings().Allow(&suppressed)) {
-      spdlog::warn("{}: {}{}", method, status.ToString(),
-                   SuppressedNote(suppressed));
-    }
-  }
+  Record(method, status, start);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
   return reactor;

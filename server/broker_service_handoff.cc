@@ -4,6 +4,7 @@
 // it its grant (the thread that created or sealed the buffer), by the lease
 // sweeper at its deadline, by its connection closing, or by gRPC cancelling
 // the call.
+#include <algorithm>
 #include <utility>
 #include <variant>
 
@@ -111,40 +112,46 @@ class AttachWaitReactor final : public grpc::ServerUnaryReactor {
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+absl::StatusOr<BrokerService::WaitSpec> BrokerService::CheckWait(
+    const v1::AttachRequest& request) {
+  if (request.target_case() != v1::AttachRequest::kName) {
+    return absl::InvalidArgumentError(
+        "a waiting Attach needs a buffer name, not a handle");
+  }
+  if (request.wait() != v1::WAIT_FOR_CREATED &&
+      request.wait() != v1::WAIT_FOR_SEALED) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("bad wait: %d (use created or sealed)",
+                        static_cast<int>(request.wait())));
+  }
+  absl::StatusOr<AccessRequest> access = FromProto(request.mode());
+  if (!access.ok()) return access.status();
+  absl::StatusOr<absl::Duration> timeout = FromProto(request.wait_timeout());
+  if (!timeout.ok() || *timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "bad wait_timeout: it must not be negative");
+  }
+  return WaitSpec{*access,
+                  request.wait() == v1::WAIT_FOR_SEALED ? WaitFor::kSealed
+                                                        : WaitFor::kExists,
+                  *timeout};
+}
+
 grpc::ServerUnaryReactor* BrokerService::AttachWaiting(
     grpc::CallbackServerContext* ctx, const v1::AttachRequest& request,
     v1::AttachResponse* response) {
-  absl::Status refused;
   absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/true);
-  absl::StatusOr<AccessRequest> access = FromProto(request.mode());
-  absl::StatusOr<absl::Duration> timeout = FromProto(request.wait_timeout());
-  if (!caller.ok()) {
-    refused = caller.status();
-  } else if (request.target_case() != v1::AttachRequest::kName) {
-    refused = absl::InvalidArgumentError(
-        "a waiting Attach needs a buffer name, not a handle");
-  } else if (request.wait() != v1::WAIT_FOR_CREATED &&
-             request.wait() != v1::WAIT_FOR_SEALED) {
-    refused = absl::InvalidArgumentError(
-        absl::StrFormat("bad wait: %d (use created or sealed)",
-                        static_cast<int>(request.wait())));
-  } else if (!access.ok()) {
-    refused = access.status();
-  } else if (!timeout.ok() || *timeout < absl::ZeroDuration()) {
-    refused =
-        absl::InvalidArgumentError("bad wait_timeout: it must not be negative");
-  }
-  if (!refused.ok()) {
-    return Finish(ctx, "Attach", [&] { return refused; });
+  absl::StatusOr<WaitSpec> wait =
+      caller.ok() ? CheckWait(request) : caller.status();
+  if (!wait.ok()) {
+    return Finish(ctx, "Attach", [&] { return wait.status(); });
   }
   absl::Time deadline = absl::FromChrono(ctx->deadline());
-  if (*timeout > absl::ZeroDuration()) {
-    deadline = std::min(deadline, absl::Now() + *timeout);
+  if (wait->timeout > absl::ZeroDuration()) {
+    deadline = std::min(deadline, absl::Now() + wait->timeout);
   }
   auto* reactor = new AttachWaitReactor(this, caller->connection, response);
-  reactor->Start(request.name(), *access, request.lease_id(),
-                 request.wait() == v1::WAIT_FOR_SEALED ? WaitFor::kSealed
-                                                       : WaitFor::kExists,
+  reactor->Start(request.name(), wait->access, request.lease_id(), wait->until,
                  deadline);
   return reactor;
 }

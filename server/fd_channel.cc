@@ -261,6 +261,35 @@ absl::StatusOr<uint64_t> FdChannel::SendFdLocked(ClientConnection& connection,
                       connection.id, std::strerror(errno)));
 }
 
+absl::Status FdChannel::SendReply(ClientConnection& connection,
+                                  const fdchannel::Reply& reply) {
+  absl::MutexLock lock(&connection.send_mu);
+  if (connection.closed.load()) {
+    return absl::FailedPreconditionError("client connection is closed");
+  }
+  if (fdchannel::SentWhole(
+          fdchannel::SendMessage(connection.socket.get(),
+                                 fdchannel::Encode(reply), reply.payload, -1,
+                                 MSG_DONTWAIT),
+          reply.payload.size())) {
+    return absl::OkStatus();
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "fd channel of client connection %d is full: the client is not "
+        "receiving its replies",
+        connection.id));
+  }
+  return absl::FailedPreconditionError(
+      absl::StrFormat("cannot reply to client connection %d: %s", connection.id,
+                      std::strerror(errno)));
+}
+
+void FdChannel::ServeCalls(FdCallHandler* handler) {
+  absl::MutexLock lock(&calls_mu_);
+  calls_ = handler;
+}
+
 void FdChannel::Close(const std::shared_ptr<ClientConnection>& connection,
                       CloseReason reason, const std::string& why) {
   if (connection->closed.exchange(true)) return;

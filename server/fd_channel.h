@@ -33,6 +33,18 @@
 
 namespace shmbroker {
 
+// Serves the calls clients make on the fd channel (BrokerService does, in
+// server/broker_service_fd_calls.cc). Called on the event loop or on a
+// gRPC handler's thread (rule 2 of common/fd_channel_protocol.h); it must
+// not block, and answers each call exactly once with FdChannel::SendReply,
+// then or later (a waiting Attach).
+class FdCallHandler {
+ public:
+  virtual ~FdCallHandler() = default;
+  virtual void OnCall(const std::shared_ptr<ClientConnection>& connection,
+                      fdchannel::Call call) = 0;
+};
+
 class FdChannel {
  public:
   // `listener` is a listening SOCK_SEQPACKET socket. Nothing is owned; all
@@ -50,6 +62,10 @@ class FdChannel {
   absl::Status Start();
   // Stops watching and closes every connection (dropping all holds).
   void Stop();
+  // Serves calls with `handler` from now on (not owned; it must outlive
+  // the FdChannel or be replaced first). Null, as at first: calls are
+  // answered UNAVAILABLE (the daemon is starting or stopping).
+  void ServeCalls(FdCallHandler* handler) ABSL_LOCKS_EXCLUDED(calls_mu_);
 
   // The open connection with this token, or null.
   std::shared_ptr<ClientConnection> Find(const std::string& token_hex) const;
@@ -70,6 +86,11 @@ class FdChannel {
   absl::StatusOr<uint64_t> SendArenaFd(ClientConnection& connection,
                                        Handle handle, fdchannel::ArenaKey arena,
                                        int fd);
+  // Answers a call made on the fd channel. RESOURCE_EXHAUSTED when the
+  // client is not reading its channel, FAILED_PRECONDITION when it is
+  // closed.
+  absl::Status SendReply(ClientConnection& connection,
+                         const fdchannel::Reply& reply);
   // Tells the client why (an error frame) and closes its connection. For
   // connections the Registry has already closed (their default lease ended).
   void Hangup(ConnectionId id, const std::string& why);
@@ -89,8 +110,9 @@ class FdChannel {
                            std::optional<uint64_t> frames_sent)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(connection.read_mu);
   // `fd`: the descriptor that came with a Present frame (none otherwise).
-  void Apply(ClientConnection& connection, const fdchannel::FromClient& frame,
+  void Apply(ClientConnection& connection, fdchannel::FromClient frame,
              UniqueFd fd);
+  void ApplyCall(ClientConnection& connection, fdchannel::Call call);
   // Best effort: the connection closes next, whether the client reads it.
   static void SendError(int sock, const std::string& message);
   absl::StatusOr<uint64_t> SendFdLocked(ClientConnection& connection,
@@ -110,6 +132,11 @@ class FdChannel {
   std::thread thread_;
   OutOfFdsGuard out_of_fds_;    // used by the Run() thread only
   absl::Time retry_accept_at_;  // while out_of_fds_.blocked()
+
+  // Held shared while a handler serves a call, so that ServeCalls(nullptr)
+  // returns only once no call is inside the old handler.
+  absl::Mutex calls_mu_;
+  FdCallHandler* calls_ ABSL_GUARDED_BY(calls_mu_) = nullptr;
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<ConnectionId, std::shared_ptr<ClientConnection>> by_id_

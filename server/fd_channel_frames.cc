@@ -1,9 +1,12 @@
-// FdChannel: applying the one-way frames a client sends (Release,
-// ForgetArena, Seal, Present), from the event loop or from a gRPC handler
-// before its call (rule 2 of common/fd_channel_protocol.h).
+// FdChannel: applying the frames a client sends (the one-way Release,
+// ForgetArena, Seal and Present, and Calls, which go to the FdCallHandler),
+// from the event loop or from a gRPC handler before its call (rule 2 of
+// common/fd_channel_protocol.h).
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
@@ -59,8 +62,9 @@ absl::Status FdChannel::ApplyLocked(ClientConnection& connection,
       return absl::OkStatus();
     }
     fdchannel::Frame frame;
-    fdchannel::Received got =
-        fdchannel::RecvFrame(connection.socket.get(), &frame, MSG_DONTWAIT);
+    std::string payload;
+    fdchannel::Received got = fdchannel::RecvFrame(
+        connection.socket.get(), &frame, &payload, MSG_DONTWAIT);
     // A descriptor a client sends is closed with `got` unless it came with
     // a Present frame (DecodeFromClient refuses any other).
     if (got.envelope.bytes < 0) {
@@ -72,15 +76,35 @@ absl::Status FdChannel::ApplyLocked(ClientConnection& connection,
       return absl::UnavailableError("peer closed the fd channel");
     }
     absl::StatusOr<fdchannel::FromClient> message =
-        fdchannel::DecodeFromClient(got.envelope, frame);
+        fdchannel::DecodeFromClient(got.envelope, frame, payload);
     if (!message.ok()) return message.status();
     connection.frames_applied.fetch_add(1);
-    Apply(connection, *message, std::move(got.fd));
+    Apply(connection, *std::move(message), std::move(got.fd));
   }
 }
 
-void FdChannel::Apply(ClientConnection& connection,
-                      const fdchannel::FromClient& frame, UniqueFd fd) {
+void FdChannel::ApplyCall(ClientConnection& connection, fdchannel::Call call) {
+  std::shared_ptr<ClientConnection> shared = FindById(connection.id);
+  if (shared == nullptr) return;  // closed meanwhile: nobody to answer
+  {
+    absl::ReaderMutexLock lock(&calls_mu_);
+    if (calls_ != nullptr) {
+      calls_->OnCall(shared, std::move(call));
+      return;
+    }
+  }
+  SendReply(connection,
+            fdchannel::Reply{call.id, absl::StatusCode::kUnavailable,
+                             "shmbrokerd is starting or stopping: try again"})
+      .IgnoreError();
+}
+
+void FdChannel::Apply(ClientConnection& connection, fdchannel::FromClient frame,
+                      UniqueFd fd) {
+  if (auto* call = std::get_if<fdchannel::Call>(&frame)) {
+    ApplyCall(connection, std::move(*call));
+    return;
+  }
   if (const auto* forget = std::get_if<fdchannel::ForgetArena>(&frame)) {
     absl::MutexLock lock(&connection.send_mu);
     connection.arenas_sent.erase(forget->arena);

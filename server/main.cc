@@ -131,6 +131,7 @@ int Run(const ServerConfig& config) {
   service_options.started = absl::Now();
   BrokerService service(&registry, &fd_channel, &peers, metrics->get(),
                         &latencies, &sweeper, service_options);
+  fd_channel.ServeCalls(&service);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -207,13 +208,15 @@ int Run(const ServerConfig& config) {
       held.buffers, held.allocated_bytes, held.clients,
       for_restart ? "; the books keep them for the next daemon to resume"
                   : ", and its holds end");
-  if (for_restart) restart->Stop();
   acceptor.Stop();
+  fd_channel.ServeCalls(nullptr);  // calls on it are answered UNAVAILABLE
   // Cancel what is in flight at once: KeepAlive streams never end by
   // themselves, so any grace period would always be waited out in full.
   server->Shutdown(std::chrono::system_clock::now());
   sweeper.Stop();
   scavenger.Stop();
+  // Nothing grants memory now: the books close on what the clients hold.
+  if (for_restart) restart->Stop();
   // Nothing allocates or expires now. Under systemd, memfd memory goes to
   // the fd store before the connections close: a buffer only this daemon
   // holds would otherwise die with it.

@@ -167,6 +167,14 @@ struct Metrics::Impl {
               "One-way fd-channel frames (release, seal) the daemon could "
               "not apply; the client was not waiting to be told.")
           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& fd_channel_calls =
+      prometheus::BuildCounter()
+          .Name("shmbroker_fd_channel_calls_total")
+          .Help(
+              "Allocate and Attach calls clients made on the fd channel "
+              "rather than over gRPC (they are in "
+              "shmbroker_rpc_duration_seconds too).")
+          .Register(*registry);
   prometheus::Family<prometheus::Counter>& restore_buffers =
       prometheus::BuildCounter()
           .Name("shmbroker_restore_buffers_total")
@@ -252,6 +260,10 @@ struct Metrics::Impl {
   prometheus::Counter& release_failed =
       one_way_failures.Add({{"frame", "release"}});
   prometheus::Counter& seal_failed = one_way_failures.Add({{"frame", "seal"}});
+  prometheus::Counter& fd_allocate_calls =
+      fd_channel_calls.Add({{"method", "Allocate"}});
+  prometheus::Counter& fd_attach_calls =
+      fd_channel_calls.Add({{"method", "Attach"}});
   // Indexed by CloseReason.
   std::array<prometheus::Counter*, 4> closed_by_reason = {
       &closed.Add({{"reason", "hangup"}}),

@@ -153,6 +153,12 @@ void Metrics::OnKeepAlive() { impl_->keepalives.Increment(); }
 
 void Metrics::OnSeal() { impl_->seals.Increment(); }
 
+void Metrics::FdChannelCall(fdchannel::CallMethod method) {
+  (method == fdchannel::CallMethod::kAllocate ? impl_->fd_allocate_calls
+                                              : impl_->fd_attach_calls)
+      .Increment();
+}
+
 void Metrics::OneWayFailed(fdchannel::FrameType frame) {
   (frame == fdchannel::FrameType::kSeal ? impl_->seal_failed
                                         : impl_->release_failed)

@@ -68,6 +68,9 @@ class Metrics : public RegistryObserver {
   void WatchEventSent();
   void WatcherLost();
 
+  // A call made on the fd channel (Allocate or Attach).
+  void FdChannelCall(fdchannel::CallMethod method);
+
   // A one-way frame (kRelease or kSeal) the daemon could not apply.
   void OneWayFailed(fdchannel::FrameType frame);
 

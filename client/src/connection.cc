@@ -66,10 +66,12 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
   c->socket_path_ =
       options.socket_path.empty() ? DefaultSocketPath() : options.socket_path;
   c->timeout_ = options.timeout;
+  c->calls_on_fd_channel_ = options.calls_on_fd_channel;
   if (options.open_client_connection) {
     absl::StatusOr<std::unique_ptr<FdChannel>> fd_channel =
         FdChannel::Open(c->socket_path_, c->timeout_);
     if (!fd_channel.ok()) return fd_channel.status();
+    c->AdoptOrphans(**fd_channel);
     absl::MutexLock lock(&c->mu_);
     c->fd_channel_ = std::move(*fd_channel);
   }
@@ -127,7 +129,30 @@ void Connection::SetDaemonAway(bool away) {
   daemon_away_ = away;
 }
 
+void Connection::AdoptOrphans(FdChannel& channel) {
+  // The handler lives in the channel, so `raw` outlives it.
+  FdChannel* raw = &channel;
+  channel.SetOrphanHandler([raw](const fdchannel::Reply& reply) {
+    // Both responses that come on the fd channel are a Buffer and a Grant.
+    v1::AttachResponse granted;
+    if (!granted.ParseFromString(reply.payload)) return uint64_t{0};
+    // One-way on the channel that granted it; if that fails the hold stays
+    // until its lease ends (the Release RPC could wait on a resume here,
+    // under the channel's lock).
+    raw->Send(fdchannel::Release{granted.buffer().handle(),
+                                 granted.grant().lease_id()});
+    return granted.grant().grant_id();
+  });
+}
+
+absl::Status Connection::FdChannelStatus(const absl::Status& status) const {
+  if (status.code() != absl::StatusCode::kUnavailable) return status;
+  return absl::UnavailableError(absl::StrFormat(
+      "no daemon answering at %s: %s", socket_path_, status.message()));
+}
+
 void Connection::SwapFdChannel(std::shared_ptr<FdChannel> channel) {
+  AdoptOrphans(*channel);
   arenas_.Trim(nullptr);
   absl::MutexLock lock(&mu_);
   fd_channel_ = std::move(channel);

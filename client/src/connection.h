@@ -144,6 +144,38 @@ class Connection {
     return Call(*stub_, method, request, wait);
   }
 
+  // Allocate or Attach (`method`) as a call on the fd channel, answered as
+  // Call answers it over gRPC; `wait` as for Call. Nullopt when it must go
+  // over gRPC instead: no fd channel, ClientOptions::calls_on_fd_channel is
+  // off, or the request does not fit in one message.
+  template <typename Response, typename Request>
+  std::optional<absl::StatusOr<Response>> CallOnFdChannel(
+      fdchannel::CallMethod method, const Request& request,
+      absl::Duration wait = absl::ZeroDuration()) const {
+    std::shared_ptr<FdChannel> channel = fd_channel();
+    if (!calls_on_fd_channel_ || channel == nullptr) return std::nullopt;
+    fdchannel::Call call;
+    call.method = method;
+    if (!request.SerializeToString(&call.payload) ||
+        call.payload.size() > fdchannel::kMaxPayloadBytes) {
+      return std::nullopt;
+    }
+    const absl::Duration timeout = timeout_ + wait;
+    call.timeout_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(timeout));
+    absl::StatusOr<fdchannel::Reply> reply =
+        channel->Call(std::move(call), absl::Now() + timeout);
+    if (!reply.ok()) return FdChannelStatus(reply.status());
+    if (reply->code != absl::StatusCode::kOk) {
+      return FdChannel::StatusOf(*reply);
+    }
+    Response response;
+    if (!response.ParseFromString(reply->payload)) {
+      return absl::InternalError(
+          "malformed response from the daemon on the fd channel");
+    }
+    return response;
+  }
+
   // The fd the daemon sent for `grant_id`, within the call timeout.
   absl::StatusOr<UniqueFd> TakeFd(uint64_t grant_id);
   // Drops one hold under `lease` with a one-way fd-channel message; falls
@@ -209,12 +241,20 @@ class Connection {
   void Prepare(grpc::ClientContext* ctx,
                absl::Duration wait = absl::ZeroDuration()) const;
 
+  // A failure of the fd channel itself as the library reports it: as
+  // ToStatus words an unreachable daemon.
+  absl::Status FdChannelStatus(const absl::Status& status) const;
+  // Makes `channel` give back the hold of a grant whose call stopped
+  // waiting for it (FdChannel::SetOrphanHandler).
+  static void AdoptOrphans(FdChannel& channel);
+
   // Keeps a release for after the resume; false if nothing will resume.
   bool KeepForResume(uint64_t handle, uint64_t lease) ABSL_LOCKS_EXCLUDED(mu_);
 
   std::string socket_path_;
   absl::Duration timeout_;
   bool resume_ = false;  // resume_after_restart, with a client connection
+  bool calls_on_fd_channel_ = true;
   mutable absl::Mutex mu_;
   std::shared_ptr<FdChannel> fd_channel_ ABSL_GUARDED_BY(mu_);  // null: none
   bool daemon_away_ ABSL_GUARDED_BY(mu_) = false;

@@ -1,5 +1,6 @@
 #include "client/src/grants.h"
 
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -11,9 +12,10 @@ namespace shmbroker::client {
 absl::StatusOr<Buffer> Grants::Allocate(
     const std::shared_ptr<Connection>& connection,
     const v1::AllocateRequest& request) {
-  absl::StatusOr<Buffer> buffer = Finish(
-      connection,
-      Send(connection, &v1::Broker::Stub::Allocate, request, "allocate_reply"));
+  absl::StatusOr<Buffer> buffer =
+      Finish(connection,
+             Send(connection, &v1::Broker::Stub::Allocate,
+                  fdchannel::CallMethod::kAllocate, request, "allocate_reply"));
   connection->TrimArenas(/*only_if_many=*/true);
   return buffer;
 }
@@ -22,7 +24,8 @@ absl::StatusOr<Buffer> Grants::Attach(
     const std::shared_ptr<Connection>& connection,
     const v1::AttachRequest& request, absl::Duration wait) {
   absl::StatusOr<Buffer> buffer =
-      Finish(connection, Send(connection, &v1::Broker::Stub::Attach, request,
+      Finish(connection, Send(connection, &v1::Broker::Stub::Attach,
+                              fdchannel::CallMethod::kAttach, request,
                               "attach_reply", wait));
   connection->TrimArenas(/*only_if_many=*/true);
   return buffer;
@@ -32,9 +35,14 @@ template <typename Request, typename Response>
 absl::StatusOr<Grants::Outcome> Grants::Send(
     const std::shared_ptr<Connection>& connection,
     UnaryMethod<v1::Broker::Stub, Request, Response> method,
-    const Request& request, const char* pause_point, absl::Duration wait) {
+    fdchannel::CallMethod fd_method, const Request& request,
+    const char* pause_point, absl::Duration wait) {
   absl::ReaderMutexLock grants(&connection->arenas().grants_mu());
-  absl::StatusOr<Response> reply = connection->Call(method, request, wait);
+  std::optional<absl::StatusOr<Response>> on_fd_channel =
+      connection->CallOnFdChannel<Response>(fd_method, request, wait);
+  absl::StatusOr<Response> reply =
+      on_fd_channel.has_value() ? *std::move(on_fd_channel)
+                                : connection->Call(method, request, wait);
   if (!reply.ok()) return reply.status();
   PausePoint(pause_point);
   return Claim(connection, reply->buffer(), reply->grant());
@@ -59,7 +67,8 @@ absl::StatusOr<Buffer> Grants::Finish(
   again.set_mode(missing->mode);
   again.set_lease_id(missing->lease);
   absl::StatusOr<Outcome> retried =
-      Send(connection, &v1::Broker::Stub::Attach, again, "attach_reply");
+      Send(connection, &v1::Broker::Stub::Attach,
+           fdchannel::CallMethod::kAttach, again, "attach_reply");
   connection->ReleaseAsync(missing->handle, missing->lease);  // the first hold
   if (!retried.ok()) return retried.status();
   if (const auto* still = std::get_if<ArenaFdMissing>(&*retried)) {

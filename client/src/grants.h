@@ -47,13 +47,14 @@ class Grants {
   };
   using Outcome = std::variant<Buffer, ArenaFdMissing>;
 
-  // Sends the call and claims its grant, under grants_mu (shared).
+  // Sends the call (on the fd channel as `fd_method` if it can, else over
+  // gRPC) and claims its grant, under grants_mu (shared).
   template <typename Request, typename Response>
   static absl::StatusOr<Outcome> Send(
       const std::shared_ptr<Connection>& connection,
       UnaryMethod<v1::Broker::Stub, Request, Response> method,
-      const Request& request, const char* pause_point,
-      absl::Duration wait = absl::ZeroDuration());
+      fdchannel::CallMethod fd_method, const Request& request,
+      const char* pause_point, absl::Duration wait = absl::ZeroDuration());
   // What Send gave, after fetching a missing arena fd once.
   static absl::StatusOr<Buffer> Finish(
       const std::shared_ptr<Connection>& connection,

@@ -204,7 +204,7 @@ TEST(ResumerDecisionTest, OnlyAConnectionTheDaemonEndedOnPurposeIsNotResumed) {
   EXPECT_FALSE(Resumer::DaemonWentAway(
       "shmbrokerd closed this client connection: lease 3 expired"));
   EXPECT_FALSE(Resumer::DaemonWentAway(
-      "protocol error on the fd channel: expected a 168-byte frame"));
+      "protocol error on the fd channel: got 12 bytes with 0 descriptors"));
 }
 
 }  // namespace

@@ -68,7 +68,7 @@ TEST(FdChannelProtocolTest, DaemonMessagesRoundTrip) {
 TEST(FdChannelProtocolTest, TheDaemonRefusesWhatAClientMayNotSend) {
   const Frame release = Encode(Release{1, 0});
   EXPECT_THAT(DecodeFromClient(Whole(1), release).status().message(),
-              HasSubstr("with 0 descriptors, got 168 bytes with 1"));
+              HasSubstr("got 168 bytes with 1 descriptors"));
   EXPECT_THAT(
       DecodeFromClient({static_cast<ssize_t>(sizeof(Frame)) - 1, 0, 0}, release)
           .status()
@@ -98,6 +98,64 @@ TEST(FdChannelProtocolTest, TheDaemonRefusesWhatAClientMayNotSend) {
   Frame seal = Encode(Seal{1});
   seal.word1 = 1;
   EXPECT_FALSE(DecodeFromClient(Whole(), seal).ok());
+}
+
+Envelope WithPayload(size_t payload, int fds = 0) {
+  return Envelope{static_cast<ssize_t>(sizeof(Frame) + payload), 0, fds};
+}
+
+TEST(FdChannelProtocolTest, CallsAndRepliesRoundTripWithTheirPayloads) {
+  const Call call{7, CallMethod::kAttach, 1500, std::string("request\0x", 9)};
+  auto got = DecodeFromClient(WithPayload(9), Encode(call), call.payload);
+  ASSERT_TRUE(got.ok()) << got.status();
+  const auto& back = std::get<Call>(*got);
+  EXPECT_EQ(back.id, 7u);
+  EXPECT_EQ(back.method, CallMethod::kAttach);
+  EXPECT_EQ(back.timeout_ms, 1500u);
+  EXPECT_EQ(back.payload, call.payload);
+
+  const Reply reply{7, absl::StatusCode::kDeadlineExceeded, "too late"};
+  auto answer = DecodeFromDaemon(WithPayload(8), Encode(reply), reply.payload);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(std::get<Reply>(*answer).id, 7u);
+  EXPECT_EQ(std::get<Reply>(*answer).code, absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(std::get<Reply>(*answer).payload, "too late");
+
+  // An empty payload is a payload too (an AllocateRequest of defaults).
+  EXPECT_TRUE(
+      DecodeFromClient(Whole(), Encode(Call{1, CallMethod::kAllocate, 0, ""}))
+          .ok());
+}
+
+TEST(FdChannelProtocolTest, ACallMustBeExactlyWhatItsFrameDeclares) {
+  const Call call{1, CallMethod::kAllocate, 10, "abcd"};
+  // Fewer or more bytes than declared, or a payload on a frame without one.
+  EXPECT_FALSE(DecodeFromClient(WithPayload(3), Encode(call), "abc").ok());
+  EXPECT_FALSE(DecodeFromClient(WithPayload(5), Encode(call), "abcde").ok());
+  EXPECT_FALSE(
+      DecodeFromClient(WithPayload(4), Encode(Release{1, 0}), "abcd").ok());
+  // Over the most a call may carry, even if the frame says so.
+  const Call big{1, CallMethod::kAllocate, 10,
+                 std::string(kMaxPayloadBytes + 1, 'x')};
+  EXPECT_FALSE(DecodeFromClient(WithPayload(big.payload.size()), Encode(big),
+                                big.payload)
+                   .ok());
+  // No descriptor rides with a call, and only two methods exist.
+  EXPECT_FALSE(
+      DecodeFromClient(WithPayload(4, 1), Encode(call), call.payload).ok());
+  Frame unknown = Encode(call);
+  unknown.word1 = 3;
+  absl::Status s = DecodeFromClient(WithPayload(4), unknown, "abcd").status();
+  EXPECT_THAT(s.message(), HasSubstr("not one a client may send"));
+  // A client may not send a reply, nor the daemon a call.
+  EXPECT_FALSE(
+      DecodeFromClient(Whole(), Encode(Reply{1, absl::StatusCode::kOk, ""}))
+          .ok());
+  EXPECT_FALSE(DecodeFromDaemon(WithPayload(4), Encode(call), "abcd").ok());
+  // A reply's code is one of absl's.
+  Frame odd = Encode(Reply{1, absl::StatusCode::kOk, ""});
+  odd.word1 = 17;
+  EXPECT_FALSE(DecodeFromDaemon(Whole(), odd).ok());
 }
 
 TEST(FdChannelProtocolTest, TheClientRefusesAnFdFrameWithoutItsFd) {
@@ -147,6 +205,29 @@ TEST(FdChannelIoTest, AFrameAndItsDescriptorCrossASocketpair) {
   EXPECT_TRUE(DecodeFromClient(got.envelope, frame).ok());
   a.reset();
   EXPECT_EQ(RecvFrame(b.get(), &frame, 0).envelope.bytes, 0);
+}
+
+TEST(FdChannelIoTest, ACallAndItsPayloadCrossASocketpairAsOneMessage) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
+  UniqueFd a(pair[0]), b(pair[1]);
+  const Call call{3, CallMethod::kAllocate, 99, std::string(1000, 'p')};
+  ASSERT_TRUE(
+      SentWhole(SendMessage(a.get(), Encode(call), call.payload, -1, 0), 1000));
+  Frame frame;
+  std::string payload;
+  Received got = RecvFrame(b.get(), &frame, &payload, 0);
+  auto message = DecodeFromClient(got.envelope, frame, payload);
+  ASSERT_TRUE(message.ok()) << message.status();
+  EXPECT_EQ(std::get<Call>(*message).payload, call.payload);
+
+  // A reader that expects no payload sees the message cut short, and the
+  // decoder refuses it.
+  ASSERT_TRUE(
+      SentWhole(SendMessage(a.get(), Encode(call), call.payload, -1, 0), 1000));
+  got = RecvFrame(b.get(), &frame, 0);
+  EXPECT_NE(got.envelope.msg_flags & MSG_TRUNC, 0);
+  EXPECT_FALSE(DecodeFromClient(got.envelope, frame).ok());
 }
 
 TEST(FdChannelIoTest, SendingToAClosedPeerFailsWithoutSigpipe) {

@@ -4,10 +4,12 @@
 // make, and what they accept must survive Encode -> Decode unchanged (the
 // daemon and the client speak through exactly these two functions).
 //
-// Input: 3 bytes of envelope, then up to one frame (zero-padded):
+// Input: 3 bytes of envelope, then up to one frame (zero-padded), then the
+// payload that follows it (a Call's or Reply's):
 //   [0] msg_flags bits: 1 MSG_TRUNC, 2 MSG_CTRUNC, 4 MSG_EOR, 8 MSG_OOB
 //   [1] fd_count, as a signed byte
-//   [2] bytes: 0x80 means -1 (recvmsg failed), else 168 + signed byte
+//   [2] bytes: 0x80 means -1 (recvmsg failed), else 168 + the payload's
+//       size + signed byte
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -18,6 +20,7 @@
 #include <variant>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/fd_channel_protocol.h"
 #include "tests/fuzz/fuzz_check.h"
 
@@ -27,7 +30,7 @@ namespace {
 constexpr Envelope kClean{
     .bytes = sizeof(Frame), .msg_flags = 0, .fd_count = 0};
 
-Envelope EnvelopeFrom(const uint8_t* header) {
+Envelope EnvelopeFrom(const uint8_t* header, size_t payload) {
   Envelope envelope;
   const uint8_t flags = header[0];
   if (flags & 1) envelope.msg_flags |= MSG_TRUNC;
@@ -35,9 +38,10 @@ Envelope EnvelopeFrom(const uint8_t* header) {
   if (flags & 4) envelope.msg_flags |= MSG_EOR;
   if (flags & 8) envelope.msg_flags |= MSG_OOB;
   envelope.fd_count = static_cast<int8_t>(header[1]);
-  envelope.bytes = header[2] == 0x80 ? -1
-                                     : static_cast<ssize_t>(sizeof(Frame)) +
-                                           static_cast<int8_t>(header[2]);
+  envelope.bytes = header[2] == 0x80
+                       ? -1
+                       : static_cast<ssize_t>(sizeof(Frame) + payload) +
+                             static_cast<int8_t>(header[2]);
   return envelope;
 }
 
@@ -60,6 +64,11 @@ bool Same(const FromClient& a, const FromClient& b) {
     const auto& pb = std::get<Present>(b);
     return pa->handle == pb.handle && pa->lease == pb.lease;
   }
+  if (const auto* ca = std::get_if<Call>(&a)) {
+    const auto& cb = std::get<Call>(b);
+    return ca->id == cb.id && ca->method == cb.method &&
+           ca->timeout_ms == cb.timeout_ms && ca->payload == cb.payload;
+  }
   return std::get<ForgetArena>(a).arena == std::get<ForgetArena>(b).arena;
 }
 
@@ -74,13 +83,19 @@ bool Same(const FromDaemon& a, const FromDaemon& b) {
     const auto& gb = std::get<FdGrant>(b);
     return ga->grant_id == gb.grant_id && ga->handle == gb.handle;
   }
+  if (const auto* ra = std::get_if<Reply>(&a)) {
+    const auto& rb = std::get<Reply>(b);
+    return ra->id == rb.id && ra->code == rb.code && ra->payload == rb.payload;
+  }
   // An error text is compared as it comes off the wire (see WireText and
   // tests/fuzz/regressions/fd_channel_decode/unterminated_error_text).
   return WireText(std::get<ErrorText>(a).text) == std::get<ErrorText>(b).text;
 }
 
-void CheckFromClient(const Envelope& envelope, const Frame& frame) {
-  absl::StatusOr<FromClient> message = DecodeFromClient(envelope, frame);
+void CheckFromClient(const Envelope& envelope, const Frame& frame,
+                     absl::string_view payload) {
+  absl::StatusOr<FromClient> message =
+      DecodeFromClient(envelope, frame, payload);
   if (!message.ok()) {
     FUZZ_CHECK(absl::IsInvalidArgument(message.status()));
     return;
@@ -89,30 +104,46 @@ void CheckFromClient(const Envelope& envelope, const Frame& frame) {
   // Present frame, exactly one, and with no other.
   const bool present = std::holds_alternative<Present>(*message);
   FUZZ_CHECK(present ? envelope.fd_count == 1 : envelope.fd_count <= 0);
-  FUZZ_CHECK(envelope.bytes == static_cast<ssize_t>(sizeof(Frame)));
+  // Only a call has bytes after its frame, at most kMaxPayloadBytes.
+  const bool call = std::holds_alternative<Call>(*message);
+  FUZZ_CHECK(call || payload.empty());
+  FUZZ_CHECK(payload.size() <= kMaxPayloadBytes);
+  FUZZ_CHECK(envelope.bytes ==
+             static_cast<ssize_t>(sizeof(Frame) + payload.size()));
   FUZZ_CHECK((envelope.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0);
   FUZZ_CHECK(frame.magic == kMagic && frame.version == kVersion);
-  FUZZ_CHECK(frame.type == FrameType::kRelease ||
-             frame.type == FrameType::kForgetArena ||
-             frame.type == FrameType::kSeal ||
-             frame.type == FrameType::kPresent);
+  FUZZ_CHECK(
+      frame.type == FrameType::kRelease ||
+      frame.type == FrameType::kForgetArena || frame.type == FrameType::kSeal ||
+      frame.type == FrameType::kPresent || frame.type == FrameType::kCall);
 
   const Frame encoded =
       std::visit([](const auto& m) { return Encode(m); }, *message);
+  const absl::string_view sent =
+      std::visit([](const auto& m) { return PayloadOf(m); }, *message);
   Envelope clean = kClean;
+  clean.bytes += static_cast<ssize_t>(sent.size());
   if (present) clean.fd_count = 1;
-  absl::StatusOr<FromClient> again = DecodeFromClient(clean, encoded);
+  absl::StatusOr<FromClient> again = DecodeFromClient(clean, encoded, sent);
   FUZZ_CHECK(again.ok());
   FUZZ_CHECK(Same(*message, *again));
 }
 
-void CheckFromDaemon(const Envelope& envelope, const Frame& frame) {
-  absl::StatusOr<FromDaemon> message = DecodeFromDaemon(envelope, frame);
+void CheckFromDaemon(const Envelope& envelope, const Frame& frame,
+                     absl::string_view payload) {
+  absl::StatusOr<FromDaemon> message =
+      DecodeFromDaemon(envelope, frame, payload);
   if (!message.ok()) {
     FUZZ_CHECK(absl::IsInternal(message.status()));
     return;
   }
-  FUZZ_CHECK(envelope.bytes == static_cast<ssize_t>(sizeof(Frame)));
+  const bool reply = std::holds_alternative<Reply>(*message);
+  FUZZ_CHECK(reply || payload.empty());
+  FUZZ_CHECK(payload.size() <= kMaxPayloadBytes);
+  FUZZ_CHECK(envelope.bytes ==
+             static_cast<ssize_t>(sizeof(Frame) + payload.size()));
+  // A reply carries no descriptor: its grant's fd came before it.
+  FUZZ_CHECK(!reply || envelope.fd_count == 0);
   FUZZ_CHECK(frame.magic == kMagic && frame.version == kVersion);
   // A grant without exactly one descriptor would leave the client waiting
   // for an fd that never comes.
@@ -125,9 +156,12 @@ void CheckFromDaemon(const Envelope& envelope, const Frame& frame) {
 
   const Frame encoded =
       std::visit([](const auto& m) { return Encode(m); }, *message);
+  const absl::string_view sent =
+      std::visit([](const auto& m) { return PayloadOf(m); }, *message);
   Envelope clean = kClean;
+  clean.bytes += static_cast<ssize_t>(sent.size());
   if (std::holds_alternative<FdGrant>(*message)) clean.fd_count = 1;
-  absl::StatusOr<FromDaemon> again = DecodeFromDaemon(clean, encoded);
+  absl::StatusOr<FromDaemon> again = DecodeFromDaemon(clean, encoded, sent);
   FUZZ_CHECK(again.ok());
   FUZZ_CHECK(Same(*message, *again));
 }
@@ -139,11 +173,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace shmbroker::fdchannel;
   constexpr size_t kHeader = 3;
   if (size < kHeader) return 0;
-  const Envelope envelope = EnvelopeFrom(data);
   Frame frame;
   std::memset(&frame, 0, sizeof(frame));
   std::memcpy(&frame, data + kHeader, std::min(size - kHeader, sizeof(frame)));
-  CheckFromClient(envelope, frame);
-  CheckFromDaemon(envelope, frame);
+  const size_t rest = kHeader + sizeof(frame);
+  const absl::string_view payload =
+      size > rest ? absl::string_view(
+                        reinterpret_cast<const char*>(data) + rest, size - rest)
+                  : absl::string_view();
+  const Envelope envelope = EnvelopeFrom(data, payload.size());
+  CheckFromClient(envelope, frame, payload);
+  CheckFromDaemon(envelope, frame, payload);
   return 0;
 }

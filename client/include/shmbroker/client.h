@@ -62,6 +62,11 @@ struct ClientOptions {
   // Describe, List, Status, RevokeLease, LeaseTimeToLive (of an id) and
   // ListLeases work; Allocate, Attach, Release and GrantLease need it.
   bool open_client_connection = true;
+  // Make Allocate and Attach (also AttachWhen) on the fd channel rather
+  // than over gRPC: one message each way instead of a gRPC round trip
+  // (docs/api.md, "Calls on the fd channel"). Same requests, answers and
+  // errors. Off: every call goes over gRPC.
+  bool calls_on_fd_channel = true;
   // Called (on the lease-keeping thread) once for each lease the daemon
   // ended while this client still wanted it, e.g. NOT_FOUND "lease 7 expired
   // (not renewed within its TTL) at ...", or that a restarted daemon did not

@@ -1,0 +1,134 @@
+// BrokerService: the Allocate and Attach calls clients make on the fd
+// channel (common/fd_channel_protocol.h, "Why calls on the fd channel").
+// The request and response are the gRPC methods' own messages and go
+// through the same checks and Registry calls (AllocateFor, AttachFor,
+// CheckWait); only the caller comes from the connection rather than from
+// the gRPC peer and token, and the answer goes back as a Reply frame, after
+// the grant's fd. A waiting Attach is a waiter in the Registry whose
+// callback answers it: on the thread that created or sealed the buffer, on
+// the lease sweeper's at the deadline, or when the connection closes.
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <variant>
+
+#include "absl/strings/str_format.h"
+#include "server/broker_service.h"
+
+namespace shmbroker {
+namespace {
+
+const char* MethodName(fdchannel::CallMethod method) {
+  return method == fdchannel::CallMethod::kAllocate ? "Allocate" : "Attach";
+}
+
+// Answers call `id` with `status` and, when it is OK, `response` (an
+// AllocateResponse or AttachResponse, whose grant took a hold). A reply
+// that cannot be sent, or does not fit, gives that hold back: the client
+// never learns of it, so nobody else would.
+template <typename Response>
+void Answer(Registry* registry, FdChannel* fd_channel,
+            ClientConnection& connection, uint64_t id, absl::Status status,
+            const Response& response) {
+  fdchannel::Reply reply{id, status.code(), {}};
+  if (status.ok() && (!response.SerializeToString(&reply.payload) ||
+                      reply.payload.size() > fdchannel::kMaxPayloadBytes)) {
+    reply.code = absl::StatusCode::kInternal;
+    reply.payload = absl::StrFormat(
+        "the response (%d bytes) does not fit in an fd-channel reply; make "
+        "this call over gRPC",
+        response.ByteSizeLong());
+  } else if (!status.ok()) {
+    // Worded as over gRPC (a limit names its flag).
+    reply.payload = ToGrpcStatus(status).error_message().substr(
+        0, fdchannel::kMaxPayloadBytes);
+  }
+  const bool granted = status.ok();
+  if (fd_channel->SendReply(connection, reply).ok() &&
+      reply.code == absl::StatusCode::kOk) {
+    return;
+  }
+  if (granted) {
+    registry
+        ->Release(connection.id,
+                  BufferRef::ByHandle(response.buffer().handle()),
+                  response.grant().lease_id())
+        .IgnoreError();
+  }
+}
+
+}  // namespace
+
+void BrokerService::OnCall(const std::shared_ptr<ClientConnection>& connection,
+                           fdchannel::Call call) {
+  const absl::Time start = absl::Now();
+  const char* method = MethodName(call.method);
+  metrics_->FdChannelCall(call.method);
+  if (call.method == fdchannel::CallMethod::kAllocate) {
+    v1::AllocateRequest request;
+    v1::AllocateResponse response;
+    absl::Status status =
+        request.ParseFromString(call.payload)
+            ? AllocateFor(*connection, request, &response)
+            : absl::InvalidArgumentError(
+                  "malformed AllocateRequest on the fd channel");
+    Record(method, status, start);
+    Answer(registry_, fd_channel_, *connection, call.id, std::move(status),
+           response);
+    return;
+  }
+  v1::AttachRequest request;
+  v1::AttachResponse response;
+  if (!request.ParseFromString(call.payload)) {
+    absl::Status status =
+        absl::InvalidArgumentError("malformed AttachRequest on the fd channel");
+    Record(method, status, start);
+    Answer(registry_, fd_channel_, *connection, call.id, status, response);
+    return;
+  }
+  if (request.wait() == v1::WAIT_FOR_NOTHING) {
+    absl::Status status = AttachFor(*connection, request, &response);
+    Record(method, status, start);
+    Answer(registry_, fd_channel_, *connection, call.id, std::move(status),
+           response);
+    return;
+  }
+  absl::StatusOr<WaitSpec> wait = CheckWait(request);
+  if (!wait.ok()) {
+    Record(method, wait.status(), start);
+    Answer(registry_, fd_channel_, *connection, call.id, wait.status(),
+           response);
+    return;
+  }
+  // As over gRPC: the call's deadline, or the wait's timeout if sooner.
+  absl::Time deadline = call.timeout_ms > 0
+                            ? start + absl::Milliseconds(call.timeout_ms)
+                            : absl::InfiniteFuture();
+  if (wait->timeout > absl::ZeroDuration()) {
+    deadline = std::min(deadline, start + wait->timeout);
+  }
+  // Called once, with the grant or why not; nothing else refers to the
+  // call meanwhile, so it needs no object of its own.
+  auto finish = [this, connection, id = call.id,
+                 start](absl::StatusOr<Grant> grant) {
+    v1::AttachResponse granted;
+    absl::Status status = grant.status();
+    if (grant.ok()) {
+      status = Deliver(*connection, *grant, granted.mutable_buffer(),
+                       granted.mutable_grant());
+    }
+    Record("Attach", status, start);
+    Answer(registry_, fd_channel_, *connection, id, std::move(status), granted);
+  };
+  absl::StatusOr<std::variant<Grant, WaiterId>> now = registry_->AttachOrWait(
+      connection->id, request.name(), wait->access, request.lease_id(),
+      wait->until, deadline, finish);
+  if (now.ok() && std::holds_alternative<WaiterId>(*now)) {
+    if (deadline != absl::InfiniteFuture()) sweeper_->WakeBy(deadline);
+    return;
+  }
+  finish(now.ok() ? absl::StatusOr<Grant>(std::move(std::get<Grant>(*now)))
+                  : now.status());
+}
+
+}  // namespace shmbroker
