@@ -17,6 +17,7 @@
 #include "common/fd_channel_protocol.h"
 #include "server/log_rate_limiter.h"
 #include "server/logging.h"
+#include "server/memory_trim.h"
 #include "server/peer_credentials.h"
 
 namespace shmbroker {
@@ -307,6 +308,7 @@ void FdChannel::Close(const std::shared_ptr<ClientConnection>& connection,
                           : ReclaimReason::kClientClosed);
   const absl::Duration reclaim = absl::Now() - noticed;
   metrics_->ClientClosed(reason, result.holds_dropped > 0, reclaim);
+  TrimAfterReclaim(result.holds_dropped + result.buffers_reclaimed);
   if (result.holds_dropped > 0 && reason != CloseReason::kShutdown) {
     latencies_->connection_close.Add(reclaim);
   }

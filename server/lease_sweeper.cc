@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "server/logging.h"
+#include "server/memory_trim.h"
 
 namespace shmbroker {
 
@@ -19,8 +20,10 @@ LeaseSweeper::LeaseSweeper(Registry* registry, FdChannel* fd_channel,
 
 absl::Time LeaseSweeper::SweepDue() {
   CloseResult step;
+  uint64_t records = 0;
   do {
     step = registry_->ExpireLeases(batch_);
+    records += step.holds_dropped + step.buffers_reclaimed;
     // The memory of what expired was closed inside ExpireLeases, unlocked.
     const absl::Time freed = absl::Now();
     for (absl::Time deadline : step.expired_deadlines) {
@@ -41,6 +44,7 @@ absl::Time LeaseSweeper::SweepDue() {
           step.buffers_reclaimed, step.bytes_reclaimed);
     }
   } while (step.more_due);
+  TrimAfterReclaim(records);
   // New leases are due at least min_ttl from now, and we look again within
   // max_sleep_ < min_ttl, so no deadline is missed.
   registry_->ExpireWaiters();
