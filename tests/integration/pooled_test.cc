@@ -111,6 +111,9 @@ TEST_F(PooledTest, AConnectionGetsEachArenaFdOnceAndTrimReturnsIt) {
     auto warm = client_->Allocate(Pooled(1024));  // the arena's fd arrives
     ASSERT_TRUE(warm.ok()) << warm.status();
   }
+  // Allocate went on the fd channel: the gRPC connection (one more fd) opens
+  // lazily, so open it before counting.
+  ASSERT_TRUE(client_->Ping().ok());
   const size_t before = OpenFds();
   std::vector<client::Buffer> held;
   for (int i = 0; i < 200; ++i) {
