@@ -4,7 +4,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/stubs/logging.h"
 #include "nlohmann/json.hpp"
+#include "server/log_rate_limiter.h"
 #include "spdlog/pattern_formatter.h"
 #include "spdlog/sinks/stdout_sinks.h"
 
@@ -27,6 +29,21 @@ class JsonMessageFlag : public spdlog::custom_flag_formatter {
   }
 };
 
+// Protobuf logs what a peer's bytes make it say, e.g. an ERROR for each
+// request with invalid UTF-8 in a string field, which any client can send
+// at will: into the daemon's log, rate-limited like every line a client can
+// cause, never straight to stderr.
+void ProtobufLog(google::protobuf::LogLevel level, const char* file, int line,
+                 const std::string& message) {
+  uint64_t suppressed = 0;
+  if (level < google::protobuf::LOGLEVEL_FATAL &&
+      !LogRateLimits::ClientWarnings().Allow(&suppressed)) {
+    return;
+  }
+  spdlog::warn("protobuf ({}:{}): {}{}", file, line, message,
+               SuppressedNote(suppressed));
+}
+
 }  // namespace
 
 absl::Status SetUpLogging(const std::string& level_name,
@@ -47,6 +64,7 @@ absl::Status SetUpLogging(const std::string& level_name,
   }
   logger->set_level(level);
   spdlog::set_default_logger(logger);
+  google::protobuf::SetLogHandler(&ProtobufLog);
   return absl::OkStatus();
 }
 

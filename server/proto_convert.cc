@@ -137,14 +137,19 @@ void ToProto(absl::Time time, google::protobuf::Timestamp* out) {
 }
 
 void ToProto(absl::Duration duration, google::protobuf::Duration* out) {
-  const int64_t nanos = absl::ToInt64Nanoseconds(duration);
-  out->set_seconds(nanos / 1000000000);
-  out->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+  // Whole seconds and the rest, not int64 nanoseconds: those overflow past
+  // 292 years.
+  absl::Duration rest;
+  out->set_seconds(absl::IDivDuration(duration, absl::Seconds(1), &rest));
+  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(rest)));
 }
 
 absl::StatusOr<absl::Duration> FromProto(const google::protobuf::Duration& d) {
-  // The proto's own rules: |nanos| < 1e9, same sign as seconds.
-  if (d.nanos() <= -1000000000 || d.nanos() >= 1000000000 ||
+  // The proto's own rules: |seconds| <= 315,576,000,000 (10,000 years),
+  // |nanos| < 1e9, nanos of the same sign as seconds.
+  constexpr int64_t kMaxSeconds = 315576000000;
+  if (d.seconds() < -kMaxSeconds || d.seconds() > kMaxSeconds ||
+      d.nanos() <= -1000000000 || d.nanos() >= 1000000000 ||
       (d.seconds() > 0 && d.nanos() < 0) ||
       (d.seconds() < 0 && d.nanos() > 0)) {
     return absl::InvalidArgumentError(

@@ -96,5 +96,48 @@ TEST(LogFloodTest, DeniedCallsAreRateLimitedInTheLog) {
   ::unlink(log_path.c_str());
 }
 
+// Protobuf logs an error for every request whose string field is not UTF-8;
+// a client could send thousands a second. The daemon's log takes them
+// through its rate limit, and each call is still answered.
+TEST(LogFloodTest, RequestsProtobufComplainsAboutAreRateLimitedInTheLog) {
+  const std::string log_path = NewTempFile("protobuf-log");
+  TestDaemon::Launch launch;
+  launch.log_path = log_path;
+  auto daemon =
+      std::make_unique<TestDaemon>(std::vector<std::string>{}, "", launch);
+  ASSERT_TRUE(daemon->started()) << daemon->startup_output();
+  struct stat st {};
+  ASSERT_EQ(::stat(log_path.c_str(), &st), 0);
+  const off_t before = st.st_size;
+
+  // An AllocateRequest whose name (field 2) is the byte 0xff.
+  const std::string bad_name("\x08\x80\x20\x12\x01\xff", 6);
+  const int fd = ConnectRawFdChannel(daemon->socket(), nullptr);
+  constexpr int kCalls = 3000;
+  for (int i = 0; i < kCalls; ++i) {
+    const fdchannel::Call call{static_cast<uint64_t>(i + 1),
+                               fdchannel::CallMethod::kAllocate, 1000,
+                               bad_name};
+    ASSERT_TRUE(
+        fdchannel::SentWhole(fdchannel::SendMessage(fd, fdchannel::Encode(call),
+                                                    call.payload, -1, 0),
+                             call.payload.size()));
+    fdchannel::Frame frame;
+    std::string payload;
+    fdchannel::Received got = fdchannel::RecvFrame(fd, &frame, &payload, 0);
+    auto reply = fdchannel::DecodeFromDaemon(got.envelope, frame, payload);
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    ASSERT_EQ(std::get<fdchannel::Reply>(*reply).code,
+              absl::StatusCode::kInvalidArgument);
+  }
+  ::close(fd);
+  ASSERT_EQ(::stat(log_path.c_str(), &st), 0);
+  EXPECT_LT(st.st_size - before, 16 * 1024);
+  daemon.reset();
+  const std::string log = ReadWholeFile(log_path);
+  EXPECT_THAT(log, HasSubstr("invalid UTF-8"));
+  ::unlink(log_path.c_str());
+}
+
 }  // namespace
 }  // namespace shmbroker::testing

@@ -84,6 +84,24 @@ TEST(ProtoConvertTest, DurationsFollowTheProtosRules) {
   d.set_seconds(0);
   d.set_nanos(1000000000);  // nanos out of range
   EXPECT_FALSE(FromProto(d).ok());
+  // Seconds beyond the proto's 10,000 years (found by fuzz_rpc_requests: a
+  // wait_timeout of 2^56 s was taken, and printed back wrong).
+  d.set_nanos(0);
+  d.set_seconds(int64_t{1} << 56);
+  EXPECT_FALSE(FromProto(d).ok());
+  d.set_seconds(-315576000001);
+  EXPECT_FALSE(FromProto(d).ok());
+  // The longest durations the proto allows survive a round trip exactly.
+  for (int64_t seconds : {int64_t{315576000000}, int64_t{-315576000000}}) {
+    d.set_seconds(seconds);
+    d.set_nanos(seconds > 0 ? 999999999 : -999999999);
+    absl::StatusOr<absl::Duration> taken = FromProto(d);
+    ASSERT_TRUE(taken.ok()) << taken.status();
+    google::protobuf::Duration back;
+    ToProto(*taken, &back);
+    EXPECT_EQ(back.seconds(), d.seconds());
+    EXPECT_EQ(back.nanos(), d.nanos());
+  }
 }
 
 TEST(ProtoConvertTest, StatusesKeepTheirCodeAndNameTheFlagOfTheirLimit) {
