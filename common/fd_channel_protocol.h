@@ -14,7 +14,8 @@
 // only from the process it was issued to. The socket closing, for any reason
 // (exit, crash, SIGKILL), is the daemon's signal that the process is gone.
 //
-//   daemon -> client  Hello        once, on connect
+//   daemon -> client  Hello        once, on connect (with the features it
+//                                  serves, e.g. "calls")
 //   daemon -> client  FdGrant      one per grant that carries an fd
 //   daemon -> client  ErrorText    then the daemon closes the channel
 //   client -> daemon  Release      drop one hold (one-way)
@@ -82,6 +83,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -144,10 +146,25 @@ struct ArenaKey {
 };
 
 // The messages, one struct each.
+// What a daemon serves beyond the frames every version has, named in its
+// Hello (space-separated): a client uses a feature only if it is named, so
+// that a newer library works with an older daemon.
+inline constexpr char kFeatureCalls[] = "calls";  // Call frames (kCall)
+
 struct Hello {
   uint64_t connection_id = 0;
   uint64_t default_lease = 0;
   Token token{};
+  std::string features;  // in the frame's text; empty from older daemons
+
+  bool Serves(absl::string_view feature) const {
+    for (absl::string_view rest = features; !rest.empty();) {
+      const size_t end = std::min(rest.find(' '), rest.size());
+      if (rest.substr(0, end) == feature) return true;
+      rest.remove_prefix(std::min(end + 1, rest.size()));
+    }
+    return false;
+  }
 };
 struct FdGrant {  // the fd itself travels with the frame
   uint64_t grant_id = 0;
@@ -231,6 +248,7 @@ inline Frame MakeFrame(FrameType type, uint64_t word0, uint64_t word1) {
 inline Frame Encode(const Hello& m) {
   Frame f = MakeFrame(FrameType::kHello, m.connection_id, m.default_lease);
   std::memcpy(f.token, m.token.data(), kTokenBytes);
+  std::strncpy(f.text, m.features.c_str(), kTextBytes - 1);
   return f;
 }
 inline Frame Encode(const FdGrant& m) {
@@ -372,8 +390,10 @@ inline absl::StatusOr<FromDaemon> DecodeFromDaemon(
   }
   switch (f.type) {
     case FrameType::kHello: {
-      Hello m{f.word0, f.word1, {}};
+      Hello m{f.word0, f.word1, {}, {}};
       std::memcpy(m.token.data(), f.token, kTokenBytes);
+      // Older daemons leave the text zeroed: no features.
+      m.features = std::string(f.text, strnlen(f.text, kTextBytes - 1));
       return m;
     }
     case FrameType::kFd:

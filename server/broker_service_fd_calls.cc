@@ -100,10 +100,14 @@ void BrokerService::OnCall(const std::shared_ptr<ClientConnection>& connection,
            response);
     return;
   }
-  // As over gRPC: the call's deadline, or the wait's timeout if sooner.
-  absl::Time deadline = call.timeout_ms > 0
-                            ? start + absl::Milliseconds(call.timeout_ms)
-                            : absl::InfiniteFuture();
+  // As over gRPC: the call's deadline, or the wait's timeout if sooner. A
+  // client's timeout counts up to a year, so that any number a client
+  // sends makes a valid time.
+  constexpr uint64_t kMaxTimeoutMs = uint64_t{366} * 24 * 3600 * 1000;
+  absl::Time deadline =
+      call.timeout_ms > 0
+          ? start + absl::Milliseconds(std::min(call.timeout_ms, kMaxTimeoutMs))
+          : absl::InfiniteFuture();
   if (wait->timeout > absl::ZeroDuration()) {
     deadline = std::min(deadline, start + wait->timeout);
   }

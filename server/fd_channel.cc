@@ -200,6 +200,7 @@ absl::StatusOr<std::shared_ptr<ClientConnection>> FdChannel::Open(
   }
   hello.connection_id = *id;
   hello.default_lease = lease->id;
+  hello.features = fdchannel::kFeatureCalls;
   auto connection = std::make_shared<ClientConnection>(
       *id, lease->id, *identity, fdchannel::TokenToHex(hello.token),
       std::move(socket), keepalive_per_second_);

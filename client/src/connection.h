@@ -146,14 +146,19 @@ class Connection {
 
   // Allocate or Attach (`method`) as a call on the fd channel, answered as
   // Call answers it over gRPC; `wait` as for Call. Nullopt when it must go
-  // over gRPC instead: no fd channel, ClientOptions::calls_on_fd_channel is
-  // off, or the request does not fit in one message.
+  // over gRPC instead: no fd channel, a daemon that does not serve calls,
+  // ClientOptions::calls_on_fd_channel is off, or the request does not fit
+  // in one message.
   template <typename Response, typename Request>
   std::optional<absl::StatusOr<Response>> CallOnFdChannel(
       fdchannel::CallMethod method, const Request& request,
       absl::Duration wait = absl::ZeroDuration()) const {
     std::shared_ptr<FdChannel> channel = fd_channel();
-    if (!calls_on_fd_channel_ || channel == nullptr) return std::nullopt;
+    // An older daemon does not serve calls (its Hello says so).
+    if (!calls_on_fd_channel_ || channel == nullptr ||
+        !channel->hello().Serves(fdchannel::kFeatureCalls)) {
+      return std::nullopt;
+    }
     fdchannel::Call call;
     call.method = method;
     if (!request.SerializeToString(&call.payload) ||

@@ -28,52 +28,12 @@
 #include "common/fd_channel_io.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/client/fake_fd_channel.h"
 
 namespace shmbroker::client {
 namespace {
 
 using ::testing::HasSubstr;
-
-constexpr absl::Duration kDeadline = absl::Seconds(20);
-
-// The daemon's end of the fd channel, and nothing else.
-class FakeFdChannel {
- public:
-  FakeFdChannel() {
-    char tmpl[] = "/tmp/shmbroker-resumer-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    listener_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    const std::string path = FdChannelPath(socket_path());
-    std::strcpy(addr.sun_path, path.c_str());
-    EXPECT_EQ(::bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr),
-                     sizeof(addr)),
-              0);
-    EXPECT_EQ(::listen(listener_.get(), 8), 0);
-  }
-  ~FakeFdChannel() {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  std::string socket_path() const { return dir_ + "/broker.sock"; }
-
-  // Accepts the next connection and greets it with `default_lease`.
-  UniqueFd Accept(uint64_t default_lease) {
-    pollfd p{listener_.get(), POLLIN, 0};
-    if (::poll(&p, 1, absl::ToInt64Milliseconds(kDeadline)) != 1) return {};
-    UniqueFd socket(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    fdchannel::Hello hello{default_lease, default_lease, {}};
-    hello.token[0] = static_cast<uint8_t>(default_lease);
-    EXPECT_TRUE(fdchannel::SentWhole(
-        fdchannel::SendFrame(socket.get(), fdchannel::Encode(hello), -1, 0)));
-    return socket;
-  }
-
- private:
-  std::string dir_;
-  UniqueFd listener_;
-};
 
 struct Presented {
   fdchannel::Present frame;

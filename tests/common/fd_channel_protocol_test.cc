@@ -42,7 +42,7 @@ TEST(FdChannelProtocolTest, ClientMessagesRoundTrip) {
 }
 
 TEST(FdChannelProtocolTest, DaemonMessagesRoundTrip) {
-  Hello hello{3, 4, {}};
+  Hello hello{3, 4, {}, kFeatureCalls};
   for (size_t i = 0; i < hello.token.size(); ++i) hello.token[i] = i * 17;
   auto got = DecodeFromDaemon(Whole(), Encode(hello));
   ASSERT_TRUE(got.ok()) << got.status();
@@ -50,6 +50,11 @@ TEST(FdChannelProtocolTest, DaemonMessagesRoundTrip) {
   EXPECT_EQ(back.connection_id, 3u);
   EXPECT_EQ(back.default_lease, 4u);
   EXPECT_EQ(back.token, hello.token);
+  EXPECT_TRUE(back.Serves(kFeatureCalls));
+  // An older daemon's Hello (its text zeroed) names no feature.
+  auto older = DecodeFromDaemon(Whole(), Encode(Hello{3, 4, {}, ""}));
+  ASSERT_TRUE(older.ok()) << older.status();
+  EXPECT_FALSE(std::get<Hello>(*older).Serves(kFeatureCalls));
   EXPECT_EQ(TokenToHex(back.token).size(), 32u);
   EXPECT_EQ(TokenToHex(back.token).substr(0, 6), "001122");
 

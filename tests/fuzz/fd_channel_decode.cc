@@ -77,7 +77,8 @@ bool Same(const FromDaemon& a, const FromDaemon& b) {
   if (const auto* ha = std::get_if<Hello>(&a)) {
     const auto& hb = std::get<Hello>(b);
     return ha->connection_id == hb.connection_id &&
-           ha->default_lease == hb.default_lease && ha->token == hb.token;
+           ha->default_lease == hb.default_lease && ha->token == hb.token &&
+           WireText(ha->features) == hb.features;
   }
   if (const auto* ga = std::get_if<FdGrant>(&a)) {
     const auto& gb = std::get<FdGrant>(b);
