@@ -145,12 +145,12 @@ struct ArenaKey {
   }
 };
 
-// The messages, one struct each.
 // What a daemon serves beyond the frames every version has, named in its
 // Hello (space-separated): a client uses a feature only if it is named, so
 // that a newer library works with an older daemon.
 inline constexpr char kFeatureCalls[] = "calls";  // Call frames (kCall)
 
+// The messages, one struct each.
 struct Hello {
   uint64_t connection_id = 0;
   uint64_t default_lease = 0;

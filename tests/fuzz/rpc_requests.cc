@@ -1,13 +1,15 @@
 // Fuzzes how the daemon reads a request: the bytes of a serialized
 // shmbroker.v1 request (over gRPC, or as the payload of a call on the fd
 // channel, which any local client can send) are parsed, converted to core
-// types (server/proto_convert.h) and validated as the Registry would (names,
-// share rules). No input may crash them; every refusal is INVALID_ARGUMENT
-// with a message of bounded length (a request's own bytes are never echoed
-// whole); and what is accepted says exactly what the request said.
+// types (server/proto_convert.h, server/page.h) and validated as the
+// Registry would (names, share rules, watch prefixes). No input may crash them;
+// every refusal is INVALID_ARGUMENT with a message of bounded length (a
+// request's own bytes are never echoed whole); and what is accepted says
+// exactly what the request said.
 //
 // Input: one selector byte (which request, modulo kRequests), then the bytes
 // of the serialized message.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -16,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "core/access.h"
 #include "core/buffer_name.h"
+#include "server/page.h"
 #include "server/proto_convert.h"
 #include "shmbroker/v1/broker.pb.h"
 #include "tests/fuzz/fuzz_check.h"
@@ -117,7 +120,54 @@ void CheckTarget(const Request& request) {
   if (!ref.ok()) CheckRefusal(ref.status());
 }
 
-constexpr int kRequests = 4;
+// Release names its buffer by handle, or by name when the handle is 0.
+void CheckRelease(const v1::ReleaseRequest& request) {
+  if (request.handle() == 0 && !request.name().empty()) {
+    if (absl::Status s = ValidateBufferName(request.name()); !s.ok()) {
+      CheckRefusal(s);
+    }
+  }
+}
+
+// List and ListLeases: a page of at most the largest size, after the
+// position the token names.
+template <typename Request>
+void CheckPage(const Request& request) {
+  const PageOptions options;
+  absl::StatusOr<Page> page =
+      ParsePage(request.page_size(), request.page_token(), options);
+  if (!page.ok()) {
+    CheckRefusal(page.status());
+    return;
+  }
+  FUZZ_CHECK(page->limit >= 1 && page->limit <= options.max_size);
+  FUZZ_CHECK(page->limit == std::min(request.page_size() == 0
+                                         ? options.default_size
+                                         : request.page_size(),
+                                     options.max_size));
+}
+
+void CheckGrantLease(const v1::GrantLeaseRequest& request) {
+  absl::StatusOr<absl::Duration> ttl = FromProto(request.ttl());
+  if (!ttl.ok()) {
+    CheckRefusal(ttl.status());
+    return;
+  }
+  google::protobuf::Duration back;
+  ToProto(*ttl, &back);
+  absl::StatusOr<absl::Duration> again = FromProto(back);
+  FUZZ_CHECK(again.ok() && *again == *ttl);
+}
+
+// A watch prefix is empty (everything) or a valid name's start.
+void CheckWatch(const v1::WatchRequest& request) {
+  if (request.prefix().empty()) return;
+  if (absl::Status s = ValidateBufferName(request.prefix()); !s.ok()) {
+    CheckRefusal(s);
+  }
+}
+
+constexpr int kRequests = 9;
 
 }  // namespace
 }  // namespace shmbroker
@@ -143,9 +193,34 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (request.ParseFromArray(bytes, bytes_size)) CheckTarget(request);
       break;
     }
-    default: {
+    case 3: {
       v1::SealRequest request;
       if (request.ParseFromArray(bytes, bytes_size)) CheckTarget(request);
+      break;
+    }
+    case 4: {
+      v1::ReleaseRequest request;
+      if (request.ParseFromArray(bytes, bytes_size)) CheckRelease(request);
+      break;
+    }
+    case 5: {
+      v1::ListRequest request;
+      if (request.ParseFromArray(bytes, bytes_size)) CheckPage(request);
+      break;
+    }
+    case 6: {
+      v1::ListLeasesRequest request;
+      if (request.ParseFromArray(bytes, bytes_size)) CheckPage(request);
+      break;
+    }
+    case 7: {
+      v1::GrantLeaseRequest request;
+      if (request.ParseFromArray(bytes, bytes_size)) CheckGrantLease(request);
+      break;
+    }
+    default: {
+      v1::WatchRequest request;
+      if (request.ParseFromArray(bytes, bytes_size)) CheckWatch(request);
       break;
     }
   }
