@@ -7,8 +7,8 @@
 // request's own bytes are never echoed whole); and what is accepted says
 // exactly what the request said.
 //
-// Input: one selector byte (which request, modulo kRequests), then the bytes
-// of the serialized message.
+// Input: one selector byte (which request, modulo 9), then the bytes of the
+// serialized message.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -167,7 +167,12 @@ void CheckWatch(const v1::WatchRequest& request) {
   }
 }
 
-constexpr int kRequests = 9;
+// Parses the input as a `Request` and checks it, if it parses.
+template <typename Request, typename Check>
+void Fuzz(const uint8_t* data, size_t size, Check check) {
+  Request request;
+  if (request.ParseFromArray(data, static_cast<int>(size))) check(request);
+}
 
 }  // namespace
 }  // namespace shmbroker
@@ -175,54 +180,36 @@ constexpr int kRequests = 9;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace shmbroker;
   if (size < 1) return 0;
-  const char* bytes = reinterpret_cast<const char*>(data + 1);
-  const int bytes_size = static_cast<int>(size - 1);
-  switch (data[0] % kRequests) {
-    case 0: {
-      v1::AllocateRequest request;
-      if (request.ParseFromArray(bytes, bytes_size)) CheckAllocate(request);
+  const uint8_t* bytes = data + 1;
+  const size_t n = size - 1;
+  switch (data[0] % 9) {
+    case 0:
+      Fuzz<v1::AllocateRequest>(bytes, n, CheckAllocate);
       break;
-    }
-    case 1: {
-      v1::AttachRequest request;
-      if (request.ParseFromArray(bytes, bytes_size)) CheckAttach(request);
+    case 1:
+      Fuzz<v1::AttachRequest>(bytes, n, CheckAttach);
       break;
-    }
-    case 2: {
-      v1::DescribeRequest request;
-      if (request.ParseFromArray(bytes, bytes_size)) CheckTarget(request);
+    case 2:
+      Fuzz<v1::DescribeRequest>(bytes, n, CheckTarget<v1::DescribeRequest>);
       break;
-    }
-    case 3: {
-      v1::SealRequest request;
-      if (request.ParseFromArray(bytes, bytes_size)) CheckTarget(request);
+    case 3:
+      Fuzz<v1::SealRequest>(bytes, n, CheckTarget<v1::SealRequest>);
       break;
-    }
-    case 4: {
-      v1::ReleaseRequest request;
-      if (request.ParseFromArray(bytes, bytes_size)) CheckRelease(request);
+    case 4:
+      Fuzz<v1::ReleaseRequest>(bytes, n, CheckRelease);
       break;
-    }
-    case 5: {
-      v1::ListRequest request;
-      if (request.ParseFromArray(bytes, bytes_size)) CheckPage(request);
+    case 5:
+      Fuzz<v1::ListRequest>(bytes, n, CheckPage<v1::ListRequest>);
       break;
-    }
-    case 6: {
-      v1::ListLeasesRequest request;
-      if (request.ParseFromArray(bytes, bytes_size)) CheckPage(request);
+    case 6:
+      Fuzz<v1::ListLeasesRequest>(bytes, n, CheckPage<v1::ListLeasesRequest>);
       break;
-    }
-    case 7: {
-      v1::GrantLeaseRequest request;
-      if (request.ParseFromArray(bytes, bytes_size)) CheckGrantLease(request);
+    case 7:
+      Fuzz<v1::GrantLeaseRequest>(bytes, n, CheckGrantLease);
       break;
-    }
-    default: {
-      v1::WatchRequest request;
-      if (request.ParseFromArray(bytes, bytes_size)) CheckWatch(request);
+    default:
+      Fuzz<v1::WatchRequest>(bytes, n, CheckWatch);
       break;
-    }
   }
   return 0;
 }
