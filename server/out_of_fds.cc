@@ -9,7 +9,9 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/base/const_init.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "server/logging.h"
 
 namespace shmbroker {
@@ -18,11 +20,16 @@ namespace {
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(100);
 constexpr absl::Duration kMaxBackoff = absl::Seconds(1);
 
+// Serializes every guard's closing and reopening of its spare (see the
+// header): the fd table they race on is the process's.
+ABSL_CONST_INIT absl::Mutex spare_lock(absl::kConstInit);
+
 }  // namespace
 
 OutOfFdsGuard::OutOfFdsGuard(const char* socket, Metrics* metrics,
                              std::function<void(bool)> on_blocked)
     : socket_(socket), metrics_(metrics), on_blocked_(std::move(on_blocked)) {
+  absl::MutexLock lock(&spare_lock);
   ReopenSpare();
 }
 
@@ -63,10 +70,13 @@ absl::Duration OutOfFdsGuard::OnOutOfFds(int err) {
 }
 
 bool OutOfFdsGuard::Recovered() {
-  ReopenSpare();
-  if (!spare_.valid()) return false;
-  UniqueFd probe(::fcntl(spare_.get(), F_DUPFD_CLOEXEC, 0));
-  if (!probe.valid()) return false;
+  {
+    absl::MutexLock lock(&spare_lock);
+    ReopenSpare();
+    if (!spare_.valid()) return false;
+    UniqueFd probe(::fcntl(spare_.get(), F_DUPFD_CLOEXEC, 0));
+    if (!probe.valid()) return false;
+  }
   blocked_ = false;
   if (on_blocked_) on_blocked_(false);
   if (logged_) {
@@ -81,6 +91,7 @@ void OutOfFdsGuard::RefuseWaiting(int listener,
   for (;;) {
     pollfd waiting{listener, POLLIN, 0};
     if (::poll(&waiting, 1, 0) != 1 || (waiting.revents & POLLIN) == 0) return;
+    absl::MutexLock lock(&spare_lock);
     ReopenSpare();
     if (!spare_.valid()) return;
     spare_.reset();  // its number is now free for accept

@@ -8,7 +8,14 @@
 // so a new client is told why instead of hanging. It logs once per episode
 // (at most one episode start per 10 s), reports the episode to `on_blocked`
 // (health goes NOT_SERVING) and counts refusals in the metrics.
-// Used by one acceptor thread only; not thread-safe.
+//
+// fd numbers are process-wide: the kernel gives the lowest free number to
+// whichever thread asks first. Two guards (the fd channel's and gRPC's)
+// juggling their spares at once could take each other's freed number (one
+// guard's "fds came back" probe landing in the other's spare), so the
+// other could neither accept nor refuse and its clients would hang. Every
+// guard's spare juggling therefore runs under one process-wide lock.
+// Each guard is used by one acceptor thread only; not thread-safe.
 #ifndef SHMBROKER_SERVER_OUT_OF_FDS_H_
 #define SHMBROKER_SERVER_OUT_OF_FDS_H_
 
