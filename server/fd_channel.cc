@@ -242,49 +242,45 @@ absl::StatusOr<uint64_t> FdChannel::SendArenaFd(ClientConnection& connection,
 
 absl::StatusOr<uint64_t> FdChannel::SendFdLocked(ClientConnection& connection,
                                                  Handle handle, int fd) {
-  if (connection.closed.load()) {
-    return absl::FailedPreconditionError("client connection is closed");
-  }
   const uint64_t grant = connection.next_grant.fetch_add(1);
-  if (fdchannel::SentWhole(fdchannel::SendFrame(
-          connection.socket.get(),
-          fdchannel::Encode(fdchannel::FdGrant{grant, handle}), fd,
-          MSG_DONTWAIT))) {
-    return grant;
-  }
-  if (errno == EAGAIN || errno == EWOULDBLOCK) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "fd channel of client connection %d is full: the client is not "
-        "receiving its descriptors",
-        connection.id));
-  }
-  return absl::FailedPreconditionError(
-      absl::StrFormat("cannot send fd to client connection %d: %s",
-                      connection.id, std::strerror(errno)));
+  absl::Status sent = SendLocked(
+      connection, fdchannel::Encode(fdchannel::FdGrant{grant, handle}), {}, fd,
+      "descriptors");
+  if (!sent.ok()) return sent;
+  return grant;
 }
 
 absl::Status FdChannel::SendReply(ClientConnection& connection,
                                   const fdchannel::Reply& reply) {
   absl::MutexLock lock(&connection.send_mu);
+  return SendLocked(connection, fdchannel::Encode(reply), reply.payload, -1,
+                    "replies");
+}
+
+absl::Status FdChannel::SendLocked(ClientConnection& connection,
+                                   const fdchannel::Frame& frame,
+                                   absl::string_view payload, int fd,
+                                   absl::string_view what) {
   if (connection.closed.load()) {
     return absl::FailedPreconditionError("client connection is closed");
   }
+  // Never blocks: a client that does not read fills its socket, and the
+  // caller (a gRPC thread or the reader) must not wait on it.
   if (fdchannel::SentWhole(
-          fdchannel::SendMessage(connection.socket.get(),
-                                 fdchannel::Encode(reply), reply.payload, -1,
+          fdchannel::SendMessage(connection.socket.get(), frame, payload, fd,
                                  MSG_DONTWAIT),
-          reply.payload.size())) {
+          payload.size())) {
     return absl::OkStatus();
   }
   if (errno == EAGAIN || errno == EWOULDBLOCK) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "fd channel of client connection %d is full: the client is not "
-        "receiving its replies",
-        connection.id));
+        "receiving its %s",
+        connection.id, what));
   }
   return absl::FailedPreconditionError(
-      absl::StrFormat("cannot reply to client connection %d: %s", connection.id,
-                      std::strerror(errno)));
+      absl::StrFormat("cannot send %s to client connection %d: %s", what,
+                      connection.id, std::strerror(errno)));
 }
 
 void FdChannel::ServeCalls(FdCallHandler* handler) {

@@ -22,6 +22,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "common/fd_channel_protocol.h"
 #include "common/unique_fd.h"
@@ -117,6 +118,13 @@ class FdChannel {
   static void SendError(int sock, const std::string& message);
   absl::StatusOr<uint64_t> SendFdLocked(ClientConnection& connection,
                                         Handle handle, int fd)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(connection.send_mu);
+  // Sends `frame`, `payload` after it and `fd` (-1: none) without blocking.
+  // `what` names the kind in errors ("descriptors", "replies").
+  absl::Status SendLocked(ClientConnection& connection,
+                          const fdchannel::Frame& frame,
+                          absl::string_view payload, int fd,
+                          absl::string_view what)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(connection.send_mu);
   void Close(const std::shared_ptr<ClientConnection>& connection,
              CloseReason reason, const std::string& why);
