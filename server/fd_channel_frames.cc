@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
+#include "common/fd_channel_decode.h"
 #include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
 #include "server/fd_channel.h"

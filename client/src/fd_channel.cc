@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/default_socket.h"
+#include "common/fd_channel_decode.h"
 #include "common/fd_channel_io.h"
 
 namespace shmbroker::client {

@@ -11,6 +11,7 @@
 
 #include "client/src/connection.h"
 #include "client/src/grants.h"
+#include "common/fd_channel_decode.h"
 #include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
 #include "gtest/gtest.h"

@@ -25,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "client/src/connection.h"
 #include "common/default_socket.h"
+#include "common/fd_channel_decode.h"
 #include "common/fd_channel_io.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

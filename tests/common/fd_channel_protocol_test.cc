@@ -11,6 +11,7 @@
 #include <variant>
 
 #include "absl/container/flat_hash_set.h"
+#include "common/fd_channel_decode.h"
 #include "common/fd_channel_io.h"
 #include "common/unique_fd.h"
 #include "gmock/gmock.h"

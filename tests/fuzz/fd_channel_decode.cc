@@ -10,6 +10,8 @@
 //   [1] fd_count, as a signed byte
 //   [2] bytes: 0x80 means -1 (recvmsg failed), else 168 + the payload's
 //       size + signed byte
+#include "common/fd_channel_decode.h"
+
 #include <sys/socket.h>
 
 #include <algorithm>

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/fd_channel_decode.h"
 #include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
 #include "gmock/gmock.h"

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/fd_channel_decode.h"
 #include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
 #include "gmock/gmock.h"

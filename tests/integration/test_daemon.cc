@@ -16,6 +16,7 @@
 #include <regex>
 
 #include "absl/strings/str_cat.h"
+#include "common/fd_channel_decode.h"
 #include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
 #include "common/unique_fd.h"
