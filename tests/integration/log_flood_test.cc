@@ -15,24 +15,45 @@ namespace {
 
 using ::testing::HasSubstr;
 
-TEST(LogFloodTest, BogusReleaseFramesAreRateLimitedInTheLog) {
-  const std::string log_path = NewTempFile("flood-log");
-  TestDaemon::Launch launch;
-  launch.log_path = log_path;
-  auto daemon =
-      std::make_unique<TestDaemon>(std::vector<std::string>{}, "", launch);
-  ASSERT_TRUE(daemon->started()) << daemon->startup_output();
-  auto client = daemon->Connect();
+// A daemon logging to a file, and how much that log grew since Mark().
+class LogFloodTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    TestDaemon::Launch launch;
+    launch.log_path = log_path_;
+    daemon_ =
+        std::make_unique<TestDaemon>(std::vector<std::string>{}, "", launch);
+    ASSERT_TRUE(daemon_->started()) << daemon_->startup_output();
+  }
+  void TearDown() override { ::unlink(log_path_.c_str()); }
+
+  off_t LogSize() const {
+    struct stat st {};
+    return ::stat(log_path_.c_str(), &st) == 0 ? st.st_size : -1;
+  }
+  void Mark() { mark_ = LogSize(); }
+  off_t GrowthSinceMark() const { return LogSize() - mark_; }
+  // The whole log, once the daemon has stopped (and flushed it).
+  std::string StopAndReadLog() {
+    daemon_.reset();
+    return ReadWholeFile(log_path_);
+  }
+
+  const std::string log_path_ = NewTempFile("flood-log");
+  std::unique_ptr<TestDaemon> daemon_;
+  off_t mark_ = 0;
+};
+
+TEST_F(LogFloodTest, BogusReleaseFramesAreRateLimitedInTheLog) {
+  auto client = daemon_->Connect();
   ASSERT_TRUE(client.ok()) << client.status();
-  struct stat st {};
-  ASSERT_EQ(::stat(log_path.c_str(), &st), 0);
-  const off_t before = st.st_size;
+  Mark();
 
   // Three connections, each releasing 50000 handles that never existed
   // (one warning each, before).
   constexpr int kFrames = 50000;
   for (int c = 0; c < 3; ++c) {
-    const int fd = ConnectRawFdChannel(daemon->socket(), nullptr);
+    const int fd = ConnectRawFdChannel(daemon_->socket(), nullptr);
     for (int i = 0; i < kFrames; ++i) {
       fdchannel::Frame release = fdchannel::Encode(
           fdchannel::Release{uint64_t{1} << 40 | static_cast<uint64_t>(i), 0});
@@ -46,41 +67,30 @@ TEST(LogFloodTest, BogusReleaseFramesAreRateLimitedInTheLog) {
   EXPECT_TRUE(WaitForStatus(
       **client, "only the test's client is connected",
       [](const client::DaemonStatus& s) { return s.clients == 1; }));
-  ASSERT_EQ(::stat(log_path.c_str(), &st), 0);
-  EXPECT_LT(st.st_size - before, 64 * 1024);
+  EXPECT_LT(GrowthSinceMark(), 64 * 1024);
 
   // Still serving.
   client::AllocateOptions options;
   options.size = 4096;
   EXPECT_TRUE((*client)->Allocate(options).ok());
   client->reset();
-  daemon.reset();
-  const std::string log = ReadWholeFile(log_path);
+  const std::string log = StopAndReadLog();
   // The flood was heard about, once or a few times.
   EXPECT_THAT(log, HasSubstr("release over the fd channel"));
   EXPECT_LT(log.size(), 64u * 1024) << log.substr(0, 4096);
-  ::unlink(log_path.c_str());
 }
 
-TEST(LogFloodTest, DeniedCallsAreRateLimitedInTheLog) {
-  const std::string log_path = NewTempFile("denied-log");
-  TestDaemon::Launch launch;
-  launch.log_path = log_path;
-  auto daemon =
-      std::make_unique<TestDaemon>(std::vector<std::string>{}, "", launch);
-  ASSERT_TRUE(daemon->started()) << daemon->startup_output();
-  auto owner = daemon->Connect();
+TEST_F(LogFloodTest, DeniedCallsAreRateLimitedInTheLog) {
+  auto owner = daemon_->Connect();
   ASSERT_TRUE(owner.ok()) << owner.status();
-  auto other = daemon->Connect();
+  auto other = daemon_->Connect();
   ASSERT_TRUE(other.ok()) << other.status();
   client::AllocateOptions options;
   options.size = 4096;
   options.name = "held-by-owner";
   auto buffer = (*owner)->Allocate(options);
   ASSERT_TRUE(buffer.ok()) << buffer.status();
-  struct stat st {};
-  ASSERT_EQ(::stat(log_path.c_str(), &st), 0);
-  const off_t before = st.st_size;
+  Mark();
 
   // A connection that holds nothing releases it again and again: each call
   // is PERMISSION_DENIED (one warning each, before).
@@ -90,30 +100,20 @@ TEST(LogFloodTest, DeniedCallsAreRateLimitedInTheLog) {
     ASSERT_EQ(denied.status().code(), absl::StatusCode::kPermissionDenied)
         << i << ": " << denied.status();
   }
-  ASSERT_EQ(::stat(log_path.c_str(), &st), 0);
-  EXPECT_LT(st.st_size - before, 16 * 1024);
-  const std::string log = ReadWholeFile(log_path);
-  EXPECT_THAT(log, HasSubstr("Release: PERMISSION_DENIED"));
-  ::unlink(log_path.c_str());
+  EXPECT_LT(GrowthSinceMark(), 16 * 1024);
+  EXPECT_THAT(ReadWholeFile(log_path_),
+              HasSubstr("Release: PERMISSION_DENIED"));
 }
 
 // Protobuf logs an error for every request whose string field is not UTF-8;
 // a client could send thousands a second. The daemon's log takes them
 // through its rate limit, and each call is still answered.
-TEST(LogFloodTest, RequestsProtobufComplainsAboutAreRateLimitedInTheLog) {
-  const std::string log_path = NewTempFile("protobuf-log");
-  TestDaemon::Launch launch;
-  launch.log_path = log_path;
-  auto daemon =
-      std::make_unique<TestDaemon>(std::vector<std::string>{}, "", launch);
-  ASSERT_TRUE(daemon->started()) << daemon->startup_output();
-  struct stat st {};
-  ASSERT_EQ(::stat(log_path.c_str(), &st), 0);
-  const off_t before = st.st_size;
+TEST_F(LogFloodTest, RequestsProtobufComplainsAboutAreRateLimitedInTheLog) {
+  Mark();
 
   // An AllocateRequest whose name (field 2) is the byte 0xff.
   const std::string bad_name("\x08\x80\x20\x12\x01\xff", 6);
-  const int fd = ConnectRawFdChannel(daemon->socket(), nullptr);
+  const int fd = ConnectRawFdChannel(daemon_->socket(), nullptr);
   constexpr int kCalls = 3000;
   for (int i = 0; i < kCalls; ++i) {
     const fdchannel::Call call{static_cast<uint64_t>(i + 1),
@@ -132,12 +132,9 @@ TEST(LogFloodTest, RequestsProtobufComplainsAboutAreRateLimitedInTheLog) {
               absl::StatusCode::kInvalidArgument);
   }
   ::close(fd);
-  ASSERT_EQ(::stat(log_path.c_str(), &st), 0);
-  EXPECT_LT(st.st_size - before, 16 * 1024);
-  daemon.reset();
-  const std::string log = ReadWholeFile(log_path);
+  EXPECT_LT(GrowthSinceMark(), 16 * 1024);
+  const std::string log = StopAndReadLog();
   EXPECT_THAT(log, HasSubstr("invalid UTF-8"));
-  ::unlink(log_path.c_str());
 }
 
 }  // namespace
