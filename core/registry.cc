@@ -53,16 +53,20 @@ Registry::Registry(RegistryOptions options, const Clock* clock,
     : options_(std::move(options)),
       clock_(clock),
       observer_(observer != nullptr ? observer : NoOpObserver()),
-      // A quota as large as the daemon's own limit is none: the daemon's
-      // limit refuses first, and names itself.
-      quotas_(options_.max_bytes_per_uid < options_.capacity_bytes
-                  ? options_.max_bytes_per_uid
-                  : 0,
-              options_.max_buffers_per_uid < options_.max_buffers
-                  ? options_.max_buffers_per_uid
-                  : 0),
+      quotas_(EffectiveQuota(
+          {options_.max_bytes_per_uid, options_.max_buffers_per_uid})),
       watch_hub_(options_.watch),
-      capacity_(options_.capacity_bytes) {}
+      capacity_(options_.capacity_bytes) {
+  SetOwnQuotas(options_.own_quotas);
+}
+
+UidQuota Registry::EffectiveQuota(UidQuota quota) const {
+  // A quota as large as the daemon's own limit is none: the daemon's limit
+  // refuses first, and names itself.
+  if (quota.max_bytes >= options_.capacity_bytes) quota.max_bytes = 0;
+  if (quota.max_buffers >= options_.max_buffers) quota.max_buffers = 0;
+  return quota;
+}
 
 // Out of line: pool_ must go before capacity_ and mu_ (member order).
 Registry::~Registry() = default;
@@ -122,6 +126,7 @@ void Registry::CloseConnectionLocked(ConnectionId client, ReclaimReason reason,
     deferred.Wake(client, std::move(waiter->done),
                   ConnectionClosedError(client));
   }
+
   if (--connections_per_uid_[record.identity.uid] == 0) {
     connections_per_uid_.erase(record.identity.uid);
   }

@@ -147,6 +147,7 @@ class Registry {
   void ExpireWaiters();
   std::optional<absl::Time> NextWaiterDeadline() const;
 
+
   // Watch (core/watch_hub.h has the model and the errors): adds a watcher
   // whose queue already holds the changes after spec.after_revision, and
   // whose `wake` is called, without the Registry's lock, when its queue
@@ -192,6 +193,12 @@ class Registry {
   // --max_buffers_per_uid): its live buffers, and those being allocated
   // (a pooled one at its size in whole pages until its slot is known).
   TenantQuotas::Usage QuotaUsage(uid_t uid) const;
+  // Gives the uids in `own` their own quotas, in place of the defaults and
+  // of any given before (--tenant_limits on SIGHUP). A quota at or above
+  // the daemon's own limit is none, as for the defaults.
+  void SetOwnQuotas(OwnQuotas own);
+  // `uid`'s quotas as in force (0: none).
+  UidQuota QuotaFor(uid_t uid) const;
   // Restart (core/books.h). Sets where the books go (null: nowhere). Call
   // before serving.
   void SetBookSink(BookSink* sink);
@@ -402,6 +409,8 @@ class Registry {
   // The bytes a buffer has charged to its owner's quota: its charged_bytes,
   // or, while a pooled one has no slot yet, its size in whole pages.
   static uint64_t QuotaBytes(const BufferInfo& info);
+  // `quota` with any limit at or above the daemon's own made none (0).
+  UidQuota EffectiveQuota(UidQuota quota) const;
   // Records a change for the watchers (registry_watch.cc).
   void PublishLocked(WatchEventType type, const BufferInfo& info,
                      Deferred& deferred,

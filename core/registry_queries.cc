@@ -76,6 +76,17 @@ TenantQuotas::Usage Registry::QuotaUsage(uid_t uid) const {
   return quotas_.usage(uid);
 }
 
+void Registry::SetOwnQuotas(OwnQuotas own) {
+  for (auto& [uid, quota] : own) quota = EffectiveQuota(quota);
+  absl::MutexLock lock(&mu_);
+  quotas_.SetOwn(std::move(own));
+}
+
+UidQuota Registry::QuotaFor(uid_t uid) const {
+  absl::MutexLock lock(&mu_);
+  return quotas_.For(uid);
+}
+
 std::vector<TenantUsage> Registry::Tenants() const {
   absl::flat_hash_map<uid_t, TenantUsage> by_uid;
   {

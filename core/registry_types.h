@@ -21,6 +21,7 @@
 #include "core/ids.h"
 #include "core/lease.h"
 #include "core/memory_object.h"
+#include "core/tenant_quotas.h"
 
 namespace shmbroker {
 
@@ -44,6 +45,8 @@ struct RegistryOptions {
   // always sets both; docs/operations.md).
   uint64_t max_bytes_per_uid = 0;
   uint64_t max_buffers_per_uid = 0;
+  // Uids with their own quotas instead (--tenant_limits), as SetOwnQuotas.
+  OwnQuotas own_quotas;
   uint32_t max_connections_per_uid = 256;
   // Attach calls one client connection may have waiting at once.
   uint32_t max_waiters_per_connection = 64;

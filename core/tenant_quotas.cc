@@ -7,28 +7,44 @@
 
 namespace shmbroker {
 
+namespace {
+
+// Says whose quota it is when the operator gave the uid its own.
+const char* Whose(bool own) { return own ? " (its own quota)" : ""; }
+
+}  // namespace
+
+UidQuota TenantQuotas::For(uid_t uid) const {
+  auto it = own_.find(uid);
+  return it == own_.end() ? defaults_ : it->second;
+}
+
 absl::Status TenantQuotas::CheckBuffers(uid_t uid) const {
-  if (max_buffers_ == 0) return absl::OkStatus();
+  const uint64_t max_buffers = For(uid).max_buffers;
+  if (max_buffers == 0) return absl::OkStatus();
   const Usage used = usage(uid);
-  if (used.buffers >= max_buffers_) {
+  if (used.buffers >= max_buffers) {
     return LimitReached(
         Limit::kMaxBuffersPerUid,
-        absl::StrFormat("over the per-uid quota: uid %d has %d buffers, "
-                        "the most allowed",
-                        uid, used.buffers));
+        absl::StrFormat("over the per-uid quota: uid %d has %d of %d "
+                        "buffers%s",
+                        uid, used.buffers, max_buffers,
+                        Whose(own_.contains(uid))));
   }
   return absl::OkStatus();
 }
 
 absl::Status TenantQuotas::CheckBytes(uid_t uid, uint64_t bytes) const {
-  if (max_bytes_ == 0) return absl::OkStatus();
+  const uint64_t max_bytes = For(uid).max_bytes;
+  if (max_bytes == 0) return absl::OkStatus();
   const Usage used = usage(uid);
-  if (bytes > max_bytes_ || used.bytes > max_bytes_ - bytes) {
+  if (bytes > max_bytes || used.bytes > max_bytes - bytes) {
     return LimitReached(
         Limit::kMaxBytesPerUid,
         absl::StrFormat("over the per-uid quota: %d bytes requested, uid %d "
-                        "has %d of %d bytes",
-                        bytes, uid, used.bytes, max_bytes_));
+                        "has %d of %d bytes%s",
+                        bytes, uid, used.bytes, max_bytes,
+                        Whose(own_.contains(uid))));
   }
   return absl::OkStatus();
 }

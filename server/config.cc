@@ -38,6 +38,12 @@ ABSL_FLAG(uint32_t, max_connections_per_uid, 256,
           "open gRPC connections per uid (from the kernel's credentials at "
           "accept); a connection beyond them is answered RESOURCE_EXHAUSTED "
           "and closed");
+ABSL_FLAG(std::string, tenant_limits, "",
+          "JSON file giving named uids their own --max_bytes_per_uid, "
+          "--max_buffers_per_uid and --max_connections_per_uid "
+          "(docs/operations.md, \"Quotas per tenant\"); re-read on SIGHUP, "
+          "when a bad file is refused and the limits in force are kept. "
+          "Empty: every uid has the flags' limits");
 ABSL_FLAG(uint32_t, max_holds_per_lease, 65536,
           "holds under one lease at most");
 ABSL_FLAG(absl::Duration, lease_min_ttl, absl::Seconds(1),
@@ -373,7 +379,24 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
         "--lease_sweep_batch and --keepalive_max_per_second must be at least "
         "1, --max_request_bytes at least 1KiB");
   }
+  config.tenant_limits_path = absl::GetFlag(FLAGS_tenant_limits);
+  if (!config.tenant_limits_path.empty()) {
+    absl::StatusOr<TenantLimits> limits =
+        ReadTenantLimits(config.tenant_limits_path, TenantDefaultsOf(config));
+    if (!limits.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tenant_limits: ", limits.status().message()));
+    }
+    config.tenant_limits = std::move(*limits);
+    config.registry.own_quotas = config.tenant_limits.quotas;
+  }
   return config;
+}
+
+TenantDefaults TenantDefaultsOf(const ServerConfig& config) {
+  return {config.registry.max_bytes_per_uid,
+          config.registry.max_buffers_per_uid,
+          config.max_grpc_connections_per_uid};
 }
 
 }  // namespace shmbroker

@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "core/limit.h"
 #include "core/registry.h"
+#include "server/tenant_limits.h"
 
 namespace shmbroker {
 
@@ -47,11 +48,19 @@ struct ServerConfig {
   // Where the books live (server/restart.h); empty: none are kept.
   std::string state_dir;
   absl::Duration restart_grace = absl::Seconds(15);
+  // --tenant_limits (empty: none) and what it held at start; its quotas are
+  // in registry.own_quotas too.
+  std::string tenant_limits_path;
+  TenantLimits tenant_limits;
 };
 
 // Reads the flags parsed by absl::ParseCommandLine; INVALID_ARGUMENT names
 // the bad flag.
 absl::StatusOr<ServerConfig> ConfigFromFlags();
+
+// What a uid --tenant_limits names has where the file leaves a limit out:
+// the per-uid flags.
+TenantDefaults TenantDefaultsOf(const ServerConfig& config);
 
 // The flag that sets a limit the core enforces, e.g. "--max_buffers".
 const char* FlagFor(Limit limit);

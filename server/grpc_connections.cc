@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_format.h"
 #include "core/limit.h"
@@ -55,24 +56,32 @@ absl::Status GrpcConnections::Admit(int fd, uid_t uid) {
   absl::MutexLock lock(&mu_);
   // The number was free for accept(): whatever had it before is closed.
   ForgetFdLocked(fd);
+  auto own = own_max_.find(uid);
+  const uint32_t max = own == own_max_.end() ? max_per_uid_ : own->second;
   auto list = by_uid_.find(uid);
-  if (list != by_uid_.end() && list->second.size() >= max_per_uid_) {
+  if (list != by_uid_.end() && list->second.size() >= max) {
     PruneLocked(uid);
     list = by_uid_.find(uid);
   }
   const size_t open = list == by_uid_.end() ? 0 : list->second.size();
-  if (open >= max_per_uid_) {
+  if (open >= max) {
     return LimitReached(
         Limit::kMaxGrpcConnectionsPerUid,
         absl::StrFormat("uid %d already has %d gRPC connections open, the "
-                        "most allowed: this one is refused and will be "
+                        "most allowed%s: this one is refused and will be "
                         "closed",
-                        uid, open));
+                        uid, open,
+                        own == own_max_.end() ? "" : " (its own limit)"));
   }
   if (!stated) return absl::OkStatus();  // cannot be told apart; not counted
   by_uid_[uid].push_back(entry);
   uid_of_fd_[fd] = uid;
   return absl::OkStatus();
+}
+
+void GrpcConnections::SetOwnLimits(absl::flat_hash_map<uid_t, uint32_t> own) {
+  absl::MutexLock lock(&mu_);
+  own_max_ = std::move(own);
 }
 
 uint32_t GrpcConnections::OpenFor(uid_t uid) {

@@ -1,6 +1,7 @@
 // GrpcConnections: the gRPC connections each uid has open, for
-// --max_connections_per_uid. The acceptor admits or refuses each connection
-// by the uid the kernel reports for it (SO_PEERCRED), before gRPC sees it.
+// --max_connections_per_uid (or a uid's own limit from --tenant_limits).
+// The acceptor admits or refuses each connection by the uid the kernel
+// reports for it (SO_PEERCRED), before gRPC sees it.
 //
 // gRPC 1.51 does not say when it closes a connection it was handed, so a
 // connection is known by its fd number and the socket's inode: it is still
@@ -32,6 +33,9 @@ class GrpcConnections {
   // (Limit::kMaxGrpcConnectionsPerUid) with the uid's count when it has
   // max_per_uid open already. A refused fd is not counted.
   absl::Status Admit(int fd, uid_t uid);
+  // Gives the uids in `own` their own limit instead of max_per_uid, in place
+  // of any given before (--tenant_limits). Open connections are kept.
+  void SetOwnLimits(absl::flat_hash_map<uid_t, uint32_t> own);
   // Open connections of `uid` (checking each), and of everyone.
   uint32_t OpenFor(uid_t uid);
   uint64_t Open();
@@ -48,6 +52,7 @@ class GrpcConnections {
 
   const uint32_t max_per_uid_;
   absl::Mutex mu_;
+  absl::flat_hash_map<uid_t, uint32_t> own_max_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uid_t, std::vector<Entry>> by_uid_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<int, uid_t> uid_of_fd_ ABSL_GUARDED_BY(mu_);
 };

@@ -1,4 +1,5 @@
-// shmbrokerd: wires the pieces together and runs until SIGTERM/SIGINT.
+// shmbrokerd: wires the pieces together and runs until SIGTERM/SIGINT;
+// SIGHUP re-reads --tenant_limits.
 //   SocketFiles (lock, listeners) -> Registry (core) -> FdChannel (sessions,
 //   fds, death detection) -> BrokerService (gRPC) <- GrpcAcceptor (identity)
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -33,18 +34,49 @@
 #include "server/scavenger.h"
 #include "server/service_manager.h"
 #include "server/socket_files.h"
+#include "server/tenant_limits.h"
 
 namespace shmbroker {
 namespace {
 
+// SIGHUP: re-reads --tenant_limits and applies it whole, or keeps the
+// limits in force when it is bad.
+void ReloadTenantLimits(const ServerConfig& config, Registry* registry,
+                        GrpcConnections* connections, Metrics* metrics) {
+  if (config.tenant_limits_path.empty()) {
+    spdlog::info("received SIGHUP: no --tenant_limits file to re-read");
+    return;
+  }
+  absl::StatusOr<TenantLimits> limits =
+      ReadTenantLimits(config.tenant_limits_path, TenantDefaultsOf(config));
+  if (!limits.ok()) {
+    spdlog::error(
+        "received SIGHUP: tenant limits refused, the limits in force are "
+        "kept: {}",
+        limits.status().message());
+    metrics->TenantLimitsRead(/*reload=*/true, /*applied=*/false, 0);
+    return;
+  }
+  registry->SetOwnQuotas(limits->quotas);
+  connections->SetOwnLimits(limits->connections);
+  metrics->TenantLimitsRead(/*reload=*/true, /*applied=*/true,
+                            limits->tenants());
+  spdlog::info(
+      "received SIGHUP: tenant limits: {} gives {} uids their own "
+      "limits",
+      config.tenant_limits_path, limits->tenants());
+}
+
 int Run(const ServerConfig& config) {
   // Signals are taken synchronously by sigwait below; block them before any
   // thread starts so that no other thread receives them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // SIGHUP re-reads --tenant_limits.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   RegistryOptions registry_options = config.registry;
   registry_options.max_segment_fd = SetUpFdLimit(config);
@@ -107,6 +139,13 @@ int Run(const ServerConfig& config) {
     TakeBackMemoryFromFdStore(nullptr, metrics->get());  // closes them
   }
   GrpcConnections grpc_connections(config.max_grpc_connections_per_uid);
+  grpc_connections.SetOwnLimits(config.tenant_limits.connections);
+  (*metrics)->TenantLimitsRead(/*reload=*/false, /*applied=*/true,
+                               config.tenant_limits.tenants());
+  if (!config.tenant_limits_path.empty()) {
+    spdlog::info("tenant limits: {} gives {} uids their own limits",
+                 config.tenant_limits_path, config.tenant_limits.tenants());
+  }
   (*metrics)->AddStateSource(
       &registry, &grpc_connections,
       restart != nullptr ? &restart->journal() : nullptr);
@@ -192,7 +231,11 @@ int Run(const ServerConfig& config) {
   NotifyReady();
 
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  for (;;) {
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    ReloadTenantLimits(config, &registry, &grpc_connections, metrics->get());
+  }
   spdlog::info("received {}; stopping", strsignal(signal_number));
   NotifyStopping();
   health.Stopping();

@@ -102,6 +102,23 @@ struct Metrics::Impl {
   prometheus::Counter& refused_fd_channel =
       refused.Add({{"socket", "fd_channel"}});
   prometheus::Counter& refused_grpc = refused.Add({{"socket", "grpc"}});
+  prometheus::Family<prometheus::Counter>& tenant_limits_reloads =
+      prometheus::BuildCounter()
+          .Name("shmbroker_tenant_limits_reloads_total")
+          .Help(
+              "Re-reads of the --tenant_limits file on SIGHUP, by result "
+              "(applied, refused: the limits in force were kept).")
+          .Register(*registry);
+  prometheus::Counter& tenant_limits_applied =
+      tenant_limits_reloads.Add({{"result", "applied"}});
+  prometheus::Counter& tenant_limits_refused =
+      tenant_limits_reloads.Add({{"result", "refused"}});
+  prometheus::Gauge& tenant_limits_uids =
+      prometheus::BuildGauge()
+          .Name("shmbroker_tenant_limits_uids")
+          .Help("Uids the --tenant_limits file gives their own limits.")
+          .Register(*registry)
+          .Add({});
   prometheus::Family<prometheus::Counter>& limit_refusals =
       prometheus::BuildCounter()
           .Name("shmbroker_limit_refusals_total")

@@ -226,6 +226,14 @@ void Metrics::ConnectionRefused(const char* socket) {
       .Increment();
 }
 
+void Metrics::TenantLimitsRead(bool reload, bool applied, size_t uids) {
+  if (reload) {
+    (applied ? impl_->tenant_limits_applied : impl_->tenant_limits_refused)
+        .Increment();
+  }
+  if (applied) impl_->tenant_limits_uids.Set(static_cast<double>(uids));
+}
+
 void Metrics::LimitRefused(Limit limit) {
   const int i = static_cast<int>(limit);
   if (i >= 0 && i < kLimitCount) impl_->refusals_by_limit[i]->Increment();

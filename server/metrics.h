@@ -98,6 +98,11 @@ class Metrics : public RegistryObserver {
   // descriptors. `socket` is "fd_channel" or "grpc".
   void ConnectionRefused(const char* socket);
 
+  // The --tenant_limits file was read: at start or on SIGHUP (`reload`),
+  // giving `uids` their own limits; or refused on SIGHUP (`applied` false,
+  // the limits in force kept).
+  void TenantLimitsRead(bool reload, bool applied, size_t uids);
+
   // A call or connection refused because `limit` was reached (a status
   // carrying it, core/limit.h).
   void LimitRefused(Limit limit);

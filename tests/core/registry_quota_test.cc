@@ -20,8 +20,7 @@ using Code = absl::StatusCode;
 
 class RegistryQuotaTest : public RegistryTestBase {
  protected:
-  // Room in the daemon for 64 pages and 100 buffers; 8 pages and 3 buffers
-  // per uid.
+  // Room in the daemon for 64 pages; 8 pages and 3 buffers per uid.
   void SetQuotas(uint64_t bytes, uint64_t buffers) {
     RegistryOptions options = DefaultOptions();
     options.max_bytes_per_uid = bytes;
@@ -40,7 +39,7 @@ TEST_F(RegistryQuotaTest, BuffersPerUidRefusedWithTheUidsCount) {
   for (int i = 0; i < 3; ++i) Alloc(alice, 1);
   EXPECT_THAT(AllocSpec(alice, 1),
               AllOf(StatusIs(Code::kResourceExhausted,
-                             HasSubstr("uid 1000 has 3 buffers")),
+                             HasSubstr("uid 1000 has 3 of 3 buffers")),
                     RefusedBy(Limit::kMaxBuffersPerUid)));
   EXPECT_EQ(Used(kAlice).buffers, 3u);
   EXPECT_EQ(registry_->Stats().buffers, 3u);
@@ -186,6 +185,47 @@ TEST_F(RegistryQuotaTest, AQuotaAsLargeAsTheDaemonsLimitIsNone) {
   Alloc(alice, Pages(60));
   // The capacity refuses, and is named, not the quota.
   EXPECT_THAT(AllocSpec(alice, Pages(5)), RefusedBy(Limit::kCapacity));
+}
+
+TEST_F(RegistryQuotaTest, AUidsOwnQuotasReplaceTheDefaultsAndChangeLive) {
+  OwnQuotas own;
+  own[kAlice.uid] = UidQuota{Pages(2), 1};
+  registry_->SetOwnQuotas(own);
+  ConnectionId alice = Open(kAlice);
+  ConnectionId bob = Open(kBob);
+  Alloc(alice, 1);
+  EXPECT_THAT(AllocSpec(alice, 1),
+              AllOf(StatusIs(Code::kResourceExhausted,
+                             HasSubstr("uid 1000 has 1 of 1 buffers (its own "
+                                       "quota)")),
+                    RefusedBy(Limit::kMaxBuffersPerUid)));
+  // Bob has the defaults.
+  for (int i = 0; i < 3; ++i) Alloc(bob, 1);
+  EXPECT_THAT(AllocSpec(bob, 1), RefusedBy(Limit::kMaxBuffersPerUid));
+
+  // Raised: Alice has room up to her new quota of bytes.
+  own[kAlice.uid] = UidQuota{Pages(3), 10};
+  registry_->SetOwnQuotas(own);
+  EXPECT_EQ(registry_->QuotaFor(kAlice.uid).max_buffers, 10u);
+  Alloc(alice, Pages(2));
+  EXPECT_THAT(
+      AllocSpec(alice, Pages(1)),
+      AllOf(StatusIs(Code::kResourceExhausted, HasSubstr("(its own quota)")),
+            RefusedBy(Limit::kMaxBytesPerUid)));
+
+  // Lowered below her usage: she keeps what she has and gets no more.
+  own[kAlice.uid] = UidQuota{Pages(1), 1};
+  registry_->SetOwnQuotas(own);
+  EXPECT_EQ(Used(kAlice).buffers, 2u);
+  EXPECT_THAT(AllocSpec(alice, 1), RefusedBy(Limit::kMaxBuffersPerUid));
+
+  // At the daemon's own limits, hers are none; taken away, the defaults.
+  own[kAlice.uid] = UidQuota{Pages(64), registry_->options().max_buffers};
+  registry_->SetOwnQuotas(own);
+  EXPECT_EQ(registry_->QuotaFor(kAlice.uid).max_bytes, 0u);
+  EXPECT_EQ(registry_->QuotaFor(kAlice.uid).max_buffers, 0u);
+  registry_->SetOwnQuotas({});
+  EXPECT_EQ(registry_->QuotaFor(kAlice.uid).max_buffers, 3u);
 }
 
 TEST_F(RegistryQuotaTest, ZeroMeansNoPerUidLimit) {

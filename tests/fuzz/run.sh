@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-10}
 build=build-fuzz
 fuzz=tests/fuzz
-targets=(fd_channel_decode parsers registry_ops books_load rpc_requests)
+targets=(fd_channel_decode parsers registry_ops books_load rpc_requests tenant_limits)
 # libFuzzer's flags for every run: a unit that takes 25 s is a hang; 2 GiB
 # is far above what any target needs (ASan's quarantine included).
 flags=(-rss_limit_mb=2048 -timeout=25 -print_final_stats=1)

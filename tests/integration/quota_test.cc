@@ -97,7 +97,7 @@ TEST_F(QuotaTest, BuffersPerUidIsRefusedNamingTheFlagWhileAnotherUidIsServed) {
   auto over = Allocate(4096);
   ASSERT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted)
       << over.status();
-  EXPECT_THAT(over.status().message(), HasSubstr("uid 0 has 4 buffers"));
+  EXPECT_THAT(over.status().message(), HasSubstr("uid 0 has 4 of 4 buffers"));
   EXPECT_THAT(over.status().message(), HasSubstr("(--max_buffers_per_uid)"));
 
   Finished alloc = CliAsNobody({"alloc", "4KiB", "--hold=0s"});
