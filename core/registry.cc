@@ -126,7 +126,14 @@ void Registry::CloseConnectionLocked(ConnectionId client, ReclaimReason reason,
     deferred.Wake(client, std::move(waiter->done),
                   ConnectionClosedError(client));
   }
-
+  const std::vector<WaiterId> room = room_waiters_.ForConnection(client);
+  for (WaiterId id : room) {
+    std::optional<RoomWaiter> waiter = room_waiters_.Remove(id);
+    observer_->OnAllocate(absl::StatusCode::kFailedPrecondition);
+    deferred.Wake(client, std::move(waiter->done),
+                  ConnectionClosedError(client));
+  }
+  if (!room.empty()) observer_->OnRoomWaiters(room_waiters_.size());
   if (--connections_per_uid_[record.identity.uid] == 0) {
     connections_per_uid_.erase(record.identity.uid);
   }

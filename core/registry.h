@@ -39,6 +39,7 @@
 #ifndef SHMBROKER_CORE_REGISTRY_H_
 #define SHMBROKER_CORE_REGISTRY_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -68,6 +69,7 @@
 #include "core/pooled_allocator.h"
 #include "core/registry_observer.h"
 #include "core/registry_types.h"
+#include "core/room_waiters.h"
 #include "core/tenant_quotas.h"
 #include "core/waiter_table.h"
 #include "core/watch_hub.h"
@@ -143,10 +145,33 @@ class Registry {
   // Forgets a waiter without calling it; false when its callback already ran
   // or is about to.
   bool CancelWait(WaiterId waiter);
-  // Ends waits whose deadline passed (DEADLINE_EXCEEDED).
+  // Ends waits whose deadline passed (DEADLINE_EXCEEDED), the Allocate
+  // calls waiting for room too.
   void ExpireWaiters();
   std::optional<absl::Time> NextWaiterDeadline() const;
 
+  // Back-pressure (registry_room.cc, core/room_waiters.h). Allocates as
+  // Allocate does; but when the refusal is one that room coming back can
+  // mend (RESOURCE_EXHAUSTED by --capacity, --max_buffers, --fd_reserve or
+  // the uid's quotas) and the request alone fits those limits, waits
+  // instead: returns a waiter id and calls `done` exactly once, without
+  // the Registry's lock, with the grant when room comes back (waiters are
+  // served first come, first served) or why not (DEADLINE_EXCEEDED at
+  // `deadline` quoting the last refusal, FAILED_PRECONDITION when its
+  // connection closed). Waiters count against max_waiters_per_connection
+  // with the waiting Attach calls. After getting a waiter id, call
+  // ServeRoomWaiters() once the caller's own locks are released: room may
+  // have come back meanwhile.
+  absl::StatusOr<std::variant<Grant, WaiterId>> AllocateOrWait(
+      ConnectionId client, const AllocateSpec& spec, absl::Time deadline,
+      WaitDone done);
+  // Forgets a waiting Allocate without calling it; false when its callback
+  // already ran or is about to.
+  bool CancelAllocateWait(WaiterId waiter);
+  // Serves the Allocate calls waiting for room, if room may have come back
+  // since they were last tried. Called by whoever erases a buffer; cheap
+  // when nothing changed.
+  void ServeRoomWaiters();
 
   // Watch (core/watch_hub.h has the model and the errors): adds a watcher
   // whose queue already holds the changes after spec.after_revision, and
@@ -389,7 +414,10 @@ class Registry {
                                              absl::Duration ttl, bool detached,
                                              bool is_default)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void EraseBufferLocked(Handle handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `room_back`: false for an allocation's own record failing before
+  // anyone saw it: the room it gives back was never there for waiters.
+  void EraseBufferLocked(Handle handle, bool room_back = true)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The books (registry_books.cc): each change as it happens.
   void BookBufferLocked(const BufferRecord& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -411,6 +439,11 @@ class Registry {
   static uint64_t QuotaBytes(const BufferInfo& info);
   // `quota` with any limit at or above the daemon's own made none (0).
   UidQuota EffectiveQuota(UidQuota quota) const;
+  // Whether `spec` alone fits the capacity and its caller's byte quota.
+  bool CouldEverFit(ConnectionId client, const AllocateSpec& spec);
+  void ServeRoomWaitersOnce();
+  void ExpireRoomWaitersLocked(Deferred& deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records a change for the watchers (registry_watch.cc).
   void PublishLocked(WatchEventType type, const BufferInfo& info,
                      Deferred& deferred,
@@ -442,6 +475,12 @@ class Registry {
   absl::flat_hash_map<LeaseId, EndedLease> ended_ ABSL_GUARDED_BY(mu_);
   std::deque<LeaseId> ended_order_ ABSL_GUARDED_BY(mu_);
   WaiterTable<absl::StatusOr<Grant>> waiters_ ABSL_GUARDED_BY(mu_);
+  RoomWaiters room_waiters_ ABSL_GUARDED_BY(mu_);
+  // Bumped whenever room may have come back (a buffer erased, quotas
+  // changed); `room_dirty_` says the waiters have not been tried since.
+  std::atomic<uint64_t> room_generation_{0};
+  std::atomic<bool> room_dirty_{false};
+  std::atomic<bool> serving_room_{false};  // one thread serves at a time
   BookSink* books_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t booked_last_arena_ ABSL_GUARDED_BY(mu_) = 0;
   // Restored buffers awaiting memory, and the previous daemon's arenas

@@ -153,7 +153,7 @@ absl::StatusOr<Grant> Registry::DoAllocate(ConnectionId client,
   if (!failed.ok()) {
     // The pending record is invisible to Attach/Describe/List and to other
     // clients' releases, so it is still here.
-    EraseBufferLocked(handle);
+    EraseBufferLocked(handle, /*room_back=*/false);
     if (LeaseRecord* lease = leases_.Find(lease_id)) --lease->info.holds;
     return failed;
   }
@@ -250,7 +250,7 @@ absl::StatusOr<Grant> Registry::FinishAllocateLocked(
   LeaseRecord* lease = leases_.Find(lease_id);
   if (lease == nullptr) {
     // Its lease ended while the memory was being made.
-    EraseBufferLocked(handle);
+    EraseBufferLocked(handle, /*room_back=*/false);
     return absl::FailedPreconditionError(absl::StrCat(
         "lease ", lease_id,
         " ended while allocating: ", LeaseGoneLocked(lease_id).message()));
@@ -279,7 +279,14 @@ absl::Status Registry::EnablePooling(PooledAllocatorOptions options) {
 
 ScavengeResult Registry::Scavenge() {
   if (pool_ == nullptr) return {};
-  return pool_->Scavenge(clock_->Now());
+  ScavengeResult result = pool_->Scavenge(clock_->Now());
+  if (result.arenas_released > 0) {
+    // Their capacity is free for dedicated buffers.
+    room_generation_.fetch_add(1);
+    room_dirty_ = true;
+    ServeRoomWaiters();
+  }
+  return result;
 }
 
 absl::StatusOr<uint32_t> Registry::Release(ConnectionId client,
@@ -380,7 +387,7 @@ uint32_t Registry::DropHoldsLocked(LeaseRecord& lease, Handle handle,
   return 0;
 }
 
-void Registry::EraseBufferLocked(Handle handle) {
+void Registry::EraseBufferLocked(Handle handle, bool room_back) {
   auto it = buffers_.find(handle);
   if (it == buffers_.end()) return;
   const BufferInfo& info = it->second.info;
@@ -400,6 +407,11 @@ void Registry::EraseBufferLocked(Handle handle) {
   }
   buffers_.erase(it);
   observer_->OnUsage(allocated_bytes_, options_.capacity_bytes);
+  // Room is back: the Deferred of whoever erased it serves the waiters.
+  if (room_back) {
+    room_generation_.fetch_add(1);
+    if (!room_waiters_.empty()) room_dirty_ = true;
+  }
 }
 
 uint64_t Registry::QuotaBytes(const BufferInfo& info) {

@@ -1,6 +1,7 @@
 // Registry: the handoff. A producer seals a buffer; consumers wait, without
 // a thread each, for it to be created or sealed (core/waiter_table.h), and
 // are handed a grant the moment it is.
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -15,6 +16,10 @@ Registry::Deferred::~Deferred() {
     w.done(registry_->FinishGrant(w.client, std::move(w.grant)));
   }
   for (const std::shared_ptr<WatchQueue>& queue : watch_queues_) queue->Wake();
+  // If a buffer was erased: its memory (and fd) goes first, so that the
+  // waiters find its room.
+  memory_.clear();
+  registry_->ServeRoomWaiters();
 }
 
 absl::StatusOr<BufferInfo> Registry::Seal(ConnectionId client,
@@ -96,12 +101,14 @@ absl::StatusOr<std::variant<Grant, WaiterId>> Registry::AttachOrWait(
     if (ready) {
       now = AttachLocked(client, named->second, request, lease);
     } else {
-      if (waiters_.CountFor(client) >= options_.max_waiters_per_connection) {
+      const size_t waiting =
+          waiters_.CountFor(client) + room_waiters_.CountFor(client);
+      if (waiting >= options_.max_waiters_per_connection) {
         return LimitReached(
             Limit::kMaxWaitersPerConnection,
-            absl::StrFormat("client connection has %d waiting Attach calls, "
-                            "the most allowed",
-                            waiters_.CountFor(client)));
+            absl::StrFormat("client connection has %d waiting Attach and "
+                            "Allocate calls, the most allowed",
+                            waiting));
       }
       observer_->OnWaiters(waiters_.size() + 1);
       return waiters_.Add(
@@ -123,6 +130,7 @@ bool Registry::CancelWait(WaiterId waiter) {
 void Registry::ExpireWaiters() {
   Deferred deferred(this);
   absl::MutexLock lock(&mu_);
+  ExpireRoomWaitersLocked(deferred);
   for (WaiterId id : waiters_.Due(clock_->Now())) {
     std::optional<Waiter<absl::StatusOr<Grant>>> w = waiters_.Remove(id);
     deferred.Wake(
@@ -136,7 +144,11 @@ void Registry::ExpireWaiters() {
 
 std::optional<absl::Time> Registry::NextWaiterDeadline() const {
   absl::MutexLock lock(&mu_);
-  return waiters_.NextDeadline();
+  std::optional<absl::Time> attach = waiters_.NextDeadline();
+  std::optional<absl::Time> room = room_waiters_.NextDeadline();
+  if (!attach.has_value()) return room;
+  if (!room.has_value()) return attach;
+  return std::min(*attach, *room);
 }
 
 void Registry::WakeWaitersLocked(const BufferInfo& info, Deferred& deferred) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 
 namespace shmbroker {
 
@@ -47,6 +48,10 @@ class RegistryObserver {
   virtual void OnSeal() {}
   // The number of waiting Attach calls changed to `waiting`.
   virtual void OnWaiters(size_t waiting) {}
+  // Allocate calls waiting for room (core/room_waiters.h), and how long one
+  // waited before it was served, refused or ran out of time.
+  virtual void OnRoomWaiters(size_t waiting) {}
+  virtual void OnRoomWaited(absl::Duration waited) {}
   // The number of watchers changed to `watching`.
   virtual void OnWatchers(size_t watching) {}
 };

@@ -78,8 +78,13 @@ TenantQuotas::Usage Registry::QuotaUsage(uid_t uid) const {
 
 void Registry::SetOwnQuotas(OwnQuotas own) {
   for (auto& [uid, quota] : own) quota = EffectiveQuota(quota);
-  absl::MutexLock lock(&mu_);
-  quotas_.SetOwn(std::move(own));
+  {
+    absl::MutexLock lock(&mu_);
+    quotas_.SetOwn(std::move(own));
+    room_generation_.fetch_add(1);
+    if (!room_waiters_.empty()) room_dirty_ = true;
+  }
+  ServeRoomWaiters();  // a raised quota may let some in
 }
 
 UidQuota Registry::QuotaFor(uid_t uid) const {

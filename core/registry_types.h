@@ -48,7 +48,8 @@ struct RegistryOptions {
   // Uids with their own quotas instead (--tenant_limits), as SetOwnQuotas.
   OwnQuotas own_quotas;
   uint32_t max_connections_per_uid = 256;
-  // Attach calls one client connection may have waiting at once.
+  // Calls one client connection may have waiting at once: Attach calls
+  // waiting for a buffer, and Allocate calls waiting for room.
   uint32_t max_waiters_per_connection = 64;
   LeaseOptions leases;
   // A new dedicated segment whose fd number reaches this is refused

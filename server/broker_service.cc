@@ -148,7 +148,12 @@ grpc::ServerUnaryReactor* BrokerService::Ping(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* BrokerService::Allocate(
     grpc::CallbackServerContext* ctx, const v1::AllocateRequest* request,
     v1::AllocateResponse* response) {
+  absl::StatusOr<absl::Duration> wait = RoomWait(*request);
+  if (wait.ok() && *wait > absl::ZeroDuration()) {
+    return AllocateWaiting(ctx, *request, *wait, response);
+  }
   return Finish(ctx, "Allocate", [&]() -> absl::Status {
+    if (!wait.ok()) return wait.status();
     absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/true);
     if (!caller.ok()) return caller.status();
     return AllocateFor(*caller->connection, *request, response);

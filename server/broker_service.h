@@ -109,7 +109,8 @@ class BrokerService final : public v1::Broker::CallbackService,
               fdchannel::Call call) override;
 
  private:
-  friend class AttachWaitReactor;
+  template <typename Response>
+  friend class WaitReactor;
   friend class WatchReactor;
   // What a waiting Attach waits for, checked.
   struct WaitSpec {
@@ -156,6 +157,27 @@ class BrokerService final : public v1::Broker::CallbackService,
   grpc::ServerUnaryReactor* AttachWaiting(grpc::CallbackServerContext* ctx,
                                           const v1::AttachRequest& request,
                                           v1::AttachResponse* response);
+  // How long an Allocate may wait for room (zero: not at all), checked.
+  static absl::StatusOr<absl::Duration> RoomWait(
+      const v1::AllocateRequest& request);
+  // What answers fd-channel call `id` once a wait for its grant ends: the
+  // grant's fd, then a Reply (broker_service_fd_calls.cc).
+  template <typename Response>
+  Registry::WaitDone AnswerLater(std::shared_ptr<ClientConnection> connection,
+                                 uint64_t id, const char* method,
+                                 absl::Time start);
+  // Whether `now` is a wait (its deadline then wakes the sweeper); if not,
+  // answers it at once through `finish`.
+  bool WaitOrAnswer(absl::StatusOr<std::variant<Grant, WaiterId>> now,
+                    const Registry::WaitDone& finish, absl::Time deadline);
+  // An Allocate made on the fd channel, waiting for room or not.
+  void OnAllocateCall(const std::shared_ptr<ClientConnection>& connection,
+                      const fdchannel::Call& call, absl::Time start);
+  // An Allocate that waits for room (broker_service_handoff.cc).
+  grpc::ServerUnaryReactor* AllocateWaiting(grpc::CallbackServerContext* ctx,
+                                            const v1::AllocateRequest& request,
+                                            absl::Duration wait,
+                                            v1::AllocateResponse* response);
   // Hangs up on connections whose default lease a call ended.
   void HangUpOn(const CloseResult& result, const std::string& why);
 

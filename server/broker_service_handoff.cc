@@ -1,10 +1,11 @@
-// BrokerService: the handoff calls. Seal, and an Attach that waits for its
-// buffer to be created or sealed without holding a thread: an
-// AttachWaitReactor is a waiter in the Registry, finished by whoever hands
-// it its grant (the thread that created or sealed the buffer), by the lease
-// sweeper at its deadline, by its connection closing, or by gRPC cancelling
-// the call.
+// BrokerService: the handoff calls. Seal; an Attach that waits for its
+// buffer to be created or sealed; and an Allocate that waits for room. Both
+// waits hold no thread: a WaitReactor is a waiter in the Registry, finished
+// by whoever hands it its grant (the thread that created or sealed the
+// buffer, or freed room), by the lease sweeper at its deadline, by its
+// connection closing, or by gRPC cancelling the call.
 #include <algorithm>
+#include <functional>
 #include <utility>
 #include <variant>
 
@@ -28,35 +29,42 @@ grpc::ServerUnaryReactor* BrokerService::Seal(grpc::CallbackServerContext* ctx,
   });
 }
 
-// One waiting Attach. Thread-safe: its grant may arrive on any thread while
+// One waiting call: an Attach waiting for its buffer, or an Allocate
+// waiting for room. Thread-safe: its grant may arrive on any thread while
 // gRPC cancels it on another; exactly one of them finishes the call.
-class AttachWaitReactor final : public grpc::ServerUnaryReactor {
+template <typename Response>
+class WaitReactor final : public grpc::ServerUnaryReactor {
  public:
-  AttachWaitReactor(BrokerService* service,
-                    std::shared_ptr<ClientConnection> connection,
-                    v1::AttachResponse* response)
+  // Registers the waiter (Registry::AttachOrWait or AllocateOrWait) with
+  // the callback it is given.
+  using Begin = std::function<absl::StatusOr<std::variant<Grant, WaiterId>>(
+      Registry::WaitDone)>;
+  // Forgets the waiter (CancelWait or CancelAllocateWait).
+  using Cancel = std::function<bool(WaiterId)>;
+
+  WaitReactor(BrokerService* service,
+              std::shared_ptr<ClientConnection> connection, Response* response,
+              const char* method, Cancel cancel)
       : service_(service),
         connection_(std::move(connection)),
         response_(response),
+        method_(method),
+        cancel_(std::move(cancel)),
         start_(absl::Now()) {}
 
-  // Registers the wait (or attaches at once). The lock keeps a grant that
+  // Registers the wait (or finishes at once). The lock keeps a grant that
   // arrives meanwhile from finishing the call before the id is known.
-  void Start(const std::string& name, AccessRequest access, LeaseId lease,
-             WaitFor until, absl::Time deadline) {
+  // Whether it waits; if so, `this` belongs to whoever finishes it.
+  bool Start(const Begin& begin, absl::Time deadline) {
     absl::StatusOr<Grant> at_once;
     {
       absl::MutexLock lock(&mu_);
-      absl::StatusOr<std::variant<Grant, WaiterId>> now =
-          service_->registry_->AttachOrWait(
-              connection_->id, name, access, lease, until, deadline,
-              [this](absl::StatusOr<Grant> grant) {
-                Complete(std::move(grant));
-              });
+      absl::StatusOr<std::variant<Grant, WaiterId>> now = begin(
+          [this](absl::StatusOr<Grant> grant) { Complete(std::move(grant)); });
       if (now.ok() && std::holds_alternative<WaiterId>(*now)) {
         waiter_ = std::get<WaiterId>(*now);
         service_->sweeper_->WakeBy(deadline);
-        return;  // from here on, `this` belongs to whoever finishes it
+        return true;
       }
       at_once = now.ok()
                     ? absl::StatusOr<Grant>(std::move(std::get<Grant>(*now)))
@@ -64,6 +72,7 @@ class AttachWaitReactor final : public grpc::ServerUnaryReactor {
       finished_ = true;
     }
     FinishWith(std::move(at_once));  // not under mu_: OnDone deletes `this`
+    return false;
   }
 
   void OnCancel() override {
@@ -74,8 +83,9 @@ class AttachWaitReactor final : public grpc::ServerUnaryReactor {
       waiter = waiter_;
     }
     // Only if the Registry still had it: else its grant is on the way.
-    if (service_->registry_->CancelWait(waiter)) {
-      FinishWith(absl::CancelledError("the waiting Attach was cancelled"));
+    if (cancel_(waiter)) {
+      FinishWith(absl::CancelledError(
+          absl::StrFormat("the waiting %s was cancelled", method_)));
     }
   }
 
@@ -98,14 +108,16 @@ class AttachWaitReactor final : public grpc::ServerUnaryReactor {
           service_->Deliver(*connection_, *grant, response_->mutable_buffer(),
                             response_->mutable_grant());
     }
-    service_->metrics_->RpcDone("Attach", status.code(), absl::Now() - start_);
+    service_->metrics_->RpcDone(method_, status.code(), absl::Now() - start_);
     service_->metrics_->CountRefusal(status);
     Finish(ToGrpcStatus(status));
   }
 
   BrokerService* const service_;
   const std::shared_ptr<ClientConnection> connection_;
-  v1::AttachResponse* const response_;
+  Response* const response_;
+  const char* const method_;
+  const Cancel cancel_;
   const absl::Time start_;
   absl::Mutex mu_;
   WaiterId waiter_ ABSL_GUARDED_BY(mu_) = 0;
@@ -150,9 +162,53 @@ grpc::ServerUnaryReactor* BrokerService::AttachWaiting(
   if (wait->timeout > absl::ZeroDuration()) {
     deadline = std::min(deadline, absl::Now() + wait->timeout);
   }
-  auto* reactor = new AttachWaitReactor(this, caller->connection, response);
-  reactor->Start(request.name(), wait->access, request.lease_id(), wait->until,
-                 deadline);
+  auto* reactor = new WaitReactor<v1::AttachResponse>(
+      this, caller->connection, response, "Attach",
+      [this](WaiterId waiter) { return registry_->CancelWait(waiter); });
+  reactor->Start(
+      [&](Registry::WaitDone done) {
+        return registry_->AttachOrWait(caller->connection->id, request.name(),
+                                       wait->access, request.lease_id(),
+                                       wait->until, deadline, std::move(done));
+      },
+      deadline);
+  return reactor;
+}
+
+absl::StatusOr<absl::Duration> BrokerService::RoomWait(
+    const v1::AllocateRequest& request) {
+  if (!request.has_wait_for_room()) return absl::ZeroDuration();
+  absl::StatusOr<absl::Duration> wait = FromProto(request.wait_for_room());
+  if (!wait.ok() || *wait < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "bad wait_for_room: it must not be negative");
+  }
+  return *wait;
+}
+
+grpc::ServerUnaryReactor* BrokerService::AllocateWaiting(
+    grpc::CallbackServerContext* ctx, const v1::AllocateRequest& request,
+    absl::Duration wait, v1::AllocateResponse* response) {
+  absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/true);
+  absl::StatusOr<AllocateSpec> spec =
+      caller.ok() ? FromProto(request) : caller.status();
+  if (!spec.ok()) {
+    return Finish(ctx, "Allocate", [&] { return spec.status(); });
+  }
+  const absl::Time deadline =
+      std::min(absl::FromChrono(ctx->deadline()), absl::Now() + wait);
+  auto* reactor = new WaitReactor<v1::AllocateResponse>(
+      this, caller->connection, response, "Allocate", [this](WaiterId waiter) {
+        return registry_->CancelAllocateWait(waiter);
+      });
+  if (reactor->Start(
+          [&](Registry::WaitDone done) {
+            return registry_->AllocateOrWait(caller->connection->id, *spec,
+                                             deadline, std::move(done));
+          },
+          deadline)) {
+    registry_->ServeRoomWaiters();  // room may have come back meanwhile
+  }
   return reactor;
 }
 

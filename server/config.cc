@@ -67,8 +67,9 @@ ABSL_FLAG(uint32_t, keepalive_max_per_second, 1000,
 ABSL_FLAG(uint32_t, max_clients_per_uid, 256,
           "open client connections (fd channels) per uid at most");
 ABSL_FLAG(uint32_t, max_waiters_per_connection, 64,
-          "Attach calls one client connection may have waiting for a buffer "
-          "to be created or sealed at once");
+          "calls one client connection may have waiting at once: Attach "
+          "calls waiting for a buffer to be created or sealed, and Allocate "
+          "calls waiting for room");
 ABSL_FLAG(uint32_t, fd_reserve, 128,
           "file descriptors kept free for client connections and the "
           "daemon's own use: a dedicated buffer that would take one of the "

@@ -47,6 +47,10 @@ class HealthReporter : public RegistryObserver {
   void OnKeepAlive() override { next_->OnKeepAlive(); }
   void OnSeal() override { next_->OnSeal(); }
   void OnWaiters(size_t waiting) override { next_->OnWaiters(waiting); }
+  void OnRoomWaiters(size_t waiting) override { next_->OnRoomWaiters(waiting); }
+  void OnRoomWaited(absl::Duration waited) override {
+    next_->OnRoomWaited(waited);
+  }
   void OnWatchers(size_t watching) override { next_->OnWatchers(watching); }
 
  private:

@@ -222,6 +222,23 @@ struct Metrics::Impl {
           .Help("Attach calls waiting for a buffer to be created or sealed.")
           .Register(*registry)
           .Add({});
+  prometheus::Gauge& room_waiters =
+      prometheus::BuildGauge()
+          .Name("shmbroker_allocate_waiters")
+          .Help("Allocate calls waiting for room (wait_for_room).")
+          .Register(*registry)
+          .Add({});
+  // Waits run from a release away (milliseconds) to a client's whole
+  // timeout (minutes).
+  prometheus::Histogram& room_wait =
+      prometheus::BuildHistogram()
+          .Name("shmbroker_allocate_wait_seconds")
+          .Help(
+              "How long Allocate calls waited for room before they were "
+              "served, refused, or ran out of time.")
+          .Register(*registry)
+          .Add({}, prometheus::Histogram::BucketBoundaries{
+                       1e-3, 1e-2, 0.1, 0.5, 1, 5, 10, 30, 60, 300});
   prometheus::Gauge& watchers = prometheus::BuildGauge()
                                     .Name("shmbroker_watchers")
                                     .Help("Open Watch streams.")

@@ -197,6 +197,14 @@ void Metrics::OnWaiters(size_t waiting) {
   impl_->waiters.Set(static_cast<double>(waiting));
 }
 
+void Metrics::OnRoomWaiters(size_t waiting) {
+  impl_->room_waiters.Set(static_cast<double>(waiting));
+}
+
+void Metrics::OnRoomWaited(absl::Duration waited) {
+  impl_->room_wait.Observe(absl::ToDoubleSeconds(waited));
+}
+
 void Metrics::OnWatchers(size_t watching) {
   impl_->watchers.Set(static_cast<double>(watching));
 }

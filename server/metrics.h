@@ -61,6 +61,8 @@ class Metrics : public RegistryObserver {
   void OnKeepAlive() override;
   void OnSeal() override;
   void OnWaiters(size_t waiting) override;
+  void OnRoomWaiters(size_t waiting) override;
+  void OnRoomWaited(absl::Duration waited) override;
   void OnWatchers(size_t watching) override;
 
   // Watch streams (server/broker_service_watch.cc): an event sent, and a

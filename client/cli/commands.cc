@@ -91,6 +91,7 @@ absl::StatusOr<client::Buffer> AllocateUnderLease(
     const Options& options, client::Client& c,
     client::AllocateOptions request) {
   request.kind = options.kind;
+  request.wait_for_room = options.wait;
   if (options.detach || options.ttl != absl::ZeroDuration()) {
     absl::StatusOr<client::LeaseInfo> lease =
         c.GrantLease(options.ttl, options.detach);

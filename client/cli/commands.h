@@ -28,7 +28,8 @@ struct Options {
   bool detach = false;
   std::string file;
   // put: seal after filling. get: wait this long for the buffer (zero: do
-  // not wait), until it is sealed if `sealed`.
+  // not wait), until it is sealed if `sealed`. alloc, put: wait this long
+  // for room.
   bool seal = false;
   absl::Duration wait = absl::ZeroDuration();
   bool sealed = false;

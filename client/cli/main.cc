@@ -44,7 +44,8 @@ ABSL_FLAG(bool, seal, false,
           "waiters for its seal get it)");
 ABSL_FLAG(absl::Duration, wait, absl::ZeroDuration(),
           "get: wait up to this long for the buffer to be created (or, with "
-          "--sealed, sealed); 0: do not wait");
+          "--sealed, sealed). alloc, put: wait up to this long for room "
+          "when the daemon has none. 0: do not wait");
 ABSL_FLAG(bool, sealed, false,
           "get: wait until the buffer is sealed, not only created");
 ABSL_FLAG(uint64_t, from, 0,
@@ -61,10 +62,10 @@ constexpr char kUsage[] =
     "Usage: shmbroker [--socket=PATH] [--json] COMMAND [ARGS]\n"
     "  alloc SIZE [--name=NAME] [--backing=memfd|posix] [--share=RULE]\n"
     "             [--kind=auto|pooled|dedicated] [--hold=DURATION]\n"
-    "             [--ttl=DURATION] [--detach]\n"
-    "             allocate and hold a buffer\n"
+    "             [--ttl=DURATION] [--detach] [--wait=DURATION]\n"
+    "             allocate and hold a buffer (waiting for room if asked)\n"
     "  put NAME [--file=PATH] [--backing=...] [--share=...] [--kind=...]\n"
-    "             [--hold=...] [--ttl=...] [--detach]\n"
+    "             [--hold=...] [--ttl=...] [--detach] [--wait=...]\n"
     "             allocate a buffer sized to the input, fill it, hold it\n"
     "  put NAME --seal   ... and seal it once filled\n"
     "  cat NAME   write a buffer's bytes to stdout\n"

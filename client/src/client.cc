@@ -66,7 +66,7 @@ absl::StatusOr<bool> Client::Serving() {
 }
 
 absl::StatusOr<Buffer> Client::Allocate(const AllocateOptions& options) {
-  return Grants::Allocate(connection_, ToProto(options));
+  return Grants::Allocate(connection_, ToProto(options), options.wait_for_room);
 }
 
 absl::StatusOr<Buffer> Client::Attach(const std::string& name, Access access,

@@ -11,11 +11,11 @@ namespace shmbroker::client {
 
 absl::StatusOr<Buffer> Grants::Allocate(
     const std::shared_ptr<Connection>& connection,
-    const v1::AllocateRequest& request) {
+    const v1::AllocateRequest& request, absl::Duration wait) {
   absl::StatusOr<Buffer> buffer =
-      Finish(connection,
-             Send(connection, &v1::Broker::Stub::Allocate,
-                  fdchannel::CallMethod::kAllocate, request, "allocate_reply"));
+      Finish(connection, Send(connection, &v1::Broker::Stub::Allocate,
+                              fdchannel::CallMethod::kAllocate, request,
+                              "allocate_reply", wait));
   connection->TrimArenas(/*only_if_many=*/true);
   return buffer;
 }

@@ -28,9 +28,11 @@ namespace shmbroker::client {
 
 class Grants {
  public:
+  // `wait`: how long the daemon may wait for room (request.wait_for_room).
   static absl::StatusOr<Buffer> Allocate(
       const std::shared_ptr<Connection>& connection,
-      const v1::AllocateRequest& request);
+      const v1::AllocateRequest& request,
+      absl::Duration wait = absl::ZeroDuration());
   // `wait`: how long the daemon may wait for the buffer (request.wait).
   static absl::StatusOr<Buffer> Attach(
       const std::shared_ptr<Connection>& connection,

@@ -72,6 +72,9 @@ v1::AllocateRequest ToProto(const AllocateOptions& options) {
   request.set_lease_id(options.lease_id);
   request.set_kind(ToProto(options.kind));
   request.set_uninitialized(options.uninitialized);
+  if (options.wait_for_room > absl::ZeroDuration()) {
+    ToProto(options.wait_for_room, request.mutable_wait_for_room());
+  }
   return request;
 }
 

@@ -24,11 +24,12 @@ class Client(_native.Client):
     __doc__ = _native.Client.__doc__
 
     def allocate(self, size, name=None, kind="auto", share=(), lease=None,
-                 backing="default", uninitialized=False):
+                 backing="default", uninitialized=False, wait_for_room=None):
         return _pickling.track(super().allocate(
             size, name=name, kind=kind,
             share=[share] if isinstance(share, str) else list(share), lease=lease,
-            backing=backing, uninitialized=uninitialized))
+            backing=backing, uninitialized=uninitialized,
+            wait_for_room=wait_for_room))
     allocate.__doc__ = _native.Client.allocate.__doc__
 
     def attach(self, name, wait=None, sealed=False, writable=False, lease=None):

@@ -112,7 +112,8 @@ class Client:
                  kind: Literal["auto", "dedicated", "pooled"] = "auto",
                  share: Union[str, Sequence[str]] = (), lease: _Lease = None,
                  backing: Literal["default", "memfd", "posix"] = "default",
-                 uninitialized: bool = False) -> Buffer: ...
+                 uninitialized: bool = False,
+                 wait_for_room: Optional[float] = None) -> Buffer: ...
     def attach(self, name: Union[str, int], wait: Optional[float] = None,
                sealed: bool = False, writable: bool = False,
                lease: _Lease = None) -> Buffer: ...

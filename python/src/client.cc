@@ -106,7 +106,8 @@ class PyClient {
   std::unique_ptr<PyBuffer> Allocate(
       int64_t size, std::optional<std::string> name, const std::string& kind,
       const std::vector<std::string>& share, const py::object& lease,
-      const std::string& backing, bool uninitialized) {
+      const std::string& backing, bool uninitialized,
+      std::optional<double> wait_for_room) {
     if (size <= 0) {
       RaiseStatus(absl::InvalidArgumentError("size must be positive"));
     }
@@ -121,6 +122,9 @@ class PyClient {
     }
     options.lease_id = LeaseId(lease);
     options.uninitialized = uninitialized;
+    if (wait_for_room) {
+      options.wait_for_room = SecondsArg(*wait_for_room, "wait_for_room");
+    }
     return Wrap(Run([&](client::Client& c) { return c.Allocate(options); }));
   }
 
@@ -219,13 +223,16 @@ manager: leaving the block closes it (its Buffers stay valid).)doc")
            py::arg("name") = py::none(), py::arg("kind") = "auto",
            py::arg("share") = std::vector<std::string>(),
            py::arg("lease") = py::none(), py::arg("backing") = "default",
-           py::arg("uninitialized") = false, R"doc(
+           py::arg("uninitialized") = false,
+           py::arg("wait_for_room") = py::none(), R"doc(
 Allocates a buffer of `size` bytes and maps it writable.
 
 kind: 'auto' (pooled when small, owner-only and memfd), 'dedicated' or
 'pooled'. share: rules like 'uid:1000:rw', 'gid:5', 'all'. lease: a lease
 (id or LeaseInfo) to hold it under; None: the connection's. backing:
-'default', 'memfd' or 'posix'.)doc")
+'default', 'memfd' or 'posix'. wait_for_room: seconds to wait for room
+when the daemon has none (its capacity, its buffer limit, this uid's
+quota) instead of raising ResourceExhausted; None: do not wait.)doc")
       .def("attach", &PyClient::Attach, py::arg("name"),
            py::arg("wait") = py::none(), py::arg("sealed") = false,
            py::arg("writable") = false, py::arg("lease") = py::none(), R"doc(

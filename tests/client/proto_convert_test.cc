@@ -107,6 +107,7 @@ TEST(ProtoConvertTest, AllocateOptions) {
   options.lease_id = 7;
   options.kind = Kind::kDedicated;
   options.uninitialized = true;
+  options.wait_for_room = absl::Milliseconds(1500);
   const v1::AllocateRequest request = ToProto(options);
   // The second rule's id is rightly 0 (scope all).
   CheckEveryFieldSet(request);
@@ -122,6 +123,11 @@ TEST(ProtoConvertTest, AllocateOptions) {
   EXPECT_EQ(request.lease_id(), 7u);
   EXPECT_EQ(request.kind(), v1::BUFFER_KIND_DEDICATED);
   EXPECT_TRUE(request.uninitialized());
+  EXPECT_EQ(request.wait_for_room().seconds(), 1);
+  EXPECT_EQ(request.wait_for_room().nanos(), 500000000);
+  // Not waiting leaves the field unset.
+  options.wait_for_room = absl::ZeroDuration();
+  EXPECT_FALSE(ToProto(options).has_wait_for_room());
 }
 
 TEST(ProtoConvertTest, Buffer) {

@@ -17,7 +17,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -58,6 +60,13 @@ struct Seen {
   std::vector<ConnectionId> open;  // as of the last check
   std::vector<Handle> handles;
   std::vector<LeaseId> leases;
+  // How many times each Allocate that waited for room was answered
+  // (exactly once, by the end). Shared with the callbacks.
+  std::shared_ptr<std::vector<int>> answers =
+      std::make_shared<std::vector<int>>();
+  std::vector<WaiterId> room_waiters;
+  std::map<WaiterId, size_t> answer_of;  // a waiter's index in `answers`
+  std::vector<bool> cancelled;           // by index
 };
 
 template <typename T>
@@ -123,8 +132,8 @@ AccessRequest SomeRequest(FuzzedDataProvider& in) {
                               AccessRequest::kReadWrite});
 }
 
-void Allocate(FuzzedDataProvider& in, Registry& registry, Seen& seen,
-              ConnectionId client) {
+void Allocate(FuzzedDataProvider& in, Registry& registry, const Clock& clock,
+              Seen& seen, ConnectionId client) {
   static const char* const kNames[] = {"", "", "", "a", "b", "c", ".bad"};
   AllocateSpec spec;
   spec.size = SomeSize(in);
@@ -140,6 +149,29 @@ void Allocate(FuzzedDataProvider& in, Registry& registry, Seen& seen,
       break;
   }
   spec.zeroed = in.ConsumeBool();
+  if (in.ConsumeIntegralInRange(0, 3) == 0) {
+    // Back-pressure: may wait for room, to be answered exactly once.
+    const size_t index = seen.answers->size();
+    seen.answers->push_back(0);
+    seen.cancelled.push_back(false);
+    static constexpr int64_t kWaitMs[] = {0, 1000, 30000};
+    absl::StatusOr<std::variant<Grant, WaiterId>> now = registry.AllocateOrWait(
+        client, spec,
+        clock.Now() + absl::Milliseconds(in.PickValueInArray(kWaitMs)),
+        [answers = seen.answers, index](absl::StatusOr<Grant> grant) {
+          ++(*answers)[index];
+          FUZZ_CHECK(!grant.ok() || grant->buffer.holders == 1);
+        });
+    if (now.ok() && std::holds_alternative<WaiterId>(*now)) {
+      seen.room_waiters.push_back(std::get<WaiterId>(*now));
+      seen.answer_of[std::get<WaiterId>(*now)] = index;
+      registry.ServeRoomWaiters();
+    } else {
+      ++(*seen.answers)[index];
+      if (now.ok()) seen.handles.push_back(std::get<Grant>(*now).buffer.handle);
+    }
+    return;
+  }
   absl::StatusOr<Grant> grant = registry.Allocate(client, spec);
   if (!grant.ok()) return;
   const BufferInfo& buffer = grant->buffer;
@@ -213,7 +245,7 @@ void Step(FuzzedDataProvider& in, Registry& registry, StepClock& clock,
     case 3:
     case 4:
     case 5:
-      Allocate(in, registry, seen, client);
+      Allocate(in, registry, clock, seen, client);
       break;
     case 6:
     case 7:
@@ -246,6 +278,15 @@ void Step(FuzzedDataProvider& in, Registry& registry, StepClock& clock,
     }
     case 14:
       registry.ExpireLeases(in.ConsumeIntegralInRange<size_t>(1, 4));
+      if (in.ConsumeBool()) registry.ExpireWaiters();
+      if (in.ConsumeBool() && !seen.room_waiters.empty()) {
+        const WaiterId waiter = PickOr<WaiterId>(in, seen.room_waiters, 0);
+        if (registry.CancelAllocateWait(waiter)) {
+          const size_t index = seen.answer_of.at(waiter);
+          FUZZ_CHECK(!seen.cancelled[index] && (*seen.answers)[index] == 0);
+          seen.cancelled[index] = true;
+        }
+      }
       break;
     case 15:
       registry.Scavenge();
@@ -266,6 +307,13 @@ void Drain(Registry& registry, StepClock& clock, const Seen& seen) {
   clock.Advance(absl::Hours(2));
   while (registry.ExpireLeases(kEverything).more_due) {
   }
+  registry.ExpireWaiters();
+  // Every Allocate that waited was answered once, unless it was cancelled
+  // (then never).
+  for (size_t i = 0; i < seen.answers->size(); ++i) {
+    FUZZ_CHECK((*seen.answers)[i] == (seen.cancelled[i] ? 0 : 1));
+  }
+  FUZZ_CHECK(registry.Stats().waiters == 0 && !registry.NextWaiterDeadline());
   CheckRegistryInvariants(registry);
   const RegistryStats stats = registry.Stats();
   FUZZ_CHECK(stats.buffers == 0 && stats.allocated_bytes == 0);

@@ -63,6 +63,18 @@ class ErrorsTest(DaemonTest):
         with self.check(shmbroker.DeadlineExceeded, "DEADLINE_EXCEEDED", "late",
                         TimeoutError):
             self.client.attach("late", wait=0.2)
+        # The uid's quota (half of --capacity) is all taken: a wait for room
+        # runs out, naming what it waited on.
+        whole_quota = self.client.allocate(8 << 20, kind="dedicated")
+        with self.check(shmbroker.DeadlineExceeded, "DEADLINE_EXCEEDED",
+                        "waiting for room for 4096 bytes: over the per-uid "
+                        "quota", TimeoutError):
+            self.client.allocate(4096, kind="dedicated", wait_for_room=0.2)
+        with self.assertRaisesRegex(ValueError, "wait_for_room must be"):
+            self.client.allocate(4096, wait_for_room=-1)
+        whole_quota.release()
+        # With room, a wait costs nothing.
+        self.client.allocate(4096, wait_for_room=5).release()
 
     def test_unavailable(self):
         with self.check(shmbroker.Unavailable, "UNAVAILABLE",

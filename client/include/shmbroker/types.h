@@ -168,6 +168,11 @@ struct AllocateOptions {
   // Pooled only: memory recycled from this uid's earlier buffers is not
   // zeroed (the daemon saves a memset). Never another uid's data.
   bool uninitialized = false;
+  // Back-pressure: when the daemon has no room now (its capacity, its
+  // buffer limit, this uid's quota), wait up to this long for some instead
+  // of failing with RESOURCE_EXHAUSTED; then DEADLINE_EXCEEDED. Zero: do
+  // not wait.
+  absl::Duration wait_for_room = absl::ZeroDuration();
 };
 
 // How Client::AttachWhen waits for its buffer.
