@@ -9,6 +9,7 @@
 #include <utility>
 #include <variant>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/broker_service.h"
 
@@ -179,7 +180,11 @@ absl::StatusOr<absl::Duration> BrokerService::RoomWait(
     const v1::AllocateRequest& request) {
   if (!request.has_wait_for_room()) return absl::ZeroDuration();
   absl::StatusOr<absl::Duration> wait = FromProto(request.wait_for_room());
-  if (!wait.ok() || *wait < absl::ZeroDuration()) {
+  if (!wait.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad wait_for_room: ", wait.status().message()));
+  }
+  if (*wait < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "bad wait_for_room: it must not be negative");
   }

@@ -273,6 +273,17 @@ TEST_F(BadInputTest, BadEnumValuesAreInvalidArgument) {
   EXPECT_THAT(s.error_message(), HasSubstr("bad share"));
 
   request.clear_share();
+  request.mutable_wait_for_room()->set_seconds(-1);
+  s = allocate(request);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(),
+              HasSubstr("bad wait_for_room: it must not be negative"));
+  request.mutable_wait_for_room()->set_seconds(int64_t{1} << 50);
+  s = allocate(request);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("bad wait_for_room: bad duration"));
+
+  request.clear_wait_for_room();
   s = allocate(request);  // the same session, valid now
   EXPECT_TRUE(s.ok()) << s.error_message();
   ::close(fd);  // closing the channel reclaims that buffer
