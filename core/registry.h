@@ -291,6 +291,7 @@ class Registry {
     // A pooled buffer in a previous daemon's arena: charged to the
     // capacity like a dedicated one, never returned to the pool.
     bool outside_pool = false;
+    bool live = false;  // counted in live_: it has had its memory
   };
   // What must happen once the mutex is released: memory to let go of, and
   // waiters to call. Declared before the MutexLock, so its destructor runs
@@ -414,6 +415,11 @@ class Registry {
                                              absl::Duration ttl, bool detached,
                                              bool is_default)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives a buffer its memory (it becomes live: Attach, List and Stats see
+  // it).
+  void SetMemoryLocked(BufferRecord& record,
+                       std::shared_ptr<const MemoryObject> memory)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `room_back`: false for an allocation's own record failing before
   // anyone saw it: the room it gives back was never there for waiters.
   void EraseBufferLocked(Handle handle, bool room_back = true)
@@ -462,6 +468,15 @@ class Registry {
   absl::flat_hash_map<uid_t, uint32_t> connections_per_uid_
       ABSL_GUARDED_BY(mu_);
   uint64_t allocated_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Buffers with their memory, by kind and backing, counted as they come
+  // and go so that Stats() (every Status call and scrape) scans nothing.
+  struct LiveCounts {
+    uint64_t buffers = 0;
+    uint64_t pooled = 0;
+    uint64_t posix = 0;
+    uint64_t memfd = 0;
+  };
+  LiveCounts live_ ABSL_GUARDED_BY(mu_);
   TenantQuotas quotas_ ABSL_GUARDED_BY(mu_);
   uint64_t hold_count_ ABSL_GUARDED_BY(mu_) = 0;
   Handle next_handle_ ABSL_GUARDED_BY(mu_) = 1;

@@ -255,7 +255,7 @@ absl::StatusOr<Grant> Registry::FinishAllocateLocked(
         "lease ", lease_id,
         " ended while allocating: ", LeaseGoneLocked(lease_id).message()));
   }
-  record.memory = memory;
+  SetMemoryLocked(record, memory);
   record.info.shm_name = memory->shm_name();
   PublishLocked(WatchEventType::kCreated, record.info, deferred);
   if (block != nullptr) BookArenaLocked(block->arena_id);
@@ -387,10 +387,25 @@ uint32_t Registry::DropHoldsLocked(LeaseRecord& lease, Handle handle,
   return 0;
 }
 
+void Registry::SetMemoryLocked(BufferRecord& record,
+                               std::shared_ptr<const MemoryObject> memory) {
+  record.memory = std::move(memory);
+  if (record.live || record.memory == nullptr) return;
+  record.live = true;
+  ++live_.buffers;
+  if (record.info.kind == BufferKind::kPooled) ++live_.pooled;
+  ++(record.info.backing == Backing::kPosix ? live_.posix : live_.memfd);
+}
+
 void Registry::EraseBufferLocked(Handle handle, bool room_back) {
   auto it = buffers_.find(handle);
   if (it == buffers_.end()) return;
   const BufferInfo& info = it->second.info;
+  if (it->second.live) {
+    --live_.buffers;
+    if (info.kind == BufferKind::kPooled) --live_.pooled;
+    --(info.backing == Backing::kPosix ? live_.posix : live_.memfd);
+  }
   if (!info.name.empty()) names_.erase(info.name);
   quotas_.Credit(info.owner.uid, QuotaBytes(info), 1);
   allocated_bytes_ -= info.charged_bytes;

@@ -51,13 +51,10 @@ RegistryStats Registry::Stats() const {
   stats.capacity_bytes = options_.capacity_bytes;
   stats.allocated_bytes = allocated_bytes_;
   stats.committed_bytes = capacity_.committed();
-  for (const auto& [handle, record] : buffers_) {
-    if (!record.memory) continue;
-    ++stats.buffers;
-    if (record.info.kind == BufferKind::kPooled) ++stats.pooled_buffers;
-    ++(record.info.backing == Backing::kPosix ? stats.posix_buffers
-                                              : stats.memfd_buffers);
-  }
+  stats.buffers = live_.buffers;
+  stats.pooled_buffers = live_.pooled;
+  stats.posix_buffers = live_.posix;
+  stats.memfd_buffers = live_.memfd;
   stats.clients = connections_.size();
   stats.holds = hold_count_;
   stats.waiters = waiters_.size();

@@ -115,7 +115,7 @@ RestoreResult Registry::Restore(const Books& books, absl::Duration grace) {
       last_arena = std::max(last_arena, record.info.arena_id);
     }
     if (posix) {
-      record.memory = std::move(reopened[handle]);
+      SetMemoryLocked(record, std::move(reopened[handle]));
       record.restored->awaiting = false;
       ++result.posix_reopened;
     } else {
@@ -237,7 +237,7 @@ absl::Status Registry::AdoptLocked(BufferRecord& record, UniqueFd fd,
       adopted_arenas_[info.arena_id] = memory;
     }
   }
-  record.memory = std::move(memory);
+  SetMemoryLocked(record, std::move(memory));
   record.restored->awaiting = false;
   record.restored->refused = absl::OkStatus();
   --awaiting_memory_;

@@ -61,8 +61,9 @@ inline std::vector<ConnectionId> CheckRegistryInvariants(
 
   std::map<Handle, uint64_t> holders;
   uint64_t charged = 0, pooled_charged = 0, dedicated_charged = 0;
-  uint64_t pooled = 0;
+  uint64_t pooled = 0, posix = 0;
   for (const BufferInfo& buffer : buffers) {
+    if (buffer.backing == Backing::kPosix) ++posix;
     FUZZ_CHECK(buffer.holders > 0);  // a buffer without holds is reclaimed
     FUZZ_CHECK(buffer.charged_bytes >= buffer.size);
     holders[buffer.handle] = buffer.holders;
@@ -76,6 +77,8 @@ inline std::vector<ConnectionId> CheckRegistryInvariants(
   }
   FUZZ_CHECK(stats.allocated_bytes == charged);
   FUZZ_CHECK(stats.pooled_buffers == pooled);
+  FUZZ_CHECK(stats.posix_buffers == posix &&
+             stats.memfd_buffers == buffers.size() - posix);
   FUZZ_CHECK(stats.committed_bytes <= stats.capacity_bytes);
   if (const PooledAllocator* pool = registry.pool()) {
     const PooledAllocatorStats pool_stats = pool->Stats();
