@@ -448,6 +448,8 @@ class Registry {
   // Whether `spec` alone fits the capacity and its caller's byte quota.
   bool CouldEverFit(ConnectionId client, const AllocateSpec& spec);
   void ServeRoomWaitersOnce();
+  // Room may have come back: the waiters must be tried again.
+  void MarkRoomDirtyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireRoomWaitersLocked(Deferred& deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records a change for the watchers (registry_watch.cc).

@@ -425,7 +425,7 @@ void Registry::EraseBufferLocked(Handle handle, bool room_back) {
   // Room is back: the Deferred of whoever erased it serves the waiters.
   if (room_back) {
     room_generation_.fetch_add(1);
-    if (!room_waiters_.empty()) room_dirty_ = true;
+    MarkRoomDirtyLocked();
   }
 }
 

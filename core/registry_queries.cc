@@ -79,7 +79,7 @@ void Registry::SetOwnQuotas(OwnQuotas own) {
     absl::MutexLock lock(&mu_);
     quotas_.SetOwn(std::move(own));
     room_generation_.fetch_add(1);
-    if (!room_waiters_.empty()) room_dirty_ = true;
+    MarkRoomDirtyLocked();
   }
   ServeRoomWaiters();  // a raised quota may let some in
 }

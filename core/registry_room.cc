@@ -103,6 +103,13 @@ bool Registry::CancelAllocateWait(WaiterId waiter) {
   return removed;
 }
 
+void Registry::MarkRoomDirtyLocked() {
+  // A waiter being tried is out of the table: while anyone serves, the
+  // server must look again, or room freed during a failing attempt would
+  // reach nobody until the next erase.
+  if (!room_waiters_.empty() || serving_room_.load()) room_dirty_ = true;
+}
+
 void Registry::ServeRoomWaiters() {
   // Bounded: under constant churn the next erase serves the rest.
   for (int round = 0; round < 8 && room_dirty_.load(); ++round) {
