@@ -31,7 +31,7 @@ absl::Status ValidateLeaseOptions(const LeaseOptions& options) {
   }
   if (options.max_leases_per_connection == 0 ||
       options.max_detached_leases_per_uid == 0 ||
-      options.max_holds_per_lease == 0) {
+      options.max_holds_per_lease == 0 || options.reclaim_batch == 0) {
     return absl::InvalidArgumentError("lease limits must be positive");
   }
   return absl::OkStatus();

@@ -29,6 +29,10 @@ struct LeaseOptions {
   // Detached leases one uid may have at a time (they outlive connections).
   uint32_t max_detached_leases_per_uid = 1024;
   uint32_t max_holds_per_lease = 65536;
+  // Buffers an ended lease lets go of per step: its holds are dropped in
+  // steps of this many, the Registry's lock released in between, so that
+  // however many it held, other calls wait for one step at most.
+  uint32_t reclaim_batch = 64;
 };
 
 struct LeaseInfo {

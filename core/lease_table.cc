@@ -1,5 +1,7 @@
 #include "core/lease_table.h"
 
+#include <utility>
+
 namespace shmbroker {
 
 LeaseRecord& LeaseTable::Add(const LeaseInfo& info) {
@@ -30,6 +32,14 @@ void LeaseTable::Erase(LeaseId id) {
   if (it == by_id_.end()) return;
   by_deadline_.erase({it->second.info.deadline, id});
   by_id_.erase(it);
+}
+
+LeaseRecord LeaseTable::Take(LeaseId id) {
+  auto it = by_id_.find(id);
+  by_deadline_.erase({it->second.info.deadline, id});
+  LeaseRecord record = std::move(it->second);
+  by_id_.erase(it);
+  return record;
 }
 
 std::vector<LeaseId> LeaseTable::Due(absl::Time now, size_t max) const {

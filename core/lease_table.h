@@ -33,6 +33,9 @@ class LeaseTable {
   // Moves the lease's deadline (a renewal).
   void SetDeadline(LeaseRecord& record, absl::Time deadline);
   void Erase(LeaseId id);
+  // Removes the lease and returns its record (the lease ended, but its
+  // holds are still to be dropped). `id` must be in the table.
+  LeaseRecord Take(LeaseId id);
 
   // Ids of at most `max` leases whose deadline is at or before `now`,
   // earliest deadline first.

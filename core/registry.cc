@@ -73,7 +73,7 @@ Registry::~Registry() = default;
 
 absl::StatusOr<ConnectionId> Registry::OpenConnection(
     const Identity& identity) {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   auto per_uid = connections_per_uid_.find(identity.uid);
   const uint32_t open =
       per_uid == connections_per_uid_.end() ? 0 : per_uid->second;
@@ -95,7 +95,7 @@ absl::StatusOr<ConnectionId> Registry::OpenConnection(
 }
 
 absl::StatusOr<LeaseInfo> Registry::DefaultLease(ConnectionId client) const {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   auto it = connections_.find(client);
   if (it == connections_.end()) return ConnectionClosedError(client);
   const LeaseRecord* lease = leases_.Find(it->second.default_lease);
@@ -106,10 +106,13 @@ absl::StatusOr<LeaseInfo> Registry::DefaultLease(ConnectionId client) const {
 CloseResult Registry::CloseConnection(ConnectionId client,
                                       ReclaimReason reason) {
   CloseResult result;
-  Deferred deferred(this);
-  absl::MutexLock lock(&mu_);
-  // `deferred` is declared before `lock`: memory closes unlocked.
-  CloseConnectionLocked(client, reason, deferred, &result);
+  {
+    // `deferred` is declared before `lock`: memory closes, and the holds
+    // of the connection's leases are dropped, unlocked.
+    Deferred deferred(this, &result);
+    Locked lock(this);
+    CloseConnectionLocked(client, reason, deferred, &result);
+  }
   return result;
 }
 
@@ -153,7 +156,7 @@ absl::StatusOr<Grant> Registry::Attach(ConnectionId client,
                                        AccessRequest request, LeaseId lease) {
   absl::StatusOr<Grant> grant;
   {
-    absl::MutexLock lock(&mu_);
+    Locked lock(this);
     absl::StatusOr<Handle> handle = ResolveLocked(ref);
     grant = handle.ok() ? AttachLocked(client, *handle, request, lease)
                         : handle.status();

@@ -68,6 +68,7 @@
 #include "core/memory_object.h"
 #include "core/pooled_allocator.h"
 #include "core/registry_observer.h"
+#include "core/registry_records.h"
 #include "core/registry_types.h"
 #include "core/room_waiters.h"
 #include "core/tenant_quotas.h"
@@ -276,35 +277,26 @@ class Registry {
   uint64_t ResidentBytes() const;
 
  private:
-  struct BufferRecord {
-    BufferInfo info;  // holders kept current
-    // Null while being created, or restored and awaiting its memory.
-    // Pooled: the arena's memory.
-    std::shared_ptr<const MemoryObject> memory;
-    // Restored from a previous daemon's books (registry_restore.cc).
-    struct Restored {
-      MemoryIdentity expected;  // the object its memory must be
-      bool awaiting = true;     // no memory presented yet
-      absl::Status refused;     // why the last presentation failed
-    };
-    std::unique_ptr<Restored> restored;
-    // A pooled buffer in a previous daemon's arena: charged to the
-    // capacity like a dedicated one, never returned to the pool.
-    bool outside_pool = false;
-    bool live = false;  // counted in live_: it has had its memory
-  };
-  // What must happen once the mutex is released: memory to let go of, and
-  // waiters to call. Declared before the MutexLock, so its destructor runs
-  // after the unlock.
+  using BufferRecord = registry_internal::BufferRecord;
+  using ConnectionRecord = registry_internal::ConnectionRecord;
+  using EndedLease = registry_internal::EndedLease;
+  using DrainingLease = registry_internal::DrainingLease;
+  using LiveCounts = registry_internal::LiveCounts;
+  // What must happen once the mutex is released: memory to let go of,
+  // waiters to call, and ended leases whose holds are to be dropped (in
+  // steps, counted in `result` if given). Declared before the MutexLock, so
+  // its destructor runs after the unlock.
   class Deferred {
    public:
-    explicit Deferred(Registry* registry) : registry_(registry) {}
+    explicit Deferred(Registry* registry, CloseResult* result = nullptr)
+        : registry_(registry), result_(result) {}
     ~Deferred();
     Deferred(const Deferred&) = delete;
     Deferred& operator=(const Deferred&) = delete;
     void Free(std::shared_ptr<const MemoryObject> memory) {
       memory_.push_back(std::move(memory));
     }
+    void Drain(LeaseId ended) { draining_.push_back(ended); }
     void Wake(ConnectionId client, WaitDone done, absl::StatusOr<Grant> grant) {
       wakeups_.push_back({client, std::move(done), std::move(grant)});
     }
@@ -319,22 +311,35 @@ class Registry {
       absl::StatusOr<Grant> grant;
     };
     Registry* const registry_;
+    CloseResult* const result_;
+    std::vector<LeaseId> draining_;
     std::vector<std::shared_ptr<const MemoryObject>> memory_;
     std::vector<Wakeup> wakeups_;
     std::vector<std::shared_ptr<WatchQueue>> watch_queues_;  // to wake
   };
-  struct ConnectionRecord {
-    Identity identity;
-    LeaseId default_lease = 0;
-    // Its leases, default and detached ones included (a detached lease
-    // leaves this set when the connection closes).
-    absl::flat_hash_set<LeaseId> leases;
+  // How every call takes mu_: it counts the calls queued for the lock, so
+  // that DrainLeases can let them in between its steps (absl::Mutex is not
+  // fair: a thread woken from its queue would find the lock taken again).
+  class ABSL_SCOPED_LOCKABLE Locked {
+   public:
+    explicit Locked(const Registry* registry)
+        ABSL_EXCLUSIVE_LOCK_FUNCTION(registry->mu_)
+        : registry_(registry) {
+      registry_->lock_queued_.fetch_add(1, std::memory_order_relaxed);
+      registry_->mu_.Lock();
+      registry_->lock_queued_.fetch_sub(1, std::memory_order_relaxed);
+      registry_->lock_taken_.fetch_add(1, std::memory_order_relaxed);
+    }
+    ~Locked() ABSL_UNLOCK_FUNCTION() { registry_->mu_.Unlock(); }
+    Locked(const Locked&) = delete;
+    Locked& operator=(const Locked&) = delete;
+
+   private:
+    const Registry* const registry_;
   };
-  // Why a lease id is no longer live, for clear errors.
-  struct EndedLease {
-    ReclaimReason reason;
-    absl::Time when;
-  };
+  // Between two steps of dropping holds: waits (1 ms at most) until the
+  // calls queued for the lock have had it.
+  void LetQueuedCallsIn() const ABSL_LOCKS_EXCLUDED(mu_);
 
   static absl::Status ConnectionClosedError(ConnectionId client);
   absl::StatusOr<Grant> DoAllocate(ConnectionId client,
@@ -403,10 +408,15 @@ class Registry {
                            Deferred& deferred, ReclaimReason reason,
                            CloseResult* result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Drops every hold of the lease and forgets it; a connection whose default
-  // lease this is closes too.
+  // Ends the lease: from now on it is gone for every caller, and a
+  // connection whose default lease this is closes too. Its holds stay, in
+  // draining_, until `deferred` drops them (DrainLeases).
   void EndLeaseLocked(LeaseId lease, ReclaimReason reason, Deferred& deferred,
                       CloseResult* result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the holds of ended leases `ids`, reclaim_batch buffers per step,
+  // the lock released between steps, then forgets the leases.
+  void DrainLeases(const std::vector<LeaseId>& ids, CloseResult* result)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void CloseConnectionLocked(ConnectionId client, ReclaimReason reason,
                              Deferred& deferred, CloseResult* result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -463,6 +473,9 @@ class Registry {
   RegistryObserver* const observer_;  // never null (a no-op if none given)
 
   mutable absl::Mutex mu_;
+  // Calls waiting for mu_ now, and how often it was taken (Locked).
+  mutable std::atomic<uint32_t> lock_queued_{0};
+  mutable std::atomic<uint64_t> lock_taken_{0};
   absl::btree_map<Handle, BufferRecord> buffers_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Handle> names_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<ConnectionId, ConnectionRecord> connections_
@@ -470,15 +483,7 @@ class Registry {
   absl::flat_hash_map<uid_t, uint32_t> connections_per_uid_
       ABSL_GUARDED_BY(mu_);
   uint64_t allocated_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  // Buffers with their memory, by kind and backing, counted as they come
-  // and go so that Stats() (every Status call and scrape) scans nothing.
-  struct LiveCounts {
-    uint64_t buffers = 0;
-    uint64_t pooled = 0;
-    uint64_t posix = 0;
-    uint64_t memfd = 0;
-  };
-  LiveCounts live_ ABSL_GUARDED_BY(mu_);
+  LiveCounts live_ ABSL_GUARDED_BY(mu_);  // kept as buffers come and go
   TenantQuotas quotas_ ABSL_GUARDED_BY(mu_);
   uint64_t hold_count_ ABSL_GUARDED_BY(mu_) = 0;
   Handle next_handle_ ABSL_GUARDED_BY(mu_) = 1;
@@ -491,6 +496,9 @@ class Registry {
   // why its lease is gone.
   absl::flat_hash_map<LeaseId, EndedLease> ended_ ABSL_GUARDED_BY(mu_);
   std::deque<LeaseId> ended_order_ ABSL_GUARDED_BY(mu_);
+  // Ended leases whose holds are still being dropped: out of leases_, so
+  // that no call finds them, but their holds are real until dropped.
+  absl::flat_hash_map<LeaseId, DrainingLease> draining_ ABSL_GUARDED_BY(mu_);
   WaiterTable<absl::StatusOr<Grant>> waiters_ ABSL_GUARDED_BY(mu_);
   RoomWaiters room_waiters_ ABSL_GUARDED_BY(mu_);
   // Bumped whenever room may have come back (a buffer erased, quotas

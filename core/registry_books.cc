@@ -21,12 +21,12 @@ BookedLease ToBooked(const LeaseInfo& info) {
 }  // namespace
 
 void Registry::SetBookSink(BookSink* sink) {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   books_ = sink;
 }
 
 void Registry::StopBookingForRestart() {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   books_ = nullptr;
   for (const auto& [handle, record] : buffers_) {
     if (record.memory != nullptr) record.memory->KeepName();
@@ -34,7 +34,7 @@ void Registry::StopBookingForRestart() {
 }
 
 Books Registry::SnapshotBooks() const {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   return SnapshotBooksLocked();
 }
 
@@ -48,12 +48,16 @@ Books Registry::SnapshotBooksLocked() const {
     booked.memory = record.memory != nullptr ? record.memory->identity()
                                              : record.restored->expected;
   }
-  for (const auto& [id, lease] : leases_.all()) {
+  auto book_lease = [&](LeaseId id, const LeaseRecord& lease) {
     books.leases[id] = ToBooked(lease.info);
     for (const auto& [handle, count] : lease.holds) {
       if (books.buffers.contains(handle)) books.holds[{id, handle}] = count;
     }
-  }
+  };
+  for (const auto& [id, lease] : leases_.all()) book_lease(id, lease);
+  // An ended lease is booked gone once its last hold is dropped: until
+  // then its holds are real, and the journal still records each drop.
+  for (const auto& [id, draining] : draining_) book_lease(id, draining.record);
   books.last_handle = next_handle_ - 1;
   books.last_lease = next_lease_ - 1;
   books.last_arena = pool_ != nullptr ? pool_->last_arena_id() : 0;

@@ -96,12 +96,12 @@ absl::StatusOr<Grant> Registry::DoAllocate(ConnectionId client,
   bool over_capacity = false;
   absl::StatusOr<Pending> pending;
   {
-    absl::MutexLock lock(&mu_);
+    Locked lock(this);
     pending = ReserveLocked(client, spec, dedicated_pages, &over_capacity);
   }
   if (over_capacity && pool_ != nullptr && pool_->ReleaseUnused() > 0) {
     // Arenas nobody used were holding the capacity; they are gone now.
-    absl::MutexLock lock(&mu_);
+    Locked lock(this);
     pending = ReserveLocked(client, spec, dedicated_pages, &over_capacity);
   }
   if (!pending.ok()) return pending.status();
@@ -121,7 +121,7 @@ absl::StatusOr<Grant> Registry::DoAllocate(ConnectionId client,
     } else {
       // No arena fits: the daemon's choice falls back to a dedicated
       // segment, which needs only its own pages.
-      absl::MutexLock lock(&mu_);
+      Locked lock(this);
       failed = ChargeDedicatedLocked(pages);
       if (failed.ok()) buffers_.at(handle).info.charged_bytes = pages;
     }
@@ -149,7 +149,7 @@ absl::StatusOr<Grant> Registry::DoAllocate(ConnectionId client,
   }
 
   Deferred deferred(this);  // wakes waiters for the new buffer, unlocked
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   if (!failed.ok()) {
     // The pending record is invisible to Attach/Describe/List and to other
     // clients' releases, so it is still here.
@@ -293,7 +293,7 @@ absl::StatusOr<uint32_t> Registry::Release(ConnectionId client,
                                            const BufferRef& ref,
                                            LeaseId lease) {
   Deferred deferred(this);
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   // `deferred` is declared before `lock`: reclaimed memory closes unlocked.
   auto it = connections_.find(client);
   if (it == connections_.end()) return ConnectionClosedError(client);

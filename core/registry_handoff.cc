@@ -20,12 +20,13 @@ Registry::Deferred::~Deferred() {
   // waiters find its room.
   memory_.clear();
   registry_->ServeRoomWaiters();
+  if (!draining_.empty()) registry_->DrainLeases(draining_, result_);
 }
 
 absl::StatusOr<BufferInfo> Registry::Seal(ConnectionId client,
                                           const BufferRef& ref) {
   Deferred deferred(this);
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   auto caller = connections_.find(client);
   if (caller == connections_.end()) return ConnectionClosedError(client);
   absl::StatusOr<Handle> handle = ResolveLocked(ref);
@@ -83,7 +84,7 @@ absl::StatusOr<std::variant<Grant, WaiterId>> Registry::AttachOrWait(
   if (absl::Status s = ValidateBufferName(name); !s.ok()) return s;
   absl::StatusOr<Grant> now;
   {
-    absl::MutexLock lock(&mu_);
+    Locked lock(this);
     auto caller = connections_.find(client);
     if (caller == connections_.end()) return ConnectionClosedError(client);
     // Fail now for what waiting cannot mend: a lease that is not usable.
@@ -121,7 +122,7 @@ absl::StatusOr<std::variant<Grant, WaiterId>> Registry::AttachOrWait(
 }
 
 bool Registry::CancelWait(WaiterId waiter) {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   const bool removed = waiters_.Remove(waiter).has_value();
   if (removed) observer_->OnWaiters(waiters_.size());
   return removed;
@@ -129,7 +130,7 @@ bool Registry::CancelWait(WaiterId waiter) {
 
 void Registry::ExpireWaiters() {
   Deferred deferred(this);
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   ExpireRoomWaitersLocked(deferred);
   for (WaiterId id : waiters_.Due(clock_->Now())) {
     std::optional<Waiter<absl::StatusOr<Grant>>> w = waiters_.Remove(id);
@@ -143,7 +144,7 @@ void Registry::ExpireWaiters() {
 }
 
 std::optional<absl::Time> Registry::NextWaiterDeadline() const {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   std::optional<absl::Time> attach = waiters_.NextDeadline();
   std::optional<absl::Time> room = room_waiters_.NextDeadline();
   if (!attach.has_value()) return room;

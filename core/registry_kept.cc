@@ -20,7 +20,7 @@ namespace shmbroker {
 std::vector<KeptMemory> Registry::MemoryToKeep() const {
   std::vector<KeptMemory> kept;
   absl::flat_hash_set<uint64_t> arenas;
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   for (const auto& [handle, record] : buffers_) {
     if (record.memory == nullptr ||
         record.memory->backing() != Backing::kMemfd) {
@@ -43,7 +43,7 @@ absl::StatusOr<KeptAdoption> Registry::AdoptKept(KeptMemory::Kind kind,
   const std::string what = arena ? absl::StrFormat("arena %d", id)
                                  : absl::StrFormat("buffer %d", id);
   Deferred deferred(this);  // wakes waiters for the buffers, unlocked
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   std::vector<BufferRecord*> awaiting;
   for (auto& [handle, record] : buffers_) {
     if (record.restored == nullptr || !record.restored->awaiting) continue;

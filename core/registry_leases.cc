@@ -1,9 +1,11 @@
 // Registry: leases (grant, renew, revoke, inspect, expire) and how their end
 // drops holds. Buffers and holds are in registry.cc.
 #include <algorithm>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "core/registry.h"
 
 namespace shmbroker {
@@ -23,7 +25,7 @@ absl::StatusOr<LeaseInfo> Registry::GrantLease(ConnectionId client,
                                                bool detached) {
   absl::StatusOr<absl::Duration> granted = ClampTtl(options_.leases, ttl);
   if (!granted.ok()) return granted.status();
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   auto it = connections_.find(client);
   if (it == connections_.end()) return ConnectionClosedError(client);
   return GrantLeaseLocked(it->second, client, *granted, detached,
@@ -126,7 +128,7 @@ absl::Status Registry::LeaseGoneLocked(LeaseId lease) const {
 
 absl::StatusOr<LeaseInfo> Registry::KeepAlive(ConnectionId client,
                                               LeaseId lease) {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   absl::StatusOr<LeaseRecord*> record = UsableLeaseLocked(client, lease);
   if (!record.ok()) return record.status();
   leases_.SetDeadline(**record, clock_->Now() + (*record)->info.granted_ttl);
@@ -138,23 +140,26 @@ absl::StatusOr<LeaseInfo> Registry::KeepAlive(ConnectionId client,
 absl::StatusOr<CloseResult> Registry::RevokeLease(const Identity& caller,
                                                   LeaseId lease) {
   CloseResult result;
-  Deferred deferred(this);
-  absl::MutexLock lock(&mu_);
-  const LeaseRecord* record = leases_.Find(lease);
-  if (record == nullptr) return LeaseGoneLocked(lease);
-  if (!MayManage(caller, record->info)) {
-    return absl::PermissionDeniedError(absl::StrFormat(
-        "permission denied: uid %d may not revoke lease %d of uid %d",
-        caller.uid, lease, record->info.owner.uid));
+  {
+    // The holds are dropped when `deferred` goes, after the unlock.
+    Deferred deferred(this, &result);
+    Locked lock(this);
+    const LeaseRecord* record = leases_.Find(lease);
+    if (record == nullptr) return LeaseGoneLocked(lease);
+    if (!MayManage(caller, record->info)) {
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "permission denied: uid %d may not revoke lease %d of uid %d",
+          caller.uid, lease, record->info.owner.uid));
+    }
+    EndLeaseLocked(lease, ReclaimReason::kLeaseRevoked, deferred, &result);
   }
-  EndLeaseLocked(lease, ReclaimReason::kLeaseRevoked, deferred, &result);
   return result;
 }
 
 absl::StatusOr<LeaseDetail> Registry::LeaseTimeToLive(const Identity& caller,
                                                       ConnectionId client,
                                                       LeaseId lease) const {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   if (lease == 0) {
     auto it = connections_.find(client);
     if (it == connections_.end()) {
@@ -181,7 +186,7 @@ std::vector<LeaseInfo> Registry::ListLeases(const Identity& caller,
                                             bool* more) const {
   std::vector<LeaseInfo> out;
   *more = false;
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   const auto& all = leases_.all();
   for (auto it = all.upper_bound(after); it != all.end(); ++it) {
     if (!MayManage(caller, it->second.info)) continue;
@@ -196,42 +201,43 @@ std::vector<LeaseInfo> Registry::ListLeases(const Identity& caller,
 
 CloseResult Registry::ExpireLeases(size_t max_leases) {
   CloseResult result;
-  Deferred deferred(this);
-  absl::MutexLock lock(&mu_);
-  const absl::Time now = clock_->Now();
-  // One more than asked tells whether the sweep must come back at once.
-  std::vector<LeaseId> due = leases_.Due(now, max_leases + 1);
-  result.more_due = due.size() > max_leases;
-  if (result.more_due) due.pop_back();
-  for (LeaseId id : due) {
-    // Ending a default lease closes its connection, which may end others of
-    // the due ones first.
-    const LeaseRecord* record = leases_.Find(id);
-    if (record == nullptr) continue;
-    result.expired_deadlines.push_back(record->info.deadline);
-    EndLeaseLocked(id, ReclaimReason::kLeaseExpired, deferred, &result);
+  {
+    Deferred deferred(this, &result);  // drops the holds, unlocked
+    Locked lock(this);
+    const absl::Time now = clock_->Now();
+    // One more than asked tells whether the sweep must come back at once.
+    std::vector<LeaseId> due = leases_.Due(now, max_leases + 1);
+    result.more_due = due.size() > max_leases;
+    if (result.more_due) due.pop_back();
+    for (LeaseId id : due) {
+      // Ending a default lease closes its connection, which may end others
+      // of the due ones first.
+      const LeaseRecord* record = leases_.Find(id);
+      if (record == nullptr) continue;
+      result.expired_deadlines.push_back(record->info.deadline);
+      EndLeaseLocked(id, ReclaimReason::kLeaseExpired, deferred, &result);
+    }
   }
   return result;
 }
 
 std::optional<absl::Time> Registry::NextLeaseDeadline() const {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   return leases_.NextDeadline();
 }
 
 void Registry::EndLeaseLocked(LeaseId id, ReclaimReason reason,
                               Deferred& deferred, CloseResult* result) {
-  LeaseRecord* record = leases_.Find(id);
-  if (record == nullptr) return;
-  // Copy: DropHoldsLocked edits record->holds.
-  const std::vector<std::pair<Handle, uint32_t>> holds(record->holds.begin(),
-                                                       record->holds.end());
-  for (const auto& [handle, count] : holds) {
-    DropHoldsLocked(*record, handle, count, deferred, reason, result);
-  }
-  const LeaseInfo info = record->info;
-  leases_.Erase(id);
-  BookLeaseGoneLocked(id);
+  if (leases_.Find(id) == nullptr) return;
+  // A lease may carry any number of holds (up to max_holds_per_lease):
+  // dropping them all here could hold the lock for tens of milliseconds.
+  // The lease leaves the table now, so that no call can use it again, and
+  // its holds go in steps once the lock is released (DrainLeases).
+  DrainingLease& draining =
+      draining_.insert_or_assign(id, DrainingLease{leases_.Take(id), reason})
+          .first->second;
+  deferred.Drain(id);
+  const LeaseInfo info = draining.record.info;
   ++result->leases_ended;
   observer_->OnLeaseEnded(reason);
   if (info.detached) {
@@ -253,6 +259,55 @@ void Registry::EndLeaseLocked(LeaseId id, ReclaimReason reason,
     // or an operator revoked it): end it as if it had hung up.
     result->connections_closed.push_back(info.client);
     CloseConnectionLocked(info.client, reason, deferred, result);
+  }
+}
+
+void Registry::DrainLeases(const std::vector<LeaseId>& ids,
+                           CloseResult* result) {
+  size_t next = 0;  // ids before it are drained and forgotten
+  while (next < ids.size()) {
+    uint64_t dropped = 0;
+    {
+      Deferred step(this);  // frees this step's memory, unlocked
+      Locked lock(this);
+      const uint64_t batch =
+          std::max<uint32_t>(options_.leases.reclaim_batch, 1);
+      std::vector<std::pair<Handle, uint32_t>> holds;
+      while (next < ids.size() && dropped < batch) {
+        auto it = draining_.find(ids[next]);
+        LeaseRecord& lease = it->second.record;
+        // Copied first: DropHoldsLocked edits lease.holds.
+        holds.clear();
+        for (const auto& hold : lease.holds) {
+          if (holds.size() == batch - dropped) break;
+          holds.push_back(hold);
+        }
+        for (const auto& [handle, count] : holds) {
+          DropHoldsLocked(lease, handle, count, step, it->second.reason,
+                          result);
+        }
+        dropped += holds.size();
+        if (!lease.holds.empty()) break;  // the batch is used up
+        BookLeaseGoneLocked(ids[next]);
+        draining_.erase(it);
+        ++next;
+      }
+    }
+    observer_->OnReclaimStep(dropped);
+    if (next < ids.size()) LetQueuedCallsIn();
+  }
+}
+
+void Registry::LetQueuedCallsIn() const {
+  const uint32_t queued = lock_queued_.load(std::memory_order_relaxed);
+  if (queued == 0) return;
+  const uint64_t target = lock_taken_.load(std::memory_order_relaxed) + queued;
+  // Bounded: under a steady stream of calls the queue never empties, and
+  // the reclaim must go on.
+  const absl::Time until = absl::Now() + absl::Milliseconds(1);
+  while (lock_taken_.load(std::memory_order_relaxed) < target &&
+         absl::Now() < until) {
+    std::this_thread::yield();
   }
 }
 

@@ -54,6 +54,10 @@ class RegistryObserver {
   virtual void OnRoomWaited(absl::Duration waited) {}
   // The number of watchers changed to `watching`.
   virtual void OnWatchers(size_t watching) {}
+  // A step of dropping ended leases' holds let go of `buffers` buffers (at
+  // most LeaseOptions::reclaim_batch). The one call made WITHOUT the
+  // registry's mutex: between steps, so it may call the Registry.
+  virtual void OnReclaimStep(uint64_t buffers) {}
 };
 
 }  // namespace shmbroker

@@ -11,7 +11,7 @@ namespace shmbroker {
 
 absl::StatusOr<BufferInfo> Registry::Describe(const Identity& caller,
                                               const BufferRef& ref) const {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   absl::StatusOr<Handle> handle = ResolveLocked(ref);
   if (!handle.ok()) return handle.status();
   const BufferInfo& info = buffers_.at(*handle).info;
@@ -28,7 +28,7 @@ std::vector<BufferInfo> Registry::List(const Identity& caller, Handle after,
                                        uint64_t* revision) const {
   std::vector<BufferInfo> out;
   *more = false;
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   if (revision != nullptr) *revision = watch_hub_.revision();
   for (auto it = buffers_.upper_bound(after); it != buffers_.end(); ++it) {
     const BufferRecord& record = it->second;
@@ -46,7 +46,7 @@ std::vector<BufferInfo> Registry::List(const Identity& caller, Handle after,
 }
 
 RegistryStats Registry::Stats() const {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   RegistryStats stats;
   stats.capacity_bytes = options_.capacity_bytes;
   stats.allocated_bytes = allocated_bytes_;
@@ -69,14 +69,14 @@ RegistryStats Registry::Stats() const {
 }
 
 TenantQuotas::Usage Registry::QuotaUsage(uid_t uid) const {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   return quotas_.usage(uid);
 }
 
 void Registry::SetOwnQuotas(OwnQuotas own) {
   for (auto& [uid, quota] : own) quota = EffectiveQuota(quota);
   {
-    absl::MutexLock lock(&mu_);
+    Locked lock(this);
     quotas_.SetOwn(std::move(own));
     room_generation_.fetch_add(1);
     MarkRoomDirtyLocked();
@@ -85,14 +85,14 @@ void Registry::SetOwnQuotas(OwnQuotas own) {
 }
 
 UidQuota Registry::QuotaFor(uid_t uid) const {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   return quotas_.For(uid);
 }
 
 std::vector<TenantUsage> Registry::Tenants() const {
   absl::flat_hash_map<uid_t, TenantUsage> by_uid;
   {
-    absl::MutexLock lock(&mu_);
+    Locked lock(this);
     for (const auto& [handle, record] : buffers_) {
       if (!record.memory) continue;
       TenantUsage& usage = by_uid[record.info.owner.uid];
@@ -115,7 +115,7 @@ std::vector<TenantUsage> Registry::Tenants() const {
 uint64_t Registry::ResidentBytes() const {
   std::vector<std::shared_ptr<const MemoryObject>> memory;
   {
-    absl::MutexLock lock(&mu_);
+    Locked lock(this);
     memory.reserve(buffers_.size());
     for (const auto& [handle, record] : buffers_) {
       // Pooled buffers' arenas are counted once, below.

@@ -56,7 +56,7 @@ RestoreResult Registry::Restore(const Books& books, absl::Duration grace) {
   }
 
   Deferred deferred(this);  // frees what turns out unheld, unlocked
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   const absl::Time now = clock_->Now();
   watch_hub_.ContinueFrom(books.revision);
   next_handle_ = std::max(next_handle_, books.last_handle + 1);
@@ -159,7 +159,7 @@ RestoreResult Registry::Restore(const Books& books, absl::Duration grace) {
 absl::StatusOr<uint64_t> Registry::Present(ConnectionId client, Handle handle,
                                            LeaseId lease, UniqueFd fd) {
   Deferred deferred(this);  // wakes waiters for the buffer, unlocked
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   auto caller = connections_.find(client);
   if (caller == connections_.end()) return ConnectionClosedError(client);
   auto it = buffers_.find(handle);
@@ -249,7 +249,7 @@ ResumeResult Registry::Resume(ConnectionId client,
                               const std::vector<LeaseId>& leases,
                               const std::vector<Handle>& handles) {
   ResumeResult result;
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   auto caller = connections_.find(client);
   for (LeaseId id : leases) {
     if (caller == connections_.end()) {
@@ -311,7 +311,7 @@ ResumeResult Registry::Resume(ConnectionId client,
 CloseResult Registry::EndRestoreGrace() {
   CloseResult result;
   Deferred deferred(this);
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   absl::flat_hash_set<Handle> awaiting;
   for (const auto& [handle, record] : buffers_) {
     if (record.restored != nullptr && record.restored->awaiting) {
@@ -333,7 +333,7 @@ CloseResult Registry::EndRestoreGrace() {
 }
 
 uint64_t Registry::AwaitingMemory() const {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   return awaiting_memory_;
 }
 

@@ -63,7 +63,7 @@ absl::StatusOr<std::variant<Grant, WaiterId>> Registry::AllocateOrWait(
     if (!now.ok()) return now.status();
     return std::move(*now);
   }
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   if (!connections_.contains(client)) return ConnectionClosedError(client);
   const size_t waiting =
       waiters_.CountFor(client) + room_waiters_.CountFor(client);
@@ -88,7 +88,7 @@ absl::StatusOr<std::variant<Grant, WaiterId>> Registry::AllocateOrWait(
 
 bool Registry::CouldEverFit(ConnectionId client, const AllocateSpec& spec) {
   const uint64_t pages = WholePages(spec.size);
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   auto caller = connections_.find(client);
   if (caller == connections_.end()) return false;
   const UidQuota quota = quotas_.For(caller->second.identity.uid);
@@ -97,7 +97,7 @@ bool Registry::CouldEverFit(ConnectionId client, const AllocateSpec& spec) {
 }
 
 bool Registry::CancelAllocateWait(WaiterId waiter) {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   const bool removed = room_waiters_.Remove(waiter).has_value();
   if (removed) observer_->OnRoomWaiters(room_waiters_.size());
   return removed;
@@ -126,13 +126,13 @@ void Registry::ServeRoomWaiters() {
 void Registry::ServeRoomWaitersOnce() {
   std::vector<WaiterId> line;
   {
-    absl::MutexLock lock(&mu_);
+    Locked lock(this);
     line = room_waiters_.InOrder();
   }
   for (WaiterId id : line) {
     std::optional<RoomWaiter> waiter;
     {
-      absl::MutexLock lock(&mu_);
+      Locked lock(this);
       waiter = room_waiters_.Remove(id);
     }
     if (!waiter.has_value()) continue;  // expired, cancelled or closed
@@ -140,7 +140,7 @@ void Registry::ServeRoomWaitersOnce() {
     if (const std::optional<Limit> limit = RoomLimit(got.status());
         limit.has_value()) {
       waiter->why = std::string(got.status().message());
-      absl::MutexLock lock(&mu_);
+      Locked lock(this);
       room_waiters_.PutBack(id, std::move(*waiter));
       if (!IsUidQuota(*limit)) return;  // the line waits behind it
       continue;
@@ -148,7 +148,7 @@ void Registry::ServeRoomWaitersOnce() {
     observer_->OnAllocate(got.status().code());
     observer_->OnRoomWaited(clock_->Now() - waiter->since);
     {
-      absl::MutexLock lock(&mu_);
+      Locked lock(this);
       observer_->OnRoomWaiters(room_waiters_.size());
     }
     waiter->done(std::move(got));

@@ -9,14 +9,14 @@ namespace shmbroker {
 
 absl::StatusOr<WatchHub::Watch> Registry::Watch(const WatchSpec& spec,
                                                 std::function<void()> wake) {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   absl::StatusOr<WatchHub::Watch> watch = watch_hub_.Add(spec, std::move(wake));
   observer_->OnWatchers(watch_hub_.size());
   return watch;
 }
 
 bool Registry::CancelWatch(WatcherId watcher) {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   const bool removed = watch_hub_.Remove(watcher);
   if (removed) observer_->OnWatchers(watch_hub_.size());
   return removed;

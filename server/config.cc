@@ -60,6 +60,10 @@ ABSL_FLAG(uint32_t, max_detached_leases_per_uid, 1024,
 ABSL_FLAG(uint32_t, lease_sweep_batch, 256,
           "leases expired per sweep step; the registry lock is released "
           "between steps so that a mass expiry does not stall calls");
+ABSL_FLAG(uint32_t, reclaim_batch, 64,
+          "buffers an ended lease (expired, revoked, or its client gone) "
+          "lets go of per step; the registry lock is released between steps "
+          "so that a lease with many holds does not stall calls");
 ABSL_FLAG(uint32_t, keepalive_max_per_second, 1000,
           "KeepAlive messages one client connection may send per second, "
           "over all its streams (after a burst of as many); beyond that the "
@@ -260,11 +264,12 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   leases.max_detached_leases_per_uid =
       absl::GetFlag(FLAGS_max_detached_leases_per_uid);
   leases.max_holds_per_lease = absl::GetFlag(FLAGS_max_holds_per_lease);
+  leases.reclaim_batch = absl::GetFlag(FLAGS_reclaim_batch);
   if (absl::Status s = ValidateLeaseOptions(leases); !s.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--lease_min_ttl, --lease_default_ttl, --lease_max_ttl, "
                      "--max_leases_per_client, --max_detached_leases_per_uid, "
-                     "--max_holds_per_lease: ",
+                     "--max_holds_per_lease, --reclaim_batch: ",
                      s.message()));
   }
   config.lease_sweep_batch = absl::GetFlag(FLAGS_lease_sweep_batch);

@@ -17,7 +17,6 @@
 #include "common/fd_channel_protocol.h"
 #include "server/log_rate_limiter.h"
 #include "server/logging.h"
-#include "server/memory_trim.h"
 #include "server/peer_credentials.h"
 
 namespace shmbroker {
@@ -41,7 +40,8 @@ FdChannel::FdChannel(Registry* registry, int listener, Metrics* metrics,
       metrics_(metrics),
       latencies_(latencies),
       keepalive_per_second_(keepalive_per_second),
-      out_of_fds_("fd_channel", metrics, std::move(on_accept_blocked)) {}
+      out_of_fds_("fd_channel", metrics, std::move(on_accept_blocked)),
+      closer_(registry, metrics, latencies) {}
 
 FdChannel::~FdChannel() { Stop(); }
 
@@ -60,6 +60,7 @@ absl::Status FdChannel::Start() {
       ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &wake_event) != 0) {
     return ErrnoToStatus(errno, "epoll_ctl");
   }
+  closer_.Start();
   thread_ = std::thread([this] { Run(); });
   return absl::OkStatus();
 }
@@ -84,6 +85,7 @@ void FdChannel::Stop() {
               "library resumes it if the daemon restarts)");
     Close(connection, CloseReason::kShutdown, "daemon stopping");
   }
+  closer_.Stop();  // once every connection is ended
 }
 
 void FdChannel::Run() {
@@ -299,35 +301,8 @@ void FdChannel::Close(const std::shared_ptr<ClientConnection>& connection,
   }
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, connection->socket.get(), nullptr);
   ::shutdown(connection->socket.get(), SHUT_RDWR);
-  CloseResult result = registry_->CloseConnection(
-      connection->id, reason == CloseReason::kShutdown
-                          ? ReclaimReason::kShutdown
-                          : ReclaimReason::kClientClosed);
-  const absl::Duration reclaim = absl::Now() - noticed;
-  metrics_->ClientClosed(reason, result.holds_dropped > 0, reclaim);
-  TrimAfterReclaim(result.holds_dropped + result.buffers_reclaimed);
-  if (result.holds_dropped > 0 && reason != CloseReason::kShutdown) {
-    latencies_->connection_close.Add(reclaim);
-  }
-  auto level =
-      result.holds_dropped > 0 ? spdlog::level::info : spdlog::level::debug;
-  // Say how many warnings about it were held back, if the daemon-wide limit
-  // lets one more line through.
-  const uint64_t held_back = connection->warnings.TakeSuppressed();
-  uint64_t suppressed = 0;
-  if (held_back > 0 && LogRateLimits::ClientWarnings().Allow(&suppressed)) {
-    level = spdlog::level::warn;
-  }
-  spdlog::log(
-      level,
-      "client connection {} (pid {} uid {}) closed ({}): dropped {} "
-      "holds, reclaimed {} buffers ({} bytes) in {}{}",
-      connection->id, connection->identity.pid, connection->identity.uid, why,
-      result.holds_dropped, result.buffers_reclaimed, result.bytes_reclaimed,
-      absl::FormatDuration(reclaim),
-      held_back > 0
-          ? absl::StrCat("; ", held_back, " warnings about it suppressed")
-          : std::string());
+  // What it held is let go of off the event loop: that can take long.
+  closer_.Close(connection, reason, why, noticed);
 }
 
 void FdChannel::Hangup(ConnectionId id, const std::string& why) {

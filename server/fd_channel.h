@@ -6,8 +6,9 @@
 // and greets it with its token. gRPC handlers find the connection by token,
 // apply its one-way frames before their call (rule 2), and push fds to it
 // before replying (rules 1 and 3). When the socket closes (exit, crash,
-// SIGKILL) the connection ends at once and the Registry ends its leases; the
-// daemon hangs up itself on a connection whose default lease ended.
+// SIGKILL) the connection ends at once and the Registry ends its leases
+// (on a thread of its own: server/connection_closer.h); the daemon hangs up
+// itself on a connection whose default lease ended.
 // Thread-safe: one thread (epoll) watches the listener and every
 // connection; gRPC handlers call the rest concurrently.
 #ifndef SHMBROKER_SERVER_FD_CHANNEL_H_
@@ -28,6 +29,7 @@
 #include "common/unique_fd.h"
 #include "core/registry.h"
 #include "server/client_connection.h"
+#include "server/connection_closer.h"
 #include "server/metrics.h"
 #include "server/out_of_fds.h"
 #include "server/reclaim_latency.h"
@@ -140,6 +142,7 @@ class FdChannel {
   std::thread thread_;
   OutOfFdsGuard out_of_fds_;    // used by the Run() thread only
   absl::Time retry_accept_at_;  // while out_of_fds_.blocked()
+  ConnectionCloser closer_;
 
   // Held shared while a handler serves a call, so that ServeCalls(nullptr)
   // returns only once no call is inside the old handler.

@@ -52,6 +52,9 @@ class HealthReporter : public RegistryObserver {
     next_->OnRoomWaited(waited);
   }
   void OnWatchers(size_t watching) override { next_->OnWatchers(watching); }
+  void OnReclaimStep(uint64_t buffers) override {
+    next_->OnReclaimStep(buffers);
+  }
 
  private:
   void Publish() ABSL_LOCKS_EXCLUDED(mu_);

@@ -239,6 +239,15 @@ struct Metrics::Impl {
           .Register(*registry)
           .Add({}, prometheus::Histogram::BucketBoundaries{
                        1e-3, 1e-2, 0.1, 0.5, 1, 5, 10, 30, 60, 300});
+  prometheus::Counter& reclaim_steps =
+      prometheus::BuildCounter()
+          .Name("shmbroker_reclaim_steps_total")
+          .Help(
+              "Steps in which ended leases let go of their buffers, at most "
+              "--reclaim_batch each, the registry's lock released between "
+              "steps.")
+          .Register(*registry)
+          .Add({});
   prometheus::Gauge& watchers = prometheus::BuildGauge()
                                     .Name("shmbroker_watchers")
                                     .Help("Open Watch streams.")

@@ -205,6 +205,10 @@ void Metrics::OnRoomWaited(absl::Duration waited) {
   impl_->room_wait.Observe(absl::ToDoubleSeconds(waited));
 }
 
+void Metrics::OnReclaimStep(uint64_t /*buffers*/) {
+  impl_->reclaim_steps.Increment();
+}
+
 void Metrics::OnWatchers(size_t watching) {
   impl_->watchers.Set(static_cast<double>(watching));
 }

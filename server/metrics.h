@@ -63,6 +63,7 @@ class Metrics : public RegistryObserver {
   void OnWaiters(size_t waiting) override;
   void OnRoomWaiters(size_t waiting) override;
   void OnRoomWaited(absl::Duration waited) override;
+  void OnReclaimStep(uint64_t buffers) override;
   void OnWatchers(size_t watching) override;
 
   // Watch streams (server/broker_service_watch.cc): an event sent, and a

@@ -86,7 +86,7 @@ class PooledAllocatorTest : public ::testing::Test {
   }
 
   Capacity capacity_;
-  FakeClock clock_;
+  ManualClock clock_;
   std::unique_ptr<PooledAllocator> allocator_;
 };
 

@@ -25,7 +25,6 @@
 namespace shmbroker {
 namespace {
 
-using ::shmbroker::testing::FakeClock;
 using ::shmbroker::testing::IsOk;
 using ::shmbroker::testing::Mapping;
 
@@ -144,7 +143,7 @@ class PooledAllocatorModelTest : public ::testing::TestWithParam<uint32_t> {
   }
 
   Capacity capacity_;
-  FakeClock clock_;
+  ManualClock clock_;
   std::unique_ptr<PooledAllocator> allocator_;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Mapping>> views_;
   absl::flat_hash_map<uint64_t, TenantId> arena_tenant_;

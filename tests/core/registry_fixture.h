@@ -79,7 +79,7 @@ class RegistryTestBase : public ::testing::Test {
 
   static uint64_t Pages(uint64_t n) { return n * PageSize(); }
 
-  FakeClock clock_;
+  ManualClock clock_;
   std::unique_ptr<Registry> registry_;
 };
 

@@ -69,24 +69,6 @@ MATCHER_P2(
              message_matcher, std::string(status.message()), result_listener);
 }
 
-// A clock that moves only when told to, so tests never sleep.
-class FakeClock final : public Clock {
- public:
-  explicit FakeClock(absl::Time start) : now_(start) {}
-  absl::Time Now() const override {
-    absl::MutexLock lock(&mu_);
-    return now_;
-  }
-  void Advance(absl::Duration d) {
-    absl::MutexLock lock(&mu_);
-    now_ += d;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  absl::Time now_;
-};
-
 // One MAP_SHARED mapping, unmapped on destruction; records errno on failure.
 class Mapping {
  public:

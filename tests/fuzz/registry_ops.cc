@@ -42,16 +42,6 @@ constexpr Identity kIdentities[] = {
     kRoot,
 };
 
-// Single-threaded, so no lock: time moves only when an operation says so.
-class StepClock final : public Clock {
- public:
-  absl::Time Now() const override { return now_; }
-  void Advance(absl::Duration d) { now_ += d; }
-
- private:
-  absl::Time now_ = absl::FromUnixSeconds(1700000000);
-};
-
 // Everything an input has seen, live or not, so that operations also name
 // closed connections, reclaimed buffers and ended leases.
 struct Seen {
@@ -220,7 +210,7 @@ void Release(FuzzedDataProvider& in, Registry& registry, const Seen& seen,
   FUZZ_CHECK(HoldersOf(registry, BufferRef::ByHandle(info->handle)) == *left);
 }
 
-void Step(FuzzedDataProvider& in, Registry& registry, StepClock& clock,
+void Step(FuzzedDataProvider& in, Registry& registry, ManualClock& clock,
           Seen& seen) {
   const size_t who = in.ConsumeIntegralInRange<size_t>(0, 3);
   const Identity& identity = kIdentities[who];
@@ -296,7 +286,7 @@ void Step(FuzzedDataProvider& in, Registry& registry, StepClock& clock,
 }
 
 // Ends everything and checks that nothing is left.
-void Drain(Registry& registry, StepClock& clock, const Seen& seen) {
+void Drain(Registry& registry, ManualClock& clock, const Seen& seen) {
   for (ConnectionId client : seen.connections) registry.CloseConnection(client);
   bool more = false;
   for (const LeaseInfo& lease :
@@ -332,9 +322,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace shmbroker;
   using namespace shmbroker::fuzz;
   FuzzedDataProvider in(data, size);
-  StepClock clock;
+  // Time moves only when an operation says so.
+  ManualClock clock(absl::FromUnixSeconds(1700000000));
   RegistryOptions options;
   options.capacity_bytes = kCapacity;
+  // Small, so that ended leases drop their holds over several steps.
+  options.leases.reclaim_batch = 2;
   Registry registry(options, &clock);
   PooledAllocatorOptions pooling;
   pooling.arena_size = 4 * kMiB;
