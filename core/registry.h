@@ -72,6 +72,7 @@
 #include "core/registry_types.h"
 #include "core/room_waiters.h"
 #include "core/tenant_quotas.h"
+#include "core/visibility_index.h"
 #include "core/waiter_table.h"
 #include "core/watch_hub.h"
 
@@ -484,6 +485,8 @@ class Registry {
       ABSL_GUARDED_BY(mu_);
   uint64_t allocated_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   LiveCounts live_ ABSL_GUARDED_BY(mu_);  // kept as buffers come and go
+  // Live buffers by who may see them, for List pages of callers but root.
+  VisibilityIndex visible_ ABSL_GUARDED_BY(mu_);
   TenantQuotas quotas_ ABSL_GUARDED_BY(mu_);
   uint64_t hold_count_ ABSL_GUARDED_BY(mu_) = 0;
   Handle next_handle_ ABSL_GUARDED_BY(mu_) = 1;

@@ -392,6 +392,7 @@ void Registry::SetMemoryLocked(BufferRecord& record,
   record.memory = std::move(memory);
   if (record.live || record.memory == nullptr) return;
   record.live = true;
+  visible_.Add(record.info.handle, record.info.owner, record.info.share);
   ++live_.buffers;
   if (record.info.kind == BufferKind::kPooled) ++live_.pooled;
   ++(record.info.backing == Backing::kPosix ? live_.posix : live_.memfd);
@@ -402,6 +403,7 @@ void Registry::EraseBufferLocked(Handle handle, bool room_back) {
   if (it == buffers_.end()) return;
   const BufferInfo& info = it->second.info;
   if (it->second.live) {
+    visible_.Remove(handle, info.owner, info.share);
     --live_.buffers;
     if (info.kind == BufferKind::kPooled) --live_.pooled;
     --(info.backing == Backing::kPosix ? live_.posix : live_.memfd);

@@ -100,13 +100,31 @@ inline std::vector<ConnectionId> CheckRegistryInvariants(
   return open;
 }
 
-// What `caller` may list is what the access rules let it see.
+// What `caller` may list is exactly what the access rules let it see of
+// everything (root's list), in order, and pages of 2 add up to it.
 inline void CheckVisibility(const Registry& registry, const Identity& caller) {
   bool more = true;
+  std::vector<Handle> expected;
+  for (const BufferInfo& buffer : registry.List(kRoot, 0, kEverything, &more)) {
+    if (MaySee(caller, buffer.owner, buffer.share)) {
+      expected.push_back(buffer.handle);
+    }
+  }
+  std::vector<Handle> listed;
   for (const BufferInfo& buffer :
        registry.List(caller, 0, kEverything, &more)) {
-    FUZZ_CHECK(MaySee(caller, buffer.owner, buffer.share));
+    listed.push_back(buffer.handle);
   }
+  FUZZ_CHECK(listed == expected);
+  std::vector<Handle> paged;
+  Handle after = 0;
+  do {
+    std::vector<BufferInfo> page = registry.List(caller, after, 2, &more);
+    FUZZ_CHECK(page.size() <= 2 && (page.size() == 2 || !more));
+    for (const BufferInfo& buffer : page) paged.push_back(buffer.handle);
+    if (!page.empty()) after = page.back().handle;
+  } while (more);
+  FUZZ_CHECK(paged == expected);
   for (const LeaseInfo& lease :
        registry.ListLeases(caller, 0, kEverything, &more)) {
     FUZZ_CHECK(caller.is_root() || lease.owner.uid == caller.uid);
