@@ -36,10 +36,13 @@ enum class Limit {
   kMaxBuffersPerUid,          // RegistryOptions::max_buffers_per_uid
   // gRPC connections per uid: enforced by the server where it accepts them.
   kMaxGrpcConnectionsPerUid,
+  // Calls per gRPC connection a second: enforced by the server
+  // (server/peer_credentials.h).
+  kMaxCallsPerSecond,
 };
 // One past the last Limit, to iterate over them.
 inline constexpr int kLimitCount =
-    static_cast<int>(Limit::kMaxGrpcConnectionsPerUid) + 1;
+    static_cast<int>(Limit::kMaxCallsPerSecond) + 1;
 
 inline constexpr char kLimitPayloadUrl[] = "type.shmbroker/limit";
 

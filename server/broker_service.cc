@@ -13,7 +13,7 @@
 namespace shmbroker {
 absl::StatusOr<BrokerService::Caller> BrokerService::Identify(
     grpc::CallbackServerContext* ctx, bool need_connection) {
-  absl::StatusOr<Identity> identity = peers_->Lookup(ctx->peer());
+  absl::StatusOr<Identity> identity = peers_->AdmitCall(ctx->peer());
   if (!identity.ok()) {
     // A refused connection's calls get its refusal (and its limit).
     if (identity.status().code() != absl::StatusCode::kNotFound) {
@@ -142,7 +142,11 @@ absl::Status BrokerService::AttachFor(ClientConnection& connection,
 grpc::ServerUnaryReactor* BrokerService::Ping(grpc::CallbackServerContext* ctx,
                                               const v1::PingRequest*,
                                               v1::PingResponse*) {
-  return Finish(ctx, "Ping", [] { return absl::OkStatus(); });
+  // Nothing to do but what every call does: identify the caller (its
+  // connection may be refused) and count it against --max_calls_per_second.
+  return Finish(ctx, "Ping", [&] {
+    return Identify(ctx, /*need_connection=*/false).status();
+  });
 }
 
 grpc::ServerUnaryReactor* BrokerService::Allocate(

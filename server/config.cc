@@ -68,6 +68,10 @@ ABSL_FLAG(uint32_t, keepalive_max_per_second, 1000,
           "KeepAlive messages one client connection may send per second, "
           "over all its streams (after a burst of as many); beyond that the "
           "stream ends with RESOURCE_EXHAUSTED");
+ABSL_FLAG(uint32_t, max_calls_per_second, 20000,
+          "gRPC calls (unary calls and stream openings) one gRPC connection "
+          "may make per second, after a burst of as many; beyond that a call "
+          "fails at once with RESOURCE_EXHAUSTED");
 ABSL_FLAG(uint32_t, max_clients_per_uid, 256,
           "open client connections (fd channels) per uid at most");
 ABSL_FLAG(uint32_t, max_waiters_per_connection, 64,
@@ -211,6 +215,8 @@ const char* FlagFor(Limit limit) {
       return "--max_buffers_per_uid";
     case Limit::kMaxGrpcConnectionsPerUid:
       return "--max_connections_per_uid";
+    case Limit::kMaxCallsPerSecond:
+      return "--max_calls_per_second";
   }
   return "a daemon flag";
 }
@@ -275,6 +281,7 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   config.lease_sweep_batch = absl::GetFlag(FLAGS_lease_sweep_batch);
   config.keepalive_max_per_second =
       absl::GetFlag(FLAGS_keepalive_max_per_second);
+  config.max_calls_per_second = absl::GetFlag(FLAGS_max_calls_per_second);
   config.registry.max_connections_per_uid =
       absl::GetFlag(FLAGS_max_clients_per_uid);
   config.registry.max_waiters_per_connection =
@@ -378,11 +385,13 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
       config.registry.max_connections_per_uid == 0 ||
       config.max_grpc_connections_per_uid == 0 ||
       config.list_max_page_size == 0 || config.lease_sweep_batch == 0 ||
-      config.keepalive_max_per_second == 0 || config.max_request_bytes < 1024) {
+      config.keepalive_max_per_second == 0 ||
+      config.max_calls_per_second == 0 || config.max_request_bytes < 1024) {
     return absl::InvalidArgumentError(
         "--max_buffers, --max_clients_per_uid, --max_connections_per_uid, "
         "--list_max_page_size, "
-        "--lease_sweep_batch and --keepalive_max_per_second must be at least "
+        "--lease_sweep_batch, --keepalive_max_per_second and "
+        "--max_calls_per_second must be at least "
         "1, --max_request_bytes at least 1KiB");
   }
   config.tenant_limits_path = absl::GetFlag(FLAGS_tenant_limits);

@@ -43,6 +43,8 @@ struct ServerConfig {
   uint32_t metrics_max_tenants = 20;
   uint32_t lease_sweep_batch = 256;
   uint32_t keepalive_max_per_second = 1000;
+  // gRPC calls per gRPC connection a second (PeerTable).
+  uint32_t max_calls_per_second = 20000;
   // --shm_prefix as given (registry.shm_prefix adds "/" and the instance).
   std::string shm_prefix = "shmbroker";
   // Where the books live (server/restart.h); empty: none are kept.

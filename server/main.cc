@@ -163,7 +163,7 @@ int Run(const ServerConfig& config) {
   sweeper.Start();
   Scavenger scavenger(&registry, config.pool.scavenge_delay);
   if (config.pooling) scavenger.Start();
-  PeerTable peers;
+  PeerTable peers(config.max_calls_per_second);
   ServiceOptions service_options;
   service_options.pages.max_size = config.list_max_page_size;
   service_options.version = SHMBROKER_VERSION;
