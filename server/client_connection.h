@@ -31,13 +31,14 @@ inline constexpr absl::Duration kConnectionWarningInterval = absl::Seconds(10);
 struct ClientConnection {
   ClientConnection(ConnectionId id, LeaseId default_lease, Identity identity,
                    std::string token_hex, UniqueFd socket,
-                   uint32_t keepalive_per_second)
+                   uint32_t keepalive_per_second, uint32_t frames_per_second)
       : id(id),
         default_lease(default_lease),
         identity(identity),
         token_hex(std::move(token_hex)),
         socket(std::move(socket)),
-        keepalive_rate(keepalive_per_second, keepalive_per_second) {}
+        keepalive_rate(keepalive_per_second, keepalive_per_second),
+        frame_rate(frames_per_second, frames_per_second) {}
 
   const ConnectionId id;  // the registry's id, also the epoll tag
   const LeaseId default_lease;
@@ -56,6 +57,9 @@ struct ClientConnection {
   // KeepAlive messages over all its streams, so that opening new streams
   // does not refill it.
   TokenBucket keepalive_rate;
+  // Frames the event loop reads from it (--max_frames_per_second); over
+  // it, the loop stops reading it for a while (FdChannel::Pause).
+  TokenBucket frame_rate;
   // Warnings about what this client sends (bad releases, KeepAlive over its
   // rate): one line per interval, so a flood of bad frames cannot flood the
   // log. The daemon-wide limiter (LogRateLimits) applies as well.

@@ -72,6 +72,11 @@ ABSL_FLAG(uint32_t, max_calls_per_second, 20000,
           "gRPC calls (unary calls and stream openings) one gRPC connection "
           "may make per second, after a burst of as many; beyond that a call "
           "fails at once with RESOURCE_EXHAUSTED");
+ABSL_FLAG(uint32_t, max_frames_per_second, 20000,
+          "frames (releases, seals, calls, ...) the daemon reads from one "
+          "client connection's fd channel per second, after a burst of as "
+          "many; over it the daemon stops reading that connection for 10ms "
+          "(its sends wait), and counts it");
 ABSL_FLAG(uint32_t, max_clients_per_uid, 256,
           "open client connections (fd channels) per uid at most");
 ABSL_FLAG(uint32_t, max_waiters_per_connection, 64,
@@ -282,6 +287,7 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   config.keepalive_max_per_second =
       absl::GetFlag(FLAGS_keepalive_max_per_second);
   config.max_calls_per_second = absl::GetFlag(FLAGS_max_calls_per_second);
+  config.max_frames_per_second = absl::GetFlag(FLAGS_max_frames_per_second);
   config.registry.max_connections_per_uid =
       absl::GetFlag(FLAGS_max_clients_per_uid);
   config.registry.max_waiters_per_connection =
@@ -386,12 +392,13 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
       config.max_grpc_connections_per_uid == 0 ||
       config.list_max_page_size == 0 || config.lease_sweep_batch == 0 ||
       config.keepalive_max_per_second == 0 ||
-      config.max_calls_per_second == 0 || config.max_request_bytes < 1024) {
+      config.max_calls_per_second == 0 || config.max_frames_per_second == 0 ||
+      config.max_request_bytes < 1024) {
     return absl::InvalidArgumentError(
         "--max_buffers, --max_clients_per_uid, --max_connections_per_uid, "
         "--list_max_page_size, "
-        "--lease_sweep_batch, --keepalive_max_per_second and "
-        "--max_calls_per_second must be at least "
+        "--lease_sweep_batch, --keepalive_max_per_second, "
+        "--max_calls_per_second and --max_frames_per_second must be at least "
         "1, --max_request_bytes at least 1KiB");
   }
   config.tenant_limits_path = absl::GetFlag(FLAGS_tenant_limits);

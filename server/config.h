@@ -45,6 +45,8 @@ struct ServerConfig {
   uint32_t keepalive_max_per_second = 1000;
   // gRPC calls per gRPC connection a second (PeerTable).
   uint32_t max_calls_per_second = 20000;
+  // Frames read from one client connection a second (FdChannel).
+  uint32_t max_frames_per_second = 20000;
   // --shm_prefix as given (registry.shm_prefix adds "/" and the instance).
   std::string shm_prefix = "shmbroker";
   // Where the books live (server/restart.h); empty: none are kept.

@@ -24,6 +24,10 @@ namespace {
 
 constexpr uint64_t kListenerTag = 0;
 constexpr uint64_t kWakeTag = ~uint64_t{0};
+// How long a connection over its frame rate is not read from: long enough
+// for its bucket to refill a batch (200 frames at the default rate), short
+// enough that a burst-then-quiet client barely notices.
+constexpr absl::Duration kFramePause = absl::Milliseconds(10);
 
 }  // namespace
 
@@ -34,12 +38,14 @@ void FdChannel::SendError(int sock, const std::string& message) {
 
 FdChannel::FdChannel(Registry* registry, int listener, Metrics* metrics,
                      ReclaimLatencies* latencies, uint32_t keepalive_per_second,
+                     uint32_t frames_per_second,
                      std::function<void(bool)> on_accept_blocked)
     : registry_(registry),
       listener_(listener),
       metrics_(metrics),
       latencies_(latencies),
       keepalive_per_second_(keepalive_per_second),
+      frames_per_second_(frames_per_second),
       out_of_fds_("fd_channel", metrics, std::move(on_accept_blocked)),
       closer_(registry, metrics, latencies) {}
 
@@ -91,9 +97,11 @@ void FdChannel::Stop() {
 void FdChannel::Run() {
   epoll_event events[64];
   for (;;) {
+    absl::Time wake_at = ResumePaused();
+    if (out_of_fds_.blocked()) wake_at = std::min(wake_at, retry_accept_at_);
     int timeout_ms = -1;
-    if (out_of_fds_.blocked()) {
-      const absl::Duration left = retry_accept_at_ - absl::Now();
+    if (wake_at != absl::InfiniteFuture()) {
+      const absl::Duration left = wake_at - absl::Now();
       timeout_ms = static_cast<int>(std::max<int64_t>(
           0,
           absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1)))));
@@ -114,12 +122,60 @@ void FdChannel::Run() {
         Accept();
         continue;
       }
-      // Input, hang-up or error: reading tells which (EOF reads as 0).
       if (std::shared_ptr<ClientConnection> connection = FindById(tag)) {
-        ApplyPending(*connection, std::nullopt).IgnoreError();
+        OnEvent(*connection, events[i].events);
       }
     }
   }
+}
+
+void FdChannel::OnEvent(ClientConnection& connection, uint32_t events) {
+  // Input, hang-up or error: reading tells which (EOF reads as 0). A
+  // client that hung up is read to the end at once, throttled or not: what
+  // it sent last is applied before its connection ends.
+  const bool hung_up = (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) != 0;
+  bool throttled = false;
+  ApplyPending(connection, std::nullopt, hung_up ? nullptr : &throttled)
+      .IgnoreError();
+  if (throttled && !connection.closed.load()) Pause(connection);
+}
+
+void FdChannel::Pause(ClientConnection& connection) {
+  // Level-triggered: unread input would wake epoll_wait at once, for ever.
+  // Watch only for its hang-up until the pause is over.
+  epoll_event hangup_only{EPOLLRDHUP, {.u64 = connection.id}};
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, connection.socket.get(),
+              &hangup_only);
+  paused_[connection.id] = absl::Now() + kFramePause;
+  metrics_->FramesThrottled();
+  uint64_t suppressed = 0;
+  if (AllowClientWarning(connection.warnings, &suppressed)) {
+    spdlog::warn(
+        "client connection {} (pid {} uid {}) sends frames faster than "
+        "--max_frames_per_second ({}): not reading it for {}{}",
+        connection.id, connection.identity.pid, connection.identity.uid,
+        frames_per_second_, absl::FormatDuration(kFramePause),
+        SuppressedNote(suppressed));
+  }
+}
+
+absl::Time FdChannel::ResumePaused() {
+  const absl::Time now = absl::Now();
+  absl::Time next = absl::InfiniteFuture();
+  for (auto it = paused_.begin(); it != paused_.end();) {
+    if (it->second > now) {
+      next = std::min(next, it->second);
+      ++it;
+      continue;
+    }
+    if (std::shared_ptr<ClientConnection> connection = FindById(it->first)) {
+      epoll_event event{EPOLLIN | EPOLLRDHUP, {.u64 = connection->id}};
+      ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, connection->socket.get(),
+                  &event);
+    }
+    paused_.erase(it++);
+  }
+  return next;
 }
 
 void FdChannel::Accept() {
@@ -205,7 +261,7 @@ absl::StatusOr<std::shared_ptr<ClientConnection>> FdChannel::Open(
   hello.features = fdchannel::kFeatureCalls;
   auto connection = std::make_shared<ClientConnection>(
       *id, lease->id, *identity, fdchannel::TokenToHex(hello.token),
-      std::move(socket), keepalive_per_second_);
+      std::move(socket), keepalive_per_second_, frames_per_second_);
   {
     absl::MutexLock lock(&mu_);
     by_id_[connection->id] = connection;

@@ -52,11 +52,15 @@ class FdChannel {
  public:
   // `listener` is a listening SOCK_SEQPACKET socket. Nothing is owned; all
   // must outlive the FdChannel. Each connection may send
-  // `keepalive_per_second` KeepAlive messages a second. `on_accept_blocked`
+  // `keepalive_per_second` KeepAlive messages a second, and
+  // `frames_per_second` frames: the event loop stops reading a connection
+  // over that rate for kFramePause (its sends then block in its own
+  // socket buffer), whatever the frames are. `on_accept_blocked`
   // hears when the daemon runs out of fds to accept with, and when it has
   // them again (see OutOfFdsGuard).
   FdChannel(Registry* registry, int listener, Metrics* metrics,
             ReclaimLatencies* latencies, uint32_t keepalive_per_second,
+            uint32_t frames_per_second,
             std::function<void(bool blocked)> on_accept_blocked = nullptr);
   ~FdChannel();  // Stop()s
   FdChannel(const FdChannel&) = delete;
@@ -76,9 +80,11 @@ class FdChannel {
   // (rule 2): with `frames_sent` (the client's count), until that many are
   // applied, and not at all if they are already; without it, every frame
   // waiting. On EOF or a protocol error the connection is closed and
-  // FAILED_PRECONDITION returned.
+  // FAILED_PRECONDITION returned. With `throttled` (the event loop), stops
+  // early when the connection is over its frame rate and says so there.
   absl::Status ApplyPending(ClientConnection& connection,
-                            std::optional<uint64_t> frames_sent);
+                            std::optional<uint64_t> frames_sent,
+                            bool* throttled = nullptr);
   // Sends `fd` for a grant of `handle`; returns the grant id.
   // RESOURCE_EXHAUSTED when the client is not reading its channel,
   // FAILED_PRECONDITION when it is closed.
@@ -110,8 +116,15 @@ class FdChannel {
   // Reads and applies frames; an error says why the connection must close
   // (INVALID_ARGUMENT: a protocol error; else the peer hung up).
   absl::Status ApplyLocked(ClientConnection& connection,
-                           std::optional<uint64_t> frames_sent)
+                           std::optional<uint64_t> frames_sent, bool* throttled)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(connection.read_mu);
+  // The event loop: `connection` has input or hung up.
+  void OnEvent(ClientConnection& connection, uint32_t events);
+  // Over its frame rate: stop reading it until kFramePause has passed.
+  void Pause(ClientConnection& connection);
+  // Reads the paused connections whose pause is over again; returns when
+  // the next pause ends (InfiniteFuture: none).
+  absl::Time ResumePaused();
   // `fd`: the descriptor that came with a Present frame (none otherwise).
   void Apply(ClientConnection& connection, fdchannel::FromClient frame,
              UniqueFd fd);
@@ -137,12 +150,15 @@ class FdChannel {
   Metrics* const metrics_;
   ReclaimLatencies* const latencies_;
   const uint32_t keepalive_per_second_;
+  const uint32_t frames_per_second_;
   UniqueFd epoll_;
   UniqueFd wake_;  // eventfd that stops Run()
   std::thread thread_;
   OutOfFdsGuard out_of_fds_;    // used by the Run() thread only
   absl::Time retry_accept_at_;  // while out_of_fds_.blocked()
   ConnectionCloser closer_;
+  // Connections not read from until then (Run() thread only).
+  absl::flat_hash_map<ConnectionId, absl::Time> paused_;
 
   // Held shared while a handler serves a call, so that ServeCalls(nullptr)
   // returns only once no call is inside the old handler.

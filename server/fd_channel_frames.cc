@@ -20,7 +20,8 @@
 namespace shmbroker {
 
 absl::Status FdChannel::ApplyPending(ClientConnection& connection,
-                                     std::optional<uint64_t> frames_sent) {
+                                     std::optional<uint64_t> frames_sent,
+                                     bool* throttled) {
   if (connection.closed.load()) {
     return absl::FailedPreconditionError("client connection is closed");
   }
@@ -30,7 +31,7 @@ absl::Status FdChannel::ApplyPending(ClientConnection& connection,
   absl::Status why;
   {
     absl::MutexLock lock(&connection.read_mu);
-    why = ApplyLocked(connection, frames_sent);
+    why = ApplyLocked(connection, frames_sent, throttled);
   }
   if (why.ok()) return why;
   const bool protocol_error = absl::IsInvalidArgument(why);
@@ -55,11 +56,18 @@ absl::Status FdChannel::ApplyPending(ClientConnection& connection,
 }
 
 absl::Status FdChannel::ApplyLocked(ClientConnection& connection,
-                                    std::optional<uint64_t> frames_sent) {
+                                    std::optional<uint64_t> frames_sent,
+                                    bool* throttled) {
   for (;;) {
     // Once the frames the client counted are applied, skip the final
     // recvmsg that would only say EAGAIN.
     if (frames_sent && connection.frames_applied.load() >= *frames_sent) {
+      return absl::OkStatus();
+    }
+    // A gRPC call's own frames (rule 2) are never held back: the call
+    // itself is counted against --max_calls_per_second.
+    if (throttled != nullptr && !connection.frame_rate.TryTake()) {
+      *throttled = true;
       return absl::OkStatus();
     }
     fdchannel::Frame frame;

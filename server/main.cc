@@ -152,7 +152,7 @@ int Run(const ServerConfig& config) {
   ReclaimLatencies latencies;
   FdChannel fd_channel(
       &registry, (*files)->fd_channel_listener(), metrics->get(), &latencies,
-      config.keepalive_max_per_second,
+      config.keepalive_max_per_second, config.max_frames_per_second,
       [&health](bool blocked) { health.AcceptorBlocked(blocked); });
   if (absl::Status s = fd_channel.Start(); !s.ok()) {
     spdlog::critical("fd channel: {}", s.message());

@@ -239,6 +239,15 @@ struct Metrics::Impl {
           .Register(*registry)
           .Add({}, prometheus::Histogram::BucketBoundaries{
                        1e-3, 1e-2, 0.1, 0.5, 1, 5, 10, 30, 60, 300});
+  prometheus::Counter& frames_throttled =
+      prometheus::BuildCounter()
+          .Name("shmbroker_fd_channel_throttled_total")
+          .Help(
+              "Times the daemon stopped reading a client connection's fd "
+              "channel for 10ms because it sent frames faster than "
+              "--max_frames_per_second.")
+          .Register(*registry)
+          .Add({});
   prometheus::Counter& reclaim_steps =
       prometheus::BuildCounter()
           .Name("shmbroker_reclaim_steps_total")

@@ -217,6 +217,8 @@ void Metrics::WatchEventSent() { impl_->watch_events_sent.Increment(); }
 
 void Metrics::WatcherLost() { impl_->watchers_lost.Increment(); }
 
+void Metrics::FramesThrottled() { impl_->frames_throttled.Increment(); }
+
 void Metrics::LeaseExpiryReclaimed(absl::Duration latency) {
   impl_->lease_expiry_latency.Observe(absl::ToDoubleSeconds(latency));
 }

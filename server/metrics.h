@@ -70,6 +70,8 @@ class Metrics : public RegistryObserver {
   // watcher ended with a lost event.
   void WatchEventSent();
   void WatcherLost();
+  // A client connection was paused for sending frames over its rate.
+  void FramesThrottled();
 
   // A call made on the fd channel (Allocate or Attach).
   void FdChannelCall(fdchannel::CallMethod method);

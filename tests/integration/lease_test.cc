@@ -42,8 +42,12 @@ TEST_F(LeaseTest, ClientsKilledWhileLoopingOnAllocateHaveEveryByteReclaimed) {
                                            "the killed worker reclaimed"),
                               AllReclaimed));
   }
-  // Each worker died holding a buffer: one reclaim sample per death.
-  EXPECT_EQ(Status().connection_close_reclaim.samples, uint64_t{kDeaths});
+  // Each worker died holding a buffer: one reclaim sample per death, taken
+  // once its reclaim is done (a moment after Status shows it reclaimed).
+  EXPECT_TRUE(WaitForStatus(
+      "one reclaim sample per death", [](const client::DaemonStatus& s) {
+        return s.connection_close_reclaim.samples == uint64_t{kDeaths};
+      }));
 }
 
 TEST_F(LeaseTest, AClientKilledWhileRenewingManyLeasesHasEveryByteReclaimed) {

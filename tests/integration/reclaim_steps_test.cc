@@ -69,7 +69,11 @@ TEST_F(ReclaimStepsTest, AKilledClientWithThousandsOfBuffersGoesInSteps) {
   EXPECT_TRUE(ServedUntilAllReclaimed(&calls));
   EXPECT_GE(calls, 1);
   EXPECT_GE(Steps() - steps_before, kBuffers / kBatch);
-  EXPECT_EQ(Status().connection_close_reclaim.samples, 1);
+  // Taken once its reclaim is done, a moment after Status shows it.
+  EXPECT_TRUE(WaitForStatus("the death's reclaim sample",
+                            [](const client::DaemonStatus& s) {
+                              return s.connection_close_reclaim.samples == 1;
+                            }));
 }
 
 TEST_F(ReclaimStepsTest, ARevokedLeaseWithThousandsOfHoldsGoesInSteps) {
