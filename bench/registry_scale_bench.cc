@@ -8,6 +8,8 @@
 //   ListPageOther  the same page asked for by another uid who owns 10
 //                  buffers and may see none of root's: what a tenant pays
 //                  to list its own among everyone's
+//   Tenants        Registry::Tenants, the per-uid usage every scrape and
+//                  Status call reads
 // Flat from 1k to 1M means the cost follows the page, not the table. Run
 // with interleaved repetitions on a shared machine:
 //
@@ -97,12 +99,20 @@ void BM_ListPageOther(benchmark::State& state) {
   }
 }
 
+void BM_Tenants(benchmark::State& state) {
+  Table& table = TableOf(state.range(0));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(table.registry->Tenants());
+  }
+}
+
 void Sizes(benchmark::internal::Benchmark* b) {
   b->Arg(1'000)->Arg(100'000)->Arg(1'000'000)->Unit(benchmark::kMicrosecond);
 }
 BENCHMARK(BM_Stats)->Apply(Sizes);
 BENCHMARK(BM_ListPage)->Apply(Sizes);
 BENCHMARK(BM_ListPageOther)->Apply(Sizes);
+BENCHMARK(BM_Tenants)->Apply(Sizes);
 
 }  // namespace
 }  // namespace shmbroker

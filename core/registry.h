@@ -485,6 +485,9 @@ class Registry {
       ABSL_GUARDED_BY(mu_);
   uint64_t allocated_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   LiveCounts live_ ABSL_GUARDED_BY(mu_);  // kept as buffers come and go
+  // Live buffers' bytes and count per owner uid (Tenants), kept as they
+  // come and go like live_.
+  absl::flat_hash_map<uid_t, TenantUsage> live_by_uid_ ABSL_GUARDED_BY(mu_);
   // Live buffers by who may see them, for List pages of callers but root.
   VisibilityIndex visible_ ABSL_GUARDED_BY(mu_);
   TenantQuotas quotas_ ABSL_GUARDED_BY(mu_);

@@ -393,6 +393,10 @@ void Registry::SetMemoryLocked(BufferRecord& record,
   if (record.live || record.memory == nullptr) return;
   record.live = true;
   visible_.Add(record.info.handle, record.info.owner, record.info.share);
+  TenantUsage& tenant = live_by_uid_[record.info.owner.uid];
+  tenant.uid = record.info.owner.uid;
+  tenant.allocated_bytes += record.info.charged_bytes;
+  ++tenant.buffers;
   ++live_.buffers;
   if (record.info.kind == BufferKind::kPooled) ++live_.pooled;
   ++(record.info.backing == Backing::kPosix ? live_.posix : live_.memfd);
@@ -404,6 +408,9 @@ void Registry::EraseBufferLocked(Handle handle, bool room_back) {
   const BufferInfo& info = it->second.info;
   if (it->second.live) {
     visible_.Remove(handle, info.owner, info.share);
+    auto tenant = live_by_uid_.find(info.owner.uid);
+    tenant->second.allocated_bytes -= info.charged_bytes;
+    if (--tenant->second.buffers == 0) live_by_uid_.erase(tenant);
     --live_.buffers;
     if (info.kind == BufferKind::kPooled) --live_.pooled;
     --(info.backing == Backing::kPosix ? live_.posix : live_.memfd);

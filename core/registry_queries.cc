@@ -95,20 +95,14 @@ UidQuota Registry::QuotaFor(uid_t uid) const {
 }
 
 std::vector<TenantUsage> Registry::Tenants() const {
-  absl::flat_hash_map<uid_t, TenantUsage> by_uid;
-  {
-    Locked lock(this);
-    for (const auto& [handle, record] : buffers_) {
-      if (!record.memory) continue;
-      TenantUsage& usage = by_uid[record.info.owner.uid];
-      usage.uid = record.info.owner.uid;
-      usage.allocated_bytes += record.info.charged_bytes;
-      ++usage.buffers;
-    }
-  }
   std::vector<TenantUsage> out;
-  out.reserve(by_uid.size());
-  for (const auto& [uid, usage] : by_uid) out.push_back(usage);
+  {
+    // Kept as buffers come and go: a scrape costs the number of tenants,
+    // not of buffers.
+    Locked lock(this);
+    out.reserve(live_by_uid_.size());
+    for (const auto& [uid, usage] : live_by_uid_) out.push_back(usage);
+  }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
     return a.allocated_bytes != b.allocated_bytes
                ? a.allocated_bytes > b.allocated_bytes

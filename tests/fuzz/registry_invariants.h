@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <utility>
 #include <vector>
 
 #include "core/access.h"
@@ -62,7 +63,10 @@ inline std::vector<ConnectionId> CheckRegistryInvariants(
   std::map<Handle, uint64_t> holders;
   uint64_t charged = 0, pooled_charged = 0, dedicated_charged = 0;
   uint64_t pooled = 0, posix = 0;
+  std::map<uid_t, std::pair<uint64_t, uint64_t>> by_owner;  // bytes, buffers
   for (const BufferInfo& buffer : buffers) {
+    by_owner[buffer.owner.uid].first += buffer.charged_bytes;
+    ++by_owner[buffer.owner.uid].second;
     if (buffer.backing == Backing::kPosix) ++posix;
     FUZZ_CHECK(buffer.holders > 0);  // a buffer without holds is reclaimed
     FUZZ_CHECK(buffer.charged_bytes >= buffer.size);
@@ -76,6 +80,15 @@ inline std::vector<ConnectionId> CheckRegistryInvariants(
     }
   }
   FUZZ_CHECK(stats.allocated_bytes == charged);
+  // Tenants(), kept as buffers come and go, is what the table says.
+  const std::vector<TenantUsage> tenants = registry.Tenants();
+  FUZZ_CHECK(tenants.size() == by_owner.size());
+  for (const TenantUsage& tenant : tenants) {
+    auto owned = by_owner.find(tenant.uid);
+    FUZZ_CHECK(owned != by_owner.end() &&
+               owned->second ==
+                   std::make_pair(tenant.allocated_bytes, tenant.buffers));
+  }
   FUZZ_CHECK(stats.pooled_buffers == pooled);
   FUZZ_CHECK(stats.posix_buffers == posix &&
              stats.memfd_buffers == buffers.size() - posix);
