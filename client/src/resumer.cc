@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "client/src/proto_convert.h"
+#include "client/src/test_hooks.h"
 #include "common/fd_channel_protocol.h"
 
 namespace shmbroker::client {
@@ -181,8 +182,10 @@ absl::StatusOr<ResumeReport> Resumer::TryResume(absl::Time went_away) {
     }
   }
 
+  PausePoint("resume_presented");
   v1::ResumeResponse response;
   const grpc::Status status = CallResume(*channel, request, &response);
+  if (status.ok()) PausePoint("resume_reply");
   ResumeReport report;
   report.went_away = went_away;
   std::vector<LeaseKeeper::Adopted> adopted;

@@ -10,7 +10,8 @@
 // one check of a cached bool. Not for production use: nothing but tests
 // should set the variable. Thread-safe.
 //
-// The points (tests/integration/fault_matrix_test.cc kills a client at each):
+// The points (tests/integration/fault_matrix_test.cc kills a client at
+// each; reconnect_faults_test.cc at the resume_ ones):
 //   "allocate_reply"  an Allocate reply is in, its fd not yet claimed
 //   "attach_reply"    the same for Attach, and for an Attach that waited
 //                     (Client::AttachWhen) once its wait ended
@@ -20,6 +21,11 @@
 //                     reply is in (dedicated: the daemon sealed and woke the
 //                     waiters), or its one-way frame went out (pooled)
 //   "watch_event"     a Watch event is in, not yet handed to the caller
+//   "resume_presented" reconnecting to a restarted daemon: every held fd
+//                     presented on the new fd channel, Resume not yet called
+//   "resume_reply"    the same, once the new daemon answered Resume (it has
+//                     taken the leases back), before the library switched
+//                     to the new connection
 // A client blocked in a wait needs no point: a test waits for the daemon's
 // count of waiters instead.
 #ifndef SHMBROKER_CLIENT_SRC_TEST_HOOKS_H_

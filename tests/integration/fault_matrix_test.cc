@@ -20,7 +20,6 @@
 //   SHMBROKER_FAULT_SEED=N     the seed (printed; random when unset)
 //   SHMBROKER_FAULT_TRIALS=N   trials (300; 120 under ASan), e.g. 5000
 //   SHMBROKER_FAULT_LANES=N    workers at once (3; 2 under ASan)
-#include <dirent.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -43,6 +42,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "tests/integration/restart_support.h"
 #include "tests/integration/test_daemon.h"
 #include "tests/integration/wait_for.h"
 
@@ -90,13 +90,6 @@ struct Trial {
   }
 };
 
-uint64_t EnvOr(const char* name, uint64_t fallback) {
-  const char* value = std::getenv(name);
-  uint64_t parsed = 0;
-  return value != nullptr && absl::SimpleAtoi(value, &parsed) ? parsed
-                                                              : fallback;
-}
-
 // Every (op, kind) pair once per 45 trials, in an order from the seed.
 std::vector<Trial> MakeTrials(uint64_t seed, uint64_t count) {
   std::mt19937_64 random(seed);
@@ -113,28 +106,6 @@ std::vector<Trial> MakeTrials(uint64_t seed, uint64_t count) {
     trials.push_back(t);
   }
   return trials;
-}
-
-int CountFds(pid_t pid) {
-  int n = 0;
-  std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator(
-           absl::StrCat("/proc/", pid, "/fd"), ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++n;
-  }
-  return n;
-}
-
-std::vector<std::string> ShmLeft(const std::string& prefix) {
-  std::vector<std::string> left;
-  std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator("/dev/shm", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    const std::string name = it->path().filename();
-    if (absl::StartsWith(name, prefix)) left.push_back(name);
-  }
-  return left;
 }
 
 class FaultMatrixTest : public DaemonTest {
@@ -235,7 +206,7 @@ class FaultMatrixTest : public DaemonTest {
         return false;
       }
       const int fds = CountFds(daemon_->pid());
-      const std::vector<std::string> shm = ShmLeft(prefix);
+      const std::vector<std::string> shm = ShmNames(prefix);
       *seen = absl::StrCat(
           StatusText(*s), " committed=", s->committed_bytes,
           " watchers=", s->watchers, " detached=", s->detached_leases,

@@ -52,13 +52,6 @@ constexpr absl::Duration kGrace = absl::Milliseconds(1500);
 constexpr absl::Duration kHolderLeaseTtl = absl::Seconds(6);
 constexpr char kDetachedPosix[] = "detached-posix";
 
-inline uint64_t EnvOr(const char* name, uint64_t fallback) {
-  const char* value = std::getenv(name);
-  uint64_t parsed = 0;
-  return value != nullptr && absl::SimpleAtoi(value, &parsed) ? parsed
-                                                              : fallback;
-}
-
 // One restart_worker process and what it last reported.
 struct Worker {
   std::string tag;

@@ -1,9 +1,12 @@
-// Shared by the restart tests (restart_matrix_test.cc, restart_books_test.cc)
-// and their worker (restart_worker.cc): the pattern the clients write, and
-// what the tests read of the daemon from outside (/dev/shm; its metrics:
-// Metric in test_daemon.h).
+// Shared by the restart and fault tests (restart_matrix_test.cc,
+// restart_books_test.cc, fault_matrix_test.cc, reconnect_faults_test.cc)
+// and the restart worker (restart_worker.cc): the pattern the clients
+// write, and what the tests read of the daemon from outside (/dev/shm,
+// /proc; its metrics: Metric in test_daemon.h).
 #ifndef SHMBROKER_TESTS_INTEGRATION_RESTART_SUPPORT_H_
 #define SHMBROKER_TESTS_INTEGRATION_RESTART_SUPPORT_H_
+
+#include <sys/types.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -24,6 +27,15 @@ std::string RestartMismatch(const uint8_t* data, size_t size, uint64_t handle);
 
 // The names in /dev/shm that start with `prefix`, sorted.
 std::vector<std::string> ShmNames(const std::string& prefix);
+
+// The number in the environment variable `name` (a seed, a trial count),
+// or `fallback` when it is unset or not a number.
+uint64_t EnvOr(const char* name, uint64_t fallback);
+
+// How many fds the process `pid` has open (its /proc/PID/fd).
+int CountFds(pid_t pid);
+// What they are ("7 -> memfd:... (deleted)", ...), for failure messages.
+std::string DescribeFds(pid_t pid);
 
 }  // namespace shmbroker::testing
 
