@@ -12,7 +12,8 @@
 //
 // Every change is an upsert or an erase of one entity, so replaying a
 // journal is applying its records in order, and a snapshot of the live
-// entities (BookSink::Rewrite) is a journal too. Plain values, no locking.
+// entities (BookSink::Rewrite), even one taken in steps while changes go
+// on, is a journal too. Plain values, no locking.
 #ifndef SHMBROKER_CORE_BOOKS_H_
 #define SHMBROKER_CORE_BOOKS_H_
 
@@ -78,11 +79,29 @@ class BookSink {
   virtual void PutHolds(LeaseId lease, Handle handle, uint32_t count) = 0;
   // An arena id handed out (ids only grow).
   virtual void PutLastArena(uint64_t arena_id) = 0;
-  // Whether the journal has grown enough that the Registry should call
-  // Rewrite with a snapshot of its live books.
+  // Whether the journal has grown enough that the Registry should rewrite
+  // it from its live books.
   virtual bool WantsRewrite() const = 0;
-  // Replaces everything written so far with `books`.
-  virtual void Rewrite(const Books& books) = 0;
+  // A rewrite, in steps: a snapshot of 100,000 buffers would hold the
+  // Registry's lock for tens of milliseconds, so the Registry hands its
+  // live entities over a few hundred at a time, one step per hold of its
+  // lock (core/registry_books.cc). BeginRewrite starts a new journal with
+  // the ids of `ids` (last handle, lease and arena, revision; its entities
+  // are ignored); from then on every change goes to the new journal too.
+  // AddToRewrite adds `entities` (buffers, leases, holds; its ids are
+  // ignored) as they are now. FinishRewrite puts the new journal in the
+  // old one's place. Since every record is an upsert or an erase written
+  // in the order things happened, the new journal replays to the live
+  // books whatever changed between the steps. Each returns false when the
+  // rewrite failed and was given up (the sink reports why); the old
+  // journal goes on.
+  virtual bool BeginRewrite(const Books& ids) = 0;
+  virtual bool AddToRewrite(const Books& entities) = 0;
+  virtual bool FinishRewrite() = 0;
+  // All three at once: replaces everything written so far with `books`.
+  bool Rewrite(const Books& books) {
+    return BeginRewrite(books) && AddToRewrite(books) && FinishRewrite();
+  }
 };
 
 }  // namespace shmbroker

@@ -283,6 +283,7 @@ class Registry {
   using EndedLease = registry_internal::EndedLease;
   using DrainingLease = registry_internal::DrainingLease;
   using LiveCounts = registry_internal::LiveCounts;
+  using BooksRewrite = registry_internal::BooksRewrite;
   // What must happen once the mutex is released: memory to let go of,
   // waiters to call, and ended leases whose holds are to be dropped (in
   // steps, counted in `result` if given). Declared before the MutexLock, so
@@ -331,7 +332,13 @@ class Registry {
       registry_->lock_queued_.fetch_sub(1, std::memory_order_relaxed);
       registry_->lock_taken_.fetch_add(1, std::memory_order_relaxed);
     }
-    ~Locked() ABSL_UNLOCK_FUNCTION() { registry_->mu_.Unlock(); }
+    // A section that changed the books ends with a step of their rewrite,
+    // if one is under way: the state is whole again here, whereas a step
+    // inside it could read an entity between its change and its record.
+    ~Locked() ABSL_UNLOCK_FUNCTION() {
+      if (registry_->books_changed_) registry_->StepBooksRewriteLocked();
+      registry_->mu_.Unlock();
+    }
     Locked(const Locked&) = delete;
     Locked& operator=(const Locked&) = delete;
 
@@ -445,8 +452,22 @@ class Registry {
   void BookHoldsLocked(const LeaseRecord& lease, Handle handle)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void BookArenaLocked(uint64_t arena_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void MaybeRewriteBooksLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a change went to the books: Locked then calls
+  // StepBooksRewriteLocked, which starts a rewrite if the sink wants one
+  // and takes the next step of one under way. Const, as Locked is: a
+  // rewrite changes the journal, not the Registry (its progress is
+  // mutable).
+  void BooksChangedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    books_changed_ = true;
+  }
+  void StepBooksRewriteLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Books SnapshotBooksLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What the books say of a buffer; nullopt while it is being created.
+  std::optional<BookedBuffer> BookedLocked(const BufferRecord& record) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A booked lease: live, or ended and still draining; null if neither.
+  const LeaseRecord* BookedLeaseLocked(LeaseId id) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adopts presented memory for a restored buffer (registry_restore.cc).
   absl::Status AdoptLocked(BufferRecord& record, UniqueFd fd,
                            Deferred& deferred)
@@ -514,6 +535,8 @@ class Registry {
   std::atomic<bool> serving_room_{false};  // one thread serves at a time
   BookSink* books_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t booked_last_arena_ ABSL_GUARDED_BY(mu_) = 0;
+  mutable std::optional<BooksRewrite> rewrite_ ABSL_GUARDED_BY(mu_);
+  mutable bool books_changed_ ABSL_GUARDED_BY(mu_) = false;
   // Restored buffers awaiting memory, and the previous daemon's arenas
   // adopted so far (shared by the buffers in them).
   uint64_t awaiting_memory_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,7 +1,15 @@
 // Registry: the books (core/books.h). Each change to what a restarted
 // daemon needs goes to the sink as it happens, under the mutex, so the
-// journal's order is the order of the changes; when the journal has grown
-// enough, a snapshot of the live books replaces it.
+// journal's order is the order of the changes. When the journal has grown
+// enough, the live books replace it, handed over in steps of
+// RegistryOptions::books_rewrite_step entities: one step at the end of each
+// hold of the mutex that changed the books (Locked), because a snapshot of
+// 100,000 buffers in one go kept every other call waiting 50 to 130 ms. A
+// step reads each entity as it is then, with the section's changes whole;
+// what changes between steps reaches the new journal as a change, after the
+// step that read it or instead of it, so replaying the new journal gives
+// the books as they are when it is finished. Listing a lease's holds for
+// the steps costs one pass over them (about a millisecond for 100,000).
 #include "core/registry.h"
 
 namespace shmbroker {
@@ -23,11 +31,13 @@ BookedLease ToBooked(const LeaseInfo& info) {
 void Registry::SetBookSink(BookSink* sink) {
   Locked lock(this);
   books_ = sink;
+  rewrite_.reset();
 }
 
 void Registry::StopBookingForRestart() {
   Locked lock(this);
   books_ = nullptr;
+  rewrite_.reset();
   for (const auto& [handle, record] : buffers_) {
     if (record.memory != nullptr) record.memory->KeepName();
   }
@@ -38,15 +48,29 @@ Books Registry::SnapshotBooks() const {
   return SnapshotBooksLocked();
 }
 
+std::optional<BookedBuffer> Registry::BookedLocked(
+    const BufferRecord& record) const {
+  // A buffer still being created is booked when it is finished.
+  if (record.memory == nullptr && record.restored == nullptr) {
+    return std::nullopt;
+  }
+  return BookedBuffer{record.info, record.memory != nullptr
+                                       ? record.memory->identity()
+                                       : record.restored->expected};
+}
+
+const LeaseRecord* Registry::BookedLeaseLocked(LeaseId id) const {
+  if (const LeaseRecord* live = leases_.Find(id)) return live;
+  auto draining = draining_.find(id);
+  return draining == draining_.end() ? nullptr : &draining->second.record;
+}
+
 Books Registry::SnapshotBooksLocked() const {
   Books books;
   for (const auto& [handle, record] : buffers_) {
-    // A buffer still being created is booked when it is finished.
-    if (record.memory == nullptr && record.restored == nullptr) continue;
-    BookedBuffer& booked = books.buffers[handle];
-    booked.info = record.info;
-    booked.memory = record.memory != nullptr ? record.memory->identity()
-                                             : record.restored->expected;
+    if (std::optional<BookedBuffer> booked = BookedLocked(record)) {
+      books.buffers.emplace(handle, *std::move(booked));
+    }
   }
   auto book_lease = [&](LeaseId id, const LeaseRecord& lease) {
     books.leases[id] = ToBooked(lease.info);
@@ -66,8 +90,76 @@ Books Registry::SnapshotBooksLocked() const {
   return books;
 }
 
-void Registry::MaybeRewriteBooksLocked() {
-  if (books_->WantsRewrite()) books_->Rewrite(SnapshotBooksLocked());
+void Registry::StepBooksRewriteLocked() const {
+  books_changed_ = false;
+  if (books_ == nullptr) return;
+  if (!rewrite_.has_value()) {
+    if (!books_->WantsRewrite()) return;
+    Books ids;
+    ids.last_handle = next_handle_ - 1;
+    ids.last_lease = next_lease_ - 1;
+    ids.last_arena = std::max(pool_ != nullptr ? pool_->last_arena_id() : 0,
+                              booked_last_arena_);
+    ids.revision = watch_hub_.revision();
+    if (!books_->BeginRewrite(ids)) return;
+    rewrite_.emplace();
+  }
+  BooksRewrite& r = *rewrite_;
+  Books part;
+  part.revision = watch_hub_.revision();
+  size_t budget = std::max<size_t>(options_.books_rewrite_step, 1);
+  if (!r.buffers_done) {
+    auto it = buffers_.lower_bound(r.next_handle);
+    for (; it != buffers_.end() && budget > 0; ++it, --budget) {
+      if (std::optional<BookedBuffer> booked = BookedLocked(it->second)) {
+        part.buffers.emplace(it->first, *std::move(booked));
+      }
+    }
+    if (it != buffers_.end()) {
+      r.next_handle = it->first;
+    } else {
+      r.buffers_done = true;
+      for (const auto& [id, lease] : leases_.all()) r.leases.push_back(id);
+      for (const auto& [id, draining] : draining_) r.leases.push_back(id);
+    }
+  }
+  bool done = false;
+  while (r.buffers_done && budget > 0) {
+    const LeaseRecord* lease = BookedLeaseLocked(r.lease);
+    if (lease != nullptr && r.next_hold < r.holds.size()) {
+      for (; r.next_hold < r.holds.size() && budget > 0;
+           ++r.next_hold, --budget) {
+        const Handle handle = r.holds[r.next_hold];
+        auto held = lease->holds.find(handle);
+        auto buffer = buffers_.find(handle);
+        // As in a snapshot: holds of booked buffers only.
+        if (held != lease->holds.end() && buffer != buffers_.end() &&
+            (buffer->second.memory != nullptr ||
+             buffer->second.restored != nullptr)) {
+          part.holds[std::make_pair(r.lease, handle)] = held->second;
+        }
+      }
+      continue;
+    }
+    if (r.next_lease == r.leases.size()) {
+      done = true;
+      break;
+    }
+    r.lease = r.leases[r.next_lease++];
+    r.holds.clear();
+    r.next_hold = 0;
+    --budget;
+    lease = BookedLeaseLocked(r.lease);
+    if (lease == nullptr) continue;  // ended since: booked gone
+    part.leases[r.lease] = ToBooked(lease->info);
+    r.holds.reserve(lease->holds.size());
+    for (const auto& [handle, count] : lease->holds) r.holds.push_back(handle);
+  }
+  const bool added = books_->AddToRewrite(part);
+  if (!added || done) {
+    if (added) books_->FinishRewrite();
+    rewrite_.reset();  // finished, or given up (the sink says why)
+  }
 }
 
 void Registry::BookBufferLocked(const BufferRecord& record) {
@@ -78,25 +170,25 @@ void Registry::BookBufferLocked(const BufferRecord& record) {
                   : record.restored != nullptr ? record.restored->expected
                                                : MemoryIdentity{};
   books_->PutBuffer(booked, watch_hub_.revision());
-  MaybeRewriteBooksLocked();
+  BooksChangedLocked();
 }
 
 void Registry::BookBufferGoneLocked(Handle handle) {
   if (books_ == nullptr) return;
   books_->EraseBuffer(handle, watch_hub_.revision());
-  MaybeRewriteBooksLocked();
+  BooksChangedLocked();
 }
 
 void Registry::BookLeaseLocked(const LeaseInfo& lease) {
   if (books_ == nullptr) return;
   books_->PutLease(ToBooked(lease));
-  MaybeRewriteBooksLocked();
+  BooksChangedLocked();
 }
 
 void Registry::BookLeaseGoneLocked(LeaseId lease) {
   if (books_ == nullptr) return;
   books_->EraseLease(lease);
-  MaybeRewriteBooksLocked();
+  BooksChangedLocked();
 }
 
 void Registry::BookHoldsLocked(const LeaseRecord& lease, Handle handle) {
@@ -104,14 +196,14 @@ void Registry::BookHoldsLocked(const LeaseRecord& lease, Handle handle) {
   auto held = lease.holds.find(handle);
   books_->PutHolds(lease.info.id, handle,
                    held == lease.holds.end() ? 0 : held->second);
-  MaybeRewriteBooksLocked();
+  BooksChangedLocked();
 }
 
 void Registry::BookArenaLocked(uint64_t arena_id) {
   if (books_ == nullptr || arena_id <= booked_last_arena_) return;
   booked_last_arena_ = arena_id;
   books_->PutLastArena(arena_id);
-  MaybeRewriteBooksLocked();
+  BooksChangedLocked();
 }
 
 }  // namespace shmbroker

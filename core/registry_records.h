@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
@@ -55,6 +56,23 @@ struct EndedLease {
 struct DrainingLease {
   LeaseRecord record;
   ReclaimReason reason;
+};
+
+// A rewrite of the books under way (core/books.h, registry_books.cc): where
+// it has got to. Buffers go first, in handle order from `next_handle`; then
+// the leases listed when the buffers were done (live and draining), each
+// with its holds, listed when its turn came. Entities made or changed after
+// they were listed reach the new journal as changes. One step, of
+// RegistryOptions::books_rewrite_step entities, at the end of each hold of
+// the lock that changed the books.
+struct BooksRewrite {
+  bool buffers_done = false;
+  Handle next_handle = 0;
+  std::vector<LeaseId> leases;
+  size_t next_lease = 0;
+  LeaseId lease = 0;          // whose holds are being added
+  std::vector<Handle> holds;  // of `lease`
+  size_t next_hold = 0;
 };
 
 // Buffers with their memory, by kind and backing, counted as they come

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -61,6 +62,9 @@ struct RegistryOptions {
   // POSIX shm names are "<shm_prefix>.<handle>.<16 random hex digits>";
   // must start with '/'.
   std::string shm_prefix = "/shmbroker";
+  // Entities a rewrite of the books hands to the sink per hold of the lock
+  // (core/registry_books.cc): about 0.1 ms at 256.
+  size_t books_rewrite_step = 256;
 };
 
 // Names a buffer by handle (when non-zero) or by name.

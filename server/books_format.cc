@@ -82,6 +82,12 @@ absl::Status AppendRecord(const pb::Record& record, std::string* out) {
 
 void SnapshotRecords(const Books& books,
                      absl::FunctionRef<void(const pb::Record&)> emit) {
+  EntityRecords(books, emit);
+  IdRecords(books, emit);
+}
+
+void EntityRecords(const Books& books,
+                   absl::FunctionRef<void(const pb::Record&)> emit) {
   pb::Record record;
   for (const auto& [handle, buffer] : books.buffers) {
     ToProto(buffer, books.revision, record.mutable_put_buffer());
@@ -98,6 +104,11 @@ void SnapshotRecords(const Books& books,
     holds->set_count(count);
     emit(record);
   }
+}
+
+void IdRecords(const Books& books,
+               absl::FunctionRef<void(const pb::Record&)> emit) {
+  pb::Record record;
   record.mutable_put_last_arena()->set_arena_id(books.last_arena);
   emit(record);
   if (books.last_handle != 0 && !books.buffers.contains(books.last_handle)) {

@@ -64,6 +64,13 @@ absl::Status AppendRecord(const books::v1::Record& record, std::string* out);
 // ids on erases too). The record `emit` gets is only valid during the call.
 void SnapshotRecords(const Books& books,
                      absl::FunctionRef<void(const books::v1::Record&)> emit);
+// The two halves of SnapshotRecords: the Puts of its entities, and the ids
+// (the last arena, and the erases carrying the last handle and lease when
+// `books` has no such entity: a Put that comes later wins on replay).
+void EntityRecords(const Books& books,
+                   absl::FunctionRef<void(const books::v1::Record&)> emit);
+void IdRecords(const Books& books,
+               absl::FunctionRef<void(const books::v1::Record&)> emit);
 
 // core/books.h entities to records; FromProto validates what it reads and
 // says what is wrong (INVALID_ARGUMENT) rather than trusting it.

@@ -62,7 +62,14 @@ absl::StatusOr<std::unique_ptr<BooksJournal>> BooksJournal::Open(
   }
   std::unique_ptr<BooksJournal> journal(new BooksJournal(dir));
   absl::MutexLock lock(&journal->mu_);
-  if (absl::Status s = journal->RewriteLocked(initial); !s.ok()) return s;
+  absl::Status s = journal->BeginRewriteLocked(initial);
+  if (s.ok()) s = journal->AddToRewriteLocked(initial);
+  if (s.ok()) s = journal->FinishRewriteLocked();
+  if (!s.ok()) {
+    journal->next_fd_.reset();
+    ::unlink(journal->tmp_path_.c_str());
+    return s;
+  }
   return journal;
 }
 
@@ -110,6 +117,15 @@ void BooksJournal::PutLastArena(uint64_t arena_id) {
 void BooksJournal::Append() {
   frame_.clear();
   absl::Status s = books_format::AppendRecord(*record_, &frame_);
+  // A rewrite in progress gets every change too, in the same order.
+  if (s.ok() && next_fd_.valid()) {
+    if (absl::Status n = WriteAll(next_fd_.get(), frame_, tmp_path_); n.ok()) {
+      ++next_records_;
+      next_bytes_ += frame_.size();
+    } else {
+      GiveUpRewrite(n);
+    }
+  }
   if (s.ok()) s = WriteAll(fd_.get(), frame_, path_);
   ++since_rewrite_;
   if (!s.ok()) {
@@ -128,60 +144,111 @@ void BooksJournal::Append() {
 
 bool BooksJournal::WantsRewrite() const {
   absl::MutexLock lock(&mu_);
+  if (next_fd_.valid()) return false;  // one is under way
   if (missed_) return absl::Now() - last_failed_rewrite_ >= absl::Seconds(1);
   return since_rewrite_ > 2 * rewrite_records_ + 4096;
 }
 
-void BooksJournal::Rewrite(const Books& books) {
+bool BooksJournal::BeginRewrite(const Books& ids) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = RewriteLocked(books); !s.ok()) {
-    last_failed_rewrite_ = absl::Now();
-    Failed("rewrite", s);
-  }
+  return Done(BeginRewriteLocked(ids));
 }
 
-absl::Status BooksJournal::RewriteLocked(const Books& books) {
-  UniqueFd fd(::open(
+bool BooksJournal::AddToRewrite(const Books& entities) {
+  absl::MutexLock lock(&mu_);
+  return Done(AddToRewriteLocked(entities));
+}
+
+bool BooksJournal::FinishRewrite() {
+  absl::MutexLock lock(&mu_);
+  return Done(FinishRewriteLocked());
+}
+
+bool BooksJournal::Done(const absl::Status& status) {
+  if (status.ok()) return true;
+  GiveUpRewrite(status);
+  return false;
+}
+
+void BooksJournal::GiveUpRewrite(const absl::Status& why) {
+  if (next_fd_.valid()) {
+    next_fd_.reset();
+    ::unlink(tmp_path_.c_str());
+  }
+  last_failed_rewrite_ = absl::Now();
+  Failed("rewrite", why);
+}
+
+absl::Status BooksJournal::BeginRewriteLocked(const Books& ids) {
+  next_fd_ = UniqueFd(::open(
       tmp_path_.c_str(),
       O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd.valid()) {
+  if (!next_fd_.valid()) {
     return ErrnoToStatus(errno, absl::StrCat("create ", tmp_path_));
   }
+  next_records_ = 0;
+  next_bytes_ = 0;
   std::string out = books_format::Header();
-  uint64_t size = 0;
   uint64_t records = 0;
   absl::Status status;
-  // Frames `record` into `out`, writing `out` out when it is large.
-  auto add = [&](const pb::Record& record) {
+  // The last ids first: a Put of a live entity with that id, added later,
+  // wins over the erase that carries it.
+  books_format::IdRecords(ids, [&](const pb::Record& record) {
+    if (status.ok()) status = books_format::AppendRecord(record, &out);
+    ++records;
+  });
+  if (!status.ok()) return status;
+  return WriteRecords(out, records);
+}
+
+absl::Status BooksJournal::AddToRewriteLocked(const Books& entities) {
+  if (!next_fd_.valid()) {
+    return absl::FailedPreconditionError("no rewrite under way");
+  }
+  std::string out;
+  uint64_t records = 0;
+  absl::Status status;
+  // Frames each record into `out`, writing `out` out when it is large.
+  books_format::EntityRecords(entities, [&](const pb::Record& record) {
     if (!status.ok()) return;
     status = books_format::AppendRecord(record, &out);
     ++records;
     if (status.ok() && out.size() >= kRewriteChunk) {
-      status = WriteAll(fd.get(), out, tmp_path_);
-      size += out.size();
+      status = WriteRecords(out, records);
       out.clear();
+      records = 0;
     }
-  };
-  // The revision goes with every buffer (a replay keeps the highest); the
-  // last ids with erases when their entities are gone.
-  books_format::SnapshotRecords(books, add);
-  if (status.ok()) status = WriteAll(fd.get(), out, tmp_path_);
-  size += out.size();
-  if (status.ok() && ::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
-    status =
-        ErrnoToStatus(errno, absl::StrCat("rename ", tmp_path_, " to ", path_));
+  });
+  if (!status.ok()) return status;
+  return WriteRecords(out, records);
+}
+
+absl::Status BooksJournal::WriteRecords(absl::string_view data,
+                                        uint64_t records) {
+  if (absl::Status s = WriteAll(next_fd_.get(), data, tmp_path_); !s.ok()) {
+    return s;
   }
-  if (!status.ok()) {
-    ::unlink(tmp_path_.c_str());
-    return status;
+  next_records_ += records;
+  next_bytes_ += data.size();
+  return absl::OkStatus();
+}
+
+absl::Status BooksJournal::FinishRewriteLocked() {
+  if (!next_fd_.valid()) {
+    return absl::FailedPreconditionError("no rewrite under way");
   }
-  // The fd now names `books` itself: appends go on from here.
-  fd_ = std::move(fd);
+  if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
+    return ErrnoToStatus(errno,
+                         absl::StrCat("rename ", tmp_path_, " to ", path_));
+  }
+  // The fd now names `books` itself: appends go on from here. It has had
+  // every change since BeginRewrite, so nothing is missing any more.
+  fd_ = std::move(next_fd_);
   since_rewrite_ = 0;
-  rewrite_records_ = records;
+  rewrite_records_ = next_records_;
   missed_ = false;
-  records_written_.fetch_add(records, std::memory_order_relaxed);
-  bytes_.store(size, std::memory_order_relaxed);
+  records_written_.fetch_add(next_records_, std::memory_order_relaxed);
+  bytes_.store(next_bytes_, std::memory_order_relaxed);
   rewrites_.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }

@@ -26,11 +26,13 @@
 //
 // Compaction. The journal grows with every change. When the records
 // appended since the last rewrite exceed twice what that rewrite wrote plus
-// 4096, WantsRewrite asks the Registry for a snapshot, which Rewrite writes
-// to `books.tmp` and renames over `books` (atomic: a reader sees the old
-// file or the new one). The threshold grows with the live books, so the
-// cost of rewriting, amortized over the changes, is O(1) per change. Every
-// daemon start rewrites too (Open).
+// 4096, WantsRewrite asks the Registry to rewrite it. The Registry hands
+// its live entities over in steps (BeginRewrite, AddToRewrite, ...,
+// FinishRewrite; core/books.h), and every change meanwhile is appended to
+// both files, so `books` stays whole until `books.tmp` is renamed over it
+// (atomic: a reader sees the old file or the new one). The threshold grows
+// with the live books, so the cost of rewriting, amortized over the
+// changes, is O(1) per change. Every daemon start rewrites too (Open).
 //
 // A failed write (ENOSPC, EIO) is counted and logged rate-limited; the
 // journal is then missing a change, so WantsRewrite turns true until a
@@ -109,7 +111,9 @@ class BooksJournal : public BookSink {
   void PutHolds(LeaseId lease, Handle handle, uint32_t count) override;
   void PutLastArena(uint64_t arena_id) override;
   bool WantsRewrite() const override;
-  void Rewrite(const Books& books) override;
+  bool BeginRewrite(const Books& ids) override;
+  bool AddToRewrite(const Books& entities) override;
+  bool FinishRewrite() override;
 
   Stats stats() const;
   const std::string& path() const { return path_; }
@@ -119,7 +123,18 @@ class BooksJournal : public BookSink {
 
   // Frames and writes record_ (one write()).
   void Append() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status RewriteLocked(const Books& books)
+  absl::Status BeginRewriteLocked(const Books& ids)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AddToRewriteLocked(const Books& entities)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status FinishRewriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes `data`, `records` framed records, to the rewrite under way.
+  absl::Status WriteRecords(absl::string_view data, uint64_t records)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True if `status` is OK; else gives the rewrite up (`books.tmp` goes;
+  // `books` goes on) and reports why.
+  bool Done(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void GiveUpRewrite(const absl::Status& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Failed(absl::string_view what, const absl::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -136,6 +151,11 @@ class BooksJournal : public BookSink {
   std::string frame_ ABSL_GUARDED_BY(mu_);
   uint64_t since_rewrite_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t rewrite_records_ ABSL_GUARDED_BY(mu_) = 0;
+  // The rewrite in progress (`books.tmp`, open from BeginRewrite to
+  // FinishRewrite), with the records and bytes written to it so far.
+  UniqueFd next_fd_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_records_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // A write failed since the last rewrite: the journal misses a change.
   bool missed_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_failed_rewrite_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

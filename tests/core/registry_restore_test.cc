@@ -9,52 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/core/books_recorder.h"
 #include "tests/core/registry_fixture.h"
 
 namespace shmbroker::testing {
 namespace {
 
 using ::testing::HasSubstr;
-
-// A BookSink that applies each change to Books in memory, as replaying a
-// journal would.
-class BooksRecorder : public BookSink {
- public:
-  void PutBuffer(const BookedBuffer& buffer, uint64_t revision) override {
-    books.buffers[buffer.info.handle] = buffer;
-    books.last_handle = std::max(books.last_handle, buffer.info.handle);
-    books.revision = std::max(books.revision, revision);
-  }
-  void EraseBuffer(Handle handle, uint64_t revision) override {
-    books.buffers.erase(handle);
-    books.revision = std::max(books.revision, revision);
-  }
-  void PutLease(const BookedLease& lease) override {
-    books.leases[lease.id] = lease;
-    books.last_lease = std::max(books.last_lease, lease.id);
-  }
-  void EraseLease(LeaseId lease) override { books.leases.erase(lease); }
-  void PutHolds(LeaseId lease, Handle handle, uint32_t count) override {
-    if (count == 0) {
-      books.holds.erase({lease, handle});
-    } else {
-      books.holds[{lease, handle}] = count;
-    }
-  }
-  void PutLastArena(uint64_t arena_id) override {
-    books.last_arena = std::max(books.last_arena, arena_id);
-  }
-  bool WantsRewrite() const override { return want_rewrite; }
-  void Rewrite(const Books& snapshot) override {
-    books = snapshot;
-    ++rewrites;
-    want_rewrite = false;
-  }
-
-  Books books;
-  bool want_rewrite = false;
-  int rewrites = 0;
-};
 
 class RegistryRestoreTest : public RegistryTestBase {
  protected:
@@ -161,6 +122,67 @@ TEST_F(RegistryRestoreTest, TheBooksFollowEveryChangeAndMatchASnapshot) {
               IsOk());
   EXPECT_EQ(recorder_.rewrites, 1);
   EXPECT_EQ(recorder_.books.holds, registry_->SnapshotBooks().holds);
+}
+
+TEST_F(RegistryRestoreTest, ARewriteGoesInStepsWhileTheBooksChange) {
+  // 1,200 buffers, 500 of them held under a second lease too: more than
+  // one step's worth of buffers, and of one lease's holds.
+  const ConnectionId alice = Open(kAlice);
+  absl::StatusOr<LeaseInfo> second =
+      registry_->GrantLease(alice, absl::Seconds(30), /*detached=*/false);
+  ASSERT_THAT(second, IsOk());
+  std::vector<Handle> handles;
+  for (int i = 0; i < 1200; ++i) {
+    absl::StatusOr<Grant> g = registry_->Allocate(alice, Spec(64));
+    ASSERT_THAT(g, IsOk());
+    handles.push_back(g->buffer.handle);
+    if (i < 500) {
+      ASSERT_THAT(registry_->Attach(alice, BufferRef::ByHandle(handles.back()),
+                                    AccessRequest::kBestAllowed, second->id),
+                  IsOk());
+    }
+  }
+
+  // Each call below is one hold of the lock that books a change, so one
+  // step; the books change between the steps: buffers come and go, and
+  // the second lease ends with its 500 holds (dropped in steps of its own).
+  recorder_.want_rewrite = true;
+  size_t next_release = 0;
+  int calls = 0;
+  for (; recorder_.rewrites == 0 && calls < 200; ++calls) {
+    if (calls == 4) {
+      ASSERT_THAT(registry_->RevokeLease(kAlice, second->id), IsOk());
+      continue;
+    }
+    absl::StatusOr<Grant> g = registry_->Allocate(alice, Spec(64));
+    ASSERT_THAT(g, IsOk());
+    handles.push_back(g->buffer.handle);
+    ASSERT_THAT(registry_->Release(alice, handles[next_release++]), IsOk());
+  }
+  ASSERT_EQ(recorder_.rewrites, 1) << "after " << calls << " calls";
+  // 1,200 buffers and 1,700 holds, 256 entities a step: a dozen steps.
+  EXPECT_GE(recorder_.steps, 8);
+  EXPECT_LE(recorder_.largest_step, RegistryOptions().books_rewrite_step);
+
+  // The rewritten books are the live ones (and have had every change since).
+  const Books live = registry_->SnapshotBooks();
+  const Books& booked = recorder_.books;
+  std::vector<Handle> live_buffers, booked_buffers;
+  for (const auto& [handle, buffer] : live.buffers) {
+    live_buffers.push_back(handle);
+  }
+  for (const auto& [handle, buffer] : booked.buffers) {
+    booked_buffers.push_back(handle);
+  }
+  EXPECT_EQ(booked_buffers, live_buffers);
+  EXPECT_EQ(booked.holds, live.holds);
+  std::vector<LeaseId> live_leases, booked_leases;
+  for (const auto& [id, lease] : live.leases) live_leases.push_back(id);
+  for (const auto& [id, lease] : booked.leases) booked_leases.push_back(id);
+  EXPECT_EQ(booked_leases, live_leases);
+  EXPECT_EQ(booked.last_handle, live.last_handle);
+  EXPECT_EQ(booked.last_lease, live.last_lease);
+  EXPECT_EQ(booked.last_arena, live.last_arena);
 }
 
 TEST_F(RegistryRestoreTest, PresentedMemoryComesBackWithItsBytesAndHolds) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <filesystem>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -115,6 +116,56 @@ TEST_F(BooksJournalTest, RewriteReplacesHistory) {
   ASSERT_NE(journal, nullptr);
   EXPECT_EQ(Describe(Load(&report)), Describe(books));
   EXPECT_FALSE(journal->WantsRewrite());
+}
+
+TEST_F(BooksJournalTest, ARewriteInStepsKeepsTheChangesMadeMeanwhile) {
+  Books books = Sample();
+  auto journal = Open(books);
+  ASSERT_NE(journal, nullptr);
+  // Begin with the ids only, then the entities a few at a time, as the
+  // Registry hands them over, with changes between the steps.
+  ASSERT_TRUE(journal->BeginRewrite(books));
+  EXPECT_FALSE(journal->WantsRewrite());  // one is under way
+  Books step;
+  step.buffers = {{3, books.buffers.at(3)}};
+  step.revision = books.revision;
+  ASSERT_TRUE(journal->AddToRewrite(step));
+  // Buffer 3 changes after its step, 5 goes before its own, 7 is new.
+  BookedBuffer sealed = books.buffers.at(3);
+  sealed.info.sealed = true;
+  journal->PutBuffer(sealed, 43);
+  journal->PutHolds(8, 5, 0);
+  journal->EraseBuffer(5, 44);
+  journal->PutBuffer(Buffer(7), 45);
+  journal->PutHolds(4, 7, 1);
+  books.buffers[3] = sealed;
+  books.buffers.erase(5);
+  books.holds.erase({8, 5});
+  books.buffers[7] = Buffer(7);
+  books.holds[{4, 7}] = 1;
+  books.last_handle = 7;
+  books.revision = 45;
+  // A daemon killed now: the old journal, with every change, is the books.
+  LoadReport report;
+  EXPECT_EQ(Describe(Load(&report)), Describe(books));
+  step = Books();
+  step.buffers = {{6, books.buffers.at(6)}};
+  step.leases = books.leases;
+  for (const auto& [key, count] : books.holds) {
+    if (key.second != 7) step.holds[key] = count;
+  }
+  step.revision = books.revision;
+  ASSERT_TRUE(journal->AddToRewrite(step));
+  ASSERT_TRUE(journal->FinishRewrite());
+  EXPECT_EQ(journal->stats().rewrites, 2u);
+  EXPECT_EQ(journal->stats().bytes, ReadFile(path()).size());
+  EXPECT_EQ(Describe(Load(&report)), Describe(books));
+  EXPECT_THAT(report.problems, IsEmpty());
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/books.tmp"));
+  // Appends go on in the new file.
+  journal->PutHolds(8, 6, 1);
+  books.holds[{8, 6}] = 1;
+  EXPECT_EQ(Describe(Load(&report)), Describe(books));
 }
 
 TEST_F(BooksJournalTest, OpenNamesTheDirectoryThatFails) {
