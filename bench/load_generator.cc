@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "bench/handoff_peer.h"
 #include "bench/load_runner.h"
+#include "bench/reclaim_neighbours.h"
 #include "bench/reclaim_trials.h"
 #include "bench/report.h"
 #include "bench/spawned_daemon.h"
@@ -68,6 +69,20 @@ ABSL_FLAG(int, reclaim_trials, 0,
           "holder process and time until its memory is free, and leave a "
           "buffer to a detached lease of the minimum TTL (the spawned daemon "
           "runs with --lease_min_ttl=100ms)");
+ABSL_FLAG(int, reclaim_neighbours, 0,
+          "after the modes, this many trials of other clients' latency while "
+          "a holder of --reclaim_neighbour_holds pooled buffers under one "
+          "lease is reclaimed: once by the lease's expiry, once by the "
+          "holder's SIGKILL, each after an idle phase (the spawned daemon "
+          "runs with limits raised to fit)");
+ABSL_FLAG(uint64_t, reclaim_neighbour_holds, 100000,
+          "buffers the holder of --reclaim_neighbours holds");
+ABSL_FLAG(uint64_t, reclaim_holder, 0,
+          "internal: run as the holder of --reclaim_neighbours, with this "
+          "many buffers (the bench starts it)");
+ABSL_FLAG(bool, reclaim_holder_detached, false,
+          "internal: the --reclaim_holder's buffers under a detached lease, "
+          "left to expire");
 ABSL_FLAG(bool, spawn_daemon, false,
           "start a daemon (--daemon) on a temporary socket for this run, and "
           "stop it afterwards");
@@ -87,6 +102,10 @@ int Main() {
   if (const std::string prefix = absl::GetFlag(FLAGS_handoff_consumer);
       !prefix.empty()) {
     return RunHandoffConsumer(absl::GetFlag(FLAGS_socket), prefix);
+  }
+  if (const uint64_t holds = absl::GetFlag(FLAGS_reclaim_holder); holds > 0) {
+    return RunReclaimHolder(absl::GetFlag(FLAGS_socket), holds,
+                            absl::GetFlag(FLAGS_reclaim_holder_detached));
   }
   const int threads = absl::GetFlag(FLAGS_threads);
   const int rounds = absl::GetFlag(FLAGS_rounds);
@@ -128,7 +147,10 @@ int Main() {
           "--daemon=PATH");
     }
     std::vector<std::string> daemon_args;
-    if (absl::GetFlag(FLAGS_reclaim_trials) > 0) {
+    if (absl::GetFlag(FLAGS_reclaim_neighbours) > 0) {
+      daemon_args = DaemonFlagsForNeighbours(
+          absl::GetFlag(FLAGS_reclaim_neighbour_holds));
+    } else if (absl::GetFlag(FLAGS_reclaim_trials) > 0) {
       daemon_args.push_back("--lease_min_ttl=100ms");
     }
     absl::StatusOr<std::unique_ptr<SpawnedDaemon>> spawned =
@@ -246,6 +268,19 @@ int Main() {
     } else {
       std::fprintf(stderr, "shmbroker-bench: reclaim trials: %s\n",
                    reclaim.status().ToString().c_str());
+      failed = true;
+    }
+  }
+
+  if (const int trials = absl::GetFlag(FLAGS_reclaim_neighbours); trials > 0) {
+    absl::StatusOr<NeighbourReport> neighbours =
+        RunReclaimNeighbours("/proc/self/exe", report.socket_path, trials,
+                             absl::GetFlag(FLAGS_reclaim_neighbour_holds));
+    if (neighbours.ok()) {
+      std::fputs(FormatNeighbourText(*neighbours).c_str(), stdout);
+    } else {
+      std::fprintf(stderr, "shmbroker-bench: reclaim neighbours: %s\n",
+                   neighbours.status().ToString().c_str());
       failed = true;
     }
   }

@@ -1,8 +1,6 @@
 #include "bench/reclaim_trials.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,64 +11,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "bench/child_process.h"
 #include "bench/spawned_daemon.h"
-#include "common/unique_fd.h"
-
-extern char** environ;
 
 namespace shmbroker::bench {
 namespace {
-
-// A child with stdout on a pipe; stderr inherited.
-struct Child {
-  pid_t pid = -1;
-  UniqueFd out;
-};
-
-absl::StatusOr<Child> Spawn(const std::vector<std::string>& args) {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
-  }
-  UniqueFd read_end(fds[0]), write_end(fds[1]);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDOUT_FILENO);
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (const std::string& a : args) {
-    argv.push_back(const_cast<char*>(a.c_str()));
-  }
-  argv.push_back(nullptr);
-  Child child;
-  const int rc = ::posix_spawn(&child.pid, argv[0], &actions, nullptr,
-                               argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    return absl::InternalError(
-        absl::StrCat("spawn ", args[0], ": ", std::strerror(rc)));
-  }
-  child.out = std::move(read_end);
-  return child;
-}
-
-// Waits for the child's first output (its buffer row): it holds the buffer.
-absl::Status WaitForOutput(const Child& child) {
-  char byte;
-  ssize_t n;
-  do {
-    n = ::read(child.out.get(), &byte, 1);
-  } while (n < 0 && errno == EINTR);
-  if (n != 1) return absl::InternalError("the holder exited before holding");
-  return absl::OkStatus();
-}
-
-int Reap(pid_t pid) {
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return status;
-}
 
 // Polls Status until the daemon's allocated bytes are back at `baseline`.
 absl::Status WaitForBaseline(client::Client& observer, uint64_t baseline) {
@@ -105,7 +50,7 @@ absl::StatusOr<ReclaimReport> RunReclaimTrials(client::Client& observer,
     absl::StatusOr<Child> holder =
         Spawn({cli, socket, "alloc", bytes, "--hold=1h"});
     if (!holder.ok()) return holder.status();
-    if (absl::Status s = WaitForOutput(*holder); !s.ok()) {
+    if (absl::Status s = WaitForFirstOutput(*holder); !s.ok()) {
       Reap(holder->pid);
       return s;
     }
