@@ -213,7 +213,10 @@ class Registry {
   std::vector<BufferInfo> List(const Identity& caller, Handle after,
                                size_t limit, bool* more,
                                uint64_t* revision = nullptr) const;
-  RegistryStats Stats() const;
+  // With `tenants`, also what Tenants() gives, from the same hold of the
+  // lock: a caller that wants both waits for it once (while a reclaim
+  // takes it in steps, each wait is up to a step).
+  RegistryStats Stats(std::vector<TenantUsage>* tenants = nullptr) const;
   // Usage per owner uid, largest first.
   std::vector<TenantUsage> Tenants() const;
   // What `uid` has charged against its quotas (--max_bytes_per_uid,

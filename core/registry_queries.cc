@@ -8,6 +8,18 @@
 #include "core/registry.h"
 
 namespace shmbroker {
+namespace {
+
+// Largest first; by uid among equals.
+void SortTenants(std::vector<TenantUsage>& tenants) {
+  std::sort(tenants.begin(), tenants.end(), [](const auto& a, const auto& b) {
+    return a.allocated_bytes != b.allocated_bytes
+               ? a.allocated_bytes > b.allocated_bytes
+               : a.uid < b.uid;
+  });
+}
+
+}  // namespace
 
 absl::StatusOr<BufferInfo> Registry::Describe(const Identity& caller,
                                               const BufferRef& ref) const {
@@ -50,8 +62,14 @@ std::vector<BufferInfo> Registry::List(const Identity& caller, Handle after,
   return out;
 }
 
-RegistryStats Registry::Stats() const {
+RegistryStats Registry::Stats(std::vector<TenantUsage>* tenants) const {
   Locked lock(this);
+  if (tenants != nullptr) {
+    tenants->clear();
+    tenants->reserve(live_by_uid_.size());
+    for (const auto& [uid, usage] : live_by_uid_) tenants->push_back(usage);
+    SortTenants(*tenants);
+  }
   RegistryStats stats;
   stats.capacity_bytes = options_.capacity_bytes;
   stats.allocated_bytes = allocated_bytes_;
@@ -103,11 +121,7 @@ std::vector<TenantUsage> Registry::Tenants() const {
     out.reserve(live_by_uid_.size());
     for (const auto& [uid, usage] : live_by_uid_) out.push_back(usage);
   }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
-    return a.allocated_bytes != b.allocated_bytes
-               ? a.allocated_bytes > b.allocated_bytes
-               : a.uid < b.uid;
-  });
+  SortTenants(out);
   return out;
 }
 

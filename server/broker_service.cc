@@ -242,7 +242,8 @@ grpc::ServerUnaryReactor* BrokerService::Status(
   return Finish(ctx, "Status", [&]() -> absl::Status {
     absl::StatusOr<Caller> caller = Begin(ctx, /*need_connection=*/false);
     if (!caller.ok()) return caller.status();
-    ToProto(registry_->Stats(), response);
+    std::vector<TenantUsage> tenants;
+    ToProto(registry_->Stats(&tenants), response);
     ToProto(latencies_->connection_close.Summary(),
             response->mutable_connection_close_reclaim());
     ToProto(latencies_->lease_expiry.Summary(),
@@ -259,7 +260,7 @@ grpc::ServerUnaryReactor* BrokerService::Status(
           pool->options().pooled_max_size);
       response->mutable_arenas()->set_pooled_large_max_size(pool->max_size());
     }
-    for (const TenantUsage& tenant : registry_->Tenants()) {
+    for (const TenantUsage& tenant : tenants) {
       ToProto(tenant, response->add_tenants());
     }
     return absl::OkStatus();

@@ -52,7 +52,9 @@ uint64_t OpenFds() {
 }  // namespace
 
 std::vector<MetricFamily> StateCollector::Collect() const {
-  const RegistryStats stats = registry_->Stats();
+  // Both from one hold of the Registry's lock.
+  std::vector<TenantUsage> tenants;
+  const RegistryStats stats = registry_->Stats(&tenants);
   std::vector<MetricFamily> out;
   out.push_back(Gauge("shmbroker_capacity_bytes",
                       "Bytes the daemon may hand out in all (--capacity)."));
@@ -120,7 +122,7 @@ std::vector<MetricFamily> StateCollector::Collect() const {
                         "most --max_connections_per_uid per uid)."));
     AddSample(out.back(), static_cast<double>(connections_->Open()));
   }
-  AddTenants(out);
+  AddTenants(tenants, out);
   if (const PooledAllocator* pool = registry_->pool()) AddPool(*pool, out);
   out.push_back(Gauge("shmbroker_open_fds", "Open file descriptors."));
   AddSample(out.back(), static_cast<double>(OpenFds()));
@@ -133,7 +135,8 @@ std::vector<MetricFamily> StateCollector::Collect() const {
 
 // The largest tenants by bytes get a series each; the rest add up in
 // uid="other", so a host with many uids cannot blow up the cardinality.
-void StateCollector::AddTenants(std::vector<MetricFamily>& out) const {
+void StateCollector::AddTenants(const std::vector<TenantUsage>& tenants,
+                                std::vector<MetricFamily>& out) const {
   MetricFamily bytes = Gauge("shmbroker_tenant_allocated_bytes",
                              "Bytes charged per owner uid (the largest "
                              "--metrics_max_tenants, then \"other\").");
@@ -141,7 +144,6 @@ void StateCollector::AddTenants(std::vector<MetricFamily>& out) const {
                                "Live buffers per owner uid (as "
                                "shmbroker_tenant_allocated_bytes).");
   double other_bytes = 0, other_buffers = 0;
-  std::vector<TenantUsage> tenants = registry_->Tenants();
   for (size_t i = 0; i < tenants.size(); ++i) {
     if (i < max_tenants_) {
       std::vector<ClientMetric::Label> uid = {

@@ -31,7 +31,8 @@ class StateCollector : public prometheus::Collectable {
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
-  void AddTenants(std::vector<prometheus::MetricFamily>& out) const;
+  void AddTenants(const std::vector<TenantUsage>& tenants,
+                  std::vector<prometheus::MetricFamily>& out) const;
   void AddPool(const PooledAllocator& pool,
                std::vector<prometheus::MetricFamily>& out) const;
 

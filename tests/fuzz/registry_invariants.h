@@ -89,6 +89,15 @@ inline std::vector<ConnectionId> CheckRegistryInvariants(
                owned->second ==
                    std::make_pair(tenant.allocated_bytes, tenant.buffers));
   }
+  // And Stats() gives the same, in the same order, when asked for them.
+  std::vector<TenantUsage> with_stats;
+  registry.Stats(&with_stats);
+  FUZZ_CHECK(with_stats.size() == tenants.size());
+  for (size_t i = 0; i < tenants.size(); ++i) {
+    FUZZ_CHECK(with_stats[i].uid == tenants[i].uid &&
+               with_stats[i].allocated_bytes == tenants[i].allocated_bytes &&
+               with_stats[i].buffers == tenants[i].buffers);
+  }
   FUZZ_CHECK(stats.pooled_buffers == pooled);
   FUZZ_CHECK(stats.posix_buffers == posix &&
              stats.memfd_buffers == buffers.size() - posix);
