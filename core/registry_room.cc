@@ -76,9 +76,8 @@ absl::StatusOr<std::variant<Grant, WaiterId>> Registry::AllocateOrWait(
                         "%s)",
                         waiting, now.status().message()));
   }
-  const WaiterId id =
-      room_waiters_.Add({client, spec, clock_->Now(), deadline,
-                         std::string(now.status().message()), std::move(done)});
+  const WaiterId id = room_waiters_.Add(
+      {client, spec, clock_->Now(), deadline, now.status(), std::move(done)});
   observer_->OnRoomWaiters(room_waiters_.size());
   // Room that came back since the attempt served nobody: try again, once
   // the caller calls ServeRoomWaiters.
@@ -139,7 +138,7 @@ void Registry::ServeRoomWaitersOnce() {
     absl::StatusOr<Grant> got = DoAllocate(waiter->connection, waiter->spec);
     if (const std::optional<Limit> limit = RoomLimit(got.status());
         limit.has_value()) {
-      waiter->why = std::string(got.status().message());
+      waiter->why = got.status();
       Locked lock(this);
       room_waiters_.PutBack(id, std::move(*waiter));
       if (!IsUidQuota(*limit)) return;  // the line waits behind it
@@ -160,10 +159,15 @@ void Registry::ExpireRoomWaitersLocked(Deferred& deferred) {
     std::optional<RoomWaiter> w = room_waiters_.Remove(id);
     observer_->OnAllocate(absl::StatusCode::kDeadlineExceeded);
     observer_->OnRoomWaited(clock_->Now() - w->since);
+    std::string message =
+        absl::StrFormat("deadline passed waiting for room for %d bytes: %s",
+                        w->spec.size, w->why.message());
+    const std::optional<Limit> limit = LimitOf(w->why);
     deferred.Wake(w->connection, std::move(w->done),
-                  absl::DeadlineExceededError(absl::StrFormat(
-                      "deadline passed waiting for room for %d bytes: %s",
-                      w->spec.size, w->why)));
+                  limit.has_value()
+                      ? LimitError(absl::StatusCode::kDeadlineExceeded, *limit,
+                                   std::move(message))
+                      : absl::DeadlineExceededError(message));
   }
   observer_->OnRoomWaiters(room_waiters_.size());
 }

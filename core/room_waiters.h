@@ -19,6 +19,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/ids.h"
@@ -32,9 +33,9 @@ struct RoomWaiter {
   AllocateSpec spec;
   absl::Time since;     // when it began to wait
   absl::Time deadline;  // DEADLINE_EXCEEDED then
-  // The refusal that made it wait, latest first: what its deadline error
-  // quotes.
-  std::string why;
+  // The latest refusal that made it wait: its deadline error quotes it and
+  // carries its limit (so that the edge names the flag).
+  absl::Status why;
   std::function<void(absl::StatusOr<Grant>)> done;
 };
 

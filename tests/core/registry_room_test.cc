@@ -138,6 +138,8 @@ TEST_F(RegistryRoomTest, ADeadlineAClosedConnectionOrACancelEndsAWait) {
               StatusIs(Code::kDeadlineExceeded,
                        HasSubstr("deadline passed waiting for room for 4096 "
                                  "bytes: over the per-uid quota")));
+  // It carries the limit it waited on, for the edge to name its flag.
+  EXPECT_EQ(LimitOf(timed.got->status()), Limit::kMaxBytesPerUid);
 
   registry_->CloseConnection(carol, ReclaimReason::kClientClosed);
   ASSERT_TRUE(closed.got.has_value());

@@ -110,6 +110,8 @@ TEST_F(RoomWaitTest, AWaitEndsAtItsDeadlineAndWhatCanNeverFitIsRefusedAtOnce) {
   EXPECT_THAT(timed_out.status().message(),
               HasSubstr("deadline passed waiting for room for 4194304 bytes: "
                         "over capacity"));
+  // It names the limit it waited on, as the refusal would have.
+  EXPECT_THAT(timed_out.status().message(), HasSubstr("(--capacity)"));
 
   // Larger than the capacity: no release can make room.
   auto never = client_->Allocate(Dedicated(16 * kMiB, absl::Seconds(60)));
