@@ -465,9 +465,6 @@ class Registry {
   }
   void StepBooksRewriteLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Books SnapshotBooksLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // What the books say of a buffer; nullopt while it is being created.
-  std::optional<BookedBuffer> BookedLocked(const BufferRecord& record) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A booked lease: live, or ended and still draining; null if neither.
   const LeaseRecord* BookedLeaseLocked(LeaseId id) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

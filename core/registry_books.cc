@@ -26,6 +26,20 @@ BookedLease ToBooked(const LeaseInfo& info) {
   return out;
 }
 
+// A buffer still being created is booked when it is finished.
+bool IsBooked(const registry_internal::BufferRecord& record) {
+  return record.memory != nullptr || record.restored != nullptr;
+}
+
+// What the books say of a buffer; nullopt while it is being created.
+std::optional<BookedBuffer> Booked(
+    const registry_internal::BufferRecord& record) {
+  if (!IsBooked(record)) return std::nullopt;
+  return BookedBuffer{record.info, record.memory != nullptr
+                                       ? record.memory->identity()
+                                       : record.restored->expected};
+}
+
 }  // namespace
 
 void Registry::SetBookSink(BookSink* sink) {
@@ -48,17 +62,6 @@ Books Registry::SnapshotBooks() const {
   return SnapshotBooksLocked();
 }
 
-std::optional<BookedBuffer> Registry::BookedLocked(
-    const BufferRecord& record) const {
-  // A buffer still being created is booked when it is finished.
-  if (record.memory == nullptr && record.restored == nullptr) {
-    return std::nullopt;
-  }
-  return BookedBuffer{record.info, record.memory != nullptr
-                                       ? record.memory->identity()
-                                       : record.restored->expected};
-}
-
 const LeaseRecord* Registry::BookedLeaseLocked(LeaseId id) const {
   if (const LeaseRecord* live = leases_.Find(id)) return live;
   auto draining = draining_.find(id);
@@ -68,7 +71,7 @@ const LeaseRecord* Registry::BookedLeaseLocked(LeaseId id) const {
 Books Registry::SnapshotBooksLocked() const {
   Books books;
   for (const auto& [handle, record] : buffers_) {
-    if (std::optional<BookedBuffer> booked = BookedLocked(record)) {
+    if (std::optional<BookedBuffer> booked = Booked(record)) {
       books.buffers.emplace(handle, *std::move(booked));
     }
   }
@@ -111,7 +114,7 @@ void Registry::StepBooksRewriteLocked() const {
   if (!r.buffers_done) {
     auto it = buffers_.lower_bound(r.next_handle);
     for (; it != buffers_.end() && budget > 0; ++it, --budget) {
-      if (std::optional<BookedBuffer> booked = BookedLocked(it->second)) {
+      if (std::optional<BookedBuffer> booked = Booked(it->second)) {
         part.buffers.emplace(it->first, *std::move(booked));
       }
     }
@@ -134,8 +137,7 @@ void Registry::StepBooksRewriteLocked() const {
         auto buffer = buffers_.find(handle);
         // As in a snapshot: holds of booked buffers only.
         if (held != lease->holds.end() && buffer != buffers_.end() &&
-            (buffer->second.memory != nullptr ||
-             buffer->second.restored != nullptr)) {
+            IsBooked(buffer->second)) {
           part.holds[std::make_pair(r.lease, handle)] = held->second;
         }
       }

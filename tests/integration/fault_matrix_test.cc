@@ -145,12 +145,7 @@ class FaultMatrixTest : public DaemonTest {
   std::string Run(const Trial& t) {
     std::vector<std::string> argv, env;
     if (t.kind == "shared") {
-      argv = {"/usr/bin/setpriv",
-              "--reuid=" + std::to_string(kNobody),
-              "--regid=" + std::to_string(kNobody),
-              "--clear-groups",
-              "--",
-              daemon_->dir() + "/fault_worker"};
+      argv = AsUid(kNobody, {daemon_->dir() + "/fault_worker"});
       env = CliEnvAs(*daemon_);
     } else {
       argv = {FAULT_WORKER_PATH};

@@ -120,12 +120,7 @@ class ReconnectFaultsTest : public ::testing::Test {
     std::vector<std::string> argv;
     std::vector<std::string> env;
     if (kind == "shared") {
-      argv = {"/usr/bin/setpriv",
-              "--reuid=" + std::to_string(kNobody),
-              "--regid=" + std::to_string(kNobody),
-              "--clear-groups",
-              "--",
-              worker_copy_};
+      argv = AsUid(kNobody, {worker_copy_});
       env = CliEnvAs(*daemon_);
     } else {
       argv = {FAULT_WORKER_PATH};

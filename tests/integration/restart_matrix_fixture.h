@@ -133,12 +133,7 @@ class RestartMatrixTest : public ::testing::Test {
     w->tag = tag;
     std::vector<std::string> argv, env;
     if (as_nobody) {
-      argv = {"/usr/bin/setpriv",
-              "--reuid=65534",
-              "--regid=65534",
-              "--clear-groups",
-              "--",
-              worker_copy_};
+      argv = AsUid(kNobody, {worker_copy_});
       env = CliEnvAs(*daemon_);
     } else {
       argv = {RESTART_WORKER_PATH};

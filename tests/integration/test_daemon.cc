@@ -175,17 +175,21 @@ void ShareCliWithOtherUids(const TestDaemon& daemon) {
   ::chmod((dir / "libshmbroker.so.0").c_str(), 0755);
 }
 
+std::vector<std::string> AsUid(uint32_t uid,
+                               const std::vector<std::string>& command) {
+  std::vector<std::string> argv = {
+      "/usr/bin/setpriv", "--reuid=" + std::to_string(uid),
+      "--regid=" + std::to_string(uid), "--clear-groups", "--"};
+  argv.insert(argv.end(), command.begin(), command.end());
+  return argv;
+}
+
 std::vector<std::string> CliArgsAs(const TestDaemon& daemon, uint32_t uid,
                                    const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {"/usr/bin/setpriv",
-                                   "--reuid=" + std::to_string(uid),
-                                   "--regid=" + std::to_string(uid),
-                                   "--clear-groups",
-                                   "--",
-                                   daemon.dir() + "/shmbroker",
-                                   "--socket=" + daemon.socket()};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return argv;
+  std::vector<std::string> command = {daemon.dir() + "/shmbroker",
+                                      "--socket=" + daemon.socket()};
+  command.insert(command.end(), args.begin(), args.end());
+  return AsUid(uid, command);
 }
 
 std::vector<std::string> CliEnvAs(const TestDaemon& daemon) {

@@ -124,6 +124,10 @@ class DaemonTest : public ::testing::Test {
 // then the command line (setpriv to `uid`, gid the same, no supplementary
 // groups) and CliEnvAs its environment.
 void ShareCliWithOtherUids(const TestDaemon& daemon);
+// `command` run as `uid` (gid the same, no supplementary groups) through
+// setpriv; `command[0]` must be a path that uid can reach.
+std::vector<std::string> AsUid(uint32_t uid,
+                               const std::vector<std::string>& command);
 std::vector<std::string> CliArgsAs(const TestDaemon& daemon, uint32_t uid,
                                    const std::vector<std::string>& args);
 std::vector<std::string> CliEnvAs(const TestDaemon& daemon);
