@@ -50,8 +50,10 @@ void AllocateRelease(benchmark::State& state) {
     buffer.info.handle = ++revision;
     (*journal)->PutBuffer(buffer, revision);
     (*journal)->PutHolds(1, buffer.info.handle, 1);
+    (*journal)->Flush();  // the Allocate's hold of the Registry's lock ends
     (*journal)->PutHolds(1, buffer.info.handle, 0);
     (*journal)->EraseBuffer(buffer.info.handle, revision);
+    (*journal)->Flush();  // the Release's
     if ((*journal)->WantsRewrite()) (*journal)->Rewrite(live);
   }
   const BooksJournal::Stats stats = (*journal)->stats();

@@ -79,6 +79,11 @@ class BookSink {
   virtual void PutHolds(LeaseId lease, Handle handle, uint32_t count) = 0;
   // An arena id handed out (ids only grow).
   virtual void PutLastArena(uint64_t arena_id) = 0;
+  // The changes above may be held back until Flush writes them out. The
+  // Registry calls it at the end of every hold of its lock that changed
+  // the books, before the lock goes and so before any caller hears of a
+  // change: a drain step that drops 64 holds costs one write, not 128.
+  virtual void Flush() {}
   // Whether the journal has grown enough that the Registry should rewrite
   // it from its live books.
   virtual bool WantsRewrite() const = 0;
@@ -90,11 +95,11 @@ class BookSink {
   // are ignored); from then on every change goes to the new journal too.
   // AddToRewrite adds `entities` (buffers, leases, holds; its ids are
   // ignored) as they are now. FinishRewrite puts the new journal in the
-  // old one's place. Since every record is an upsert or an erase written
-  // in the order things happened, the new journal replays to the live
-  // books whatever changed between the steps. Each returns false when the
-  // rewrite failed and was given up (the sink reports why); the old
-  // journal goes on.
+  // old one's place. Each writes the changes held back first. Since every
+  // record is an upsert or an erase written in the order things happened, the
+  // new journal replays to the live books whatever changed between the steps.
+  // Each returns false when the rewrite failed and was given up (the sink
+  // reports why); the old journal goes on.
   virtual bool BeginRewrite(const Books& ids) = 0;
   virtual bool AddToRewrite(const Books& entities) = 0;
   virtual bool FinishRewrite() = 0;

@@ -335,11 +335,12 @@ class Registry {
       registry_->lock_queued_.fetch_sub(1, std::memory_order_relaxed);
       registry_->lock_taken_.fetch_add(1, std::memory_order_relaxed);
     }
-    // A section that changed the books ends with a step of their rewrite,
-    // if one is under way: the state is whole again here, whereas a step
-    // inside it could read an entity between its change and its record.
+    // A section that changed the books ends by writing them out, and with
+    // a step of their rewrite if one is under way: the state is whole
+    // again here, whereas a step inside it could read an entity between
+    // its change and its record.
     ~Locked() ABSL_UNLOCK_FUNCTION() {
-      if (registry_->books_changed_) registry_->StepBooksRewriteLocked();
+      if (registry_->books_changed_) registry_->FlushBooksLocked();
       registry_->mu_.Unlock();
     }
     Locked(const Locked&) = delete;
@@ -455,15 +456,14 @@ class Registry {
   void BookHoldsLocked(const LeaseRecord& lease, Handle handle)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void BookArenaLocked(uint64_t arena_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // After a change went to the books: Locked then calls
-  // StepBooksRewriteLocked, which starts a rewrite if the sink wants one
-  // and takes the next step of one under way. Const, as Locked is: a
-  // rewrite changes the journal, not the Registry (its progress is
-  // mutable).
+  // After a change went to the books: Locked then calls FlushBooksLocked,
+  // which flushes the sink, starts a rewrite if the sink wants one and
+  // takes the next step of one under way. Const, as Locked is: a rewrite
+  // changes the journal, not the Registry (its progress is mutable).
   void BooksChangedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     books_changed_ = true;
   }
-  void StepBooksRewriteLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FlushBooksLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Books SnapshotBooksLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A booked lease: live, or ended and still draining; null if neither.
   const LeaseRecord* BookedLeaseLocked(LeaseId id) const

@@ -93,9 +93,10 @@ Books Registry::SnapshotBooksLocked() const {
   return books;
 }
 
-void Registry::StepBooksRewriteLocked() const {
+void Registry::FlushBooksLocked() const {
   books_changed_ = false;
   if (books_ == nullptr) return;
+  books_->Flush();
   if (!rewrite_.has_value()) {
     if (!books_->WantsRewrite()) return;
     Books ids;

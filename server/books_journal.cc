@@ -18,8 +18,9 @@ namespace {
 
 namespace pb = books::v1;
 
-// A rewrite flushes what it has framed once it is this large.
-constexpr size_t kRewriteChunk = size_t{1} << 20;
+// A rewrite, or a run of changes, writes what it has framed once it is
+// this large.
+constexpr size_t kWriteChunk = size_t{1} << 20;
 
 // Writes all of `data` or says why not (a short write is ENOSPC's).
 absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {
@@ -43,7 +44,10 @@ BooksJournal::BooksJournal(std::string dir)
       tmp_path_(absl::StrCat(dir_, "/books.tmp")),
       record_(std::make_unique<pb::Record>()) {}
 
-BooksJournal::~BooksJournal() = default;
+BooksJournal::~BooksJournal() {
+  absl::MutexLock lock(&mu_);
+  FlushLocked();
+}
 
 absl::StatusOr<std::unique_ptr<BooksJournal>> BooksJournal::Open(
     const std::string& dir, const Books& initial) {
@@ -115,21 +119,40 @@ void BooksJournal::PutLastArena(uint64_t arena_id) {
 }
 
 void BooksJournal::Append() {
-  frame_.clear();
-  absl::Status s = books_format::AppendRecord(*record_, &frame_);
+  if (absl::Status s = books_format::AppendRecord(*record_, &pending_);
+      !s.ok()) {
+    Failed("append to", s);
+    return;
+  }
+  ++pending_records_;
+  ++since_rewrite_;
+  if (pending_.size() >= kWriteChunk) FlushLocked();
+}
+
+void BooksJournal::Flush() {
+  absl::MutexLock lock(&mu_);
+  FlushLocked();
+}
+
+void BooksJournal::FlushLocked() {
+  if (pending_.empty()) return;
   // A rewrite in progress gets every change too, in the same order.
-  if (s.ok() && next_fd_.valid()) {
-    if (absl::Status n = WriteAll(next_fd_.get(), frame_, tmp_path_); n.ok()) {
-      ++next_records_;
-      next_bytes_ += frame_.size();
+  if (next_fd_.valid()) {
+    if (absl::Status s = WriteAll(next_fd_.get(), pending_, tmp_path_);
+        s.ok()) {
+      next_records_ += pending_records_;
+      next_bytes_ += pending_.size();
     } else {
-      GiveUpRewrite(n);
+      GiveUpRewrite(s);
     }
   }
-  if (s.ok()) s = WriteAll(fd_.get(), frame_, path_);
-  ++since_rewrite_;
+  const absl::Status s = WriteAll(fd_.get(), pending_, path_);
+  const uint64_t records = pending_records_;
+  const uint64_t bytes = pending_.size();
+  pending_.clear();
+  pending_records_ = 0;
   if (!s.ok()) {
-    // Part of the record may have been written: the size is the file's.
+    // Part of them may have been written: the size is the file's.
     struct stat st;
     if (::fstat(fd_.get(), &st) == 0) {
       bytes_.store(static_cast<uint64_t>(st.st_size),
@@ -138,8 +161,8 @@ void BooksJournal::Append() {
     Failed("append to", s);
     return;
   }
-  records_written_.fetch_add(1, std::memory_order_relaxed);
-  bytes_.fetch_add(frame_.size(), std::memory_order_relaxed);
+  records_written_.fetch_add(records, std::memory_order_relaxed);
+  bytes_.fetch_add(bytes, std::memory_order_relaxed);
 }
 
 bool BooksJournal::WantsRewrite() const {
@@ -149,19 +172,24 @@ bool BooksJournal::WantsRewrite() const {
   return since_rewrite_ > 2 * rewrite_records_ + 4096;
 }
 
+// Each writes what was held back first, in order; a rewrite that fails
+// there is given up (and reported) already.
 bool BooksJournal::BeginRewrite(const Books& ids) {
   absl::MutexLock lock(&mu_);
+  FlushLocked();
   return Done(BeginRewriteLocked(ids));
 }
 
 bool BooksJournal::AddToRewrite(const Books& entities) {
   absl::MutexLock lock(&mu_);
-  return Done(AddToRewriteLocked(entities));
+  FlushLocked();
+  return next_fd_.valid() && Done(AddToRewriteLocked(entities));
 }
 
 bool BooksJournal::FinishRewrite() {
   absl::MutexLock lock(&mu_);
-  return Done(FinishRewriteLocked());
+  FlushLocked();
+  return next_fd_.valid() && Done(FinishRewriteLocked());
 }
 
 bool BooksJournal::Done(const absl::Status& status) {
@@ -213,7 +241,7 @@ absl::Status BooksJournal::AddToRewriteLocked(const Books& entities) {
     if (!status.ok()) return;
     status = books_format::AppendRecord(record, &out);
     ++records;
-    if (status.ok() && out.size() >= kRewriteChunk) {
+    if (status.ok() && out.size() >= kWriteChunk) {
       status = WriteRecords(out, records);
       out.clear();
       records = 0;

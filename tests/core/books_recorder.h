@@ -1,7 +1,9 @@
 // BooksRecorder: a BookSink (core/books.h) that keeps the books in memory,
 // applying each change as replaying the journal would, and a rewrite under
 // way as the journal makes one (every change goes to it too), so that a
-// test can compare what was booked with the Registry's own books. Shared by
+// test can compare what was booked with the Registry's own books. Changes
+// are held back until Flush, as the journal holds them, so a Registry call
+// that returns without flushing leaves them out. Shared by
 // registry_restore_test.cc and the registry_ops fuzz target. Not
 // thread-safe: the Registry calls it under its lock.
 #ifndef SHMBROKER_TESTS_CORE_BOOKS_RECORDER_H_
@@ -10,8 +12,10 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "core/books.h"
 
@@ -20,29 +24,29 @@ namespace shmbroker::testing {
 class BooksRecorder : public BookSink {
  public:
   void PutBuffer(const BookedBuffer& buffer, uint64_t revision) override {
-    Apply([&](Books& b) {
+    Apply([=](Books& b) {
       b.buffers[buffer.info.handle] = buffer;
       b.last_handle = std::max(b.last_handle, buffer.info.handle);
       b.revision = std::max(b.revision, revision);
     });
   }
   void EraseBuffer(Handle handle, uint64_t revision) override {
-    Apply([&](Books& b) {
+    Apply([=](Books& b) {
       b.buffers.erase(handle);
       b.revision = std::max(b.revision, revision);
     });
   }
   void PutLease(const BookedLease& lease) override {
-    Apply([&](Books& b) {
+    Apply([=](Books& b) {
       b.leases[lease.id] = lease;
       b.last_lease = std::max(b.last_lease, lease.id);
     });
   }
   void EraseLease(LeaseId lease) override {
-    Apply([&](Books& b) { b.leases.erase(lease); });
+    Apply([=](Books& b) { b.leases.erase(lease); });
   }
   void PutHolds(LeaseId lease, Handle handle, uint32_t count) override {
-    Apply([&](Books& b) {
+    Apply([=](Books& b) {
       if (count == 0) {
         b.holds.erase({lease, handle});
       } else {
@@ -51,10 +55,18 @@ class BooksRecorder : public BookSink {
     });
   }
   void PutLastArena(uint64_t arena_id) override {
-    Apply([&](Books& b) { b.last_arena = std::max(b.last_arena, arena_id); });
+    Apply([=](Books& b) { b.last_arena = std::max(b.last_arena, arena_id); });
+  }
+  void Flush() override {
+    for (const auto& change : pending_) {
+      change(books);
+      if (next.has_value()) change(*next);
+    }
+    pending_.clear();
   }
   bool WantsRewrite() const override { return want_rewrite; }
   bool BeginRewrite(const Books& ids) override {
+    Flush();
     next.emplace();
     next->last_handle = ids.last_handle;
     next->last_lease = ids.last_lease;
@@ -64,6 +76,7 @@ class BooksRecorder : public BookSink {
     return true;
   }
   bool AddToRewrite(const Books& entities) override {
+    Flush();
     ++steps;
     largest_step = std::max(largest_step, entities.buffers.size() +
                                               entities.leases.size() +
@@ -76,6 +89,7 @@ class BooksRecorder : public BookSink {
     return true;
   }
   bool FinishRewrite() override {
+    Flush();
     books = *std::move(next);
     next.reset();
     ++rewrites;
@@ -90,11 +104,11 @@ class BooksRecorder : public BookSink {
   size_t largest_step = 0;  // the most entities one of them added
 
  private:
-  template <typename F>
-  void Apply(F f) {
-    f(books);
-    if (next.has_value()) f(*next);
+  void Apply(std::function<void(Books&)> change) {
+    pending_.push_back(std::move(change));
   }
+
+  std::vector<std::function<void(Books&)>> pending_;  // until Flush
 };
 
 // Whether `a` and `b` book the same entities: the same buffers (by handle),

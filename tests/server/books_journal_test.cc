@@ -44,6 +44,7 @@ TEST_F(BooksJournalTest, EveryRecordTypeRoundTrips) {
   ASSERT_NE(journal, nullptr);
   Books expected = Sample();
   Report(expected, *journal);
+  const Books reported = expected;
   // Changes after the first report: a seal, a renewal, a hold count
   // changed, an erased buffer and lease (holds first, as the Registry
   // does), and a later arena.
@@ -68,8 +69,12 @@ TEST_F(BooksJournalTest, EveryRecordTypeRoundTrips) {
   expected.last_lease = 9;
   expected.last_arena = 5;
   expected.revision = 45;
-
+  // Nothing more is written until Flush; then every change, in one write.
+  EXPECT_EQ(journal->stats().records_written, 1u + 10u);
   LoadReport report;
+  EXPECT_EQ(Describe(Load(&report)), Describe(reported));
+  journal->Flush();
+
   Books loaded = Load(&report);
   EXPECT_EQ(Describe(loaded), Describe(expected));
   EXPECT_THAT(report.problems, IsEmpty());
@@ -95,6 +100,7 @@ TEST_F(BooksJournalTest, RewriteReplacesHistory) {
     journal->PutHolds(4, h, 0);
     journal->EraseBuffer(h, h);
   }
+  journal->Flush();
   books.last_handle = 399;
   books.revision = 400;
   books.last_lease = 12;  // a lease handed out and gone since
@@ -108,6 +114,7 @@ TEST_F(BooksJournalTest, RewriteReplacesHistory) {
   EXPECT_THAT(report.problems, IsEmpty());
   // Appends go on in the rewritten file.
   journal->PutHolds(8, 3, 2);
+  journal->Flush();
   books.holds[{8, 3}] = 2;
   EXPECT_EQ(Describe(Load(&report)), Describe(books));
   // And a new daemon's Open compacts what it loaded.
@@ -138,6 +145,7 @@ TEST_F(BooksJournalTest, ARewriteInStepsKeepsTheChangesMadeMeanwhile) {
   journal->EraseBuffer(5, 44);
   journal->PutBuffer(Buffer(7), 45);
   journal->PutHolds(4, 7, 1);
+  journal->Flush();
   books.buffers[3] = sealed;
   books.buffers.erase(5);
   books.holds.erase({8, 5});
@@ -164,6 +172,7 @@ TEST_F(BooksJournalTest, ARewriteInStepsKeepsTheChangesMadeMeanwhile) {
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/books.tmp"));
   // Appends go on in the new file.
   journal->PutHolds(8, 6, 1);
+  journal->Flush();
   books.holds[{8, 6}] = 1;
   EXPECT_EQ(Describe(Load(&report)), Describe(books));
 }
@@ -228,6 +237,7 @@ int FillUp(BooksJournal& journal, const std::string& dir) {
   if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) return 10;
   if (journal.WantsRewrite()) return 11;
   journal.PutHolds(4, 3, 7);
+  journal.Flush();
   if (journal.stats().write_errors != 1) return 12;
   if (!journal.WantsRewrite()) return 13;
   // The rewrite fails too (the snapshot is larger than the limit): the old

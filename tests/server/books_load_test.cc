@@ -63,6 +63,7 @@ TEST_F(BooksLoadTest, AFlippedByteSkipsExactlyThatRecord) {
   Report(books, *journal);
   const size_t before = journal->stats().bytes;
   journal->PutHolds(8, 3, 5);  // the record to corrupt
+  journal->Flush();
   const size_t after = journal->stats().bytes;
   journal->PutHolds(4, 5, 2);  // a record after it, kept
   books.holds[{4, 5}] = 2;
@@ -163,6 +164,7 @@ TEST_F(BooksLoadTest, NothingInconsistentIsTrusted) {
   BookedBuffer bad_name = Buffer(96);
   bad_name.info.name = "-no";
   journal->PutBuffer(bad_name, 66);
+  journal->Flush();
   // Ids seen are still raised, so none is handed out twice.
   books.last_handle = 93;
   books.last_lease = 92;
@@ -185,6 +187,7 @@ TEST_F(BooksLoadTest, ProblemsAreBounded) {
   auto journal = Open();
   ASSERT_NE(journal, nullptr);
   for (int i = 0; i < 100; ++i) journal->PutLease(Lease(0));
+  journal->Flush();
   LoadReport report;
   Load(&report);
   EXPECT_EQ(report.skipped, 100u);

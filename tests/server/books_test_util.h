@@ -132,7 +132,8 @@ inline Books Sample() {
   return books;
 }
 
-// Appends `books` to `journal` as a Registry would have reported it.
+// Appends `books` to `journal` as a Registry would have reported it, in one
+// hold of its lock.
 inline void Report(const Books& books, BookSink& sink) {
   for (const auto& [id, lease] : books.leases) sink.PutLease(lease);
   for (const auto& [handle, buffer] : books.buffers) {
@@ -142,6 +143,7 @@ inline void Report(const Books& books, BookSink& sink) {
     sink.PutHolds(key.first, key.second, count);
   }
   sink.PutLastArena(books.last_arena);
+  sink.Flush();
 }
 
 class BooksDirTest : public ::testing::Test {
