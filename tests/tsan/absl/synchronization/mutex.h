@@ -6,25 +6,28 @@
 // as a race. This one is std::shared_mutex and std::condition_variable_any,
 // which TSan understands, with the part of absl::Mutex's API the project
 // uses: Lock/Unlock, ReaderLock, Await, LockWhen, AwaitWithDeadline/Timeout,
-// Condition (a bool* or a function and argument), CondVar and the scoped
-// locks.
+// Condition (a bool*, a function and argument, or a functor), CondVar, the
+// scoped locks, and constant initialization (absl::kConstInit).
 //
 // It must be absl::Mutex itself (Abseil's headers forward-declare that
 // class), so its classes have hidden visibility: its inline functions never
 // interpose on the real ones in libabsl_*.so. It keeps sizeof(absl::Mutex)
 // (one pointer), as Abseil's headers size storage by it. Only code that
-// shares no absl::Mutex with an uninstrumented library may use it: core/
-// and its tests, not client/ or server/ (gRPC's grpc::internal::Mutex wraps
-// an absl::Mutex inside objects libgrpc++ locks itself).
+// shares no absl::Mutex with an uninstrumented library may use it: core/,
+// server/'s shmbroker_daemon and their tests, not client/ or server/'s gRPC
+// edge (gRPC's grpc::internal::Mutex wraps an absl::Mutex inside objects
+// libgrpc++ locks itself).
 #ifndef ABSL_SYNCHRONIZATION_MUTEX_H_
 #define ABSL_SYNCHRONIZATION_MUTEX_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <shared_mutex>
 
 #include "absl/base/config.h"
+#include "absl/base/const_init.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -45,6 +48,10 @@ class SHMBROKER_TSAN_SHIM_HIDDEN Condition {
   template <typename T>
   Condition(const T* object, bool (T::*method)() const)
       : eval_([object, method] { return (object->*method)(); }) {}
+  // A functor, e.g. a lambda, called as (*functor)() (server/timer_thread.h).
+  template <typename T>
+  explicit Condition(const T* functor)
+      : eval_([functor] { return (*functor)(); }) {}
   bool Eval() const { return eval_(); }
 
  private:
@@ -56,21 +63,23 @@ class CondVar;
 class SHMBROKER_TSAN_SHIM_HIDDEN ABSL_LOCKABLE Mutex {
  public:
   Mutex() : impl_(new Impl) {}
-  ~Mutex() { delete impl_; }
+  // For ABSL_CONST_INIT statics (constinit): the state is made on first use.
+  explicit constexpr Mutex(absl::ConstInitType) : impl_(nullptr) {}
+  ~Mutex() { delete impl_.load(); }
   Mutex(const Mutex&) = delete;
   Mutex& operator=(const Mutex&) = delete;
 
-  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { impl_->mu.lock(); }
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { impl()->mu.lock(); }
   // Any change under the lock may make an awaited Condition true.
   void Unlock() ABSL_UNLOCK_FUNCTION() {
-    impl_->awaited.notify_all();
-    impl_->mu.unlock();
+    impl()->awaited.notify_all();
+    impl()->mu.unlock();
   }
   bool TryLock() ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true) {
-    return impl_->mu.try_lock();
+    return impl()->mu.try_lock();
   }
-  void ReaderLock() ABSL_SHARED_LOCK_FUNCTION() { impl_->mu.lock_shared(); }
-  void ReaderUnlock() ABSL_UNLOCK_FUNCTION() { impl_->mu.unlock_shared(); }
+  void ReaderLock() ABSL_SHARED_LOCK_FUNCTION() { impl()->mu.lock_shared(); }
+  void ReaderUnlock() ABSL_UNLOCK_FUNCTION() { impl()->mu.unlock_shared(); }
   void WriterLock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { Lock(); }
   void WriterUnlock() ABSL_UNLOCK_FUNCTION() { Unlock(); }
   void AssertHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK() {}
@@ -78,14 +87,14 @@ class SHMBROKER_TSAN_SHIM_HIDDEN ABSL_LOCKABLE Mutex {
   void AssertNotHeld() const {}
 
   void Await(const Condition& cond) {
-    impl_->awaited.wait(impl_->mu, [&] { return cond.Eval(); });
+    impl()->awaited.wait(impl()->mu, [&] { return cond.Eval(); });
   }
   void LockWhen(const Condition& cond) ABSL_EXCLUSIVE_LOCK_FUNCTION() {
     Lock();
     Await(cond);
   }
   bool AwaitWithDeadline(const Condition& cond, absl::Time deadline) {
-    return impl_->awaited.wait_until(impl_->mu, absl::ToChronoTime(deadline),
+    return impl()->awaited.wait_until(impl()->mu, absl::ToChronoTime(deadline),
                                      [&] { return cond.Eval(); });
   }
   bool AwaitWithTimeout(const Condition& cond, absl::Duration timeout) {
@@ -107,15 +116,25 @@ class SHMBROKER_TSAN_SHIM_HIDDEN ABSL_LOCKABLE Mutex {
     std::shared_mutex mu;
     std::condition_variable_any awaited;
   };
-  Impl* impl_;
+  Impl* impl() const {
+    Impl* impl = impl_.load(std::memory_order_acquire);
+    if (impl != nullptr) return impl;
+    Impl* made = new Impl;
+    if (impl_.compare_exchange_strong(impl, made, std::memory_order_acq_rel)) {
+      return made;
+    }
+    delete made;  // another thread's came first
+    return impl;
+  }
+  mutable std::atomic<Impl*> impl_;
 };
 
 class SHMBROKER_TSAN_SHIM_HIDDEN CondVar {
  public:
-  void Wait(Mutex* mu) { cv_.wait(mu->impl_->mu); }
+  void Wait(Mutex* mu) { cv_.wait(mu->impl()->mu); }
   // True when the time ran out (as absl::CondVar).
   bool WaitWithDeadline(Mutex* mu, absl::Time deadline) {
-    return cv_.wait_until(mu->impl_->mu, absl::ToChronoTime(deadline)) ==
+    return cv_.wait_until(mu->impl()->mu, absl::ToChronoTime(deadline)) ==
            std::cv_status::timeout;
   }
   bool WaitWithTimeout(Mutex* mu, absl::Duration timeout) {
