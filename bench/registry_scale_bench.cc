@@ -10,6 +10,9 @@
 //                  to list its own among everyone's
 //   Tenants        Registry::Tenants, the per-uid usage every scrape and
 //                  Status call reads
+//   ResidentBytes  Registry::ResidentBytes, which every scrape reads: a
+//                  walk of the table, in steps of kResidentBytesStep
+//                  buffers per hold of the lock
 // Flat from 1k to 1M means the cost follows the page, not the table. Run
 // with interleaved repetitions on a shared machine:
 //
@@ -106,6 +109,18 @@ void BM_Tenants(benchmark::State& state) {
   }
 }
 
+// The whole walk; it holds the lock for kResidentBytesStep buffers at a
+// time, so the longest hold is about this over the steps (a counter).
+void BM_ResidentBytes(benchmark::State& state) {
+  Table& table = TableOf(state.range(0));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(table.registry->ResidentBytes());
+  }
+  state.counters["steps"] =
+      static_cast<double>((state.range(0) + Registry::kResidentBytesStep) /
+                          Registry::kResidentBytesStep);
+}
+
 void Sizes(benchmark::internal::Benchmark* b) {
   b->Arg(1'000)->Arg(100'000)->Arg(1'000'000)->Unit(benchmark::kMicrosecond);
 }
@@ -113,6 +128,7 @@ BENCHMARK(BM_Stats)->Apply(Sizes);
 BENCHMARK(BM_ListPage)->Apply(Sizes);
 BENCHMARK(BM_ListPageOther)->Apply(Sizes);
 BENCHMARK(BM_Tenants)->Apply(Sizes);
+BENCHMARK(BM_ResidentBytes)->Apply(Sizes);
 
 }  // namespace
 }  // namespace shmbroker

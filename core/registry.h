@@ -276,9 +276,12 @@ class Registry {
   void StopBookingForRestart();
 
   // Bytes of live buffers' memory actually backed by pages (st_blocks), which
-  // is less than allocated for memory never touched. O(buffers) fstat calls,
-  // made without the lock.
+  // is less than allocated for memory never touched. One fstat per dedicated
+  // buffer, made without the lock; the table is walked kResidentBytesStep
+  // buffers per hold of the lock, so buffers made or gone meanwhile may be
+  // counted or not.
   uint64_t ResidentBytes() const;
+  static constexpr size_t kResidentBytesStep = 4096;
 
  private:
   using BufferRecord = registry_internal::BufferRecord;

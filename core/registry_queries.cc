@@ -126,25 +126,36 @@ std::vector<TenantUsage> Registry::Tenants() const {
 }
 
 uint64_t Registry::ResidentBytes() const {
+  // Pooled buffers' arenas are counted once, by the pool. The dedicated
+  // buffers are found a step at a time: one hold of the lock for the whole
+  // table was a stall for every other call, every scrape, that grew with
+  // the table (a million buffers, mostly pooled, were a long walk).
+  uint64_t resident = pool_ != nullptr ? pool_->ResidentBytes() : 0;
   std::vector<std::shared_ptr<const MemoryObject>> memory;
-  {
-    Locked lock(this);
-    memory.reserve(buffers_.size());
-    for (const auto& [handle, record] : buffers_) {
-      // Pooled buffers' arenas are counted once, below.
-      if (record.memory && record.info.kind == BufferKind::kDedicated) {
-        memory.push_back(record.memory);
+  for (Handle next = 0;;) {
+    bool more = false;
+    {
+      Locked lock(this);
+      auto it = buffers_.lower_bound(next);
+      for (size_t n = 0; it != buffers_.end() && n < kResidentBytesStep;
+           ++it, ++n) {
+        const BufferRecord& record = it->second;
+        if (record.memory && record.info.kind == BufferKind::kDedicated) {
+          memory.push_back(record.memory);
+        }
+      }
+      more = it != buffers_.end();
+      if (more) next = it->first;
+    }
+    for (const auto& m : memory) {
+      struct stat st {};
+      if (::fstat(m->fd(), &st) == 0) {
+        resident += static_cast<uint64_t>(st.st_blocks) * 512;
       }
     }
+    memory.clear();  // unlocked: the last of a freed buffer's fd closes here
+    if (!more) return resident;
   }
-  uint64_t resident = pool_ != nullptr ? pool_->ResidentBytes() : 0;
-  for (const auto& m : memory) {
-    struct stat st {};
-    if (::fstat(m->fd(), &st) == 0) {
-      resident += static_cast<uint64_t>(st.st_blocks) * 512;
-    }
-  }
-  return resident;
 }
 
 }  // namespace shmbroker

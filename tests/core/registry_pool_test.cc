@@ -1,6 +1,10 @@
 // The Registry with pooling on: which buffers are pooled, one capacity for
 // dedicated pages and whole arenas, falling back, retiring unused arenas for
 // room, and pooled memory freed with the last hold.
+#include <sys/mman.h>
+
+#include <cstring>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/core/registry_fixture.h"
@@ -171,6 +175,26 @@ TEST_F(RegistryPoolTest, EnablingTwiceOrWithBadOptionsIsRefused) {
       registry_->EnablePooling(bad),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("arena size")));
   EXPECT_EQ(registry_->pool(), nullptr);
+}
+
+// ResidentBytes walks the table a step at a time, between holds of the
+// lock: a dedicated buffer past the first step counts, once its pages are.
+TEST_F(RegistryPoolTest, ResidentBytesCountsBuffersPastTheFirstStep) {
+  const ConnectionId alice = Open(kAlice);
+  for (size_t i = 0; i < Registry::kResidentBytesStep + 10; ++i) {
+    ASSERT_THAT(registry_->Allocate(alice, Spec(64)), IsOk());
+  }
+  constexpr uint64_t kSize = 8192;
+  absl::StatusOr<Grant> late =
+      registry_->Allocate(alice, Kind(kSize, BufferKind::kDedicated));
+  ASSERT_THAT(late, IsOk());
+  const uint64_t before = registry_->ResidentBytes();
+  void* pages = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED,
+                       late->memory->fd(), 0);
+  ASSERT_NE(pages, MAP_FAILED);
+  std::memset(pages, 1, kSize);
+  ::munmap(pages, kSize);
+  EXPECT_EQ(registry_->ResidentBytes(), before + kSize);
 }
 
 }  // namespace
