@@ -95,7 +95,7 @@ class SHMBROKER_TSAN_SHIM_HIDDEN ABSL_LOCKABLE Mutex {
   }
   bool AwaitWithDeadline(const Condition& cond, absl::Time deadline) {
     return impl()->awaited.wait_until(impl()->mu, absl::ToChronoTime(deadline),
-                                     [&] { return cond.Eval(); });
+                                      [&] { return cond.Eval(); });
   }
   bool AwaitWithTimeout(const Condition& cond, absl::Duration timeout) {
     return AwaitWithDeadline(cond, absl::Now() + timeout);
