@@ -46,8 +46,8 @@ ctest --test-dir build-asan --output-on-failure --timeout 300 -j2 \
 # and the fd channel with every daemon thread against it (100 rounds of 4
 # client threads), with the TSan-only absl::Mutex (tests/tsan;
 # docs/testing.md, "ThreadSanitizer"). Any report fails the run (TSan exits
-# 66). 8 to 12 minutes from a clean build-tsan/ without ccache on two
-# cores, 10 s to run.
+# 66). 3.2 minutes from a clean build-tsan/ without ccache on two idle
+# cores, about 10 s to run.
 echo "== ThreadSanitizer"
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSHMBROKER_SANITIZE=thread -DSHMBROKER_TSAN_SHIM=ON \
