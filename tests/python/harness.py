@@ -129,5 +129,14 @@ class DaemonTest(unittest.TestCase):
 
     def wait_buffers(self, n, client=None, timeout=20.0):
         client = client or self.client
-        wait_for(lambda: client.status().buffers == n, timeout=timeout,
-                 what=f"the daemon to have {n} buffers")
+
+        def settled():
+            have = client.status().buffers
+            if have == n:
+                return True
+            # What wait_for shows at the deadline: who holds what is left.
+            raise AssertionError(f"{have} buffers: " + "; ".join(
+                f"{b.handle} {b.kind} {b.holders} holder(s), owner pid {b.owner_pid}"
+                for b in client.ls()[:8]))
+
+        wait_for(settled, timeout=timeout, what=f"the daemon to have {n} buffers")
