@@ -3,23 +3,19 @@
 // message naming the cause, neither spins nor floods its log while it
 // cannot accept, says NOT_SERVING meanwhile, and serves again once fds come
 // back.
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdlib>
-#include <cstring>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "common/fd_channel_decode.h"
-#include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/common/raw_fd_channel.h"
 #include "tests/integration/test_daemon.h"
 
 namespace shmbroker::testing {
@@ -46,29 +42,17 @@ off_t FileSize(const std::string& path) {
 }
 
 // Opens an fd channel and reads the daemon's first frame: a Hello (the
-// connection is open; its fd goes to *open) or an error (its text returned).
+// connection is open; its fd goes to *open) or an error (its text
+// returned).
 std::string OpenRaw(const std::string& socket, std::vector<int>* open) {
-  int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strcpy(addr.sun_path, (socket + ".fds").c_str());
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return absl::StrCat("connect: ", std::strerror(errno));
-  }
-  fdchannel::Frame frame;
-  fdchannel::Received got = fdchannel::RecvFrame(fd, &frame, 0);
-  absl::StatusOr<fdchannel::FromDaemon> first =
-      fdchannel::DecodeFromDaemon(got.envelope, frame);
-  if (first.ok() && std::holds_alternative<fdchannel::Hello>(*first)) {
-    open->push_back(fd);
+  absl::StatusOr<RawFdChannel> raw = DialFdChannel(socket + ".fds");
+  if (!raw.ok()) return raw.status().ToString();
+  if (std::holds_alternative<fdchannel::Hello>(raw->first)) {
+    open->push_back(raw->socket.release());
     return "";
   }
-  ::close(fd);
-  if (first.ok()) {
-    if (const auto* error = std::get_if<fdchannel::ErrorText>(&*first)) {
-      return error->text;
-    }
+  if (const auto* error = std::get_if<fdchannel::ErrorText>(&raw->first)) {
+    return error->text;
   }
   return "no greeting";
 }

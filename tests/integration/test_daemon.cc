@@ -16,10 +16,9 @@
 #include <regex>
 
 #include "absl/strings/str_cat.h"
-#include "common/fd_channel_decode.h"
-#include "common/fd_channel_io.h"
 #include "common/fd_channel_protocol.h"
 #include "common/unique_fd.h"
+#include "tests/common/raw_fd_channel.h"
 
 namespace shmbroker::testing {
 
@@ -216,22 +215,15 @@ std::string ReadWholeFile(const std::string& path) {
 }
 
 int ConnectRawFdChannel(const std::string& socket, std::string* token) {
-  int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  const std::string path = socket + ".fds";
-  std::strcpy(addr.sun_path, path.c_str());
-  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  fdchannel::Frame frame;
-  fdchannel::Received got = fdchannel::RecvFrame(fd, &frame, 0);
-  absl::StatusOr<fdchannel::FromDaemon> hello =
-      fdchannel::DecodeFromDaemon(got.envelope, frame);
-  EXPECT_TRUE(hello.ok()) << hello.status();
-  EXPECT_TRUE(hello.ok() && std::holds_alternative<fdchannel::Hello>(*hello));
-  if (token != nullptr && hello.ok()) {
-    *token = fdchannel::TokenToHex(std::get<fdchannel::Hello>(*hello).token);
+  absl::StatusOr<RawFdChannel> raw = DialFdChannel(socket + ".fds");
+  EXPECT_TRUE(raw.ok()) << raw.status();
+  if (!raw.ok()) return -1;
+  const auto* hello = std::get_if<fdchannel::Hello>(&raw->first);
+  EXPECT_NE(hello, nullptr) << "the daemon's first frame is not a Hello";
+  if (token != nullptr && hello != nullptr) {
+    *token = fdchannel::TokenToHex(hello->token);
   }
-  return fd;
+  return raw->socket.release();
 }
 
 double Metric(const TestDaemon& daemon, const std::string& series) {

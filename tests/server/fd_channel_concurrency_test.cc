@@ -11,7 +11,6 @@
 // outcomes (every call answered as the contract says, nothing left held);
 // under TSan (docs/testing.md, "ThreadSanitizer") the server's locking.
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -40,9 +39,13 @@
 #include "server/metrics.h"
 #include "server/reclaim_latency.h"
 #include "spdlog/spdlog.h"
+#include "tests/common/raw_fd_channel.h"
 
 namespace shmbroker {
 namespace {
+
+using testing::DialFdChannel;
+using testing::RawFdChannel;
 
 constexpr int kClients = 4;
 // Connections per client thread; SHMBROKER_FD_CHANNEL_ROUNDS for more.
@@ -172,29 +175,15 @@ struct Connection {
 };
 
 absl::StatusOr<Connection> Connect(const std::string& path) {
-  Connection c;
-  c.socket = UniqueFd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
-  if (::connect(c.socket.get(), reinterpret_cast<sockaddr*>(&addr),
-                sizeof(addr)) != 0) {
-    return absl::UnavailableError(absl::StrCat("connect: errno ", errno));
-  }
-  // A daemon that never answers fails the test instead of hanging it.
-  const timeval timeout{.tv_sec = 10, .tv_usec = 0};
-  ::setsockopt(c.socket.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout,
-               sizeof(timeout));
-  fdchannel::Frame frame;
-  fdchannel::Received got = fdchannel::RecvFrame(c.socket.get(), &frame, 0);
-  absl::StatusOr<fdchannel::FromDaemon> hello =
-      fdchannel::DecodeFromDaemon(got.envelope, frame);
-  if (!hello.ok()) return hello.status();
-  if (!std::holds_alternative<fdchannel::Hello>(*hello)) {
+  // A daemon that never answers fails the test instead of hanging it (the
+  // 10 s receive timeout stays on the socket).
+  absl::StatusOr<RawFdChannel> raw = DialFdChannel(path);
+  if (!raw.ok()) return raw.status();
+  const auto* hello = std::get_if<fdchannel::Hello>(&raw->first);
+  if (hello == nullptr) {
     return absl::InternalError("the first frame is not a Hello");
   }
-  c.hello = std::get<fdchannel::Hello>(*hello);
-  return c;
+  return Connection{.socket = std::move(raw->socket), .hello = *hello};
 }
 
 // Reads the next frame: an FdGrant for `handle`, with its fd.
