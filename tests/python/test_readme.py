@@ -34,10 +34,12 @@ class ReadmeTest(DaemonTest):
 
     def test_examples(self):
         examples = python_examples()
-        self.assertEqual(len(examples), 2)
+        self.assertEqual(len(examples), 3)
         self.assertEqual(self.run_example(examples[0]), "")
         # The consumer's sum of the producer's 2**18 floats of 1.0.
         self.assertEqual(self.run_example(examples[1]), "262144.0\n")
+        # Every label of the DataLoader's batches came through, once.
+        self.assertEqual(self.run_example(examples[2]), "True\n")
 
 
 if __name__ == "__main__":
