@@ -14,9 +14,9 @@
 // interpose on the real ones in libabsl_*.so. It keeps sizeof(absl::Mutex)
 // (one pointer), as Abseil's headers size storage by it. Only code that
 // shares no absl::Mutex with an uninstrumented library may use it: core/,
-// server/'s shmbroker_daemon and their tests, not client/ or server/'s gRPC
-// edge (gRPC's grpc::internal::Mutex wraps an absl::Mutex inside objects
-// libgrpc++ locks itself).
+// server/'s shmbroker_daemon, the client's fd channel and their tests, not
+// the gRPC edges of client/ and server/ (gRPC's grpc::internal::Mutex wraps
+// an absl::Mutex inside objects libgrpc++ locks itself).
 #ifndef ABSL_SYNCHRONIZATION_MUTEX_H_
 #define ABSL_SYNCHRONIZATION_MUTEX_H_
 
