@@ -27,10 +27,10 @@ cmake --build build-asan
 # FdLimitTest stays out of this pass: it runs the daemon out of file
 # descriptors on purpose, and UBSan's vptr check cannot work in such a
 # process. On a miss in its cache it asks whether the vtable is readable
-# by writing it into a pipe(), which fails with EMFILE, and it then reports
+# by writing it into a pipe2(), which fails with EMFILE, and it then reports
 # any object it checks as "invalid vptr" ("<memory cannot be printed>") and
 # exits: a gRPC reactor, a shared_ptr's control block, whatever comes
-# first. A six-line program that exhausts its fds and then touches a live
+# first. A short program that exhausts its fds and then touches a live
 # object reproduces it (docs/testing.md). The first pass runs the test.
 ctest --test-dir build-asan --output-on-failure --timeout 300 -j2 \
   -LE 'install|image|k8s|package' -E '^FdLimitTest\.'
