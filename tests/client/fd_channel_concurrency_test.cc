@@ -39,6 +39,7 @@
 #include "common/unique_fd.h"
 #include "gtest/gtest.h"
 #include "tests/client/fake_fd_channel.h"
+#include "tests/common/proc_fds.h"
 
 namespace shmbroker::client {
 namespace {
@@ -50,16 +51,6 @@ constexpr size_t kBatch = 8;
 int CallsPerThread() {
   const char* env = std::getenv("SHMBROKER_CLIENT_FD_CHANNEL_CALLS");
   return env != nullptr ? std::max(1, std::atoi(env)) : 200;
-}
-
-size_t OpenFds() {
-  size_t n = 0;
-  for (const auto& entry :
-       std::filesystem::directory_iterator("/proc/self/fd")) {
-    (void)entry;
-    ++n;
-  }
-  return n;
 }
 
 // What the fd `fd` is: "/memfd:call-7 (deleted)" for the stand-in's.
@@ -142,7 +133,7 @@ uint64_t CallOf(const fdchannel::Reply& reply) {
 TEST(ClientFdChannelConcurrencyTest,
      EveryReplyAndFdReachesItsCallOrTheOrphans) {
   FakeFdChannel daemon;
-  const size_t baseline = OpenFds();
+  const int baseline = testing::CountFds(::getpid());
   UniqueFd accepted;
   std::thread greeter([&] { accepted = daemon.Accept(/*default_lease=*/1); });
   absl::StatusOr<std::unique_ptr<FdChannel>> channel =
@@ -208,12 +199,12 @@ TEST(ClientFdChannelConcurrencyTest,
   EXPECT_EQ(orphans.load(), gave_up.load());
   // Every fd was claimed and closed by its caller, or closed for an orphan:
   // open are only the two ends of the channel.
-  EXPECT_EQ(OpenFds(), baseline + 2);
+  EXPECT_EQ(testing::CountFds(::getpid()), baseline + 2);
 
   channel->reset();  // hangs up: the stand-in returns
   daemon_thread.join();
   EXPECT_EQ(stand_in.releases(), sent_one_way.load());
-  EXPECT_EQ(OpenFds(), baseline);
+  EXPECT_EQ(testing::CountFds(::getpid()), baseline);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/default_socket.h"
 #include "common/fd_channel_protocol.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -45,7 +46,7 @@ off_t FileSize(const std::string& path) {
 // connection is open; its fd goes to *open) or an error (its text
 // returned).
 std::string OpenRaw(const std::string& socket, std::vector<int>* open) {
-  absl::StatusOr<RawFdChannel> raw = DialFdChannel(socket + ".fds");
+  absl::StatusOr<RawFdChannel> raw = DialFdChannel(FdChannelPath(socket));
   if (!raw.ok()) return raw.status().ToString();
   if (std::holds_alternative<fdchannel::Hello>(raw->first)) {
     open->push_back(raw->socket.release());

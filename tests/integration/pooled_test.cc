@@ -5,7 +5,6 @@
 // kind rules (the pooling flags and the scavenger:
 // pooling_config_test.cc). The uid tests need root (as CI has), and fail
 // without it.
-#include <dirent.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -17,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/common/proc_fds.h"
 #include "tests/integration/pooled_options.h"
 #include "tests/integration/test_daemon.h"
 
@@ -26,15 +26,6 @@ namespace {
 using ::testing::HasSubstr;
 
 constexpr uint32_t kNobody = 65534;
-
-size_t OpenFds() {
-  size_t n = 0;
-  if (DIR* dir = ::opendir("/proc/self/fd")) {
-    while (const dirent* e = ::readdir(dir)) n += e->d_name[0] != '.';
-    ::closedir(dir);
-  }
-  return n;
-}
 
 class PooledTest : public DaemonTest {
  protected:
@@ -103,25 +94,26 @@ TEST_F(PooledTest, AConnectionGetsEachArenaFdOnceAndTrimReturnsIt) {
   // Allocate went on the fd channel: the gRPC connection (one more fd) opens
   // lazily, so open it before counting.
   ASSERT_TRUE(client_->Ping().ok());
-  const size_t before = OpenFds();
+  const int before = CountFds(::getpid());
   std::vector<client::Buffer> held;
   for (int i = 0; i < 200; ++i) {
     auto b = client_->Allocate(Pooled(1024));
     ASSERT_TRUE(b.ok()) << b.status();
     held.push_back(std::move(*b));
   }
-  EXPECT_EQ(OpenFds(), before) << "pooled buffers in a mapped arena need no fd";
+  EXPECT_EQ(CountFds(::getpid()), before)
+      << "pooled buffers in a mapped arena need no fd";
   EXPECT_EQ(Pool().arenas, 1u);
 
   EXPECT_EQ(client_->TrimArenas(), 0u) << "buffers still point into it";
   held.clear();
   EXPECT_EQ(client_->TrimArenas(), 1u);
-  EXPECT_EQ(OpenFds(), before - 1);
+  EXPECT_EQ(CountFds(::getpid()), before - 1);
   // The daemon heard that the fd is gone and sends it again.
   auto again = client_->Allocate(Pooled(1024));
   ASSERT_TRUE(again.ok()) << again.status();
   std::memset(again->data(), 7, again->size());
-  EXPECT_EQ(OpenFds(), before);
+  EXPECT_EQ(CountFds(::getpid()), before);
 }
 
 TEST_F(PooledTest, TwoUidsNeverShareAnArena) {

@@ -43,17 +43,6 @@ uint64_t EnvOr(const char* name, uint64_t fallback) {
                                                               : fallback;
 }
 
-int CountFds(pid_t pid) {
-  int n = 0;
-  std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator(
-           absl::StrCat("/proc/", pid, "/fd"), ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++n;
-  }
-  return n;
-}
-
 std::string DescribeFds(pid_t pid) {
   std::vector<std::string> fds;
   std::error_code ec;

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/proc_fds.h"  // CountFds
+
 namespace shmbroker::testing {
 
 class TestDaemon;
@@ -32,9 +34,8 @@ std::vector<std::string> ShmNames(const std::string& prefix);
 // or `fallback` when it is unset or not a number.
 uint64_t EnvOr(const char* name, uint64_t fallback);
 
-// How many fds the process `pid` has open (its /proc/PID/fd).
-int CountFds(pid_t pid);
-// What they are ("7 -> memfd:... (deleted)", ...), for failure messages.
+// What the fds of `pid` are ("7 -> memfd:... (deleted)", ...), for failure
+// messages; CountFds (tests/common/proc_fds.h) counts them.
 std::string DescribeFds(pid_t pid);
 
 }  // namespace shmbroker::testing

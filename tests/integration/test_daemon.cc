@@ -16,6 +16,7 @@
 #include <regex>
 
 #include "absl/strings/str_cat.h"
+#include "common/default_socket.h"
 #include "common/fd_channel_protocol.h"
 #include "common/unique_fd.h"
 #include "tests/common/raw_fd_channel.h"
@@ -215,7 +216,7 @@ std::string ReadWholeFile(const std::string& path) {
 }
 
 int ConnectRawFdChannel(const std::string& socket, std::string* token) {
-  absl::StatusOr<RawFdChannel> raw = DialFdChannel(socket + ".fds");
+  absl::StatusOr<RawFdChannel> raw = DialFdChannel(FdChannelPath(socket));
   EXPECT_TRUE(raw.ok()) << raw.status();
   if (!raw.ok()) return -1;
   const auto* hello = std::get_if<fdchannel::Hello>(&raw->first);
