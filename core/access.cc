@@ -21,7 +21,7 @@ bool Admits(const ShareRule& rule, const Identity& caller) {
 
 // The widest access any rule (or ownership) grants, if any.
 std::optional<AccessMode> Allowed(const Identity& caller, const Identity& owner,
-                                  const std::vector<ShareRule>& rules) {
+                                  absl::Span<const ShareRule> rules) {
   if (caller.is_root() || caller.uid == owner.uid) {
     return AccessMode::kReadWrite;
   }
@@ -53,7 +53,7 @@ absl::Status ValidateShareRules(const std::vector<ShareRule>& rules) {
 
 absl::StatusOr<AccessMode> DecideAccess(const Identity& caller,
                                         const Identity& owner,
-                                        const std::vector<ShareRule>& rules,
+                                        absl::Span<const ShareRule> rules,
                                         AccessRequest request) {
   std::optional<AccessMode> allowed = Allowed(caller, owner, rules);
   if (!allowed) {
@@ -78,7 +78,7 @@ absl::StatusOr<AccessMode> DecideAccess(const Identity& caller,
 }
 
 bool MaySee(const Identity& caller, const Identity& owner,
-            const std::vector<ShareRule>& rules) {
+            absl::Span<const ShareRule> rules) {
   return Allowed(caller, owner, rules).has_value();
 }
 

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "core/identity.h"
 
 namespace shmbroker {
@@ -38,12 +39,12 @@ absl::Status ValidateShareRules(const std::vector<ShareRule>& rules);
 // PERMISSION_DENIED saying why.
 absl::StatusOr<AccessMode> DecideAccess(const Identity& caller,
                                         const Identity& owner,
-                                        const std::vector<ShareRule>& rules,
+                                        absl::Span<const ShareRule> rules,
                                         AccessRequest request);
 
 // Whether `caller` may see the buffer at all (any access).
 bool MaySee(const Identity& caller, const Identity& owner,
-            const std::vector<ShareRule>& rules);
+            absl::Span<const ShareRule> rules);
 
 }  // namespace shmbroker
 

@@ -19,7 +19,7 @@
 
 namespace shmbroker {
 
-enum class Backing { kMemfd, kPosix };
+enum class Backing : uint8_t { kMemfd, kPosix };
 
 // Which OS object a segment is (st_dev, st_ino), so that an fd presented
 // after a daemon restart can be checked to be that very one.

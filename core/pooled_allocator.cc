@@ -162,6 +162,15 @@ absl::StatusOr<std::unique_ptr<Arena>> PooledAllocator::NewArena(
   }
 
   const uint64_t id = next_arena_id_.fetch_add(1);
+  if (id > kMaxArenaId) {
+    // Only books that claim ids no daemon lives to use get here
+    // (ReserveArenaIds): the Registry keeps an arena id in 32 bits.
+    budget_->Return(tenant, arena_size);
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "pooled allocation of %d bytes: arena ids are used up (the last "
+        "one is %d); dedicated buffers still work",
+        size, kMaxArenaId));
+  }
   absl::StatusOr<std::shared_ptr<ArenaSegment>> segment = ArenaSegment::Create(
       arena_size, options_.prefault,
       absl::StrFormat("shmbroker-arena-%d-uid-%d", id, tenant));

@@ -256,6 +256,8 @@ class PooledAllocator {
   // Retires every arena with no live block now, whatever its idle time
   // (for a caller that needs the capacity back); returns the bytes freed.
   uint64_t ReleaseUnused();
+  // Arena ids run from 1 to this; past it, new arenas are refused.
+  static constexpr uint64_t kMaxArenaId = 0xffffffff;
   // Hands out arena ids above `last_id` only: a restarted daemon's clients
   // may still map the previous daemon's arenas under their ids.
   void ReserveArenaIds(uint64_t last_id) {

@@ -170,25 +170,23 @@ absl::StatusOr<Grant> Registry::AttachLocked(ConnectionId client, Handle handle,
   absl::StatusOr<LeaseRecord*> under = UsableLeaseLocked(client, lease);
   if (!under.ok()) return under.status();
   const BufferRecord& record = buffers_.at(handle);
-  const BufferInfo& info = record.info;
   absl::StatusOr<AccessMode> mode = DecideAccess(
-      connections_.at(client).identity, info.owner, info.share, request);
+      connections_.at(client).identity, record.owner, record.share(), request);
   if (!mode.ok()) return mode.status();
-  if (info.sealed) {
+  if (record.sealed) {
     if (request == AccessRequest::kReadWrite) {
       return absl::FailedPreconditionError(absl::StrFormat(
-          "buffer %d is sealed: it can only be attached read-only",
-          info.handle));
+          "buffer %d is sealed: it can only be attached read-only", handle));
     }
     mode = AccessMode::kReadOnly;
   }
   if (absl::Status s = CheckHoldLimitLocked(**under); !s.ok()) return s;
   AddHoldLocked(**under, handle);
   Grant grant;
-  grant.buffer = info;
+  grant.buffer = record.Info(handle);
   grant.mode = *mode;
   grant.lease = (*under)->info.id;
-  grant.memory = record.memory;
+  grant.memory = MemoryLocked(record);
   return grant;
 }
 
@@ -217,7 +215,7 @@ absl::StatusOr<Handle> Registry::ResolveLocked(const BufferRef& ref) const {
     handle = named->second;
   }
   auto it = buffers_.find(handle);
-  if (it == buffers_.end() || !it->second.memory) {
+  if (it == buffers_.end() || !it->second.has_memory) {
     return absl::NotFoundError(
         absl::StrCat("no such buffer: ", ref.ToString()));
   }

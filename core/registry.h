@@ -290,6 +290,7 @@ class Registry {
   using DrainingLease = registry_internal::DrainingLease;
   using LiveCounts = registry_internal::LiveCounts;
   using BooksRewrite = registry_internal::BooksRewrite;
+  using ArenaMemory = registry_internal::ArenaMemory;
   // What must happen once the mutex is released: memory to let go of,
   // waiters to call, and ended leases whose holds are to be dropped (in
   // steps, counted in `result` if given). Declared before the MutexLock, so
@@ -441,16 +442,23 @@ class Registry {
                                              bool is_default)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Gives a buffer its memory (it becomes live: Attach, List and Stats see
-  // it).
-  void SetMemoryLocked(BufferRecord& record,
+  // it). A pooled buffer's is its arena's, kept once in arena_memory_.
+  void SetMemoryLocked(Handle handle, BufferRecord& record,
                        std::shared_ptr<const MemoryObject> memory)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The buffer's memory; null while it has none.
+  const std::shared_ptr<const MemoryObject>& MemoryLocked(
+      const BufferRecord& record) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Lets go of the buffer's memory (it has none from now on); returns the
+  // reference to destroy unlocked (Deferred::Free), null if others remain.
+  std::shared_ptr<const MemoryObject> TakeMemoryLocked(BufferRecord& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `room_back`: false for an allocation's own record failing before
   // anyone saw it: the room it gives back was never there for waiters.
   void EraseBufferLocked(Handle handle, bool room_back = true)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The books (registry_books.cc): each change as it happens.
-  void BookBufferLocked(const BufferRecord& record)
+  void BookBufferLocked(Handle handle, const BufferRecord& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void BookBufferGoneLocked(Handle handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void BookLeaseLocked(const LeaseInfo& lease)
@@ -472,12 +480,12 @@ class Registry {
   const LeaseRecord* BookedLeaseLocked(LeaseId id) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adopts presented memory for a restored buffer (registry_restore.cc).
-  absl::Status AdoptLocked(BufferRecord& record, UniqueFd fd,
+  absl::Status AdoptLocked(Handle handle, BufferRecord& record, UniqueFd fd,
                            Deferred& deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The bytes a buffer has charged to its owner's quota: its charged_bytes,
   // or, while a pooled one has no slot yet, its size in whole pages.
-  static uint64_t QuotaBytes(const BufferInfo& info);
+  static uint64_t QuotaBytes(const BufferRecord& record);
   // `quota` with any limit at or above the daemon's own made none (0).
   UidQuota EffectiveQuota(UidQuota quota) const;
   // Whether `spec` alone fits the capacity and its caller's byte quota.
@@ -540,11 +548,11 @@ class Registry {
   uint64_t booked_last_arena_ ABSL_GUARDED_BY(mu_) = 0;
   mutable std::optional<BooksRewrite> rewrite_ ABSL_GUARDED_BY(mu_);
   mutable bool books_changed_ ABSL_GUARDED_BY(mu_) = false;
-  // Restored buffers awaiting memory, and the previous daemon's arenas
-  // adopted so far (shared by the buffers in them).
+  // Restored buffers awaiting memory.
   uint64_t awaiting_memory_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::flat_hash_map<uint64_t, std::weak_ptr<const MemoryObject>>
-      adopted_arenas_ ABSL_GUARDED_BY(mu_);
+  // The memory of the arenas that live pooled buffers are in, by arena id:
+  // this daemon's, and the previous daemon's adopted so far.
+  absl::flat_hash_map<uint64_t, ArenaMemory> arena_memory_ ABSL_GUARDED_BY(mu_);
   WatchHub watch_hub_ ABSL_GUARDED_BY(mu_);
 
   // Dedicated buffers (pending ones included) and arenas draw on it.

@@ -28,16 +28,18 @@ BookedLease ToBooked(const LeaseInfo& info) {
 
 // A buffer still being created is booked when it is finished.
 bool IsBooked(const registry_internal::BufferRecord& record) {
-  return record.memory != nullptr || record.restored != nullptr;
+  return record.has_memory || record.restored() != nullptr;
 }
 
-// What the books say of a buffer; nullopt while it is being created.
+// What the books say of a buffer whose memory is `memory`; nullopt while
+// it is being created.
 std::optional<BookedBuffer> Booked(
-    const registry_internal::BufferRecord& record) {
+    Handle handle, const registry_internal::BufferRecord& record,
+    const MemoryObject* memory) {
   if (!IsBooked(record)) return std::nullopt;
-  return BookedBuffer{record.info, record.memory != nullptr
-                                       ? record.memory->identity()
-                                       : record.restored->expected};
+  return BookedBuffer{record.Info(handle), memory != nullptr
+                                               ? memory->identity()
+                                               : record.restored()->expected};
 }
 
 }  // namespace
@@ -53,7 +55,7 @@ void Registry::StopBookingForRestart() {
   books_ = nullptr;
   rewrite_.reset();
   for (const auto& [handle, record] : buffers_) {
-    if (record.memory != nullptr) record.memory->KeepName();
+    if (record.has_memory) MemoryLocked(record)->KeepName();
   }
 }
 
@@ -71,7 +73,8 @@ const LeaseRecord* Registry::BookedLeaseLocked(LeaseId id) const {
 Books Registry::SnapshotBooksLocked() const {
   Books books;
   for (const auto& [handle, record] : buffers_) {
-    if (std::optional<BookedBuffer> booked = Booked(record)) {
+    if (std::optional<BookedBuffer> booked =
+            Booked(handle, record, MemoryLocked(record).get())) {
       books.buffers.emplace(handle, *std::move(booked));
     }
   }
@@ -115,7 +118,8 @@ void Registry::FlushBooksLocked() const {
   if (!r.buffers_done) {
     auto it = buffers_.lower_bound(r.next_handle);
     for (; it != buffers_.end() && budget > 0; ++it, --budget) {
-      if (std::optional<BookedBuffer> booked = Booked(it->second)) {
+      if (std::optional<BookedBuffer> booked =
+              Booked(it->first, it->second, MemoryLocked(it->second).get())) {
         part.buffers.emplace(it->first, *std::move(booked));
       }
     }
@@ -165,13 +169,14 @@ void Registry::FlushBooksLocked() const {
   }
 }
 
-void Registry::BookBufferLocked(const BufferRecord& record) {
+void Registry::BookBufferLocked(Handle handle, const BufferRecord& record) {
   if (books_ == nullptr) return;
   BookedBuffer booked;
-  booked.info = record.info;
-  booked.memory = record.memory != nullptr     ? record.memory->identity()
-                  : record.restored != nullptr ? record.restored->expected
-                                               : MemoryIdentity{};
+  booked.info = record.Info(handle);
+  const MemoryObject* memory = MemoryLocked(record).get();
+  booked.memory = memory != nullptr              ? memory->identity()
+                  : record.restored() != nullptr ? record.restored()->expected
+                                                 : MemoryIdentity{};
   books_->PutBuffer(booked, watch_hub_.revision());
   BooksChangedLocked();
 }

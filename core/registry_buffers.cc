@@ -123,7 +123,7 @@ absl::StatusOr<Grant> Registry::DoAllocate(ConnectionId client,
       // segment, which needs only its own pages.
       Locked lock(this);
       failed = ChargeDedicatedLocked(pages);
-      if (failed.ok()) buffers_.at(handle).info.charged_bytes = pages;
+      if (failed.ok()) buffers_.at(handle).charged_bytes = pages;
     }
   }
   std::shared_ptr<const MemoryObject> memory;  // freed unlocked on failure
@@ -204,15 +204,15 @@ absl::StatusOr<Registry::Pending> Registry::ReserveLocked(
   pending.lease = (*lease)->info.id;
   pending.handle = next_handle_++;
   BufferRecord& record = buffers_[pending.handle];
-  BufferInfo& info = record.info;
-  info.handle = pending.handle;
-  info.name = spec.name;
-  info.size = spec.size;
-  info.charged_bytes = dedicated_pages;
-  info.backing = spec.backing;
-  info.owner = owner;
-  info.share = spec.share;
-  info.created = clock_->Now();
+  record.size = spec.size;
+  record.charged_bytes = dedicated_pages;
+  record.backing = spec.backing;
+  record.owner = owner;
+  record.created_unix_nanos = absl::ToUnixNanos(clock_->Now());
+  if (!spec.name.empty() || !spec.share.empty()) {
+    record.MutableExtras().name = spec.name;
+    record.MutableExtras().share = spec.share;
+  }
   if (!spec.name.empty()) names_[spec.name] = pending.handle;
   pending.memory.backing = spec.backing;
   pending.memory.size = spec.size;
@@ -225,8 +225,8 @@ absl::StatusOr<Registry::Pending> Registry::ReserveLocked(
   }
   // A dedicated memfd may be sealed later (Registry::Seal).
   pending.memory.sealable = true;
-  pending.memory.owner_uid = info.owner.uid;
-  pending.memory.owner_gid = info.owner.gid;
+  pending.memory.owner_uid = owner.uid;
+  pending.memory.owner_gid = owner.gid;
   pending.memory.label = absl::StrCat("shmbroker-", pending.handle);
   return pending;
 }
@@ -237,13 +237,13 @@ absl::StatusOr<Grant> Registry::FinishAllocateLocked(
     Deferred& deferred) {
   BufferRecord& record = buffers_.at(handle);
   if (block != nullptr) {
-    record.info.kind = BufferKind::kPooled;
-    record.info.arena_id = block->arena_id;
-    record.info.offset = block->offset;
+    record.kind = BufferKind::kPooled;
+    record.arena_id = static_cast<uint32_t>(block->arena_id);  // kMaxArenaId
+    record.offset = block->offset;
     // The quota was charged the size in pages; now the slot is known.
-    quotas_.Credit(record.info.owner.uid, QuotaBytes(record.info), 0);
-    record.info.charged_bytes = block->charged;
-    quotas_.Charge(record.info.owner.uid, QuotaBytes(record.info), 0);
+    quotas_.Credit(record.owner.uid, QuotaBytes(record), 0);
+    record.charged_bytes = block->charged;
+    quotas_.Charge(record.owner.uid, QuotaBytes(record), 0);
     allocated_bytes_ += block->charged;
     observer_->OnUsage(allocated_bytes_, options_.capacity_bytes);
   }
@@ -255,15 +255,18 @@ absl::StatusOr<Grant> Registry::FinishAllocateLocked(
         "lease ", lease_id,
         " ended while allocating: ", LeaseGoneLocked(lease_id).message()));
   }
-  SetMemoryLocked(record, memory);
-  record.info.shm_name = memory->shm_name();
-  PublishLocked(WatchEventType::kCreated, record.info, deferred);
+  SetMemoryLocked(handle, record, memory);
+  if (!memory->shm_name().empty()) {
+    record.MutableExtras().shm_name = memory->shm_name();
+  }
+  PublishLocked(WatchEventType::kCreated, record.Info(handle), deferred);
   if (block != nullptr) BookArenaLocked(block->arena_id);
-  BookBufferLocked(record);  // before its first hold, as replay expects
-  --lease->info.holds;       // the reservation becomes a real hold
+  BookBufferLocked(handle, record);  // before its first hold, as replay expects
+  --lease->info.holds;               // the reservation becomes a real hold
   AddHoldLocked(*lease, handle);
-  WakeWaitersLocked(record.info, deferred);
-  return Grant{record.info, AccessMode::kReadWrite, lease_id, memory, {}};
+  WakeWaitersLocked(record.Info(handle), deferred);
+  return Grant{
+      record.Info(handle), AccessMode::kReadWrite, lease_id, memory, {}};
 }
 
 absl::Status Registry::EnablePooling(PooledAllocatorOptions options) {
@@ -356,7 +359,7 @@ absl::Status Registry::CheckHoldLimitLocked(const LeaseRecord& lease) const {
 void Registry::AddHoldLocked(LeaseRecord& lease, Handle handle) {
   ++lease.holds[handle];
   ++lease.info.holds;
-  ++buffers_.at(handle).info.holders;
+  ++buffers_.at(handle).holders;
   ++hold_count_;
   BookHoldsLocked(lease, handle);
 }
@@ -372,24 +375,25 @@ uint32_t Registry::DropHoldsLocked(LeaseRecord& lease, Handle handle,
   lease.info.holds -= count;
   hold_count_ -= count;
   BufferRecord& record = buffers_.at(handle);
-  record.info.holders -= count;
+  record.holders -= count;
   if (result != nullptr) result->holds_dropped += count;
-  if (record.info.holders > 0) return record.info.holders;
+  if (record.holders > 0) return record.holders;
   if (result != nullptr) {
     ++result->buffers_reclaimed;
-    result->bytes_reclaimed += record.info.charged_bytes;
+    result->bytes_reclaimed += record.charged_bytes;
   }
-  observer_->OnReclaim(reason, record.info.charged_bytes);
-  PublishLocked(WatchEventType::kReleased, record.info, deferred, reason);
+  observer_->OnReclaim(reason, record.charged_bytes);
+  PublishLocked(WatchEventType::kReleased, record.Info(handle), deferred,
+                reason);
   BookBufferGoneLocked(handle);
-  deferred.Free(std::move(record.memory));
+  deferred.Free(TakeMemoryLocked(record));
   EraseBufferLocked(handle);
   return 0;
 }
 
-uint64_t Registry::QuotaBytes(const BufferInfo& info) {
-  if (info.charged_bytes > 0) return info.charged_bytes;
-  return (info.size + PageSize() - 1) / PageSize() * PageSize();
+uint64_t Registry::QuotaBytes(const BufferRecord& record) {
+  if (record.charged_bytes > 0) return record.charged_bytes;
+  return (record.size + PageSize() - 1) / PageSize() * PageSize();
 }
 
 }  // namespace shmbroker

@@ -32,7 +32,6 @@ absl::StatusOr<BufferInfo> Registry::Seal(ConnectionId client,
   absl::StatusOr<Handle> handle = ResolveLocked(ref);
   if (!handle.ok()) return handle.status();
   BufferRecord& record = buffers_.at(*handle);
-  BufferInfo& info = record.info;
   // Only a holder may seal: the connection's leases, or a detached lease of
   // its uid (a producer that handed its hold to one).
   // The connection's own leases first; the scan for a detached lease of
@@ -60,22 +59,23 @@ absl::StatusOr<BufferInfo> Registry::Seal(ConnectionId client,
         *handle));
   }
   absl::StatusOr<AccessMode> mode =
-      DecideAccess(caller->second.identity, info.owner, info.share,
+      DecideAccess(caller->second.identity, record.owner, record.share(),
                    AccessRequest::kReadWrite);
   if (!mode.ok()) return mode.status();
-  if (info.sealed) return info;
-  if (info.kind == BufferKind::kDedicated && info.backing == Backing::kMemfd) {
-    if (absl::Status s = record.memory->SealWrites(); !s.ok()) {
+  if (record.sealed) return record.Info(*handle);
+  if (record.kind == BufferKind::kDedicated &&
+      record.backing == Backing::kMemfd) {
+    if (absl::Status s = MemoryLocked(record)->SealWrites(); !s.ok()) {
       return absl::Status(s.code(), absl::StrFormat("cannot seal buffer %d: %s",
                                                     *handle, s.message()));
     }
   }
-  info.sealed = true;
+  record.sealed = true;
   observer_->OnSeal();
-  PublishLocked(WatchEventType::kSealed, info, deferred);
-  BookBufferLocked(record);
-  WakeWaitersLocked(info, deferred);
-  return info;
+  PublishLocked(WatchEventType::kSealed, record.Info(*handle), deferred);
+  BookBufferLocked(*handle, record);
+  WakeWaitersLocked(record.Info(*handle), deferred);
+  return record.Info(*handle);
 }
 
 absl::StatusOr<std::variant<Grant, WaiterId>> Registry::AttachOrWait(
@@ -96,9 +96,9 @@ absl::StatusOr<std::variant<Grant, WaiterId>> Registry::AttachOrWait(
     const BufferRecord* record =
         named == names_.end() ? nullptr : &buffers_.at(named->second);
     const bool ready =
-        record != nullptr && record->memory &&
-        (until == WaitFor::kExists || record->info.sealed) &&
-        MaySee(caller->second.identity, record->info.owner, record->info.share);
+        record != nullptr && record->has_memory &&
+        (until == WaitFor::kExists || record->sealed) &&
+        MaySee(caller->second.identity, record->owner, record->share());
     if (ready) {
       now = AttachLocked(client, named->second, request, lease);
     } else {

@@ -22,16 +22,15 @@ std::vector<KeptMemory> Registry::MemoryToKeep() const {
   absl::flat_hash_set<uint64_t> arenas;
   Locked lock(this);
   for (const auto& [handle, record] : buffers_) {
-    if (record.memory == nullptr ||
-        record.memory->backing() != Backing::kMemfd) {
+    const std::shared_ptr<const MemoryObject>& memory = MemoryLocked(record);
+    if (memory == nullptr || memory->backing() != Backing::kMemfd) {
       continue;  // being created or awaiting memory; POSIX: kept by name
     }
-    if (record.info.kind == BufferKind::kPooled) {
-      if (!arenas.insert(record.info.arena_id).second) continue;
-      kept.push_back(
-          {KeptMemory::Kind::kArena, record.info.arena_id, record.memory});
+    if (record.kind == BufferKind::kPooled) {
+      if (!arenas.insert(record.arena_id).second) continue;
+      kept.push_back({KeptMemory::Kind::kArena, record.arena_id, memory});
     } else {
-      kept.push_back({KeptMemory::Kind::kBuffer, handle, record.memory});
+      kept.push_back({KeptMemory::Kind::kBuffer, handle, memory});
     }
   }
   return kept;
@@ -44,13 +43,12 @@ absl::StatusOr<KeptAdoption> Registry::AdoptKept(KeptMemory::Kind kind,
                                  : absl::StrFormat("buffer %d", id);
   Deferred deferred(this);  // wakes waiters for the buffers, unlocked
   Locked lock(this);
-  std::vector<BufferRecord*> awaiting;
+  std::vector<std::pair<Handle, BufferRecord*>> awaiting;
   for (auto& [handle, record] : buffers_) {
-    if (record.restored == nullptr || !record.restored->awaiting) continue;
-    const bool pooled = record.info.kind == BufferKind::kPooled;
-    if (arena ? pooled && record.info.arena_id == id
-              : !pooled && handle == id) {
-      awaiting.push_back(&record);
+    if (record.restored() == nullptr || !record.restored()->awaiting) continue;
+    const bool pooled = record.kind == BufferKind::kPooled;
+    if (arena ? pooled && record.arena_id == id : !pooled && handle == id) {
+      awaiting.emplace_back(handle, &record);
     }
   }
   if (awaiting.empty()) {
@@ -60,12 +58,13 @@ absl::StatusOr<KeptAdoption> Registry::AdoptKept(KeptMemory::Kind kind,
         what));
   }
   KeptAdoption adopted;
-  for (BufferRecord* record : awaiting) {
+  for (const auto& [handle, record] : awaiting) {
     // Each adoption takes an fd; the buffers of one arena share the first
     // one's memory, and the others only check theirs is that object.
     UniqueFd copy(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
     if (!copy.valid()) return ErrnoToStatus(errno, "dup");
-    absl::Status status = AdoptLocked(*record, std::move(copy), deferred);
+    absl::Status status =
+        AdoptLocked(handle, *record, std::move(copy), deferred);
     if (!status.ok()) {
       // A wrong arena is wrong for every buffer in it: stop at the first.
       return absl::Status(
@@ -73,7 +72,7 @@ absl::StatusOr<KeptAdoption> Registry::AdoptKept(KeptMemory::Kind kind,
           absl::StrFormat("the kept memory of %s: %s", what, status.message()));
     }
     ++adopted.buffers;
-    adopted.bytes += record->info.charged_bytes;
+    adopted.bytes += record->charged_bytes;
   }
   return adopted;
 }

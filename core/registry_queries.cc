@@ -26,13 +26,13 @@ absl::StatusOr<BufferInfo> Registry::Describe(const Identity& caller,
   Locked lock(this);
   absl::StatusOr<Handle> handle = ResolveLocked(ref);
   if (!handle.ok()) return handle.status();
-  const BufferInfo& info = buffers_.at(*handle).info;
-  if (!MaySee(caller, info.owner, info.share)) {
+  const BufferRecord& record = buffers_.at(*handle);
+  if (!MaySee(caller, record.owner, record.share())) {
     return absl::PermissionDeniedError(absl::StrFormat(
         "permission denied: uid %d may not see buffer %d (owner uid %d)",
-        caller.uid, info.handle, info.owner.uid));
+        caller.uid, *handle, record.owner.uid));
   }
-  return info;
+  return record.Info(*handle);
 }
 
 std::vector<BufferInfo> Registry::List(const Identity& caller, Handle after,
@@ -45,19 +45,19 @@ std::vector<BufferInfo> Registry::List(const Identity& caller, Handle after,
   if (!caller.is_root()) {
     // From the index: the page's cost, not the table's.
     for (Handle handle : visible_.Page(caller, after, limit, more)) {
-      out.push_back(buffers_.at(handle).info);
+      out.push_back(buffers_.at(handle).Info(handle));
     }
     return out;
   }
   // Root sees every live buffer.
   for (auto it = buffers_.upper_bound(after); it != buffers_.end(); ++it) {
     const BufferRecord& record = it->second;
-    if (!record.memory) continue;
+    if (!record.has_memory) continue;
     if (out.size() == limit) {
       *more = true;
       break;
     }
-    out.push_back(record.info);
+    out.push_back(record.Info(it->first));
   }
   return out;
 }
@@ -140,8 +140,8 @@ uint64_t Registry::ResidentBytes() const {
       for (size_t n = 0; it != buffers_.end() && n < kResidentBytesStep;
            ++it, ++n) {
         const BufferRecord& record = it->second;
-        if (record.memory && record.info.kind == BufferKind::kDedicated) {
-          memory.push_back(record.memory);
+        if (record.has_memory && record.kind == BufferKind::kDedicated) {
+          memory.push_back(MemoryLocked(record));
         }
       }
       more = it != buffers_.end();

@@ -6,11 +6,15 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "core/identity.h"
 #include "core/ids.h"
 #include "core/lease_table.h"
@@ -20,22 +24,82 @@
 
 namespace shmbroker::registry_internal {
 
-struct BufferRecord {
-  BufferInfo info;  // holders kept current
-  // Null while being created, or restored and awaiting its memory.
-  // Pooled: the arena's memory.
+// One buffer, compact (#15: metadata per live buffer, measured in
+// docs/performance.md). A pooled, unnamed, owner-only buffer, the common
+// case at scale, is these 64 bytes and nothing else: its handle is the
+// table's key, its memory is its arena's (Registry::arena_memory_), and
+// whatever only some buffers have (a name, share rules, a POSIX name, a
+// dedicated segment, a restart's state) is in BufferExtras, allocated only for
+// them. Info(handle) gives the BufferInfo the rest of the daemon sees.
+// A buffer restored from a previous daemon's books (registry_restore.cc).
+struct RestoredBuffer {
+  MemoryIdentity expected;  // the object its memory must be
+  bool awaiting = true;     // no memory presented yet
+  absl::Status refused;     // why the last presentation failed
+};
+
+// What only some buffers have (BufferRecord::extras).
+struct BufferExtras {
+  std::string name;
+  std::string shm_name;
+  std::vector<ShareRule> share;
+  // A dedicated buffer's segment (pooled ones: Registry::MemoryLocked).
   std::shared_ptr<const MemoryObject> memory;
-  // Restored from a previous daemon's books (registry_restore.cc).
-  struct Restored {
-    MemoryIdentity expected;  // the object its memory must be
-    bool awaiting = true;     // no memory presented yet
-    absl::Status refused;     // why the last presentation failed
-  };
-  std::unique_ptr<Restored> restored;
+  std::optional<RestoredBuffer> restored;
+};
+
+struct BufferRecord {
+  uint64_t size = 0;
+  uint64_t charged_bytes = 0;  // as in BufferInfo
+  uint64_t offset = 0;         // pooled only
+  int64_t created_unix_nanos = 0;
+  std::unique_ptr<BufferExtras> extras;  // null: none of it
+  Identity owner;
+  uint32_t holders = 0;
+  // Arena ids are handed out from 1 up: 2^32 of them is beyond any
+  // daemon's life, and restored ones above it are refused (Restore).
+  uint32_t arena_id = 0;  // pooled only
+  Backing backing = Backing::kMemfd;
+  BufferKind kind = BufferKind::kDedicated;
+  bool sealed : 1 = false;
   // A pooled buffer in a previous daemon's arena: charged to the
   // capacity like a dedicated one, never returned to the pool.
-  bool outside_pool = false;
-  bool live = false;  // counted in live_: it has had its memory
+  bool outside_pool : 1 = false;
+  bool live : 1 = false;        // counted in live_: it has had its memory
+  bool has_memory : 1 = false;  // false while being created or restored
+
+  BufferExtras& MutableExtras() {
+    if (extras == nullptr) extras = std::make_unique<BufferExtras>();
+    return *extras;
+  }
+  absl::string_view name() const {
+    return extras != nullptr ? absl::string_view(extras->name) : "";
+  }
+  absl::string_view shm_name() const {
+    return extras != nullptr ? absl::string_view(extras->shm_name) : "";
+  }
+  absl::Span<const ShareRule> share() const {
+    return extras != nullptr ? absl::Span<const ShareRule>(extras->share)
+                             : absl::Span<const ShareRule>();
+  }
+  RestoredBuffer* restored() const {
+    return extras != nullptr && extras->restored.has_value()
+               ? &*extras->restored
+               : nullptr;
+  }
+  absl::Time created() const { return absl::FromUnixNanos(created_unix_nanos); }
+  // Everything but what the record's memory is.
+  BufferInfo Info(Handle handle) const;
+  // Takes `info` (its handle is the table's key; arena_id must fit).
+  void Assign(const BufferInfo& info);
+};
+static_assert(sizeof(BufferRecord) <= 64, "#15: see docs/performance.md");
+
+// What a pooled buffer's memory is: its arena's, shared by every buffer in
+// it that the Registry knows, and kept while any of them is.
+struct ArenaMemory {
+  std::shared_ptr<const MemoryObject> memory;
+  uint64_t buffers = 0;
 };
 
 struct ConnectionRecord {

@@ -96,6 +96,9 @@ RestoreResult Registry::Restore(const Books& books, absl::Duration grace) {
           "its shm object %s is gone or is not the one "
           "booked",
           info.shm_name);
+    } else if (info.kind == BufferKind::kPooled &&
+               info.arena_id > PooledAllocator::kMaxArenaId) {
+      bad = absl::StrFormat("a bad arena id %d", info.arena_id);
     } else if (!capacity_.ChargeDedicated(info.charged_bytes).ok()) {
       bad = "it no longer fits in the capacity";
     }
@@ -107,23 +110,22 @@ RestoreResult Registry::Restore(const Books& books, absl::Duration grace) {
     info.holders = 0;
     info.created = now;
     BufferRecord& record = buffers_[handle];
-    record.info = std::move(info);
-    record.restored = std::make_unique<BufferRecord::Restored>();
-    record.restored->expected = booked.memory;
-    record.outside_pool = record.info.kind == BufferKind::kPooled;
+    record.Assign(info);
+    record.MutableExtras().restored.emplace().expected = booked.memory;
+    record.outside_pool = record.kind == BufferKind::kPooled;
     if (record.outside_pool) {
-      last_arena = std::max(last_arena, record.info.arena_id);
+      last_arena = std::max<uint64_t>(last_arena, record.arena_id);
     }
     if (posix) {
-      SetMemoryLocked(record, std::move(reopened[handle]));
-      record.restored->awaiting = false;
+      SetMemoryLocked(handle, record, std::move(reopened[handle]));
+      record.restored()->awaiting = false;
       ++result.posix_reopened;
     } else {
       ++awaiting_memory_;
     }
-    if (!record.info.name.empty()) names_[record.info.name] = handle;
-    allocated_bytes_ += record.info.charged_bytes;
-    quotas_.Charge(record.info.owner.uid, QuotaBytes(record.info), 1);
+    if (!record.name().empty()) names_[record.name()] = handle;
+    allocated_bytes_ += record.charged_bytes;
+    quotas_.Charge(record.owner.uid, QuotaBytes(record), 1);
   }
 
   for (const auto& [key, count] : books.holds) {
@@ -133,22 +135,28 @@ RestoreResult Registry::Restore(const Books& books, absl::Duration grace) {
     if (lease == nullptr || buffer == buffers_.end() || count == 0) continue;
     lease->holds[handle] += count;
     lease->info.holds += count;
-    buffer->second.info.holders += count;
+    buffer->second.holders += count;
     hold_count_ += count;
     result.holds += count;
   }
   // A buffer nobody holds would never be reclaimed.
   std::vector<Handle> unheld;
   for (const auto& [handle, record] : buffers_) {
-    if (record.info.holders == 0) unheld.push_back(handle);
+    if (record.holders == 0) unheld.push_back(handle);
   }
   for (Handle handle : unheld) {
-    deferred.Free(std::move(buffers_.at(handle).memory));
+    deferred.Free(TakeMemoryLocked(buffers_.at(handle)));
     EraseBufferLocked(handle);
   }
   for (const auto& [handle, record] : buffers_) {
     ++result.buffers;
-    result.bytes += record.info.charged_bytes;
+    result.bytes += record.charged_bytes;
+  }
+  if (last_arena > PooledAllocator::kMaxArenaId) {
+    // Booked by no daemon that ever ran: new arenas would have no ids left.
+    Problem(&result, absl::StrFormat("the last arena id %d is out of range",
+                                     last_arena));
+    last_arena = PooledAllocator::kMaxArenaId;
   }
   if (pool_ != nullptr) pool_->ReserveArenaIds(last_arena);
   booked_last_arena_ = std::max(booked_last_arena_, last_arena);
@@ -163,7 +171,7 @@ absl::StatusOr<uint64_t> Registry::Present(ConnectionId client, Handle handle,
   auto caller = connections_.find(client);
   if (caller == connections_.end()) return ConnectionClosedError(client);
   auto it = buffers_.find(handle);
-  if (it == buffers_.end() || it->second.restored == nullptr) {
+  if (it == buffers_.end() || it->second.restored() == nullptr) {
     return absl::NotFoundError(absl::StrFormat(
         "buffer %d is not in the books of the restarted daemon (it was "
         "released, or the books were lost)",
@@ -180,68 +188,74 @@ absl::StatusOr<uint64_t> Registry::Present(ConnectionId client, Handle handle,
         "permission denied: no lease %d of uid %d holds buffer %d in the "
         "restarted daemon's books",
         lease, caller->second.identity.uid, handle));
-  } else if (!record.restored->awaiting) {
+  } else if (!record.restored()->awaiting) {
     // Live already (presented by another holder, or a POSIX name): the fd
     // must still be that object, or the caller is told so.
     absl::StatusOr<MemoryIdentity> identity = IdentityOf(fd.get());
-    if (!identity.ok() || *identity != record.memory->identity()) {
+    if (!identity.ok() || *identity != MemoryLocked(record)->identity()) {
       why = absl::FailedPreconditionError(absl::StrFormat(
           "the fd presented for buffer %d is not its memory", handle));
     }
   } else {
-    why = AdoptLocked(record, std::move(fd), deferred);
-    if (why.ok()) adopted = record.info.charged_bytes;
+    why = AdoptLocked(handle, record, std::move(fd), deferred);
+    if (why.ok()) adopted = record.charged_bytes;
   }
-  if (!why.ok() && record.restored->awaiting) {
-    record.restored->refused = why;
+  if (!why.ok() && record.restored()->awaiting) {
+    record.restored()->refused = why;
   }
   if (!why.ok()) return why;
   return adopted;
 }
 
-absl::Status Registry::AdoptLocked(BufferRecord& record, UniqueFd fd,
-                                   Deferred& deferred) {
-  BufferInfo& info = record.info;
-  if (info.backing == Backing::kPosix) {
+absl::Status Registry::AdoptLocked(Handle handle, BufferRecord& record,
+                                   UniqueFd fd, Deferred& deferred) {
+  if (record.backing == Backing::kPosix) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "buffer %d's shm object %s is gone: a POSIX buffer comes back only "
         "by its name",
-        info.handle, info.shm_name));
+        handle, record.shm_name()));
+  }
+  const bool pooled = record.kind == BufferKind::kPooled;
+  // The arena as adopted for another of its buffers, if one was.
+  std::shared_ptr<const MemoryObject> arena;
+  if (auto it = arena_memory_.find(record.arena_id);
+      pooled && it != arena_memory_.end()) {
+    arena = it->second.memory;
   }
   std::shared_ptr<const MemoryObject> memory;
-  if (info.kind == BufferKind::kPooled) {
-    memory = adopted_arenas_[info.arena_id].lock();
-    if (memory != nullptr) {
-      absl::StatusOr<MemoryIdentity> identity = IdentityOf(fd.get());
-      if (!identity.ok() || *identity != memory->identity()) memory = nullptr;
-    }
+  if (arena != nullptr) {
+    absl::StatusOr<MemoryIdentity> identity = IdentityOf(fd.get());
+    if (identity.ok() && *identity == arena->identity()) memory = arena;
   }
   if (memory == nullptr) {
     absl::StatusOr<std::unique_ptr<MemoryObject>> adopted = AdoptMemoryObject(
-        Backing::kMemfd, std::move(fd), "", record.restored->expected,
-        info.kind == BufferKind::kPooled ? 0 : info.size);
+        Backing::kMemfd, std::move(fd), "", record.restored()->expected,
+        pooled ? 0 : record.size);
     if (!adopted.ok()) {
-      return absl::Status(
-          adopted.status().code(),
-          absl::StrFormat("the fd presented for buffer %d: %s", info.handle,
-                          adopted.status().message()));
+      return absl::Status(adopted.status().code(),
+                          absl::StrFormat("the fd presented for buffer %d: %s",
+                                          handle, adopted.status().message()));
     }
     memory = std::move(*adopted);
-    if (info.kind == BufferKind::kPooled) {
-      if (info.offset + info.size > memory->size()) {
-        return absl::FailedPreconditionError(absl::StrFormat(
-            "the arena presented for buffer %d is smaller than its books "
-            "say",
-            info.handle));
-      }
-      adopted_arenas_[info.arena_id] = memory;
+    if (pooled && record.offset + record.size > memory->size()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "the arena presented for buffer %d is smaller than its books say",
+          handle));
+    }
+    if (arena != nullptr) {
+      // Books that give one arena id two objects: the first one adopted
+      // stays that arena's.
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "the books give buffer %d's arena %d another object than its "
+          "other buffers'",
+          handle, record.arena_id));
     }
   }
-  SetMemoryLocked(record, std::move(memory));
-  record.restored->awaiting = false;
-  record.restored->refused = absl::OkStatus();
+  SetMemoryLocked(handle, record, std::move(memory));
+  record.restored()->awaiting = false;
+  record.restored()->refused = absl::OkStatus();
   --awaiting_memory_;
-  WakeWaitersLocked(info, deferred);
+  WakeWaitersLocked(record.Info(handle), deferred);
   return absl::OkStatus();
 }
 
@@ -291,9 +305,9 @@ ResumeResult Registry::Resume(ConnectionId client,
   for (Handle handle : handles) {
     auto it = buffers_.find(handle);
     absl::Status status;
-    if (it == buffers_.end() || it->second.memory == nullptr) {
-      const BufferRecord::Restored* restored =
-          it == buffers_.end() ? nullptr : it->second.restored.get();
+    if (it == buffers_.end() || !it->second.has_memory) {
+      const registry_internal::RestoredBuffer* restored =
+          it == buffers_.end() ? nullptr : it->second.restored();
       // The refusal as it was (e.g. PERMISSION_DENIED for another uid's
       // buffer), not a code of its own.
       status = restored != nullptr && !restored->refused.ok()
@@ -314,7 +328,7 @@ CloseResult Registry::EndRestoreGrace() {
   Locked lock(this);
   absl::flat_hash_set<Handle> awaiting;
   for (const auto& [handle, record] : buffers_) {
-    if (record.restored != nullptr && record.restored->awaiting) {
+    if (record.restored() != nullptr && record.restored()->awaiting) {
       awaiting.insert(handle);
     }
   }

@@ -76,7 +76,7 @@ struct BufferRef {
   std::string ToString() const;
 };
 
-enum class BufferKind { kDedicated, kPooled };
+enum class BufferKind : uint8_t { kDedicated, kPooled };
 
 struct AllocateSpec {
   uint64_t size = 0;

@@ -5,7 +5,7 @@
 namespace shmbroker {
 
 std::vector<VisibilityIndex::Key> VisibilityIndex::KeysOf(
-    const Identity& owner, const std::vector<ShareRule>& share) const {
+    const Identity& owner, absl::Span<const ShareRule> share) const {
   std::vector<Key> keys = {{ShareRule::Scope::kUid, owner.uid}};
   for (const ShareRule& rule : share) keys.push_back({rule.scope, rule.id});
   std::sort(keys.begin(), keys.end());
@@ -14,12 +14,12 @@ std::vector<VisibilityIndex::Key> VisibilityIndex::KeysOf(
 }
 
 void VisibilityIndex::Add(Handle handle, const Identity& owner,
-                          const std::vector<ShareRule>& share) {
+                          absl::Span<const ShareRule> share) {
   for (const Key& key : KeysOf(owner, share)) sets_[key].insert(handle);
 }
 
 void VisibilityIndex::Remove(Handle handle, const Identity& owner,
-                             const std::vector<ShareRule>& share) {
+                             absl::Span<const ShareRule> share) {
   for (const Key& key : KeysOf(owner, share)) {
     auto it = sets_.find(key);
     if (it == sets_.end()) continue;

@@ -22,6 +22,7 @@
 
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/types/span.h"
 #include "core/access.h"
 #include "core/identity.h"
 #include "core/ids.h"
@@ -32,9 +33,9 @@ class VisibilityIndex {
  public:
   // Files a buffer that became live; Remove with the same arguments.
   void Add(Handle handle, const Identity& owner,
-           const std::vector<ShareRule>& share);
+           absl::Span<const ShareRule> share);
   void Remove(Handle handle, const Identity& owner,
-              const std::vector<ShareRule>& share);
+              absl::Span<const ShareRule> share);
   // Handles `caller` (not root) may see with handle > `after`, ascending,
   // at most `limit`; `*more` says whether more follow.
   std::vector<Handle> Page(const Identity& caller, Handle after, size_t limit,
@@ -45,7 +46,7 @@ class VisibilityIndex {
   // a gid, or everyone (id 0).
   using Key = std::pair<ShareRule::Scope, uint32_t>;
   std::vector<Key> KeysOf(const Identity& owner,
-                          const std::vector<ShareRule>& share) const;
+                          absl::Span<const ShareRule> share) const;
 
   absl::flat_hash_map<Key, absl::btree_set<Handle>> sets_;
 };

@@ -335,6 +335,68 @@ TEST_F(RegistryRestoreTest, WhatNobodyPresentsGoesWhenTheGraceEnds) {
   EXPECT_FALSE(recorder_.books.buffers.contains(1));
 }
 
+// The record keeps an arena id in 32 bits and an arena's memory once for
+// all its buffers (core/registry_records.h): books that break either are
+// refused, not believed.
+TEST_F(RegistryRestoreTest, BooksAnArenaCannotHaveAreRefused) {
+  const ConnectionId alice = Open(kAlice);
+  absl::StatusOr<Grant> p1 = registry_->Allocate(alice, Spec(100, "p1"));
+  absl::StatusOr<Grant> p2 = registry_->Allocate(alice, Spec(200, "p2"));
+  // As large as an arena: p2 fits in it wherever its slot is.
+  absl::StatusOr<Grant> d =
+      registry_->Allocate(alice, Dedicated(PoolOptions().arena_size, "d"));
+  ASSERT_THAT(p1, IsOk());
+  ASSERT_THAT(p2, IsOk());
+  ASSERT_THAT(d, IsOk());
+  ASSERT_EQ(p1->buffer.kind, BufferKind::kPooled);
+  ASSERT_EQ(p1->buffer.arena_id, p2->buffer.arena_id);
+  const LeaseId lease = registry_->DefaultLease(alice)->id;
+  UniqueFd arena_fd = Dup(*p1);
+  UniqueFd d_fd = Dup(*d);
+  // p2 booked as in another object (d's) under the same arena id; a third
+  // pooled buffer under an arena id no daemon hands out; and a last arena
+  // id past every one.
+  recorder_.books.buffers.at(p2->buffer.handle).memory =
+      recorder_.books.buffers.at(d->buffer.handle).memory;
+  BookedBuffer far = recorder_.books.buffers.at(p1->buffer.handle);
+  far.info.handle = 900;
+  far.info.name = "far";
+  far.info.arena_id = uint64_t{1} << 32;
+  recorder_.books.buffers.emplace(900, far);
+  recorder_.books.holds[{lease, 900}] = 1;
+  recorder_.books.last_handle = 900;
+  recorder_.books.last_arena = uint64_t{1} << 40;
+
+  RestoreResult restored = Restart();
+  EXPECT_EQ(restored.buffers, 3u);
+  EXPECT_EQ(restored.skipped, 2u);
+  EXPECT_THAT(restored.problems,
+              ::testing::ElementsAre(
+                  HasSubstr("buffer 900: a bad arena id 4294967296"),
+                  HasSubstr("last arena id 1099511627776 is out of range")));
+
+  const ConnectionId again = Open(kAlice2);
+  EXPECT_THAT(
+      registry_->Present(again, p1->buffer.handle, lease, std::move(arena_fd)),
+      IsOk());
+  EXPECT_THAT(
+      registry_->Present(again, p2->buffer.handle, lease, std::move(d_fd)),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               HasSubstr("another object than its other buffers'")));
+  EXPECT_EQ(registry_->AwaitingMemory(), 2u);  // p2 and d
+
+  // No arena ids are left: a pooled buffer is refused saying so, and one
+  // whose kind the daemon chooses falls back to a dedicated segment.
+  AllocateSpec pooled = Spec(100);
+  pooled.kind = BufferKind::kPooled;
+  EXPECT_THAT(registry_->Allocate(again, pooled),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("arena ids are used up")));
+  absl::StatusOr<Grant> fallback = registry_->Allocate(again, Spec(100));
+  ASSERT_THAT(fallback, IsOk());
+  EXPECT_EQ(fallback->buffer.kind, BufferKind::kDedicated);
+}
+
 TEST_F(RegistryRestoreTest, PosixBuffersComeBackByName) {
   const ConnectionId alice = Open(kAlice);
   absl::StatusOr<Grant> x =
