@@ -447,7 +447,7 @@ class Registry {
                        std::shared_ptr<const MemoryObject> memory)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The buffer's memory; null while it has none.
-  const std::shared_ptr<const MemoryObject>& MemoryLocked(
+  std::shared_ptr<const MemoryObject> MemoryLocked(
       const BufferRecord& record) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Lets go of the buffer's memory (it has none from now on); returns the
   // reference to destroy unlocked (Deferred::Free), null if others remain.

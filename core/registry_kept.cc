@@ -22,7 +22,7 @@ std::vector<KeptMemory> Registry::MemoryToKeep() const {
   absl::flat_hash_set<uint64_t> arenas;
   Locked lock(this);
   for (const auto& [handle, record] : buffers_) {
-    const std::shared_ptr<const MemoryObject>& memory = MemoryLocked(record);
+    std::shared_ptr<const MemoryObject> memory = MemoryLocked(record);
     if (memory == nullptr || memory->backing() != Backing::kMemfd) {
       continue;  // being created or awaiting memory; POSIX: kept by name
     }

@@ -30,10 +30,9 @@ void Registry::SetMemoryLocked(Handle handle, BufferRecord& record,
   ++(record.backing == Backing::kPosix ? live_.posix : live_.memfd);
 }
 
-const std::shared_ptr<const MemoryObject>& Registry::MemoryLocked(
+std::shared_ptr<const MemoryObject> Registry::MemoryLocked(
     const BufferRecord& record) const {
-  static const std::shared_ptr<const MemoryObject> kNone;
-  if (!record.has_memory) return kNone;
+  if (!record.has_memory) return nullptr;
   if (record.kind == BufferKind::kPooled) {
     return arena_memory_.at(record.arena_id).memory;
   }
