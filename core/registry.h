@@ -401,8 +401,8 @@ class Registry {
       ABSL_LOCKS_EXCLUDED(mu_);
   // Hands the buffer to the waiters for its name whose condition it now
   // meets and who may see it.
-  void WakeWaitersLocked(const BufferInfo& info, Deferred& deferred)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WakeWaitersLocked(Handle handle, const BufferRecord& record,
+                         Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The handle of the live (not pending) buffer `ref` names, or NOT_FOUND /
   // INVALID_ARGUMENT (bad name).
   absl::StatusOr<Handle> ResolveLocked(const BufferRef& ref) const

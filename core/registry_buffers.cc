@@ -264,7 +264,7 @@ absl::StatusOr<Grant> Registry::FinishAllocateLocked(
   BookBufferLocked(handle, record);  // before its first hold, as replay expects
   --lease->info.holds;               // the reservation becomes a real hold
   AddHoldLocked(*lease, handle);
-  WakeWaitersLocked(record.Info(handle), deferred);
+  WakeWaitersLocked(handle, record, deferred);
   return Grant{
       record.Info(handle), AccessMode::kReadWrite, lease_id, memory, {}};
 }

@@ -74,7 +74,7 @@ absl::StatusOr<BufferInfo> Registry::Seal(ConnectionId client,
   observer_->OnSeal();
   PublishLocked(WatchEventType::kSealed, record.Info(*handle), deferred);
   BookBufferLocked(*handle, record);
-  WakeWaitersLocked(record.Info(*handle), deferred);
+  WakeWaitersLocked(*handle, record, deferred);
   return record.Info(*handle);
 }
 
@@ -152,18 +152,19 @@ std::optional<absl::Time> Registry::NextWaiterDeadline() const {
   return std::min(*attach, *room);
 }
 
-void Registry::WakeWaitersLocked(const BufferInfo& info, Deferred& deferred) {
-  if (info.name.empty()) return;
-  for (WaiterId id : waiters_.ForName(info.name)) {
+void Registry::WakeWaitersLocked(Handle handle, const BufferRecord& record,
+                                 Deferred& deferred) {
+  if (record.name().empty()) return;
+  for (WaiterId id : waiters_.ForName(record.extras->name)) {
     const Waiter<absl::StatusOr<Grant>>& w = *waiters_.Find(id);
-    if (w.until == WaitFor::kSealed && !info.sealed) continue;
+    if (w.until == WaitFor::kSealed && !record.sealed) continue;
     // A waiter learns nothing of a buffer it may not see: it waits on.
-    if (!MaySee(connections_.at(w.connection).identity, info.owner,
-                info.share)) {
+    if (!MaySee(connections_.at(w.connection).identity, record.owner,
+                record.share())) {
       continue;
     }
     absl::StatusOr<Grant> grant =
-        AttachLocked(w.connection, info.handle, w.access, w.lease);
+        AttachLocked(w.connection, handle, w.access, w.lease);
     std::optional<Waiter<absl::StatusOr<Grant>>> woken = waiters_.Remove(id);
     deferred.Wake(woken->connection, std::move(woken->done), std::move(grant));
   }

@@ -255,7 +255,7 @@ absl::Status Registry::AdoptLocked(Handle handle, BufferRecord& record,
   record.restored()->awaiting = false;
   record.restored()->refused = absl::OkStatus();
   --awaiting_memory_;
-  WakeWaitersLocked(record.Info(handle), deferred);
+  WakeWaitersLocked(handle, record, deferred);
   return absl::OkStatus();
 }
 
