@@ -77,6 +77,10 @@ ABSL_FLAG(int, reclaim_neighbours, 0,
           "runs with limits raised to fit)");
 ABSL_FLAG(uint64_t, reclaim_neighbour_holds, 100000,
           "buffers the holder of --reclaim_neighbours holds");
+ABSL_FLAG(absl::Duration, reclaim_slow_call, absl::ZeroDuration(),
+          "with --reclaim_neighbours: list every call in a reclaim window "
+          "that took longer than this, with where in the window it started "
+          "(0: none)");
 ABSL_FLAG(uint64_t, reclaim_holder, 0,
           "internal: run as the holder of --reclaim_neighbours, with this "
           "many buffers (the bench starts it)");
@@ -275,7 +279,8 @@ int Main() {
   if (const int trials = absl::GetFlag(FLAGS_reclaim_neighbours); trials > 0) {
     absl::StatusOr<NeighbourReport> neighbours =
         RunReclaimNeighbours("/proc/self/exe", report.socket_path, trials,
-                             absl::GetFlag(FLAGS_reclaim_neighbour_holds));
+                             absl::GetFlag(FLAGS_reclaim_neighbour_holds),
+                             absl::GetFlag(FLAGS_reclaim_slow_call));
     if (neighbours.ok()) {
       std::fputs(FormatNeighbourText(*neighbours).c_str(), stdout);
     } else {

@@ -107,6 +107,22 @@ struct Samples {
   std::vector<int64_t> idle[3], expiry[3], death[3];
 };
 
+// "status 2.8 ms at +41.0 ms (window 95.2 ms)": each call in the window
+// slower than `slow`, where it started in the window.
+void ListSlowCalls(const std::vector<Sample>& samples, absl::Time from,
+                   absl::Time to, absl::Duration slow, int trial,
+                   std::vector<std::string>* into) {
+  if (slow <= absl::ZeroDuration()) return;
+  for (const Sample& s : samples) {
+    if (s.end <= from || s.start >= to || s.end - s.start <= slow) continue;
+    into->push_back(absl::StrFormat(
+        "trial %d: %s %.2f ms at %+.1f ms (window %.1f ms)", trial,
+        kNeighbourCalls[s.call], absl::ToDoubleMilliseconds(s.end - s.start),
+        absl::ToDoubleMilliseconds(s.start - from),
+        absl::ToDoubleMilliseconds(to - from)));
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> DaemonFlagsForNeighbours(uint64_t holds) {
@@ -158,8 +174,8 @@ int RunReclaimHolder(const std::string& socket, uint64_t count, bool detached) {
 
 absl::StatusOr<NeighbourReport> RunReclaimNeighbours(const std::string& self,
                                                      const std::string& socket,
-                                                     int trials,
-                                                     uint64_t holds) {
+                                                     int trials, uint64_t holds,
+                                                     absl::Duration slow) {
   client::ClientOptions options;
   options.socket_path = socket;
   absl::StatusOr<std::unique_ptr<client::Client>> probe =
@@ -214,6 +230,8 @@ absl::StatusOr<NeighbourReport> RunReclaimNeighbours(const std::string& self,
           absl::ToDoubleMilliseconds(window->second - window->first));
       AddSamples(*during, window->first, window->second,
                  detached ? samples.expiry : samples.death);
+      ListSlowCalls(*during, window->first, window->second, slow, trial,
+                    &phase.slow_calls);
     }
   }
   for (int call = 0; call < kNeighbourCallCount; ++call) {
@@ -247,6 +265,9 @@ std::string FormatNeighbourText(const NeighbourReport& r) {
     absl::StrAppendFormat(&out, "  %s windows (ms):", phase->name);
     for (double ms : phase->window_ms) absl::StrAppendFormat(&out, " %.1f", ms);
     out += "\n";
+    for (const std::string& call : phase->slow_calls) {
+      absl::StrAppend(&out, "    slow, ", phase->name, ": ", call, "\n");
+    }
   }
   out +=
       "  (idle: the probe alone, 1 s before each reclaim phase; ratios to "

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "bench/latency_stats.h"
 
 namespace shmbroker::bench {
@@ -37,6 +38,9 @@ struct NeighbourPhase {
   std::string name;  // "idle", "expiry", "death"
   LatencySummary calls[kNeighbourCallCount];
   std::vector<double> window_ms;  // reclaim phases: each trial's window
+  // Reclaim phases: the calls slower than RunReclaimNeighbours's `slow`,
+  // each with where it fell in its trial's window.
+  std::vector<std::string> slow_calls;
 };
 
 struct NeighbourReport {
@@ -49,10 +53,11 @@ struct NeighbourReport {
 // `socket`, which must allow `holds` buffers to one uid and one lease, and
 // calls and frames at the rate the holder allocates them (the spawned
 // daemon gets the flags: DaemonFlagsForNeighbours). `self` is this binary.
-absl::StatusOr<NeighbourReport> RunReclaimNeighbours(const std::string& self,
-                                                     const std::string& socket,
-                                                     int trials,
-                                                     uint64_t holds);
+// Calls in a reclaim window that take longer than `slow` (when it is above
+// zero) are listed in their phase's slow_calls.
+absl::StatusOr<NeighbourReport> RunReclaimNeighbours(
+    const std::string& self, const std::string& socket, int trials,
+    uint64_t holds, absl::Duration slow = absl::ZeroDuration());
 
 // What a spawned daemon needs for RunReclaimNeighbours.
 std::vector<std::string> DaemonFlagsForNeighbours(uint64_t holds);
