@@ -34,6 +34,15 @@ absl::Status ValidateLeaseOptions(const LeaseOptions& options) {
       options.max_holds_per_lease == 0 || options.reclaim_batch == 0) {
     return absl::InvalidArgumentError("lease limits must be positive");
   }
+  // A longer pause would make a reclaim of 100,000 holds (1,563 steps of
+  // 64) take minutes.
+  if (options.reclaim_pause < absl::ZeroDuration() ||
+      options.reclaim_pause > kMaxReclaimPause) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the reclaim pause must be from 0 to %s, got %s",
+                        absl::FormatDuration(kMaxReclaimPause),
+                        absl::FormatDuration(options.reclaim_pause)));
+  }
   return absl::OkStatus();
 }
 

@@ -294,7 +294,12 @@ void Registry::DrainLeases(const std::vector<LeaseId>& ids,
       }
     }
     observer_->OnReclaimStep(dropped);
-    if (next < ids.size()) LetQueuedCallsIn();
+    if (next < ids.size()) {
+      if (options_.leases.reclaim_pause > absl::ZeroDuration()) {
+        absl::SleepFor(options_.leases.reclaim_pause);
+      }
+      LetQueuedCallsIn();
+    }
   }
 }
 

@@ -64,6 +64,10 @@ ABSL_FLAG(uint32_t, reclaim_batch, 64,
           "buffers an ended lease (expired, revoked, or its client gone) "
           "lets go of per step; the registry lock is released between steps "
           "so that a lease with many holds does not stall calls");
+ABSL_FLAG(absl::Duration, reclaim_pause, absl::Microseconds(1),
+          "how long a reclaim sleeps between two steps of --reclaim_batch, "
+          "giving its CPU to the threads that serve other calls (the kernel "
+          "rounds it up to its timer slack, 50us by default); 0: no sleep");
 ABSL_FLAG(uint32_t, keepalive_max_per_second, 1000,
           "KeepAlive messages one client connection may send per second, "
           "over all its streams (after a burst of as many); beyond that the "
@@ -276,11 +280,13 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
       absl::GetFlag(FLAGS_max_detached_leases_per_uid);
   leases.max_holds_per_lease = absl::GetFlag(FLAGS_max_holds_per_lease);
   leases.reclaim_batch = absl::GetFlag(FLAGS_reclaim_batch);
+  leases.reclaim_pause = absl::GetFlag(FLAGS_reclaim_pause);
   if (absl::Status s = ValidateLeaseOptions(leases); !s.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--lease_min_ttl, --lease_default_ttl, --lease_max_ttl, "
                      "--max_leases_per_client, --max_detached_leases_per_uid, "
-                     "--max_holds_per_lease, --reclaim_batch: ",
+                     "--max_holds_per_lease, --reclaim_batch, "
+                     "--reclaim_pause: ",
                      s.message()));
   }
   config.lease_sweep_batch = absl::GetFlag(FLAGS_lease_sweep_batch);

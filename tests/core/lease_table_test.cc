@@ -42,6 +42,19 @@ TEST(ClampTtlTest, OptionsMustBeOrdered) {
   options.max_holds_per_lease = 0;
   EXPECT_THAT(ValidateLeaseOptions(options),
               StatusIs(Code::kInvalidArgument, HasSubstr("positive")));
+  options = LeaseOptions();
+  options.reclaim_pause = kMaxReclaimPause;
+  EXPECT_TRUE(ValidateLeaseOptions(options).ok());
+  options.reclaim_pause = absl::ZeroDuration();
+  EXPECT_TRUE(ValidateLeaseOptions(options).ok());
+  options.reclaim_pause = kMaxReclaimPause + absl::Microseconds(1);
+  EXPECT_THAT(ValidateLeaseOptions(options),
+              StatusIs(Code::kInvalidArgument,
+                       HasSubstr("reclaim pause must be from 0 to 1ms, got "
+                                 "1.001ms")));
+  options.reclaim_pause = absl::Microseconds(-1);
+  EXPECT_THAT(ValidateLeaseOptions(options),
+              StatusIs(Code::kInvalidArgument, HasSubstr("got -1us")));
 }
 
 TEST(LeaseTableTest, DueReturnsPassedDeadlinesEarliestFirstAndBounded) {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/core/registry_fixture.h"
@@ -156,6 +157,26 @@ TEST_F(RegistryReclaimStepsTest,
               StatusIs(Code::kNotFound, HasSubstr("expired")));
   // Only alice's default lease is left to expire.
   EXPECT_EQ(registry_->NextLeaseDeadline(), kStart + absl::Seconds(10));
+}
+
+// Between steps the drain sleeps for LeaseOptions::reclaim_pause (the
+// daemon's --reclaim_pause), giving its CPU to other threads: three pauses
+// between four steps take at least three times the pause.
+TEST_F(RegistryReclaimStepsTest, ADrainSleepsBetweenItsSteps) {
+  RegistryOptions options = DefaultOptions();
+  options.leases.reclaim_batch = kBatch;
+  options.leases.reclaim_pause = kMaxReclaimPause;
+  registry_ =
+      std::make_unique<Registry>(std::move(options), &clock_, &observer_);
+  ConnectionId alice = Open(kAlice);
+  Fill(alice, 0);
+
+  const absl::Time start = absl::Now();
+  registry_->CloseConnection(alice);
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_THAT(observer_.steps, ElementsAre(3, 3, 3, 1));
+  EXPECT_GE(took, 3 * kMaxReclaimPause);
+  EXPECT_EQ(registry_->Stats().buffers, 0);
 }
 
 }  // namespace

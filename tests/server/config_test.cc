@@ -17,6 +17,7 @@ ABSL_DECLARE_FLAG(uint32_t, max_connections_per_uid);
 ABSL_DECLARE_FLAG(std::string, log_format);
 ABSL_DECLARE_FLAG(std::string, shm_prefix);
 ABSL_DECLARE_FLAG(absl::Duration, lease_min_ttl);
+ABSL_DECLARE_FLAG(absl::Duration, reclaim_pause);
 ABSL_DECLARE_FLAG(absl::Duration, idle_connection_timeout);
 ABSL_DECLARE_FLAG(absl::Duration, grpc_keepalive_timeout);
 
@@ -94,6 +95,10 @@ TEST_F(ConfigTest, BadValuesAreRefusedNamingTheFlag) {
   EXPECT_THAT(ConfigFromFlags().status().message(),
               HasSubstr("--lease_min_ttl"));
   absl::SetFlag(&FLAGS_lease_min_ttl, absl::Seconds(1));
+  absl::SetFlag(&FLAGS_reclaim_pause, absl::Milliseconds(5));
+  EXPECT_THAT(ConfigFromFlags().status().message(),
+              HasSubstr("--reclaim_pause"));
+  absl::SetFlag(&FLAGS_reclaim_pause, absl::Microseconds(1));
   absl::SetFlag(&FLAGS_capacity, ByteSize{uint64_t{1} << 51});
   EXPECT_THAT(ConfigFromFlags().status().message(), HasSubstr("--capacity"));
   absl::SetFlag(&FLAGS_capacity, ByteSize{0});
@@ -114,6 +119,7 @@ TEST_F(ConfigTest, EveryLimitNamesItsFlag) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->fd_reserve, 128u);
   EXPECT_EQ(config->idle_connection_timeout, absl::Minutes(5));
+  EXPECT_EQ(config->registry.leases.reclaim_pause, absl::Microseconds(1));
 }
 
 TEST_F(ConfigTest, AnArenaIsAtMostASixteenthOfTheCapacity) {
