@@ -38,7 +38,8 @@ ctest --test-dir build-asan --output-on-failure --timeout 300 -j2 \
 # ThreadSanitizer over the tests that run threads and need no gRPC: core's,
 # the fd channel with every daemon thread against it (100 rounds of 4
 # client threads), and the client library's fd channel (4 threads, 2,000
-# calls each), with the TSan-only absl::Mutex (tests/tsan;
+# calls each) and hold table (4 threads registering while snapshots are
+# taken), with the TSan-only absl::Mutex (tests/tsan;
 # docs/testing.md, "ThreadSanitizer"). Any report fails the run (TSan exits
 # 66). 3.2 minutes from a clean build-tsan/ without ccache on two idle
 # cores, about 10 s to run.
@@ -47,12 +48,14 @@ cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSHMBROKER_SANITIZE=thread -DSHMBROKER_TSAN_SHIM=ON \
   -DSHMBROKER_BUILD_BENCH=OFF >/dev/null
 cmake --build build-tsan --target core_concurrency_test \
-  fd_channel_concurrency_test client_fd_channel_concurrency_test
+  fd_channel_concurrency_test client_fd_channel_concurrency_test \
+  client_hold_table_concurrency_test
 build-tsan/tests/core/core_concurrency_test
 SHMBROKER_FD_CHANNEL_ROUNDS=100 \
   build-tsan/tests/server/fd_channel_concurrency_test
 SHMBROKER_CLIENT_FD_CHANNEL_CALLS=2000 \
   build-tsan/tests/client/client_fd_channel_concurrency_test
+build-tsan/tests/client/client_hold_table_concurrency_test
 
 # Fuzzing smoke: builds the libFuzzer targets with clang-14 (ASan + UBSan,
 # build-fuzz/), replays every input under tests/fuzz/regressions, then

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -59,7 +60,9 @@ TEST(HoldTableTest, SnapshotLeavesOutHoldsUnderLeasesNoLongerKept) {
 
 TEST(HoldTableTest, BuffersOnManyThreadsRegisterAndUnregisterConcurrently) {
   UniqueFd fd(::memfd_create("m", MFD_CLOEXEC));
+  const ino_t memory = Inode(fd.get());
   HoldTable table;
+  std::atomic<int> running{4};
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
@@ -67,10 +70,21 @@ TEST(HoldTableTest, BuffersOnManyThreadsRegisterAndUnregisterConcurrently) {
         const uint64_t id = table.Register(t * 1000 + i, t, fd.get());
         if (i % 2 == 0) table.Unregister(id);
       }
+      running.fetch_sub(1);
     });
   }
-  // A resume may snapshot meanwhile.
-  for (int i = 0; i < 20; ++i) table.Snapshot([](uint64_t) { return true; });
+  // A resume may snapshot meanwhile: every hold it takes is whole, with
+  // its own fd of the memory.
+  int snapshots = 0;
+  while (running.load() > 0 || snapshots < 20) {
+    for (const HoldTable::Hold& hold :
+         table.Snapshot([](uint64_t) { return true; })) {
+      ASSERT_EQ(Inode(hold.fd.get()), memory);
+      ASSERT_LT(hold.handle, 4000u);
+      ASSERT_EQ(hold.lease, hold.handle / 1000);
+    }
+    ++snapshots;
+  }
   for (std::thread& thread : threads) thread.join();
   EXPECT_EQ(table.size(), 2000u);
 }
