@@ -39,7 +39,7 @@ struct LeaseOptions {
   // end: on two cores that wait made other calls take 1.5-4 ms during a
   // reclaim of 100,000 buffers (docs/performance.md, "Reclaim in steps").
   // The kernel rounds it up to its timer slack (50 us by default). Zero:
-  // no sleep (tests and the fuzzer, which have no other threads to serve).
+  // no sleep (the fuzzer's choice: it has no other thread to serve).
   absl::Duration reclaim_pause = absl::Microseconds(1);
 };
 inline constexpr absl::Duration kMaxReclaimPause = absl::Milliseconds(1);

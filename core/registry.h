@@ -430,7 +430,8 @@ class Registry {
   void EndLeaseLocked(LeaseId lease, ReclaimReason reason, Deferred& deferred,
                       CloseResult* result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops the holds of ended leases `ids`, reclaim_batch buffers per step,
-  // the lock released between steps, then forgets the leases.
+  // the lock released and the thread asleep for reclaim_pause between
+  // steps, then forgets the leases.
   void DrainLeases(const std::vector<LeaseId>& ids, CloseResult* result)
       ABSL_LOCKS_EXCLUDED(mu_);
   void CloseConnectionLocked(ConnectionId client, ReclaimReason reason,
