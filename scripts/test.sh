@@ -6,7 +6,7 @@
 # validated and played), then builds again
 # with AddressSanitizer + UndefinedBehaviorSanitizer and runs the tests
 # there too (the daemon the integration tests start is the sanitized one),
-# runs the concurrency tests that need no gRPC under ThreadSanitizer, and
+# runs the concurrency and unit tests under ThreadSanitizer, and
 # last fuzzes for a short smoke (tests/fuzz, docs/testing.md).
 # Run as root: some tests switch to a second uid.
 set -euo pipefail
@@ -35,27 +35,37 @@ cmake --build build-asan
 ctest --test-dir build-asan --output-on-failure --timeout 300 -j2 \
   -LE 'install|image|k8s|package' -E '^FdLimitTest\.'
 
-# ThreadSanitizer over the tests that run threads and need no gRPC: core's,
-# the fd channel with every daemon thread against it (100 rounds of 4
-# client threads), and the client library's fd channel (4 threads, 2,000
-# calls each) and hold table (4 threads registering while snapshots are
-# taken), with the TSan-only absl::Mutex (tests/tsan;
-# docs/testing.md, "ThreadSanitizer"). Any report fails the run (TSan exits
-# 66). 3.2 minutes from a clean build-tsan/ without ccache on two idle
-# cores, about 10 s to run.
+# ThreadSanitizer over the tests that run threads: core's, the fd channel
+# with every daemon thread against it (100 rounds of 4 client threads), the
+# client library's fd channel (4 threads, 2,000 calls each), and the unit
+# tests of server/ and client/, which link gRPC (the client's hold table,
+# lease keeper and resumer against a stand-in daemon among them). Every
+# executable links the TSan-only absl::Mutex (tests/tsan), which gRPC's
+# locks use too; TSan ignores what the uninstrumented libraries ask of its
+# runtime (ignore_noninstrumented_modules; docs/testing.md,
+# "ThreadSanitizer"). Any report fails the run (TSan exits 66).
+# PausePointTest forks children that read their variable once per process:
+# ctest runs each test alone, so here they run alone too.
 echo "== ThreadSanitizer"
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSHMBROKER_SANITIZE=thread -DSHMBROKER_TSAN_SHIM=ON \
   -DSHMBROKER_BUILD_BENCH=OFF >/dev/null
 cmake --build build-tsan --target core_concurrency_test \
   fd_channel_concurrency_test client_fd_channel_concurrency_test \
-  client_hold_table_concurrency_test
+  server_test client_unit_test
+export TSAN_OPTIONS=ignore_noninstrumented_modules=1
 build-tsan/tests/core/core_concurrency_test
 SHMBROKER_FD_CHANNEL_ROUNDS=100 \
   build-tsan/tests/server/fd_channel_concurrency_test
 SHMBROKER_CLIENT_FD_CHANNEL_CALLS=2000 \
   build-tsan/tests/client/client_fd_channel_concurrency_test
-build-tsan/tests/client/client_hold_table_concurrency_test
+build-tsan/tests/server/server_test
+build-tsan/tests/client/client_unit_test --gtest_filter='-PausePointTest.*'
+for test in $(build-tsan/tests/client/client_unit_test \
+    --gtest_list_tests --gtest_filter='PausePointTest.*' | sed -n 's/^  //p'); do
+  build-tsan/tests/client/client_unit_test --gtest_filter="PausePointTest.$test"
+done
+unset TSAN_OPTIONS
 
 # Fuzzing smoke: builds the libFuzzer targets with clang-14 (ASan + UBSan,
 # build-fuzz/), replays every input under tests/fuzz/regressions, then

@@ -10,10 +10,10 @@
 // Checked: every call is answered to its own caller with its own fd (the
 // memfd named after it), or gave up with DEADLINE_EXCEEDED and reached the
 // orphan handler; no fd is left open. It links the channel's source and
-// common/ only, no gRPC: in a ThreadSanitizer build with the TSan-only
-// absl::Mutex (tests/tsan) it is what TSan runs over the client library
-// (scripts/test.sh; docs/testing.md, "ThreadSanitizer"); else a test in
-// the suite. SHMBROKER_CLIENT_FD_CHANNEL_CALLS sets the calls per thread.
+// common/ only, no gRPC. Under ThreadSanitizer (scripts/test.sh;
+// docs/testing.md, "ThreadSanitizer") it checks the channel's locking;
+// else it is a test in the suite. SHMBROKER_CLIENT_FD_CHANNEL_CALLS sets
+// the calls per thread.
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>

@@ -5,11 +5,10 @@
 // both a client process at the far end of its socket and the gRPC handler
 // serving that client's Allocate calls, as BrokerService does (Find by
 // token, ApplyPending, Registry::Allocate, SendFd or SendArenaFd). gRPC
-// itself is not here: that is what lets ThreadSanitizer run this test
-// soundly with the TSan-only absl::Mutex (tests/tsan; gRPC locks Abseil
-// mutexes inside its own uninstrumented library). In the suite it checks
-// outcomes (every call answered as the contract says, nothing left held);
-// under TSan (docs/testing.md, "ThreadSanitizer") the server's locking.
+// itself is not here, so all the threads are the daemon's own. In the
+// suite it checks outcomes (every call answered as the contract says,
+// nothing left held); under TSan (docs/testing.md, "ThreadSanitizer") the
+// server's locking.
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
