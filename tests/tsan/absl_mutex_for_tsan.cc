@@ -10,16 +10,17 @@
 // PLT: our code, Abseil's own Notification and BlockingCounter, and gRPC's
 // gpr_mu, gpr_cv and grpc_core::Mutex (libgpr, libgrpc, libgrpc++). A
 // definition in the executable comes first in the dynamic linker's search,
-// so linked into a test binary (as an object, exported: tests/CMakeLists.txt)
-// these replace Abseil's for every library in the process, and TSan sees
-// every lock gRPC takes too. That is what lets the gRPC edges of server/
-// and client/ run under TSan.
+// so linked into every executable (the top CMakeLists.txt; the linker
+// exports them, as the libraries refer to them) these replace Abseil's for
+// every library in the process, and TSan sees every lock gRPC takes too.
+// That is what lets tests that link gRPC run under TSan.
 //
 // The Mutex's one word (mu_) points to its state here, made on first use,
 // so that a Mutex made by Abseil's inline constructors (mu_ = 0, also in
 // constant initialization) works unchanged. What is left out: debug logging,
-// invariant checks and deadlock detection (no-ops), and a CondVar wait under
-// a Mutex held as a reader (Abseil allows it; nothing here does it).
+// invariant checks and deadlock detection (no-ops), and Await or a CondVar
+// wait under a Mutex held as a reader (Abseil allows both; nothing here does
+// either).
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -164,8 +165,8 @@ void Mutex::EnableDebugLog(const char*) {}
 void Mutex::EnableInvariantDebugging(void (*)(void*), void*) {}
 void Mutex::ForgetDeadlockInfo() {}
 
-// The Await family is called with the Mutex held, in whichever mode; a
-// Condition is evaluated only by its own thread, under the lock.
+// The Await family is called with the Mutex held exclusively (see the top);
+// a Condition is evaluated only by its own thread, under the lock.
 void Mutex::Await(const Condition& cond) {
   AwaitWithDeadline(cond, absl::InfiniteFuture());
 }
@@ -175,9 +176,6 @@ bool Mutex::AwaitWithTimeout(const Condition& cond, absl::Duration timeout) {
 }
 
 bool Mutex::AwaitWithDeadline(const Condition& cond, absl::Time deadline) {
-  // Abseil's own implementation cannot tell the mode either without its
-  // word; every Await here is under an exclusive lock but ReaderLockWhen's,
-  // which do not come through here.
   MutexState* state = StateOf<MutexState>(mu_);
   Exclusive lock{state->mu};
   return AwaitOn(*state, lock, cond, deadline);
