@@ -39,7 +39,7 @@ ctest --test-dir build-asan --output-on-failure --timeout 300 -j2 \
 # with every daemon thread against it (100 rounds of 4 client threads), the
 # client library's fd channel (4 threads, 2,000 calls each), and the unit
 # tests of server/ and client/, which link gRPC (the client's hold table,
-# lease keeper and resumer against a stand-in daemon among them). Every
+# and its resumer and lease keeper against a stand-in fd channel). Every
 # executable links the TSan-only absl::Mutex (tests/tsan), which gRPC's
 # locks use too; TSan ignores what the uninstrumented libraries ask of its
 # runtime (ignore_noninstrumented_modules; docs/testing.md,
