@@ -188,6 +188,7 @@ std::vector<LeaseInfo> Registry::ListLeases(const Identity& caller,
   *more = false;
   Locked lock(this);
   const auto& all = leases_.all();
+  out.reserve(std::min(limit, all.size()));
   for (auto it = all.upper_bound(after); it != all.end(); ++it) {
     if (!MayManage(caller, it->second.info)) continue;
     if (out.size() == limit) {

@@ -44,12 +44,14 @@ std::vector<BufferInfo> Registry::List(const Identity& caller, Handle after,
   if (revision != nullptr) *revision = watch_hub_.revision();
   if (!caller.is_root()) {
     // From the index: the page's cost, not the table's.
-    for (Handle handle : visible_.Page(caller, after, limit, more)) {
-      out.push_back(buffers_.at(handle).Info(handle));
-    }
+    const std::vector<Handle> page = visible_.Page(caller, after, limit, more);
+    out.reserve(page.size());
+    for (Handle handle : page) out.push_back(buffers_.at(handle).Info(handle));
     return out;
   }
-  // Root sees every live buffer.
+  // Root sees every live buffer. A page is reserved whole: growing it
+  // would copy every BufferInfo (a name, share rules) several times.
+  out.reserve(std::min(limit, buffers_.size()));
   for (auto it = buffers_.upper_bound(after); it != buffers_.end(); ++it) {
     const BufferRecord& record = it->second;
     if (!record.has_memory) continue;

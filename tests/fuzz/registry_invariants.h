@@ -8,10 +8,10 @@
 
 #include <cstdint>
 #include <limits>
-#include <map>
 #include <utility>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "core/access.h"
 #include "core/registry.h"
 #include "tests/fuzz/fuzz_check.h"
@@ -21,16 +21,20 @@ namespace shmbroker::fuzz {
 inline constexpr Identity kRoot{.pid = 1, .uid = 0, .gid = 0};
 inline constexpr size_t kEverything = std::numeric_limits<size_t>::max();
 
+// B-trees, not std::map: these run after every operation, and under ASan
+// a node per entry costs more than the rest of the check.
+
 // Holds per buffer, as the live leases report them.
-inline std::map<Handle, uint64_t> HoldsUnderLeases(
+inline absl::btree_map<Handle, uint64_t> HoldsUnderLeases(
     const Registry& registry, uint64_t* leases, uint64_t* holds,
     std::vector<ConnectionId>* open) {
   bool more = true;
   std::vector<LeaseInfo> listed =
       registry.ListLeases(kRoot, 0, kEverything, &more);
   FUZZ_CHECK(!more);
-  std::map<Handle, uint64_t> held;
+  absl::btree_map<Handle, uint64_t> held;
   *leases = listed.size();
+  open->reserve(listed.size());
   *holds = 0;
   for (const LeaseInfo& lease : listed) {
     // An open connection is one whose default lease lives.
@@ -60,10 +64,11 @@ inline std::vector<ConnectionId> CheckRegistryInvariants(
   FUZZ_CHECK(!more);
   FUZZ_CHECK(stats.buffers == buffers.size());
 
-  std::map<Handle, uint64_t> holders;
+  absl::btree_map<Handle, uint64_t> holders;
   uint64_t charged = 0, pooled_charged = 0, dedicated_charged = 0;
   uint64_t pooled = 0, posix = 0;
-  std::map<uid_t, std::pair<uint64_t, uint64_t>> by_owner;  // bytes, buffers
+  // Bytes and buffers per owner.
+  absl::btree_map<uid_t, std::pair<uint64_t, uint64_t>> by_owner;
   for (const BufferInfo& buffer : buffers) {
     by_owner[buffer.owner.uid].first += buffer.charged_bytes;
     ++by_owner[buffer.owner.uid].second;
