@@ -200,8 +200,10 @@ TEST_F(ClientLibrarySingleTest,
     ::close(fd);
   }
   ASSERT_TRUE(client_->Ping().ok());  // orders the release before the check
-  EXPECT_EQ(::shm_open(shm_name.c_str(), O_RDONLY, 0), -1);
-  EXPECT_EQ(errno, ENOENT);
+  const int fd = ::shm_open(shm_name.c_str(), O_RDONLY, 0);
+  const int error = errno;  // before the assertions' own calls change it
+  EXPECT_EQ(fd, -1);
+  EXPECT_EQ(error, ENOENT) << std::strerror(error);
 }
 
 TEST_F(ClientLibrarySingleTest, ListPagesThroughManyBuffers) {
