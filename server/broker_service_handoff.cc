@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/broker_service.h"
+#include "server/reactor_order.h"
 
 namespace shmbroker {
 grpc::ServerUnaryReactor* BrokerService::Seal(grpc::CallbackServerContext* ctx,
@@ -65,6 +66,7 @@ class WaitReactor final : public grpc::ServerUnaryReactor {
       if (now.ok() && std::holds_alternative<WaiterId>(*now)) {
         waiter_ = std::get<WaiterId>(*now);
         service_->sweeper_->WakeBy(deadline);
+        HandingToGrpc(this);  // returned to gRPC, which may cancel it
         return true;
       }
       at_once = now.ok()
@@ -77,6 +79,7 @@ class WaitReactor final : public grpc::ServerUnaryReactor {
   }
 
   void OnCancel() override {
+    ReactionBegins(this);
     WaiterId waiter = 0;
     {
       absl::MutexLock lock(&mu_);
@@ -90,7 +93,10 @@ class WaitReactor final : public grpc::ServerUnaryReactor {
     }
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    ReactionBegins(this);
+    delete this;
+  }
 
  private:
   void Complete(absl::StatusOr<Grant> grant) {
@@ -111,6 +117,7 @@ class WaitReactor final : public grpc::ServerUnaryReactor {
     }
     service_->metrics_->RpcDone(method_, status.code(), absl::Now() - start_);
     service_->metrics_->CountRefusal(status);
+    HandingToGrpc(this);
     Finish(ToGrpcStatus(status));
   }
 

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/broker_service.h"
+#include "server/reactor_order.h"
 
 namespace shmbroker {
 
@@ -40,6 +41,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent> {
       queue_ = std::move(watch->queue);
       // Tells the client the watcher is registered: no later change is
       // missed (Client::Watch returns then).
+      HandingToGrpc(this);
       StartSendInitialMetadata();
       step = NextLocked();
     }
@@ -56,6 +58,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent> {
   }
 
   void OnWriteDone(bool ok) override {
+    ReactionBegins(this);
     Step step;
     {
       absl::MutexLock lock(&mu_);
@@ -73,6 +76,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent> {
   }
 
   void OnCancel() override {
+    ReactionBegins(this);
     WatcherId id = 0;
     {
       absl::MutexLock lock(&mu_);
@@ -90,6 +94,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent> {
   }
 
   void OnDone() override {
+    ReactionBegins(this);
     std::shared_ptr<WatchQueue> queue;
     WatcherId id = 0;
     {
@@ -133,6 +138,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent> {
       step.lost = true;
       step.finish = queue_->LostStatus();
     } else {
+      HandingToGrpc(this);
       StartWrite(&out_);
     }
     return step;
@@ -149,6 +155,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent> {
     service_->metrics_->RpcDone("Watch", step.finish->code(),
                                 absl::Now() - start_);
     service_->metrics_->CountRefusal(*step.finish);
+    HandingToGrpc(this);
     StartWriteAndFinish(&out_, grpc::WriteOptions(),
                         ToGrpcStatus(*step.finish));
   }
@@ -156,6 +163,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent> {
   void End(const absl::Status& status) {
     service_->metrics_->RpcDone("Watch", status.code(), absl::Now() - start_);
     service_->metrics_->CountRefusal(status);
+    HandingToGrpc(this);
     Finish(ToGrpcStatus(status));
   }
 

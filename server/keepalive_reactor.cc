@@ -7,6 +7,7 @@
 #include "server/log_rate_limiter.h"
 #include "server/logging.h"
 #include "server/proto_convert.h"
+#include "server/reactor_order.h"
 
 namespace shmbroker {
 
@@ -19,14 +20,18 @@ KeepAliveReactor::KeepAliveReactor(Registry* registry, Metrics* metrics,
       caller_(caller) {
   if (!setup.ok()) {
     metrics_->RpcDone("KeepAlive", setup.code(), absl::ZeroDuration());
+    HandingToGrpc(this);
     Finish(ToGrpcStatus(setup));
     return;
   }
+  HandingToGrpc(this);
   StartRead(&request_);
 }
 
 void KeepAliveReactor::OnReadDone(bool ok) {
+  ReactionBegins(this);
   if (!ok) {  // the client half-closed (or went away)
+    HandingToGrpc(this);
     Finish(grpc::Status::OK);
     return;
   }
@@ -41,10 +46,12 @@ void KeepAliveReactor::OnReadDone(bool ok) {
                    over.message(), SuppressedNote(suppressed));
     }
     metrics_->RpcDone("KeepAlive", over.code(), absl::ZeroDuration());
+    HandingToGrpc(this);
     Finish(ToGrpcStatus(over));
     return;
   }
   Renew();
+  HandingToGrpc(this);
   StartWrite(&response_);
 }
 
@@ -70,12 +77,14 @@ void KeepAliveReactor::Renew() {
                                             : gone.status().message()));
     }
     response_.set_error_code(static_cast<int>(error.code()));
-    response_.set_error_message(std::string(error.message()));
+    response_.set_error_message(std::string{error.message()});
   }
   metrics_->RpcDone("KeepAlive", lease.status().code(), absl::Now() - start);
 }
 
 void KeepAliveReactor::OnWriteDone(bool ok) {
+  ReactionBegins(this);
+  HandingToGrpc(this);
   if (!ok) {
     Finish(grpc::Status::OK);
     return;
@@ -83,6 +92,9 @@ void KeepAliveReactor::OnWriteDone(bool ok) {
   StartRead(&request_);
 }
 
-void KeepAliveReactor::OnDone() { delete this; }
+void KeepAliveReactor::OnDone() {
+  ReactionBegins(this);
+  delete this;
+}
 
 }  // namespace shmbroker
