@@ -57,7 +57,8 @@ TEST(IdleConnectionTest, IdleGrpcConnectionsAreClosedBusyOnesKept) {
   EXPECT_EQ(status->clients, 1u);
   EXPECT_EQ(SocketsOn(path), 2);
   // The idle client just reconnects when it calls again.
-  EXPECT_TRUE((*idle)->Ping().ok());
+  const absl::Status again = (*idle)->Ping();
+  EXPECT_TRUE(again.ok()) << again;
 }
 
 }  // namespace
