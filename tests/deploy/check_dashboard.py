@@ -292,8 +292,9 @@ class Session:
         return "\n".join(parts)
 
     def close(self):
-        # Clients first (their holds), then the daemon, then Prometheus.
-        for label, proc, _, _ in self.procs:
+        # In the reverse of their start: the clients (their holds) before
+        # the daemon they hold from.
+        for label, proc, _, _ in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
                 try:
@@ -306,9 +307,12 @@ class Session:
 
 def start_daemon(s, shmbrokerd):
     sock = os.path.join(s.dir, "run", "broker.sock")
+    # No books: a daemon that keeps them leaves the POSIX names still held
+    # when it stops, for a successor to adopt, and none comes here.
     proc, out, err = s.spawn("shmbrokerd", [shmbrokerd, f"--socket={sock}",
                                             "--metrics_address=127.0.0.1:0",
-                                            "--capacity=64MiB"])
+                                            "--capacity=64MiB",
+                                            "--state_dir=none"])
 
     def ready():
         check(proc.poll() is None, f"shmbrokerd exited {proc.returncode}:\n{tail(err)}")
