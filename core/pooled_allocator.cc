@@ -366,7 +366,6 @@ ScavengeResult PooledAllocator::Scavenge(absl::Time now) {
 PooledAllocatorStats PooledAllocator::Stats() const {
   PooledAllocatorStats stats;
   stats.arena_size = options_.arena_size;
-  stats.size_classes.resize(kNumSizeClasses);
   for (int i = 0; i < kNumSizeClasses; ++i) {
     stats.size_classes[i].size = kSizeClasses[i].size;
     stats.size_classes[i].span_pages = kSizeClasses[i].span_pages;

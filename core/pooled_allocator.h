@@ -93,6 +93,7 @@
 #define SHMBROKER_CORE_POOLED_ALLOCATOR_H_
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <limits>
@@ -110,6 +111,7 @@
 #include "core/capacity_budget.h"
 #include "core/clock.h"
 #include "core/memory_object.h"
+#include "core/size_classes.h"
 
 namespace shmbroker {
 
@@ -205,8 +207,10 @@ struct PooledAllocatorStats {
   uint64_t zeroed_bytes_total = 0;
   uint64_t arenas_created_total = 0;
   uint64_t arenas_released_total = 0;
-  std::vector<SizeClassStats> size_classes;  // every class, smallest first
-  std::vector<TenantPoolStats> tenants;      // tenants with arenas, by id
+  // Every class, smallest first. An array: Stats() runs on every scrape,
+  // and the registry_ops fuzz target asks after every operation.
+  std::array<SizeClassStats, kNumSizeClasses> size_classes{};
+  std::vector<TenantPoolStats> tenants;  // tenants with arenas, by id
 };
 
 class PooledAllocator {

@@ -6,6 +6,7 @@
 #ifndef SHMBROKER_TESTS_FUZZ_REGISTRY_INVARIANTS_H_
 #define SHMBROKER_TESTS_FUZZ_REGISTRY_INVARIANTS_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <utility>
@@ -21,18 +22,20 @@ namespace shmbroker::fuzz {
 inline constexpr Identity kRoot{.pid = 1, .uid = 0, .gid = 0};
 inline constexpr size_t kEverything = std::numeric_limits<size_t>::max();
 
-// B-trees, not std::map: these run after every operation, and under ASan
-// a node per entry costs more than the rest of the check.
+// Holds per buffer: (handle, count), ascending by handle. Sorted vectors,
+// not maps: these run after every operation, and under ASan a node per
+// entry costs more than the rest of the check.
+using HoldCounts = std::vector<std::pair<Handle, uint64_t>>;
 
 // Holds per buffer, as the live leases report them.
-inline absl::btree_map<Handle, uint64_t> HoldsUnderLeases(
-    const Registry& registry, uint64_t* leases, uint64_t* holds,
-    std::vector<ConnectionId>* open) {
+inline HoldCounts HoldsUnderLeases(const Registry& registry, uint64_t* leases,
+                                   uint64_t* holds,
+                                   std::vector<ConnectionId>* open) {
   bool more = true;
   std::vector<LeaseInfo> listed =
       registry.ListLeases(kRoot, 0, kEverything, &more);
   FUZZ_CHECK(!more);
-  absl::btree_map<Handle, uint64_t> held;
+  HoldCounts held;
   *leases = listed.size();
   open->reserve(listed.size());
   *holds = 0;
@@ -45,12 +48,23 @@ inline absl::btree_map<Handle, uint64_t> HoldsUnderLeases(
     uint64_t under_lease = 0;
     for (const auto& [handle, count] : detail->holds) {
       FUZZ_CHECK(count > 0);
-      held[handle] += count;
+      held.emplace_back(handle, count);
       under_lease += count;
     }
     FUZZ_CHECK(under_lease == lease.holds);
     *holds += lease.holds;
   }
+  // One entry per buffer: the sum over the leases that hold it.
+  std::sort(held.begin(), held.end());
+  size_t out = 0;
+  for (size_t i = 0; i < held.size(); ++i) {
+    if (out > 0 && held[out - 1].first == held[i].first) {
+      held[out - 1].second += held[i].second;
+    } else {
+      held[out++] = held[i];
+    }
+  }
+  held.resize(out);
   return held;
 }
 
@@ -64,7 +78,8 @@ inline std::vector<ConnectionId> CheckRegistryInvariants(
   FUZZ_CHECK(!more);
   FUZZ_CHECK(stats.buffers == buffers.size());
 
-  absl::btree_map<Handle, uint64_t> holders;
+  HoldCounts holders;
+  holders.reserve(buffers.size());
   uint64_t charged = 0, pooled_charged = 0, dedicated_charged = 0;
   uint64_t pooled = 0, posix = 0;
   // Bytes and buffers per owner.
@@ -75,7 +90,9 @@ inline std::vector<ConnectionId> CheckRegistryInvariants(
     if (buffer.backing == Backing::kPosix) ++posix;
     FUZZ_CHECK(buffer.holders > 0);  // a buffer without holds is reclaimed
     FUZZ_CHECK(buffer.charged_bytes >= buffer.size);
-    holders[buffer.handle] = buffer.holders;
+    // List goes by handle, so `holders` is sorted as HoldsUnderLeases' is.
+    FUZZ_CHECK(holders.empty() || holders.back().first < buffer.handle);
+    holders.emplace_back(buffer.handle, buffer.holders);
     charged += buffer.charged_bytes;
     if (buffer.kind == BufferKind::kPooled) {
       ++pooled;
