@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "shmbroker/client.h"
 #include "tests/integration/test_daemon.h"
+#include "tests/integration/wait_for.h"
 
 namespace shmbroker::testing {
 namespace {
@@ -199,11 +200,20 @@ TEST_F(ClientLibrarySingleTest,
     EXPECT_EQ(st.st_uid, ::getuid());
     ::close(fd);
   }
-  ASSERT_TRUE(client_->Ping().ok());  // orders the release before the check
-  const int fd = ::shm_open(shm_name.c_str(), O_RDONLY, 0);
-  const int error = errno;  // before the assertions' own calls change it
-  EXPECT_EQ(fd, -1);
-  EXPECT_EQ(error, ENOENT) << std::strerror(error);
+  // The destructor's release goes over the fd channel, which no gRPC call
+  // orders: under ThreadSanitizer a Ping answered before the daemon read it
+  // (and shm_open, succeeding, left gRPC's EAGAIN in errno). Wait for it.
+  EXPECT_TRUE(WaitFor("the name unlinked", [&](std::string* seen) {
+    const int fd = ::shm_open(shm_name.c_str(), O_RDONLY, 0);
+    const int error = errno;  // before close() can change it
+    if (fd >= 0) {
+      ::close(fd);
+      *seen = "still opens";
+      return false;
+    }
+    *seen = std::strerror(error);
+    return error == ENOENT;
+  }));
 }
 
 TEST_F(ClientLibrarySingleTest, ListPagesThroughManyBuffers) {
