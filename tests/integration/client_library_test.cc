@@ -201,8 +201,7 @@ TEST_F(ClientLibrarySingleTest,
     ::close(fd);
   }
   // The destructor's release goes over the fd channel, which no gRPC call
-  // orders: under ThreadSanitizer a Ping answered before the daemon read it
-  // (and shm_open, succeeding, left gRPC's EAGAIN in errno). Wait for it.
+  // orders (a Ping may be answered before the daemon reads it): wait.
   EXPECT_TRUE(WaitFor("the name unlinked", [&](std::string* seen) {
     const int fd = ::shm_open(shm_name.c_str(), O_RDONLY, 0);
     const int error = errno;  // before close() can change it
