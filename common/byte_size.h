@@ -15,6 +15,8 @@
 
 namespace shmbroker {
 
+inline constexpr uint64_t kMiB = uint64_t{1} << 20;
+
 // Accepts a decimal integer optionally followed by a binary unit: B, KiB,
 // MiB, GiB, TiB (also K/M/G/T and KB/MB/GB/TB, read as powers of 1024).
 inline absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text) {

@@ -355,7 +355,6 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   }
   // A tenant's first pooled buffer commits a whole arena, so an arena must
   // be a small part of the capacity, or a few tenants would hold all of it.
-  constexpr uint64_t kMiB = uint64_t{1} << 20;
   const uint64_t share = config.registry.capacity_bytes / 16 / kMiB * kMiB;
   if (!config.pooling) {
     config.pooling_off_reason = "--pooling=false";

@@ -10,15 +10,12 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/common/proc_fds.h"
 
 namespace shmbroker::client {
 namespace {
 
-ino_t Inode(int fd) {
-  struct stat st {};
-  EXPECT_EQ(::fstat(fd, &st), 0);
-  return st.st_ino;
-}
+using ::shmbroker::testing::InodeOf;
 
 TEST(HoldTableTest, SnapshotsLiveHoldsWithTheirOwnFdOfTheSameMemory) {
   UniqueFd a(::memfd_create("a", MFD_CLOEXEC));
@@ -40,11 +37,11 @@ TEST(HoldTableTest, SnapshotsLiveHoldsWithTheirOwnFdOfTheSameMemory) {
   for (const HoldTable::Hold& hold : holds) {
     EXPECT_EQ(hold.lease, 7u);
     EXPECT_NE(hold.fd.get(), a.get());  // a duplicate, ours to close
-    EXPECT_EQ(Inode(hold.fd.get()), Inode(a.get()));
+    EXPECT_EQ(InodeOf(hold.fd.get()), InodeOf(a.get()));
   }
   // The Buffer may close its fd now: the snapshot's fds stay good.
   a.reset();
-  EXPECT_GT(Inode(holds[0].fd.get()), 0u);
+  EXPECT_GT(InodeOf(holds[0].fd.get()), 0u);
 }
 
 TEST(HoldTableTest, SnapshotLeavesOutHoldsUnderLeasesNoLongerKept) {
@@ -60,7 +57,7 @@ TEST(HoldTableTest, SnapshotLeavesOutHoldsUnderLeasesNoLongerKept) {
 
 TEST(HoldTableTest, BuffersOnManyThreadsRegisterAndUnregisterConcurrently) {
   UniqueFd fd(::memfd_create("m", MFD_CLOEXEC));
-  const ino_t memory = Inode(fd.get());
+  const ino_t memory = InodeOf(fd.get());
   HoldTable table;
   std::atomic<int> running{4};
   std::vector<std::thread> threads;
@@ -79,7 +76,7 @@ TEST(HoldTableTest, BuffersOnManyThreadsRegisterAndUnregisterConcurrently) {
   while (running.load() > 0 || snapshots < 20) {
     for (const HoldTable::Hold& hold :
          table.Snapshot([](uint64_t) { return true; })) {
-      ASSERT_EQ(Inode(hold.fd.get()), memory);
+      ASSERT_EQ(InodeOf(hold.fd.get()), memory);
       ASSERT_LT(hold.handle, 4000u);
       ASSERT_EQ(hold.lease, hold.handle / 1000);
     }

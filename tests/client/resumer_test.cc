@@ -30,10 +30,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/client/fake_fd_channel.h"
+#include "tests/common/proc_fds.h"
 
 namespace shmbroker::client {
 namespace {
 
+using ::shmbroker::testing::InodeOf;
 using ::testing::HasSubstr;
 
 struct Presented {
@@ -57,12 +59,6 @@ std::optional<Presented> ReadPresent(int socket) {
   EXPECT_NE(present, nullptr) << "frame type " << static_cast<int>(frame.type);
   if (present == nullptr) return std::nullopt;
   return Presented{*present, std::move(got.fd)};
-}
-
-ino_t Inode(int fd) {
-  struct stat st {};
-  EXPECT_EQ(::fstat(fd, &st), 0);
-  return st.st_ino;
 }
 
 class ResumerTest : public ::testing::Test {
@@ -111,10 +107,11 @@ TEST_F(ResumerTest, AHangUpIsNoticedAndEachLiveHoldIsPresentedWithItsMemory) {
     std::optional<Presented> p = ReadPresent(second.get());
     ASSERT_TRUE(p.has_value());
     EXPECT_EQ(p->frame.lease, kFirstDefaultLease);
-    seen.emplace_back(p->frame.handle, Inode(p->fd.get()));
+    seen.emplace_back(p->frame.handle, InodeOf(p->fd.get()));
   }
-  const ino_t d = Inode(dedicated.get());
-  const ino_t a = Inode(arena.get());
+  const ino_t d = InodeOf(dedicated.get());
+  const ino_t a = InodeOf(arena.get());
+  ASSERT_NE(d, a);
   EXPECT_EQ(seen, (std::vector<std::pair<uint64_t, ino_t>>{
                       {11, d}, {12, a}, {13, a}}));
   // Until the Resume call, which finds no daemon here, nothing else.

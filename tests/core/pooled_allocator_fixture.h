@@ -17,14 +17,14 @@
 #include "gtest/gtest.h"
 #include "tests/core/test_support.h"
 
-// A namespace of their own: registry_fixture.h has a kAlice of another type
-// in shmbroker::testing, and both end up in one test binary.
+// A namespace of their own: the fixture shares a test binary (and, in a
+// unity build, a translation unit) with registry_fixture.h's.
 namespace shmbroker::testing::pooled {
 
 inline constexpr uint64_t kArena = uint64_t{1}
                                    << 20;  // 256 pages, fast to test
-inline constexpr TenantId kAlice = 1000;
-inline constexpr TenantId kBob = 1001;
+inline constexpr TenantId kAliceUid = 1000;
+inline constexpr TenantId kBobUid = 1001;
 inline const absl::Time kStart = absl::FromUnixSeconds(1'700'000'000);
 
 inline ino_t Inode(const PooledBlock& block) {

@@ -17,24 +17,24 @@ namespace {
 using ::shmbroker::testing::Mapping;
 using ::shmbroker::testing::pooled::AllBytesAre;
 using ::shmbroker::testing::pooled::Blocks;
-using ::shmbroker::testing::pooled::kAlice;
+using ::shmbroker::testing::pooled::kAliceUid;
 using ::shmbroker::testing::pooled::PooledAllocatorTest;
 
 TEST_F(PooledAllocatorTest, DirtyMemoryIsZeroedOnlyWhenAsked) {
-  const PooledBlock first = MustAllocate(kAlice, 1000);
+  const PooledBlock first = MustAllocate(kAliceUid, 1000);
   std::unique_ptr<Mapping> view = Map(first);
   std::memset(view->data() + first.offset, 'x', first.size);
   MustFree(first);
 
   // Same tenant, not asked: the old bytes are still there.
-  const PooledBlock plain = MustAllocate(kAlice, 1000, /*zeroed=*/false);
+  const PooledBlock plain = MustAllocate(kAliceUid, 1000, /*zeroed=*/false);
   ASSERT_EQ(plain.offset, first.offset);
   EXPECT_TRUE(AllBytesAre(view->data() + plain.offset, plain.size, 'x'));
   EXPECT_EQ(allocator_->Stats().zeroed_bytes_total, 0u);
   MustFree(plain);
 
   // Asked: zeroed, and counted.
-  const PooledBlock zeroed = MustAllocate(kAlice, 1000, /*zeroed=*/true);
+  const PooledBlock zeroed = MustAllocate(kAliceUid, 1000, /*zeroed=*/true);
   ASSERT_EQ(zeroed.offset, first.offset);
   EXPECT_TRUE(AllBytesAre(view->data() + zeroed.offset, zeroed.size, 0));
   EXPECT_EQ(allocator_->Stats().zeroed_bytes_total, 1000u);
@@ -42,11 +42,11 @@ TEST_F(PooledAllocatorTest, DirtyMemoryIsZeroedOnlyWhenAsked) {
 
 TEST_F(PooledAllocatorTest, KnownZeroMemoryIsNotZeroedAgain) {
   // Keeps the arena from being retired by the scavenger below.
-  const PooledBlock keep = MustAllocate(kAlice, 128 * 1024);
+  const PooledBlock keep = MustAllocate(kAliceUid, 128 * 1024);
   // Fresh arena memory, small and medium.
   std::vector<PooledBlock> blocks;
   for (uint64_t size : {64u, 5000u, 32768u, 40000u, 200000u}) {
-    blocks.push_back(MustAllocate(kAlice, size, /*zeroed=*/true));
+    blocks.push_back(MustAllocate(kAliceUid, size, /*zeroed=*/true));
   }
   EXPECT_EQ(allocator_->Stats().zeroed_bytes_total, 0u);
   std::unique_ptr<Mapping> view = Map(blocks[0]);
@@ -58,7 +58,7 @@ TEST_F(PooledAllocatorTest, KnownZeroMemoryIsNotZeroedAgain) {
   // Scavenged memory is zero again: no zeroing either.
   clock_.Advance(absl::Minutes(6));
   allocator_->Scavenge(clock_.Now());
-  const PooledBlock run = MustAllocate(kAlice, 200000, /*zeroed=*/true);
+  const PooledBlock run = MustAllocate(kAliceUid, 200000, /*zeroed=*/true);
   ASSERT_EQ(run.arena_id, keep.arena_id);
   EXPECT_TRUE(AllBytesAre(view->data() + run.offset, run.size, 0));
   EXPECT_EQ(allocator_->Stats().zeroed_bytes_total, 0u);
@@ -68,12 +68,12 @@ TEST_F(PooledAllocatorTest, LargeDirtyRunsAreZeroedByPunching) {
   PooledAllocatorOptions options = Options();
   options.zero_punch_min_bytes = 64 * 1024;
   Make(options);
-  const PooledBlock first = MustAllocate(kAlice, 200 * 1024);
+  const PooledBlock first = MustAllocate(kAliceUid, 200 * 1024);
   std::unique_ptr<Mapping> view = Map(first);
   std::memset(view->data() + first.offset, 'x', first.size);
   const uint64_t resident = Blocks(first);
   MustFree(first);
-  const PooledBlock again = MustAllocate(kAlice, 200 * 1024, true);
+  const PooledBlock again = MustAllocate(kAliceUid, 200 * 1024, true);
   ASSERT_EQ(again.offset, first.offset);
   EXPECT_EQ(Blocks(again), resident - 200 * 1024) << "punched, not memset";
   EXPECT_TRUE(AllBytesAre(view->data() + again.offset, again.size, 0));
@@ -81,9 +81,9 @@ TEST_F(PooledAllocatorTest, LargeDirtyRunsAreZeroedByPunching) {
 }
 
 TEST_F(PooledAllocatorTest, ScavengerPunchesIdleRunsOnly) {
-  const PooledBlock old_block = MustAllocate(kAlice, 128 * 1024);
-  const PooledBlock young_block = MustAllocate(kAlice, 128 * 1024);
-  const PooledBlock live = MustAllocate(kAlice, 128 * 1024);
+  const PooledBlock old_block = MustAllocate(kAliceUid, 128 * 1024);
+  const PooledBlock young_block = MustAllocate(kAliceUid, 128 * 1024);
+  const PooledBlock live = MustAllocate(kAliceUid, 128 * 1024);
   std::unique_ptr<Mapping> view = Map(live);
   for (const PooledBlock* b : {&old_block, &young_block, &live}) {
     std::memset(view->data() + b->offset, 'z', b->size);
@@ -117,8 +117,8 @@ TEST_F(PooledAllocatorTest, ScavengerWorkIsBoundedPerCall) {
   PooledAllocatorOptions options = Options();
   options.scavenge_max_pages = 16;
   Make(options);
-  const PooledBlock run = MustAllocate(kAlice, 40 * kPageSize);
-  const PooledBlock live = MustAllocate(kAlice, 64);
+  const PooledBlock run = MustAllocate(kAliceUid, 40 * kPageSize);
+  const PooledBlock live = MustAllocate(kAliceUid, 64);
   std::unique_ptr<Mapping> view = Map(run);
   std::memset(view->data() + run.offset, 'z', run.size);
   MustFree(run);
@@ -135,8 +135,8 @@ TEST_F(PooledAllocatorTest, ScavengerWorkIsBoundedPerCall) {
 }
 
 TEST_F(PooledAllocatorTest, ScavengerReleasesIdleSpans) {
-  const PooledBlock slot = MustAllocate(kAlice, 64);
-  const PooledBlock keep = MustAllocate(kAlice, 100 * 1024);
+  const PooledBlock slot = MustAllocate(kAliceUid, 64);
+  const PooledBlock keep = MustAllocate(kAliceUid, 100 * 1024);
   MustFree(slot);
   EXPECT_EQ(allocator_->Stats().size_classes[0].spans, 1u) << "cached";
   clock_.Advance(absl::Minutes(5));

@@ -28,9 +28,9 @@ using ::shmbroker::testing::StatusIs;
 using ::shmbroker::testing::pooled::AllBytesAre;
 using ::shmbroker::testing::pooled::Blocks;
 using ::shmbroker::testing::pooled::Inode;
-using ::shmbroker::testing::pooled::kAlice;
+using ::shmbroker::testing::pooled::kAliceUid;
 using ::shmbroker::testing::pooled::kArena;
-using ::shmbroker::testing::pooled::kBob;
+using ::shmbroker::testing::pooled::kBobUid;
 using ::shmbroker::testing::pooled::PooledAllocatorTest;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
@@ -71,14 +71,14 @@ TEST_F(PooledAllocatorTest, PoolsUpToAQuarterArenaByDefault) {
   auto refused =
       StatusIs(Code::kInvalidArgument,
                AllOf(HasSubstr("pooled max size"), HasSubstr("262144")));
-  EXPECT_THAT(allocator_->Allocate(kAlice, 0, false), refused);
-  EXPECT_THAT(allocator_->Allocate(kAlice, kArena / 4 + 1, false), refused);
+  EXPECT_THAT(allocator_->Allocate(kAliceUid, 0, false), refused);
+  EXPECT_THAT(allocator_->Allocate(kAliceUid, kArena / 4 + 1, false), refused);
   EXPECT_EQ(allocator_->Stats().arenas, 0u);
 }
 
 TEST_F(PooledAllocatorTest, BlocksAreWindowsOfTheArenaMemfd) {
-  const PooledBlock small = MustAllocate(kAlice, 100);
-  const PooledBlock medium = MustAllocate(kAlice, 100 * 1024);
+  const PooledBlock small = MustAllocate(kAliceUid, 100);
+  const PooledBlock medium = MustAllocate(kAliceUid, 100 * 1024);
   EXPECT_EQ(small.arena_id, medium.arena_id);
   EXPECT_EQ(small.size, 100u);
   EXPECT_EQ(small.charged, 128u);
@@ -99,7 +99,7 @@ TEST_F(PooledAllocatorTest, BlocksAreWindowsOfTheArenaMemfd) {
 }
 
 TEST_F(PooledAllocatorTest, FreeRejectsUnknownBlocks) {
-  const PooledBlock block = MustAllocate(kAlice, 64);
+  const PooledBlock block = MustAllocate(kAliceUid, 64);
   EXPECT_THAT(allocator_->Free(block.arena_id + 1, block.offset),
               StatusIs(Code::kNotFound, HasSubstr("no pooled arena")));
   EXPECT_THAT(allocator_->Free(block.arena_id, block.offset + 64),
@@ -113,7 +113,7 @@ TEST_F(PooledAllocatorTest, ArenasGrowToCapacityAndNoFurther) {
   // Four quarter-arena runs fill an arena; the capacity holds four arenas.
   std::vector<PooledBlock> blocks;
   for (int i = 0; i < 16; ++i)
-    blocks.push_back(MustAllocate(kAlice, kArena / 4));
+    blocks.push_back(MustAllocate(kAliceUid, kArena / 4));
   PooledAllocatorStats stats = allocator_->Stats();
   EXPECT_EQ(stats.arenas, 4u);
   EXPECT_EQ(stats.arena_bytes, 4 * kArena);
@@ -121,7 +121,7 @@ TEST_F(PooledAllocatorTest, ArenasGrowToCapacityAndNoFurther) {
   EXPECT_EQ(stats.in_use_bytes, 4 * kArena);
   EXPECT_EQ(stats.free_bytes, 0u);
 
-  EXPECT_THAT(allocator_->Allocate(kAlice, 64, false),
+  EXPECT_THAT(allocator_->Allocate(kAliceUid, 64, false),
               AllOf(StatusIs(Code::kResourceExhausted,
                              HasSubstr("needs a new 1048576-byte arena")),
                     RefusedBy(Limit::kCapacity)));
@@ -129,31 +129,31 @@ TEST_F(PooledAllocatorTest, ArenasGrowToCapacityAndNoFurther) {
 
   // Freed room is used again without a new arena.
   MustFree(blocks[5]);
-  const PooledBlock again = MustAllocate(kAlice, 64);
+  const PooledBlock again = MustAllocate(kAliceUid, 64);
   EXPECT_EQ(again.arena_id, blocks[5].arena_id);
   EXPECT_EQ(allocator_->Stats().arenas_created_total, 4u);
 }
 
 TEST_F(PooledAllocatorTest, TenantsNeverShareAnArena) {
-  const PooledBlock alice = MustAllocate(kAlice, 64);
-  const PooledBlock bob = MustAllocate(kBob, 64);
+  const PooledBlock alice = MustAllocate(kAliceUid, 64);
+  const PooledBlock bob = MustAllocate(kBobUid, 64);
   EXPECT_NE(alice.arena_id, bob.arena_id);
   EXPECT_NE(Inode(alice), Inode(bob));
   const PooledAllocatorStats stats = allocator_->Stats();
   ASSERT_EQ(stats.tenants.size(), 2u);
-  EXPECT_EQ(stats.tenants[0].tenant, kAlice);
+  EXPECT_EQ(stats.tenants[0].tenant, kAliceUid);
   EXPECT_EQ(stats.tenants[0].arenas, 1u);
   EXPECT_EQ(stats.tenants[0].in_use_bytes, 64u);
-  EXPECT_EQ(stats.tenants[1].tenant, kBob);
+  EXPECT_EQ(stats.tenants[1].tenant, kBobUid);
 }
 
 TEST_F(PooledAllocatorTest, AnEmptyArenaStaysWithItsTenantForTheDelay) {
-  const PooledBlock first = MustAllocate(kAlice, 64 * 1024);
+  const PooledBlock first = MustAllocate(kAliceUid, 64 * 1024);
   MustFree(first);
   EXPECT_EQ(allocator_->Stats().arenas, 1u) << "kept for reuse";
   clock_.Advance(absl::Minutes(5) - absl::Seconds(1));
   EXPECT_EQ(allocator_->Scavenge(clock_.Now()).arenas_released, 0u);
-  const PooledBlock second = MustAllocate(kAlice, 64 * 1024);
+  const PooledBlock second = MustAllocate(kAliceUid, 64 * 1024);
   EXPECT_EQ(second.arena_id, first.arena_id);
   MustFree(second);
 
@@ -176,14 +176,14 @@ class TightCapacityTest : public PooledAllocatorTest {
 };
 
 TEST_F(TightCapacityTest, AnotherTenantsUnusedArenaMakesRoom) {
-  const PooledBlock alice = MustAllocate(kAlice, 4096);
+  const PooledBlock alice = MustAllocate(kAliceUid, 4096);
   std::unique_ptr<Mapping> alice_view = Map(alice);
   std::memset(alice_view->data(), 'A', kArena);  // secrets everywhere
   MustFree(alice);
 
   // No room for a second arena: Alice's unused one is retired, and Bob gets
   // a new memfd, not hers punched.
-  const PooledBlock bob = MustAllocate(kBob, 4096, /*zeroed=*/false);
+  const PooledBlock bob = MustAllocate(kBobUid, 4096, /*zeroed=*/false);
   EXPECT_NE(bob.arena_id, alice.arena_id);
   EXPECT_NE(Inode(bob), Inode(alice));
   std::unique_ptr<Mapping> bob_view = Map(bob);
@@ -196,18 +196,18 @@ TEST_F(TightCapacityTest, AnotherTenantsUnusedArenaMakesRoom) {
 }
 
 TEST_F(TightCapacityTest, AnArenaInUseIsNeverTaken) {
-  const PooledBlock alice = MustAllocate(kAlice, 64);
-  EXPECT_THAT(allocator_->Allocate(kBob, 64, false),
+  const PooledBlock alice = MustAllocate(kAliceUid, 64);
+  EXPECT_THAT(allocator_->Allocate(kBobUid, 64, false),
               AllOf(StatusIs(Code::kResourceExhausted, HasSubstr("uid 1001")),
                     RefusedBy(Limit::kCapacity)));
   MustFree(alice);
-  EXPECT_THAT(allocator_->Allocate(kBob, 64, false), IsOk());
+  EXPECT_THAT(allocator_->Allocate(kBobUid, 64, false), IsOk());
 }
 
 TEST_F(PooledAllocatorTest, StatsAccountForEveryByte) {
   std::vector<PooledBlock> blocks;
   for (uint64_t size : {64u, 64u, 100u, 3000u, 3000u, 40000u, 70000u}) {
-    blocks.push_back(MustAllocate(kAlice, size));
+    blocks.push_back(MustAllocate(kAliceUid, size));
   }
   MustFree(blocks[1]);
   const PooledAllocatorStats stats = allocator_->Stats();
@@ -235,7 +235,7 @@ TEST_F(PooledAllocatorTest, PrefaultedArenasAreResidentAndKnownZero) {
   PooledAllocatorOptions options = Options();
   options.prefault = true;
   Make(options);
-  const PooledBlock block = MustAllocate(kAlice, 64, /*zeroed=*/true);
+  const PooledBlock block = MustAllocate(kAliceUid, 64, /*zeroed=*/true);
   EXPECT_EQ(Blocks(block), kArena);
   EXPECT_EQ(allocator_->ResidentBytes(), kArena);
   EXPECT_EQ(allocator_->Stats().zeroed_bytes_total, 0u);
@@ -254,8 +254,8 @@ TEST(PooledAllocatorMetadataTest, PerBufferRecordsAreSmall) {
 }
 
 TEST_F(PooledAllocatorTest, DestructionReturnsTheCapacity) {
-  MustAllocate(kAlice, 64);
-  MustAllocate(kBob, 64);
+  MustAllocate(kAliceUid, 64);
+  MustAllocate(kBobUid, 64);
   EXPECT_EQ(capacity_.committed(), 2 * kArena);
   allocator_.reset();
   EXPECT_EQ(capacity_.committed(), 0u);
@@ -268,7 +268,7 @@ TEST_F(PooledAllocatorTest, ConcurrentUseKeepsBlocksApart) {
   std::vector<int> ok(kThreads, 1);  // not vector<bool>: one per thread
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
-      const TenantId tenant = kAlice + t % 2;
+      const TenantId tenant = kAliceUid + t % 2;
       std::vector<std::pair<PooledBlock, std::unique_ptr<Mapping>>> held;
       for (int round = 0; round < kRounds; ++round) {
         const uint64_t size = 64 + (round * 977 + t * 131) % 50000;

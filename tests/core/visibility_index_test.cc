@@ -7,6 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/core/registry_fixture.h"
 
 namespace shmbroker {
 namespace {
@@ -15,9 +16,9 @@ using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using Scope = ShareRule::Scope;
 
-constexpr Identity kAlice{.pid = 1, .uid = 1000, .gid = 100};
-constexpr Identity kBob{.pid = 2, .uid = 2000, .gid = 200};
-constexpr Identity kCarol{.pid = 3, .uid = 3000, .gid = 100};  // alice's gid
+using ::shmbroker::testing::kAlice;
+using ::shmbroker::testing::kBob;
+constexpr Identity kCarol{.pid = 300, .uid = 3000, .gid = kAlice.gid};
 
 std::vector<ShareRule> Rule(Scope scope, uint32_t id) {
   return {{.scope = scope, .id = id, .mode = AccessMode::kReadOnly}};
@@ -35,7 +36,7 @@ TEST(VisibilityIndexTest, ACallerSeesItsOwnAndWhatRulesAdmitItTo) {
   index.Add(1, kAlice, {});
   index.Add(2, kBob, {});
   index.Add(3, kBob, Rule(Scope::kUid, kAlice.uid));
-  index.Add(4, kBob, Rule(Scope::kGid, 100));
+  index.Add(4, kBob, Rule(Scope::kGid, kAlice.gid));
   index.Add(5, kBob, Rule(Scope::kAll, 0));
   index.Add(6, kBob, Rule(Scope::kUid, kCarol.uid));
   EXPECT_THAT(All(index, kAlice), ElementsAre(1, 3, 4, 5));
@@ -46,7 +47,7 @@ TEST(VisibilityIndexTest, ACallerSeesItsOwnAndWhatRulesAdmitItTo) {
 TEST(VisibilityIndexTest, ABufferInSeveralOfACallersSetsIsListedOnce) {
   VisibilityIndex index;
   std::vector<ShareRule> rules = Rule(Scope::kUid, kCarol.uid);
-  rules.push_back({.scope = Scope::kGid, .id = 100});
+  rules.push_back({.scope = Scope::kGid, .id = kAlice.gid});
   rules.push_back({.scope = Scope::kAll, .id = 0});
   rules.push_back({.scope = Scope::kUid, .id = kCarol.uid});  // twice
   index.Add(7, kBob, rules);

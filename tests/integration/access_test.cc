@@ -15,8 +15,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr uint32_t kNobody = 65534;
-
 class AccessTest : public DaemonTest {
  protected:
   std::vector<std::string> DaemonFlags() override {

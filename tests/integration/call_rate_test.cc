@@ -19,12 +19,12 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr int kRate = 20;
+constexpr int kCallRate = 20;
 
 class CallRateTest : public DaemonTest {
  protected:
   std::vector<std::string> DaemonFlags() override {
-    return {absl::StrCat("--max_calls_per_second=", kRate),
+    return {absl::StrCat("--max_calls_per_second=", kCallRate),
             "--metrics_address=127.0.0.1:0"};
   }
   // A gRPC channel with a connection of its own (channels share their
@@ -48,7 +48,7 @@ TEST_F(CallRateTest, AConnectionOverItsRateIsRefusedAndOthersAreServed) {
   // Far more than the burst, far faster than the rate: most are refused.
   int refused = 0;
   grpc::Status refusal;
-  for (int i = 0; i < 20 * kRate; ++i) {
+  for (int i = 0; i < 20 * kCallRate; ++i) {
     grpc::Status s = Ping(*flooder);
     if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
       ++refused;

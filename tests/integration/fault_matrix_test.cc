@@ -49,7 +49,6 @@
 namespace shmbroker::testing {
 namespace {
 
-constexpr uint32_t kNobody = 65534;
 constexpr int kTrialsPerBatch = 50;
 constexpr char kSharedName[] = "faults-shared";
 

@@ -18,12 +18,12 @@
 namespace shmbroker::testing {
 namespace {
 
-constexpr int kRate = 50;
+constexpr int kFrameRate = 50;
 
 class FrameRateTest : public DaemonTest {
  protected:
   std::vector<std::string> DaemonFlags() override {
-    return {absl::StrCat("--max_frames_per_second=", kRate),
+    return {absl::StrCat("--max_frames_per_second=", kFrameRate),
             "--metrics_address=127.0.0.1:0"};
   }
   double Throttled() {
@@ -38,7 +38,7 @@ TEST_F(FrameRateTest, AFloodingConnectionIsPausedAndOthersAreServed) {
   // Releases of handles that never existed, as fast as the socket takes
   // them: far more than the burst.
   int sent = 0;
-  for (; sent < 40 * kRate; ++sent) {
+  for (; sent < 40 * kFrameRate; ++sent) {
     fdchannel::Frame release = fdchannel::Encode(
         fdchannel::Release{uint64_t{1} << 40 | static_cast<uint64_t>(sent), 0});
     if (!fdchannel::SentWhole(
@@ -46,7 +46,7 @@ TEST_F(FrameRateTest, AFloodingConnectionIsPausedAndOthersAreServed) {
       break;  // its socket is full: the daemon is not reading it
     }
   }
-  ASSERT_GT(sent, kRate);
+  ASSERT_GT(sent, kFrameRate);
   EXPECT_TRUE(WaitFor("the flooding connection paused", [&](std::string* seen) {
     const double throttled = Throttled();
     *seen = absl::StrCat(throttled, " pauses");

@@ -24,8 +24,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr uint32_t kNobody = 65534;
-
 class HandoffTest : public DaemonTest {
  protected:
   std::vector<std::string> DaemonFlags() override {

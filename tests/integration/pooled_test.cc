@@ -25,8 +25,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr uint32_t kNobody = 65534;
-
 class PooledTest : public DaemonTest {
  protected:
   // 1GiB: arenas of the default 64MiB, pooling up to 16MiB.

@@ -18,7 +18,6 @@
 namespace shmbroker::testing {
 namespace {
 
-constexpr uint32_t kNobody = 65534;
 constexpr int kSquatted = 300;
 
 TEST(PosixNamesTest, SquattedPredictableNamesDoNotStopPosixAllocations) {

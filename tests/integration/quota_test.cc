@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/byte_size.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/test_daemon.h"
@@ -21,9 +22,6 @@ namespace shmbroker::testing {
 namespace {
 
 using ::testing::HasSubstr;
-
-constexpr uint32_t kNobody = 65534;
-constexpr uint64_t kMiB = 1 << 20;
 
 std::string Refusals(const std::string& limit) {
   return absl::StrCat("shmbroker_limit_refusals_total{limit=\"", limit, "\"}");

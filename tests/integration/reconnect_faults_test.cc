@@ -41,7 +41,6 @@
 namespace shmbroker::testing {
 namespace {
 
-constexpr uint32_t kNobody = 65534;
 constexpr const char* kPoints[] = {"resume_presented", "resume_reply"};
 constexpr const char* kKinds[] = {"pooled", "dedicated", "posix", "shared",
                                   "detached"};

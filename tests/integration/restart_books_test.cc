@@ -39,8 +39,6 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAreArray;
 
-constexpr uint32_t kNobody = 65534;
-
 class RestartBooksFixture : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -35,7 +35,6 @@
 
 namespace shmbroker::testing {
 
-constexpr uint32_t kNobody = 65534;
 constexpr int kHolders = 4;
 // Clients resume within ~100 ms of the restart here: 15 times that, and
 // twice as much again under ASan.

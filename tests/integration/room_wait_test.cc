@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/byte_size.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/test_daemon.h"
@@ -21,8 +22,6 @@ namespace shmbroker::testing {
 namespace {
 
 using ::testing::HasSubstr;
-
-constexpr uint64_t kMiB = 1 << 20;
 
 client::AllocateOptions Dedicated(uint64_t size,
                                   absl::Duration wait = absl::ZeroDuration()) {

@@ -118,6 +118,11 @@ class DaemonTest : public ::testing::Test {
   std::unique_ptr<client::Client> client_;
 };
 
+// The second uid tests run clients as: nobody (gid 65534 too, as
+// CliArgsAs runs it), a stranger, or a second tenant when the daemon's
+// --socket_group lets it in.
+inline constexpr uint32_t kNobody = 65534;
+
 // Running the CLI as another uid (needs root). The build tree may sit where
 // that uid cannot reach (e.g. under /root), so ShareCliWithOtherUids copies
 // the CLI and its library into the daemon's directory first; CliArgsAs is

@@ -22,8 +22,6 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using Type = client::WatchEvent::Type;
 
-constexpr uint32_t kNobody = 65534;
-
 class WatchTest : public DaemonTest {
  protected:
   std::vector<std::string> DaemonFlags() override {
