@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSHMBROKER_SANITIZE=thread -DSHMBROKER_TSAN_SHIM=ON \
-  -DSHMBROKER_BUILD_BENCH=OFF >/dev/null
+  -DSHMBROKER_BUILD_BENCH=OFF -DCMAKE_UNITY_BUILD=ON >/dev/null
 cmake --build build-tsan --target integration_test
 export TSAN_OPTIONS="ignore_noninstrumented_modules=1 suppressions=$PWD/tests/tsan/grpc_internals.supp"
 build-tsan/tests/integration/integration_test --gtest_filter="${1:-*}"
