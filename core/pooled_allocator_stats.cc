@@ -2,12 +2,11 @@
 // and per tenant (metrics, Status, the pool's own tests), and the bytes
 // its arenas hold resident. Apart from pooled_allocator.cc, which places
 // and frees blocks.
-#include "core/pooled_allocator.h"
-
 #include <algorithm>
 #include <memory>
 #include <vector>
 
+#include "core/pooled_allocator.h"
 #include "core/size_classes.h"
 
 namespace shmbroker {
