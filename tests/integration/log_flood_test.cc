@@ -21,8 +21,10 @@ class LogFloodTest : public ::testing::Test {
   void SetUp() override {
     TestDaemon::Launch launch;
     launch.log_path = log_path_;
-    daemon_ =
-        std::make_unique<TestDaemon>(std::vector<std::string>{}, "", launch);
+    // The raw fd channels below never renew their default leases; a flood
+    // slowed down by a loaded machine must not outlast the default TTL (10 s).
+    daemon_ = std::make_unique<TestDaemon>(
+        std::vector<std::string>{"--lease_default_ttl=1h"}, "", launch);
     ASSERT_TRUE(daemon_->started()) << daemon_->startup_output();
   }
   void TearDown() override { ::unlink(log_path_.c_str()); }
