@@ -7,7 +7,7 @@
 // to back on another thread and times each Allocate: first while nothing
 // else happens (idle), then while the N buffers are let go of (during).
 // Arguments: N, then the reclaim batch (LeaseOptions::reclaim_batch, the
-// daemon's --reclaim_batch): 64 (the default) and 256 against 0, meaning
+// daemon's --reclaim_batch): 16 (the default), 64 and 256 against 0, meaning
 // all N in one step, as before the steps existed. Counters, in microseconds:
 // p50/p99/max of idle and during, and p99_ratio = p99 during / p99 idle.
 // The call that waits out one step is what p99 and max show.
@@ -170,6 +170,7 @@ void Cases(benchmark::internal::Benchmark* b) {
   b->ArgNames({"buffers", "batch"})
       ->Args({100'000, 256})
       ->Args({100'000, 64})
+      ->Args({100'000, 16})
       ->Args({100'000, 0})
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);

@@ -60,7 +60,7 @@ ABSL_FLAG(uint32_t, max_detached_leases_per_uid, 1024,
 ABSL_FLAG(uint32_t, lease_sweep_batch, 256,
           "leases expired per sweep step; the registry lock is released "
           "between steps so that a mass expiry does not stall calls");
-ABSL_FLAG(uint32_t, reclaim_batch, 64,
+ABSL_FLAG(uint32_t, reclaim_batch, 16,
           "buffers an ended lease (expired, revoked, or its client gone) "
           "lets go of per step; the registry lock is released between steps "
           "so that a lease with many holds does not stall calls");
