@@ -3,6 +3,8 @@
 // holds N pooled 64-byte buffers (N = 1k, 100k, 1M); then, per N:
 //   Stats          Registry::Stats, which every Status call, health check
 //                  and scrape runs under the registry's lock
+//   PoolStats      PooledAllocator::Stats, which every Status call and
+//                  scrape runs under the pool's lock
 //   ListPage       one List page of 1000 from the middle of the table, as
 //                  root (who may see everything)
 //   ListPageOther  the same page asked for by another uid who owns 10
@@ -84,6 +86,13 @@ void BM_Stats(benchmark::State& state) {
   }
 }
 
+void BM_PoolStats(benchmark::State& state) {
+  Table& table = TableOf(state.range(0));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(table.registry->pool()->Stats());
+  }
+}
+
 void BM_ListPage(benchmark::State& state) {
   Table& table = TableOf(state.range(0));
   bool more = false;
@@ -125,6 +134,7 @@ void Sizes(benchmark::internal::Benchmark* b) {
   b->Arg(1'000)->Arg(100'000)->Arg(1'000'000)->Unit(benchmark::kMicrosecond);
 }
 BENCHMARK(BM_Stats)->Apply(Sizes);
+BENCHMARK(BM_PoolStats)->Apply(Sizes);
 BENCHMARK(BM_ListPage)->Apply(Sizes);
 BENCHMARK(BM_ListPageOther)->Apply(Sizes);
 BENCHMARK(BM_Tenants)->Apply(Sizes);

@@ -87,11 +87,13 @@ std::optional<Placement> Arena::AllocateSlot(int size_class, uint64_t size,
         std::make_unique<Span>(Span::ForClass(*start, size_class, zero));
     partial.emplace(*start, span.get());
     extents_.emplace(*start, Extent{c.span_pages, std::move(span)});
+    ++class_usage_[size_class].spans;
   }
   Span* span = partial.begin()->second;  // the lowest: keep live data low
   std::optional<Span::Taken> taken = span->Allocate();
   assert(taken.has_value());
   if (span->full()) partial.erase(span->start_page());
+  ++class_usage_[size_class].live_slots;
   ++live_blocks_;
   in_use_bytes_ += c.size;
   Placement placement;
@@ -161,6 +163,7 @@ absl::StatusOr<uint64_t> Arena::Free(uint64_t offset, absl::Time now) {
   auto& partial = partial_[size_class];
   const bool was_full = span.full();
   span.Free(*slot);
+  --class_usage_[size_class].live_slots;
   if (was_full) partial.emplace(start, &span);
   if (span.empty()) {
     if (partial.size() > 1) {
@@ -180,7 +183,9 @@ void Arena::OnBlockFreed(uint64_t charged, absl::Time now) {
 
 void Arena::ReleaseSpan(ExtentMap::iterator extent, absl::Time free_since) {
   const Span& span = *extent->second.span;
-  partial_[SizeClassFor(span.slot_size())].erase(span.start_page());
+  const int size_class = SizeClassFor(span.slot_size());
+  partial_[size_class].erase(span.start_page());
+  --class_usage_[size_class].spans;
   heap_.Free(span.start_page(), span.pages(), free_since,
              /*untouched=*/!span.AnyDirty());
   extents_.erase(extent);
@@ -223,16 +228,14 @@ ArenaUsage Arena::Usage() const {
   usage.free_page_bytes =
       (uint64_t{heap_.free_pages()} + scavenging_pages_) * kPageSize;
   usage.largest_free_run_bytes = heap_.largest_free_run() * kPageSize;
-  for (const auto& [start, extent] : extents_) {
-    if (extent.span == nullptr) continue;
-    const Span& span = *extent.span;
-    SizeClassUsage& c = usage.size_classes[SizeClassFor(span.slot_size())];
-    ++c.spans;
-    c.free_slots += span.free_slots();
-    c.live_slots += span.slots() - span.free_slots();
-    usage.free_slot_bytes += uint64_t{span.free_slots()} * span.slot_size();
-    usage.span_tail_bytes +=
-        span.pages() * kPageSize - uint64_t{span.slots()} * span.slot_size();
+  for (int i = 0; i < kNumSizeClasses; ++i) {
+    const SizeClass& shape = kSizeClasses[i];
+    SizeClassUsage& c = usage.size_classes[i];
+    c.spans = class_usage_[i].spans;
+    c.live_slots = class_usage_[i].live_slots;
+    c.free_slots = c.spans * shape.slots - c.live_slots;
+    usage.free_slot_bytes += c.free_slots * shape.size;
+    usage.span_tail_bytes += c.spans * shape.tail_bytes();
   }
   return usage;
 }

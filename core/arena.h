@@ -171,6 +171,12 @@ class Arena {
   ExtentMap extents_;
   // Per size class: the spans with a free slot, by start page.
   std::array<absl::btree_map<uint32_t, Span*>, kNumSizeClasses> partial_;
+  // Per size class, spans and live slots, kept as they come and go (the
+  // free_slots field stays 0: Usage() derives it, as every span of a class
+  // has the same slots). Usage() runs on every Status call and scrape under
+  // the pool's lock, and a walk of the spans there took 150 us at a million
+  // live 64-byte slots.
+  std::array<SizeClassUsage, kNumSizeClasses> class_usage_{};
   uint64_t live_blocks_ = 0;
   uint64_t in_use_bytes_ = 0;
   uint32_t scavenging_pages_ = 0;
