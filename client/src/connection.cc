@@ -1,5 +1,7 @@
 #include "client/src/connection.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -83,8 +85,15 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
   // socket: gRPC's default reconnect backoff (1 s, growing to 2 min) would
   // keep calls failing long after.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 20);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // Despite its name, how long one connection attempt may wait for the
+  // daemon's first HTTP/2 frame. gRPC makes it at least 100 ms, which is
+  // what 20 ms here gave: on a busy node (64 clients starting at once on
+  // two cores) the handshake took longer, and calls failed UNAVAILABLE
+  // ("no daemon answering") at once. An attempt now gets as long as a call.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+              static_cast<int>(std::clamp<int64_t>(
+                  absl::ToInt64Milliseconds(c->timeout_), 100, 3'600'000)));
   c->channel_ =
       grpc::CreateCustomChannel(absl::StrCat("unix:", c->socket_path_),
                                 grpc::InsecureChannelCredentials(), args);

@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -120,6 +121,27 @@ Finished TestDaemon::Kill() {
   return ::testing::AssertionFailure()
          << "needs root to switch uids: run as root, as CI does (euid "
          << ::geteuid() << ")";
+}
+
+::testing::AssertionResult StopProcess(pid_t pid) {
+  if (::kill(pid, SIGSTOP) != 0) {
+    return ::testing::AssertionFailure()
+           << "kill(" << pid << ", SIGSTOP): " << std::strerror(errno);
+  }
+  return WaitFor("every thread of the process stopped", [&](std::string* seen) {
+    const std::string tasks = absl::StrCat("/proc/", pid, "/task");
+    std::error_code error;
+    for (const auto& entry :
+         std::filesystem::directory_iterator(tasks, error)) {
+      const std::string status = ReadWholeFile(entry.path() / "status");
+      if (status.find("State:\tT") == std::string::npos) {
+        *seen = absl::StrCat("thread ", entry.path().filename().string(),
+                             " still runs");
+        return false;
+      }
+    }
+    return !error;
+  });
 }
 
 absl::StatusOr<std::unique_ptr<client::Client>> TestDaemon::Connect() const {

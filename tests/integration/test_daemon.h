@@ -89,6 +89,10 @@ class TestDaemon {
 // rather than pass without testing anything: ASSERT_TRUE(RunningAsRoot()).
 ::testing::AssertionResult RunningAsRoot();
 
+// SIGSTOPs `pid` and waits until every thread of it has stopped (kill()
+// returns before they have). SIGCONT resumes it.
+::testing::AssertionResult StopProcess(pid_t pid);
+
 // The counts of a status, for failure messages.
 std::string StatusText(const client::DaemonStatus& s);
 
